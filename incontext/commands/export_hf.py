@@ -1,0 +1,48 @@
+"""`incontext export-hf --checkpoint DIR --out DIR`: params dir -> transformers layout."""
+import json
+import os
+import shutil
+import tempfile
+
+import numpy as np
+
+from incontext import checkpoint
+from incontext.models import convert
+
+
+def register(sub):
+  p = sub.add_parser("export-hf", help="write a params directory as a transformers "
+                     "SegGptForImageSegmentation (config.json + model.safetensors)")
+  p.add_argument("--checkpoint", required=True, help="incontext params directory")
+  p.add_argument("--out", required=True, help="output directory (from_pretrained-able)")
+  p.add_argument("--overwrite", action="store_true")
+  p.set_defaults(func=run)
+
+
+def export_hf(checkpoint_dir: str, out: str, *, overwrite: bool = False) -> None:
+  from safetensors.numpy import save_file
+  out = os.path.abspath(out)
+  if os.path.exists(out) and not overwrite:
+    raise checkpoint.CheckpointError(f"{out}: already exists (pass --overwrite)")
+  model = checkpoint.load_model(checkpoint_dir)
+  sd = convert.official_to_hf(convert.model_to_official(model))
+  parent = os.path.dirname(out)
+  os.makedirs(parent, exist_ok=True)
+  tmp = tempfile.mkdtemp(prefix=".tmp_export_", dir=parent)
+  try:
+    save_file({k: np.ascontiguousarray(v, np.float32) for k, v in sd.items()},
+              os.path.join(tmp, "model.safetensors"), metadata={"format": "pt"})
+    with open(os.path.join(tmp, "config.json"), "w") as f:
+      json.dump(convert.hf_config_dict(model.cfg), f, indent=2)
+    if os.path.exists(out):
+      shutil.rmtree(out)
+    os.replace(tmp, out)
+  except BaseException:
+    shutil.rmtree(tmp, ignore_errors=True)
+    raise
+
+
+def run(args) -> int:
+  export_hf(args.checkpoint, args.out, overwrite=args.overwrite)
+  print(f"wrote {args.out} (config.json, model.safetensors)")
+  return 0

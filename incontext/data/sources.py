@@ -1,0 +1,627 @@
+"""Dataset readers: raw-folder layouts and built TFDS (array_record) datasets.
+
+Every source is a random-access sequence (``len(src)``, ``src[i]``) of per-example dicts with one
+common schema, so the pair sampler, the episodes and the TFDS builders share it:
+
+  image        uint8 [H, W, 3]  RGB
+  mask         int32 [H, W]     label map: 0 = background, k > 0 = label id, IGNORE (255) = ignore
+  instances    int32 [H, W]     optional instance map: 0 = background, 1..254 = instance, 255 ignore
+  classes      int32 [n]        label ids present in `mask` (sorted, without 0 and IGNORE)
+  id           str              example key (file stem, or "seq/frame")
+  video_id     str              optional, video sources only
+  frame_index  int              optional, video sources only
+
+Label ids are dataset label ids shifted so that 0 means background: COCO/CamVid use class_id + 1,
+CCP/VOC/FSS keep theirs (0 is already null/background), ADE20K's 0 ("other") becomes IGNORE.
+Binary masks (Kvasir, Weizmann horse, DAVIS 2016) become 0/1. `src.class_names[k]` names label k.
+
+Besides `__getitem__`, a source has `meta(i)` (classes / video_id / frame_index without decoding the
+image; used to build pair-sampling indices) and attributes `name`, `kind` ('semantic' or 'video'),
+`has_instances` and `class_names` (dict label id -> name).
+
+Raw readers exist for the layouts in `../shared/data` and the usual public layouts:
+`image_mask_folder`, `coco_yolo` (coco128_seg), `coco_json`, `clothing_co_parsing`, `camvid`,
+`davis`, `kvasir_seg`, `weizmann_horse`, `fss1000`, `pascal_voc`, `ade20k`; `tfds_source` reads a
+dataset built by `data_prep/datasets/*`. `make_source(cfg)` builds one from a config dict.
+"""
+from __future__ import annotations
+
+import dataclasses
+import functools
+import glob
+import json
+import os
+from typing import Any, Callable, Sequence
+
+import numpy as np
+from PIL import Image, ImageDraw
+
+IGNORE = 255
+MAX_INSTANCES = 254
+
+
+class DataError(ValueError):
+  """A data file is missing, unreadable or inconsistent; the message names the file."""
+
+
+# ---------------------------------------------------------------------------------------------
+# File readers.
+
+def load_image(path: str) -> np.ndarray:
+  """RGB uint8 [H, W, 3]; raises DataError naming `path` if missing or unreadable."""
+  if not os.path.exists(path):
+    raise DataError(f"missing image file: {path}")
+  try:
+    with Image.open(path) as im:
+      return np.asarray(im.convert("RGB"), np.uint8)
+  except Exception as e:  # PIL raises several types
+    raise DataError(f"cannot read image file {path}: {e}") from e
+
+
+def load_label_png(path: str) -> np.ndarray:
+  """Raw label values as int32 [H, W] (palette index for 'P', channel 0 for RGB/LA)."""
+  if not os.path.exists(path):
+    raise DataError(f"missing mask file: {path}")
+  try:
+    with Image.open(path) as im:
+      a = np.asarray(im)
+  except Exception as e:
+    raise DataError(f"cannot read mask file {path}: {e}") from e
+  if a.ndim == 3:
+    a = a[..., 0]
+  return a.astype(np.int32)
+
+
+def binarize(a: np.ndarray, threshold: int = 128) -> np.ndarray:
+  """0/1 from 0/255 (threshold) or 0/1 masks (values <= 1 are kept)."""
+  if a.size and a.max() <= 1:
+    return (a > 0).astype(np.int32)
+  return (a >= threshold).astype(np.int32)
+
+
+def present_classes(mask: np.ndarray) -> np.ndarray:
+  u = np.unique(mask)
+  return u[(u != 0) & (u != IGNORE)].astype(np.int32)
+
+
+def read_class_list(path: str) -> dict[int, str]:
+  """`classes.txt` with lines "id name" (or bare names, numbered from 0)."""
+  if not os.path.exists(path):
+    raise DataError(f"missing class list: {path}")
+  out = {}
+  with open(path) as f:
+    for i, line in enumerate(l.strip() for l in f):
+      if not line:
+        continue
+      head, _, rest = line.partition(" ")
+      if head.isdigit() and rest:
+        out[int(head)] = rest.strip()
+      else:
+        out[i] = line
+  return out
+
+
+def _check_same_size(image: np.ndarray, mask: np.ndarray, ipath: str, mpath: str, resize: bool):
+  if image.shape[:2] == mask.shape:
+    return mask
+  if not resize:
+    raise DataError(f"mask {mpath} has size {mask.shape} but image {ipath} has {image.shape[:2]}")
+  return np.asarray(Image.fromarray(mask).resize(image.shape[1::-1], Image.NEAREST), np.int32)
+
+
+# ---------------------------------------------------------------------------------------------
+# Polygon / RLE rasterisation (COCO json and YOLO-seg).
+
+def rasterize_polygons(polys: Sequence[Sequence[float]], h: int, w: int) -> np.ndarray:
+  """bool [h, w] union of polygons given as flat [x0, y0, x1, y1, ...] pixel coordinates."""
+  im = Image.new("L", (w, h), 0)
+  d = ImageDraw.Draw(im)
+  for p in polys:
+    if len(p) >= 6:
+      d.polygon([(float(p[i]), float(p[i + 1])) for i in range(0, len(p) - 1, 2)], fill=1)
+  return np.asarray(im, bool)
+
+
+def rle_decode(rle: dict, h: int, w: int) -> np.ndarray:
+  """COCO RLE (uncompressed list or compressed string counts) -> bool [h, w]."""
+  counts = rle["counts"]
+  if isinstance(counts, str):  # COCO's LEB128-like string encoding (maskApi.c rleFrString)
+    cnts, p = [], 0
+    while p < len(counts):
+      x, k, more = 0, 0, True
+      while more:
+        c = ord(counts[p]) - 48
+        x |= (c & 0x1f) << (5 * k)
+        more = bool(c & 0x20)
+        p += 1
+        k += 1
+        if not more and (c & 0x10):
+          x |= -1 << (5 * k)
+      if len(cnts) > 2:
+        x += cnts[-2]
+      cnts.append(x)
+    counts = cnts
+  flat = np.zeros(h * w, bool)
+  pos, val = 0, False
+  for c in counts:
+    flat[pos:pos + c] = val
+    pos += c
+    val = not val
+  return flat.reshape(w, h).T  # column-major
+
+
+def read_yolo_seg(txt_path: str, h: int, w: int) -> tuple[np.ndarray, np.ndarray, list[int]]:
+  """YOLO-seg label file -> (semantic class_id+1, instance line+1, instance class ids).
+
+  Later instances overwrite earlier ones (as in ../shared/data/coco128_seg/masks_*). A missing
+  label file means an image without objects.
+  """
+  sem = np.zeros((h, w), np.int32)
+  ins = np.zeros((h, w), np.int32)
+  cls = []
+  if not os.path.exists(txt_path):
+    return sem, ins, cls
+  with open(txt_path) as f:
+    lines = [l.split() for l in f if l.strip()]
+  for n, parts in enumerate(lines):
+    try:
+      c = int(parts[0])
+      xy = np.asarray(parts[1:], np.float64)
+    except ValueError as e:
+      raise DataError(f"bad YOLO-seg line {n + 1} in {txt_path}: {e}") from e
+    xy = xy.reshape(-1, 2) * np.array([w, h])
+    m = rasterize_polygons([xy.reshape(-1).tolist()], h, w)
+    sem[m] = c + 1
+    ins[m] = min(n + 1, MAX_INSTANCES)
+    cls.append(c + 1)
+  return sem, ins, cls
+
+
+# ---------------------------------------------------------------------------------------------
+# Sources.
+
+@dataclasses.dataclass
+class FolderSource:
+  """A list of (image path, mask path) pairs plus a function turning raw masks into the schema.
+
+  `load_masks(i, image) -> (mask, instances or None)` decodes example i's annotation.
+  """
+  name: str
+  image_paths: list[str]
+  load_masks: Callable[[int, np.ndarray | None], tuple[np.ndarray, np.ndarray | None]]
+  ids: list[str]
+  class_names: dict[int, str]
+  kind: str = "semantic"
+  has_instances: bool = False
+  video_ids: list[str] | None = None
+  frame_indices: list[int] | None = None
+
+  def __len__(self) -> int:
+    return len(self.image_paths)
+
+  def _extra(self, i: int) -> dict[str, Any]:
+    out: dict[str, Any] = {"id": self.ids[i]}
+    if self.video_ids is not None:
+      out["video_id"] = self.video_ids[i]
+      out["frame_index"] = self.frame_indices[i]
+    return out
+
+  def __getitem__(self, i: int) -> dict[str, Any]:
+    i = int(i)
+    image = load_image(self.image_paths[i])
+    mask, inst = self.load_masks(i, image)
+    ex = {"image": image, "mask": mask, "classes": present_classes(mask), **self._extra(i)}
+    if inst is not None:
+      ex["instances"] = inst
+    return ex
+
+  def meta(self, i: int) -> dict[str, Any]:
+    mask, inst = self.load_masks(int(i), None)
+    out = {"classes": present_classes(mask), **self._extra(int(i))}
+    if inst is not None:
+      out["num_instances"] = int(inst[inst != IGNORE].max(initial=0))
+    return out
+
+  def subset(self, idx: Sequence[int]) -> "FolderSource":
+    """A source over the examples `idx` (used by tests and record sharding)."""
+    idx = [int(i) for i in idx]
+    pick = lambda xs: None if xs is None else [xs[i] for i in idx]
+    load = self.load_masks
+    return dataclasses.replace(
+        self, image_paths=pick(self.image_paths), ids=pick(self.ids),
+        load_masks=lambda j, im: load(idx[j], im), video_ids=pick(self.video_ids),
+        frame_indices=pick(self.frame_indices))
+
+
+def _label_loader(mask_paths, image_paths, *, mode: str, lut: np.ndarray | None = None,
+                  threshold: int = 128, resize_mask: bool = False, instance_paths=None):
+  """Loader for PNG masks. mode: 'binary' | 'label' (via lut) | 'instance' (ids as instances)."""
+  def load(i, image):
+    raw = load_label_png(mask_paths[i])
+    if image is not None:
+      raw = _check_same_size(image, raw, image_paths[i], mask_paths[i], resize_mask)
+    if mode == "binary":
+      return binarize(raw, threshold), None
+    if mode == "instance":
+      inst = np.where(raw > MAX_INSTANCES, IGNORE, raw).astype(np.int32)
+      return np.where(inst == IGNORE, IGNORE, (inst > 0).astype(np.int32)), inst
+    mask = raw if lut is None else lut[np.clip(raw, 0, len(lut) - 1)]
+    inst = None
+    if instance_paths is not None:
+      inst = load_label_png(instance_paths[i])
+      if image is not None:
+        inst = _check_same_size(image, inst, image_paths[i], instance_paths[i], resize_mask)
+    return mask.astype(np.int32), inst
+  return load
+
+
+def _stem(p: str) -> str:
+  return os.path.splitext(os.path.basename(p))[0]
+
+
+def _find_with_ext(base: str, exts=(".jpg", ".jpeg", ".png", ".JPG", ".bmp")) -> str:
+  for e in exts:
+    if os.path.exists(base + e):
+      return base + e
+  return base + exts[0]
+
+
+def _require_dir(path: str, what: str):
+  if not os.path.isdir(path):
+    raise DataError(f"missing {what} folder: {path}")
+
+
+def image_mask_folder(root: str, *, name: str = "image_mask_folder",
+                      image_glob: str = "images/*.jpg", mask_pattern: str = "masks/{stem}.png",
+                      mask_type: str = "binary", class_names: dict[int, str] | None = None,
+                      label_offset: int = 0, ignore_values: Sequence[int] = (),
+                      background_values: Sequence[int] = (0,), threshold: int = 128,
+                      resize_mask: bool = False, instance_pattern: str | None = None,
+                      require_masks: bool = True) -> FolderSource:
+  """Any folder of images with binary, label-index or instance masks.
+
+  Args:
+    image_glob: glob relative to `root` for the images.
+    mask_pattern: mask path relative to `root`; `{stem}` is the image file stem, `{dir}` the image's
+      folder relative to root.
+    mask_type: 'binary' (0/255 or 0/1 -> 0/1), 'label' (label index -> label + label_offset, with
+      `ignore_values` -> IGNORE and `background_values` -> 0) or 'instance' (ids -> instances and
+      a binary semantic mask).
+    instance_pattern: optional instance-map path pattern for 'label' masks.
+    require_masks: raise DataError for an image without a mask (else such images are skipped).
+  """
+  images = sorted(glob.glob(os.path.join(root, image_glob)))
+  if not images:
+    raise DataError(f"no images match {os.path.join(root, image_glob)}")
+  def fmt(pat, p):
+    return os.path.join(root, pat.format(stem=_stem(p), dir=os.path.relpath(os.path.dirname(p), root)))
+  masks = [fmt(mask_pattern, p) for p in images]
+  keep = [i for i, m in enumerate(masks) if os.path.exists(m)]
+  if require_masks and len(keep) < len(images):
+    missing = [masks[i] for i in range(len(images)) if i not in set(keep)]
+    raise DataError(f"missing mask file: {missing[0]} (for image {images[masks.index(missing[0])]};"
+                    f" {len(missing)} missing in total)")
+  images, masks = [images[i] for i in keep], [masks[i] for i in keep]
+  lut = None
+  if mask_type == "label":
+    lut = np.arange(65536, dtype=np.int32) + label_offset
+    for v in background_values:
+      lut[v] = 0
+    for v in ignore_values:
+      lut[v] = IGNORE
+  inst_paths = [fmt(instance_pattern, p) for p in images] if instance_pattern else None
+  if class_names is None:
+    class_names = {1: "foreground"} if mask_type in ("binary", "instance") else {}
+  return FolderSource(
+      name=name, image_paths=images, ids=[_stem(p) for p in images], class_names=class_names,
+      load_masks=_label_loader(masks, images, mode=mask_type, lut=lut, threshold=threshold,
+                               resize_mask=resize_mask, instance_paths=inst_paths),
+      has_instances=mask_type == "instance" or inst_paths is not None)
+
+
+def kvasir_seg(root: str) -> FolderSource:
+  """Kvasir-SEG: images/*.jpg + masks/*.png (0/255 polyp)."""
+  return image_mask_folder(root, name="kvasir_seg", class_names={1: "polyp"})
+
+
+def weizmann_horse(root: str) -> FolderSource:
+  """Weizmann horse: images/*.jpg + masks/*.png (0/255 horse)."""
+  return image_mask_folder(root, name="weizmann_horse", class_names={1: "horse"})
+
+
+def clothing_co_parsing(root: str) -> FolderSource:
+  """CCP: images/NNNN.jpg + masks/NNNN.png, label 0..58 (0 = null = background); classes.txt."""
+  names = read_class_list(os.path.join(root, "classes.txt"))
+  names.pop(0, None)
+  return image_mask_folder(root, name="clothing_co_parsing", mask_type="label",
+                           class_names=names)
+
+
+def camvid(root: str, split: str = "train") -> FolderSource:
+  """CamVid (SegNet 11-class): {split}/X.(png|jpg) + {split}annot/X.png, ids 0..10 -> 1..11, 11 void.
+
+  `split` may be 'train', 'val', 'test' or a '+'-joined combination.
+  """
+  names = {k + 1: v for k, v in read_class_list(os.path.join(root, "classes.txt")).items() if k < 11}
+  images, masks = [], []
+  for s in split.split("+"):
+    lst = os.path.join(root, f"{s}.txt")
+    if os.path.exists(lst):
+      with open(lst) as f:
+        stems = [_stem(l.split()[0]) for l in f if l.strip()]
+    else:
+      _require_dir(os.path.join(root, s), "CamVid split")
+      stems = sorted(_stem(p) for p in os.listdir(os.path.join(root, s)))
+    images += [_find_with_ext(os.path.join(root, s, st), (".png", ".jpg")) for st in stems]
+    masks += [os.path.join(root, f"{s}annot", st + ".png") for st in stems]
+  lut = np.full(256, IGNORE, np.int32)
+  lut[:11] = np.arange(1, 12)
+  return FolderSource(name="camvid", image_paths=images, ids=[_stem(p) for p in images],
+                      class_names=names,
+                      load_masks=_label_loader(masks, images, mode="label", lut=lut))
+
+
+def coco_yolo(root: str, split: str = "train2017") -> FolderSource:
+  """COCO in YOLO-seg layout (coco128_seg): images/SPLIT/*.jpg + labels/SPLIT/*.txt polygons.
+
+  Semantic labels are class_id + 1, instances are label-file line + 1 (later overwrite earlier).
+  """
+  names = {k + 1: v for k, v in read_class_list(os.path.join(root, "classes.txt")).items()}
+  _require_dir(os.path.join(root, "images", split), "COCO-YOLO images")
+  images = sorted(glob.glob(os.path.join(root, "images", split, "*.jpg")))
+  labels = [os.path.join(root, "labels", split, _stem(p) + ".txt") for p in images]
+
+  @functools.lru_cache(maxsize=None)
+  def size(i):
+    with Image.open(images[i]) as im:
+      return im.size[::-1]
+
+  def load(i, image):
+    h, w = image.shape[:2] if image is not None else size(i)
+    sem, ins, _ = read_yolo_seg(labels[i], h, w)
+    return sem, ins
+  return FolderSource(name="coco128_seg", image_paths=images, ids=[_stem(p) for p in images],
+                      class_names=names, load_masks=load, has_instances=True)
+
+
+def coco_json(root: str, split: str = "train2017", ann_file: str | None = None) -> FolderSource:
+  """COCO instances json: {root}/{split}/*.jpg + annotations/instances_{split}.json.
+
+  Semantic label = contiguous index of the category (1..80) so ids stay < 255; crowd regions and
+  instance overlaps beyond MAX_INSTANCES are IGNORE. Instance k = k-th non-crowd annotation.
+  """
+  ann_file = ann_file or os.path.join(root, "annotations", f"instances_{split}.json")
+  if not os.path.exists(ann_file):
+    raise DataError(f"missing COCO annotation file: {ann_file}")
+  with open(ann_file) as f:
+    js = json.load(f)
+  cats = sorted(c["id"] for c in js["categories"])
+  cat_to_label = {c: k + 1 for k, c in enumerate(cats)}
+  names = {cat_to_label[c["id"]]: c["name"] for c in js["categories"]}
+  imgs = sorted(js["images"], key=lambda d: d["id"])
+  anns: dict[int, list] = {}
+  for a in js["annotations"]:
+    anns.setdefault(a["image_id"], []).append(a)
+  paths = [os.path.join(root, split, d["file_name"]) for d in imgs]
+
+  def load(i, image):
+    d = imgs[i]
+    h, w = d["height"], d["width"]
+    sem = np.zeros((h, w), np.int32)
+    ins = np.zeros((h, w), np.int32)
+    n = 0
+    for a in anns.get(d["id"], []):
+      seg = a["segmentation"]
+      if isinstance(seg, list):
+        m = rasterize_polygons(seg, h, w)
+      else:
+        m = rle_decode(seg, *seg.get("size", (h, w)))
+      if a.get("iscrowd", 0):
+        sem[m] = IGNORE
+        ins[m] = IGNORE
+        continue
+      n += 1
+      sem[m] = cat_to_label[a["category_id"]]
+      ins[m] = n if n <= MAX_INSTANCES else IGNORE
+    if image is not None and image.shape[:2] != (h, w):
+      raise DataError(f"image {paths[i]} has size {image.shape[:2]}, {ann_file} says {(h, w)}")
+    return sem, ins
+  return FolderSource(name="coco", image_paths=paths, ids=[_stem(p) for p in paths],
+                      class_names=names, load_masks=load, has_instances=True)
+
+
+def pascal_voc(root: str, split: str = "train") -> FolderSource:
+  """PASCAL VOC: JPEGImages/X.jpg + SegmentationClass/X.png (palette 0..20, 255 = ignore);
+  ImageSets/Segmentation/{split}.txt. Labels 1..20 keep VOC's ids."""
+  voc = ["aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow",
+         "diningtable", "dog", "horse", "motorbike", "person", "pottedplant", "sheep", "sofa",
+         "train", "tvmonitor"]
+  lst = os.path.join(root, "ImageSets", "Segmentation", f"{split}.txt")
+  if not os.path.exists(lst):
+    raise DataError(f"missing VOC split list: {lst}")
+  with open(lst) as f:
+    stems = [l.strip() for l in f if l.strip()]
+  images = [os.path.join(root, "JPEGImages", s + ".jpg") for s in stems]
+  masks = [os.path.join(root, "SegmentationClass", s + ".png") for s in stems]
+  lut = np.full(256, IGNORE, np.int32)
+  lut[:21] = np.arange(21)
+  return FolderSource(name="pascal_voc", image_paths=images, ids=stems,
+                      class_names={k + 1: n for k, n in enumerate(voc)},
+                      load_masks=_label_loader(masks, images, mode="label", lut=lut))
+
+
+def ade20k(root: str, split: str = "training") -> FolderSource:
+  """ADE20K (ADEChallengeData2016): images/{split}/X.jpg + annotations/{split}/X.png (0..150).
+
+  Label 0 ("other") becomes IGNORE, 1..150 keep their ids. Class names from objectInfo150.csv
+  (or sceneCategories-free fallback 'class_k')."""
+  _require_dir(os.path.join(root, "images", split), "ADE20K images")
+  images = sorted(glob.glob(os.path.join(root, "images", split, "*.jpg")))
+  masks = [os.path.join(root, "annotations", split, _stem(p) + ".png") for p in images]
+  names = {k: f"class_{k}" for k in range(1, 151)}
+  info = os.path.join(root, "objectInfo150.csv")
+  if os.path.exists(info):
+    with open(info) as f:
+      for line in list(f)[1:]:
+        parts = line.strip().split(",")
+        if parts and parts[0].isdigit():
+          names[int(parts[0])] = parts[-1].split(";")[0]
+  lut = np.full(256, IGNORE, np.int32)
+  lut[1:151] = np.arange(1, 151)
+  return FolderSource(name="ade20k", image_paths=images, ids=[_stem(p) for p in images],
+                      class_names=names,
+                      load_masks=_label_loader(masks, images, mode="label", lut=lut))
+
+
+def fss1000(root: str, classes: Sequence[str] | None = None) -> FolderSource:
+  """FSS-1000: CLASS/N.jpg + CLASS/N.png (binary). Label of class folder k (sorted) is k + 1.
+
+  Also accepts the per-class `CLASS/image/N.jpg` + `CLASS/label/N.png` layout of the official
+  example folder. `classes` restricts to those folder names (e.g. the test list)."""
+  _require_dir(root, "FSS-1000 root")
+  all_classes = sorted(d for d in os.listdir(root) if os.path.isdir(os.path.join(root, d)))
+  label = {c: k + 1 for k, c in enumerate(all_classes)}
+  use = all_classes if classes is None else [c for c in all_classes if c in set(classes)]
+  images, masks, labels = [], [], []
+  for c in use:
+    d = os.path.join(root, c)
+    if os.path.isdir(os.path.join(d, "image")):
+      ims = sorted(glob.glob(os.path.join(d, "image", "*.jpg")))
+      ms = [os.path.join(d, "label", _stem(p) + ".png") for p in ims]
+    else:
+      ims = sorted(glob.glob(os.path.join(d, "*.jpg")))
+      ms = [os.path.join(d, _stem(p) + ".png") for p in ims]
+    images += ims
+    masks += ms
+    labels += [label[c]] * len(ims)
+  base = _label_loader(masks, images, mode="binary")
+
+  def load(i, image):
+    m, _ = base(i, image)
+    return m * labels[i], None
+  ids = [f"{os.path.basename(os.path.dirname(p)) if os.path.basename(os.path.dirname(p)) != 'image' else os.path.basename(os.path.dirname(os.path.dirname(p)))}/{_stem(p)}" for p in images]
+  return FolderSource(name="fss1000", image_paths=images, ids=ids,
+                      class_names={label[c]: c for c in all_classes}, load_masks=load)
+
+
+def davis(root: str, *, split: str | None = "train", resolution: str = "480p",
+          year: int | str = 2016, sequences: Sequence[str] | None = None) -> FolderSource:
+  """DAVIS 2016/2017 frame-level video source: JPEGImages/RES/SEQ/N.jpg + Annotations/RES/SEQ/N.png.
+
+  2016: binary 0/255 -> instance 1. 2017: palette index = object id (instances), semantic mask
+  is foreground/background. Sequences come from `sequences`, else ImageSets/{RES or YEAR}/{split}.txt
+  (2016 lines are frame paths, 2017 lines are names), else ImageSets/sequences.txt, else all."""
+  jdir, adir = os.path.join(root, "JPEGImages", resolution), os.path.join(root, "Annotations", resolution)
+  _require_dir(jdir, "DAVIS JPEGImages")
+  if sequences is None:
+    cands = [os.path.join(root, "ImageSets", str(year), f"{split}.txt"),
+             os.path.join(root, "ImageSets", resolution, f"{split}.txt"),
+             os.path.join(root, "ImageSets", "sequences.txt")]
+    lst = next((c for c in cands if split and os.path.exists(c)), None)
+    if lst is not None:
+      with open(lst) as f:
+        seqs = []
+        for l in f:
+          l = l.strip()
+          if l:
+            s = l.split()[0].strip("/").split("/")[2] if "/" in l else l
+            if s not in seqs:
+              seqs.append(s)
+    else:
+      seqs = sorted(os.listdir(jdir))
+  else:
+    seqs = list(sequences)
+  images, masks, vids, fidx = [], [], [], []
+  for s in seqs:
+    _require_dir(os.path.join(jdir, s), "DAVIS sequence")
+    frames = sorted(glob.glob(os.path.join(jdir, s, "*.jpg")))
+    for k, p in enumerate(frames):
+      images.append(p)
+      masks.append(os.path.join(adir, s, _stem(p) + ".png"))
+      vids.append(s)
+      fidx.append(k)
+  mode = "binary" if str(year) == "2016" else "instance"
+  base = _label_loader(masks, images, mode=mode)
+
+  def load(i, image):
+    m, inst = base(i, image)
+    return m, (m.copy() if inst is None else inst)
+  return FolderSource(name=f"davis{year}", image_paths=images,
+                      ids=[f"{v}/{_stem(p)}" for v, p in zip(vids, images)],
+                      class_names={1: "object"}, load_masks=load, kind="video",
+                      has_instances=True, video_ids=vids, frame_indices=fidx)
+
+
+# ---------------------------------------------------------------------------------------------
+# Built TFDS datasets (array_record) via tfds.data_source.
+
+class TfdsSource:
+  """Reads a dataset built by `data_prep/datasets/<name>` with `tfds.data_source`.
+
+  The stored features follow the schema above (`mask`/`instances` stored as uint16 PNG).
+  """
+
+  def __init__(self, name: str, split: str = "train", data_dir: str | None = None):
+    import tensorflow_datasets as tfds  # slow import, only when used
+    self.name = name
+    self._ds = tfds.data_source(name, split=split, data_dir=data_dir, download=False)
+    skip = {k: tfds.decode.SkipDecoding() for k in ("image", "mask", "instances")
+            if k in self._ds.dataset_info.features}
+    self._meta = tfds.data_source(name, split=split, data_dir=data_dir, download=False,
+                                  decoders=skip)
+    md = dict(self._ds.dataset_info.metadata or {})
+    self.class_names = {int(k): v for k, v in md.get("class_names", {}).items()}
+    self.kind = md.get("kind", "semantic")
+    self.has_instances = "instances" in self._ds.dataset_info.features
+
+  def __len__(self):
+    return len(self._ds)
+
+  @staticmethod
+  def _common(ex) -> dict[str, Any]:
+    out = {"classes": np.asarray(ex["classes"], np.int32), "id": _str(ex["id"])}
+    if "video_id" in ex:
+      out["video_id"] = _str(ex["video_id"])
+      out["frame_index"] = int(ex["frame_index"])
+    return out
+
+  def __getitem__(self, i):
+    ex = self._ds[int(i)]
+    out = {"image": np.asarray(ex["image"], np.uint8),
+           "mask": np.asarray(ex["mask"], np.int32)[..., 0], **self._common(ex)}
+    if "instances" in ex:
+      out["instances"] = np.asarray(ex["instances"], np.int32)[..., 0]
+    return out
+
+  def meta(self, i):
+    return self._common(self._meta[int(i)])
+
+
+def _str(x) -> str:
+  return x.decode() if isinstance(x, (bytes, np.bytes_)) else str(x)
+
+
+def tfds_source(name: str, split: str = "train", data_dir: str | None = None) -> TfdsSource:
+  return TfdsSource(name, split, data_dir)
+
+
+READERS: dict[str, Callable[..., Any]] = {
+    "image_mask_folder": image_mask_folder, "kvasir_seg": kvasir_seg,
+    "weizmann_horse": weizmann_horse, "clothing_co_parsing": clothing_co_parsing,
+    "camvid": camvid, "coco128_seg": coco_yolo, "coco_yolo": coco_yolo, "coco_json": coco_json,
+    "pascal_voc": pascal_voc, "ade20k": ade20k, "fss1000": fss1000, "davis": davis,
+    "davis2016_subset": davis, "tfds": tfds_source,
+}
+
+
+def make_source(cfg: dict[str, Any]):
+  """Source from a config dict: {'reader': NAME, 'root': PATH, ...reader kwargs}.
+
+  reader 'tfds' takes {'name', 'split', 'data_dir'}. Unknown keys of the dataset config that the
+  pipeline uses (weight, exclude_classes, ...) are ignored here.
+  """
+  import inspect
+  reader = READERS[cfg["reader"]]
+  params = inspect.signature(reader).parameters
+  kw = {k: v for k, v in cfg.items() if k in params}
+  return reader(**kw)

@@ -1,0 +1,280 @@
+"""Weight conversion between PyTorch SegGPT layouts and our NNX model (numpy only).
+
+Two source layouts are understood (spec section 2):
+  * official `seggpt_vit_large.pth`: `{'model': state_dict}` with official names;
+  * transformers `SegGptForImageSegmentation` (`model.safetensors`, HF names).
+Both are first normalised to official names; then every official tensor is mapped to one
+NNX parameter with its layout change (Linear transpose, conv OIHW -> HWIO), every shape is
+asserted and every source tensor must be used. The way back (`model_to_official`,
+`official_to_hf`) writes the same names, so a round trip is exact.
+
+torch is imported lazily and only to read `.pth` files.
+"""
+import hashlib
+import os
+import re
+from typing import Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+from incontext.models import seggpt
+
+# HF name -> official name (spec 2.2), as (regex, replacement) applied in order.
+_HF_TO_OFFICIAL = [
+    (r"^model\.embeddings\.patch_embeddings\.projection\.", "patch_embed.proj."),
+    (r"^model\.embeddings\.mask_token$", "mask_token"),
+    (r"^model\.embeddings\.segment_token_input$", "segment_token_x"),
+    (r"^model\.embeddings\.segment_token_prompt$", "segment_token_y"),
+    (r"^model\.embeddings\.type_token_semantic$", "type_token_cls"),
+    (r"^model\.embeddings\.type_token_instance$", "type_token_ins"),
+    (r"^model\.embeddings\.position_embeddings$", "pos_embed"),
+    (r"^model\.encoder\.layernorm\.", "norm."),
+    (r"^model\.encoder\.layers\.(\d+)\.attention\.", r"blocks.\1.attn."),
+    (r"^model\.encoder\.layers\.(\d+)\.mlp\.lin1\.", r"blocks.\1.mlp.fc1."),
+    (r"^model\.encoder\.layers\.(\d+)\.mlp\.lin2\.", r"blocks.\1.mlp.fc2."),
+    (r"^model\.encoder\.layers\.(\d+)\.layernorm_before\.", r"blocks.\1.norm1."),
+    (r"^model\.encoder\.layers\.(\d+)\.layernorm_after\.", r"blocks.\1.norm2."),
+    (r"^decoder\.decoder_embed\.", "decoder_embed."),
+    (r"^decoder\.decoder_pred\.conv\.", "decoder_pred.0."),
+    (r"^decoder\.decoder_pred\.layernorm\.", "decoder_pred.1."),
+    (r"^decoder\.decoder_pred\.head\.", "decoder_pred.3."),
+]
+_OFFICIAL_TO_HF = [
+    (r"^patch_embed\.proj\.", "model.embeddings.patch_embeddings.projection."),
+    (r"^mask_token$", "model.embeddings.mask_token"),
+    (r"^segment_token_x$", "model.embeddings.segment_token_input"),
+    (r"^segment_token_y$", "model.embeddings.segment_token_prompt"),
+    (r"^type_token_cls$", "model.embeddings.type_token_semantic"),
+    (r"^type_token_ins$", "model.embeddings.type_token_instance"),
+    (r"^pos_embed$", "model.embeddings.position_embeddings"),
+    (r"^norm\.", "model.encoder.layernorm."),
+    (r"^blocks\.(\d+)\.attn\.", r"model.encoder.layers.\1.attention."),
+    (r"^blocks\.(\d+)\.mlp\.fc1\.", r"model.encoder.layers.\1.mlp.lin1."),
+    (r"^blocks\.(\d+)\.mlp\.fc2\.", r"model.encoder.layers.\1.mlp.lin2."),
+    (r"^blocks\.(\d+)\.norm1\.", r"model.encoder.layers.\1.layernorm_before."),
+    (r"^blocks\.(\d+)\.norm2\.", r"model.encoder.layers.\1.layernorm_after."),
+    (r"^decoder_embed\.", "decoder.decoder_embed."),
+    (r"^decoder_pred\.0\.", "decoder.decoder_pred.conv."),
+    (r"^decoder_pred\.1\.", "decoder.decoder_pred.layernorm."),
+    (r"^decoder_pred\.3\.", "decoder.decoder_pred.head."),
+]
+
+
+class ConversionError(ValueError):
+  """A checkpoint that does not fit the model (names, shapes, kind)."""
+
+
+def _rename(name: str, table) -> str | None:
+  for pat, rep in table:
+    if re.match(pat, name):
+      return re.sub(pat, rep, name)
+  return None
+
+
+def hf_to_official(sd: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+  out = {}
+  for k, v in sd.items():
+    new = _rename(k, _HF_TO_OFFICIAL)
+    if new is None:
+      raise ConversionError(f"unexpected tensor {k!r} in a transformers SegGPT checkpoint")
+    out[new] = v
+  return out
+
+
+def official_to_hf(sd: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+  return {_rename(k, _OFFICIAL_TO_HF): v for k, v in sd.items()}
+
+
+def detect_layout(sd: dict) -> str:
+  """'official' or 'hf' from the tensor names."""
+  if any(k.startswith("model.embeddings.") for k in sd):
+    return "hf"
+  if "patch_embed.proj.weight" in sd:
+    return "official"
+  sample = ", ".join(sorted(sd)[:5])
+  raise ConversionError(f"not a SegGPT checkpoint: no patch embedding tensor (first keys: {sample})")
+
+
+# -- official name <-> NNX path ------------------------------------------------------------
+_lin = (lambda w: w.T, lambda k: k.T)                      # torch (out,in) <-> flax (in,out)
+_conv = (lambda w: w.transpose(2, 3, 1, 0), lambda k: k.transpose(3, 2, 0, 1))  # OIHW<->HWIO
+_same = (lambda w: w, lambda k: k)
+
+
+def _table(cfg: seggpt.SegGPTConfig) -> dict[str, tuple[tuple, tuple[Callable, Callable]]]:
+  """official name -> (NNX path, (to_nnx, to_torch))."""
+  t = {
+      "mask_token": (("mask_token",), _same),
+      "segment_token_x": (("segment_token_x",), _same),
+      "segment_token_y": (("segment_token_y",), _same),
+      "type_token_cls": (("type_token_cls",), _same),
+      "type_token_ins": (("type_token_ins",), _same),
+      "pos_embed": (("pos_embed",), _same),
+      "patch_embed.proj.weight": (("patch_embed", "proj", "kernel"), _conv),
+      "patch_embed.proj.bias": (("patch_embed", "proj", "bias"), _same),
+      "norm.weight": (("norm", "scale"), _same),
+      "norm.bias": (("norm", "bias"), _same),
+      "decoder_embed.weight": (("decoder_embed", "kernel"), _lin),
+      "decoder_embed.bias": (("decoder_embed", "bias"), _same),
+      "decoder_pred.0.weight": (("decoder_conv", "kernel"), _conv),
+      "decoder_pred.0.bias": (("decoder_conv", "bias"), _same),
+      "decoder_pred.1.weight": (("decoder_norm", "scale"), _same),
+      "decoder_pred.1.bias": (("decoder_norm", "bias"), _same),
+      "decoder_pred.3.weight": (("decoder_head", "kernel"), _conv),
+      "decoder_pred.3.bias": (("decoder_head", "bias"), _same),
+  }
+  for i in range(cfg.depth):
+    b = ("blocks", i)
+    for tn, nn_ in (("norm1", "norm1"), ("norm2", "norm2")):
+      t[f"blocks.{i}.{tn}.weight"] = (b + (nn_, "scale"), _same)
+      t[f"blocks.{i}.{tn}.bias"] = (b + (nn_, "bias"), _same)
+    for tn, path in (("attn.qkv", ("attn", "qkv")), ("attn.proj", ("attn", "proj")),
+                     ("mlp.fc1", ("mlp", "fc1")), ("mlp.fc2", ("mlp", "fc2"))):
+      t[f"blocks.{i}.{tn}.weight"] = (b + path + ("kernel",), _lin)
+      t[f"blocks.{i}.{tn}.bias"] = (b + path + ("bias",), _same)
+    t[f"blocks.{i}.attn.rel_pos_h"] = (b + ("attn", "rel_pos_h"), _same)
+    t[f"blocks.{i}.attn.rel_pos_w"] = (b + ("attn", "rel_pos_w"), _same)
+  return t
+
+
+# Official names that may be absent: Painter checkpoints have no type tokens.
+OPTIONAL = ("type_token_cls", "type_token_ins")
+
+
+def infer_config(sd: dict[str, np.ndarray], **overrides) -> seggpt.SegGPTConfig:
+  """Model config from an official-layout state dict's shapes (heads from the rel-pos dim)."""
+  try:
+    width, _, patch, _ = sd["patch_embed.proj.weight"].shape
+    depth = 1 + max(int(m.group(1)) for k in sd if (m := re.match(r"blocks\.(\d+)\.", k)))
+    hd = sd["blocks.0.attn.rel_pos_h"].shape[1]
+    gh = (sd["blocks.0.attn.rel_pos_h"].shape[0] + 1) // 2
+    gw = (sd["blocks.0.attn.rel_pos_w"].shape[0] + 1) // 2
+    mlp_dim = sd["blocks.0.mlp.fc1.weight"].shape[0]
+    pos_rows = sd["pos_embed"].shape[1]
+    dec_dim = sd["decoder_pred.0.weight"].shape[0]
+    n_feat = sd["decoder_embed.weight"].shape[1] // width
+  except KeyError as e:
+    raise ConversionError(f"checkpoint lacks tensor {e.args[0]!r}") from None
+  g = int(round(np.sqrt(pos_rows - 1)))
+  kw = dict(image_size=(gh * patch // 2, gw * patch), patch=patch, width=width, depth=depth,
+            num_heads=width // hd, mlp_dim=mlp_dim, decoder_dim=dec_dim, pretrain_grid=g)
+  if depth == 24 and n_feat == 4:
+    kw["feature_layers"] = (5, 11, 17, 23)
+  else:
+    kw["feature_layers"] = seggpt._layers(depth) if n_feat == 4 else None
+  kw.update(overrides)
+  if kw["feature_layers"] is None:
+    raise ConversionError(f"cannot infer {n_feat} decoder feature layers; pass feature_layers")
+  return seggpt.SegGPTConfig(**kw).validate()
+
+
+def load_official(model: seggpt.SegGPT, sd: dict[str, np.ndarray], *,
+                  allow_missing: tuple[str, ...] = ()) -> None:
+  """Copies an official-layout state dict into `model` in place (shapes asserted).
+
+  Every source tensor must be used; names in `allow_missing` may be absent (they keep
+  their initial values, e.g. the type tokens when starting from Painter).
+  """
+  table = _table(model.cfg)
+  unknown = sorted(set(sd) - set(table))
+  if unknown:
+    raise ConversionError(f"{len(unknown)} tensors do not belong to this model: {unknown[:8]}")
+  missing = sorted(set(table) - set(sd) - set(allow_missing))
+  if missing:
+    raise ConversionError(f"checkpoint lacks {len(missing)} tensors: {missing[:8]}")
+  flat = dict(nnx.to_flat_state(nnx.state(model, nnx.Param)))
+  for name, (path, (to_nnx, _)) in table.items():
+    if name not in sd:
+      continue
+    val = np.asarray(to_nnx(np.asarray(sd[name])))
+    var = flat[path]
+    if tuple(var.shape) != val.shape:
+      raise ConversionError(f"tensor {name!r}: shape {tuple(np.asarray(sd[name]).shape)} "
+                            f"does not fit the model's {tuple(var.shape)} (after layout change)")
+    if not np.all(np.isfinite(val)):
+      raise ConversionError(f"tensor {name!r} has non-finite values")
+    var[...] = jnp.asarray(val, var[...].dtype)
+  nnx.update(model, nnx.from_flat_state(flat))
+
+
+def model_to_official(model: seggpt.SegGPT) -> dict[str, np.ndarray]:
+  """NNX params -> official-layout numpy state dict (float32)."""
+  flat = dict(nnx.to_flat_state(nnx.state(model, nnx.Param)))
+  out = {}
+  for name, (path, (_, to_torch)) in _table(model.cfg).items():
+    out[name] = np.ascontiguousarray(to_torch(np.asarray(jax.device_get(flat[path][...]),
+                                                         np.float32)))
+  return out
+
+
+# -- files ------------------------------------------------------------------------------------
+def file_sha256(path: str) -> str:
+  h = hashlib.sha256()
+  with open(path, "rb") as f:
+    for chunk in iter(lambda: f.read(1 << 22), b""):
+      h.update(chunk)
+  return h.hexdigest()
+
+
+def read_state_dict(path: str) -> tuple[dict[str, np.ndarray], str]:
+  """Reads a `.pth` (official `{'model': sd}` or bare) or `.safetensors` file.
+
+  Returns (official-layout numpy state dict, source layout 'official' | 'hf').
+  """
+  if not os.path.isfile(path):
+    raise ConversionError(f"{path}: no such file")
+  if path.endswith(".safetensors"):
+    from safetensors.numpy import load_file
+    try:
+      sd = load_file(path)
+    except Exception as e:  # safetensors raises its own error types
+      raise ConversionError(f"{path}: not a readable safetensors file ({e})") from None
+  elif path.endswith((".pth", ".pt", ".bin")):
+    try:
+      import torch  # an extra: only needed for .pth files
+    except ImportError:
+      raise ConversionError(f"{path}: reading .pth needs torch "
+                            "(pip install 'incontext[torch]')") from None
+    try:
+      obj = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:
+      raise ConversionError(f"{path}: not a readable PyTorch checkpoint ({e})") from None
+    if isinstance(obj, dict) and "model" in obj and isinstance(obj["model"], dict):
+      obj = obj["model"]
+    if not isinstance(obj, dict):
+      raise ConversionError(f"{path}: expected a state dict, got {type(obj).__name__}")
+    sd = {k: v.detach().float().numpy() for k, v in obj.items() if hasattr(v, "numpy")}
+  else:
+    raise ConversionError(f"{path}: unknown checkpoint type (expected .pth or .safetensors)")
+  layout = detect_layout(sd)
+  return (hf_to_official(sd) if layout == "hf" else sd), layout
+
+
+def hf_config_dict(cfg: seggpt.SegGPTConfig) -> dict:
+  """transformers `SegGptConfig` fields for a model config."""
+  return {
+      "architectures": ["SegGptForImageSegmentation"],
+      "model_type": "seggpt",
+      "hidden_size": cfg.width,
+      "num_hidden_layers": cfg.depth,
+      "num_attention_heads": cfg.num_heads,
+      "hidden_act": "gelu",
+      "hidden_dropout_prob": 0.0,
+      "initializer_range": 0.02,
+      "layer_norm_eps": cfg.eps,
+      "image_size": list(cfg.canvas),
+      "patch_size": cfg.patch,
+      "num_channels": 3,
+      "qkv_bias": True,
+      "mlp_dim": cfg.mlp_dim,
+      "drop_path_rate": cfg.drop_path,
+      "pretrain_image_size": cfg.pretrain_grid * cfg.patch,
+      "decoder_hidden_size": cfg.decoder_dim,
+      "use_relative_position_embeddings": True,
+      "merge_index": cfg.merge_index,
+      "intermediate_hidden_state_indices": list(cfg.feature_layers),
+      "beta": 0.01,
+  }

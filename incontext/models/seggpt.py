@@ -1,0 +1,355 @@
+"""SegGPT: a plain ViT that inpaints the query half of a (prompt over query) canvas.
+
+Exact to the official `seggpt_vit_large_patch16_input896x448` (spec section 1): all-global
+attention with decomposed relative positions (G1, G4), image and target streams averaged
+after block `merge_index` (G6), segment/type/mask tokens (G8), the MAE 14x14 position table
+resized PyTorch-bicubic (G3), one shared final norm for the decoder features (G9), exact
+GELU and two-pass LayerNorm (G2, G5).
+
+Layout is channels-last: image and target canvases are [N, 2H, W, 3] (ImageNet-normalised,
+prompt on top); the output `pred` is [N, 2H, W, 3] in the same space, or [N, H, W, 3] for
+`query_only=True` (the bottom half, bit-for-bit what the full decoder gives there).
+"""
+import dataclasses
+import functools
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+from incontext.models import posemb
+
+Array = jax.Array
+
+
+@dataclasses.dataclass(frozen=True)
+class SegGPTConfig:
+  """Model hyper-parameters. `image_size` is one half of the canvas (H, W)."""
+  image_size: tuple[int, int] = (448, 448)
+  patch: int = 16
+  width: int = 1024
+  depth: int = 24
+  num_heads: int = 16
+  mlp_dim: int = 4096
+  merge_index: int = 2
+  feature_layers: tuple[int, ...] = (5, 11, 17, 23)
+  decoder_dim: int = 64
+  pretrain_grid: int = 14          # pos_embed is (1, 1 + g*g, D): MAE's 224-pixel table
+  drop_path: float = 0.1           # max rate, linear over blocks; training only
+  ensemble: str = "official"       # feature-ensemble variant: "official" or "hf" (G7)
+  dtype: str = "float32"           # compute dtype; params stay float32
+  remat: bool = False              # rematerialise each block in the backward pass
+  eps: float = 1e-6
+
+  @property
+  def canvas(self) -> tuple[int, int]:
+    return (2 * self.image_size[0], self.image_size[1])
+
+  @property
+  def grid(self) -> tuple[int, int]:
+    h, w = self.canvas
+    return (h // self.patch, w // self.patch)
+
+  @property
+  def num_tokens(self) -> int:
+    return self.grid[0] * self.grid[1]
+
+  def validate(self):
+    h, w = self.image_size
+    if h % self.patch or w % self.patch:
+      raise ValueError(f"image_size {self.image_size} is not a multiple of patch {self.patch}")
+    if self.width % self.num_heads:
+      raise ValueError(f"width {self.width} not divisible by num_heads {self.num_heads}")
+    if max(self.feature_layers) >= self.depth or self.merge_index >= self.depth:
+      raise ValueError(f"feature_layers {self.feature_layers} / merge_index "
+                       f"{self.merge_index} out of range for depth {self.depth}")
+    if self.ensemble not in ("official", "hf"):
+      raise ValueError(f"ensemble must be 'official' or 'hf', got {self.ensemble!r}")
+    return self
+
+
+def _layers(depth, merge_index=2):
+  """Decoder feature blocks spread like 5/11/17/23 over `depth` blocks, after the merge."""
+  layers = [int(round((i + 1) * depth / 4)) - 1 for i in range(4)]
+  layers[0] = max(layers[0], merge_index + 1)   # transformers requires features after merge
+  return tuple(layers)
+
+
+VARIANTS: dict[str, dict[str, Any]] = {
+    "L/16": dict(width=1024, depth=24, num_heads=16, mlp_dim=4096),
+    "B/16": dict(width=768, depth=12, num_heads=12, mlp_dim=3072, feature_layers=_layers(12)),
+    "S/16": dict(width=384, depth=12, num_heads=6, mlp_dim=1536, feature_layers=_layers(12)),
+    "Ti/16": dict(width=192, depth=12, num_heads=3, mlp_dim=768, feature_layers=_layers(12)),
+    # A few blocks so the merge (after block 2) and the 4 decoder features still exist.
+    "test": dict(width=32, depth=7, num_heads=2, mlp_dim=64, feature_layers=(3, 4, 5, 6),
+                 decoder_dim=8, pretrain_grid=4),
+}
+
+
+def get_config(variant: str = "L/16", **overrides) -> SegGPTConfig:
+  """Config of a named variant (`L/16`, `B/16`, `S/16`, `Ti/16`, `test`) with overrides."""
+  if variant not in VARIANTS:
+    raise ValueError(f"unknown variant {variant!r}; known: {sorted(VARIANTS)}")
+  kw = dict(VARIANTS[variant])
+  kw.update(overrides)
+  if "image_size" in kw:
+    kw["image_size"] = tuple(kw["image_size"])
+  if "feature_layers" in kw:
+    kw["feature_layers"] = tuple(kw["feature_layers"])
+  return SegGPTConfig(**kw).validate()
+
+
+def _dense_init():
+  return nnx.initializers.truncated_normal(stddev=0.02)
+
+
+def _torch_conv_init():
+  # PyTorch's default Conv2d init: kaiming_uniform(a=sqrt(5)) == U(-1/sqrt(fan_in), ...).
+  return nnx.initializers.variance_scaling(1 / 3, "fan_in", "uniform")
+
+
+def _norm(dim, cfg, rngs):
+  return nnx.LayerNorm(dim, epsilon=cfg.eps, use_fast_variance=False, rngs=rngs)
+
+
+def _rel_index(n: int) -> np.ndarray:
+  """[n, n] indices i - i' + n - 1 into a (2n - 1)-row relative table."""
+  r = np.arange(n)
+  return r[:, None] - r[None, :] + n - 1
+
+
+class Attention(nnx.Module):
+  """Global MHSA with decomposed relative positions (MViTv2/ViTDet; spec 1.4)."""
+
+  def __init__(self, cfg: SegGPTConfig, *, rngs: nnx.Rngs):
+    d, dt = cfg.width, jnp.dtype(cfg.dtype)
+    self.num_heads = cfg.num_heads
+    self.qkv = nnx.Linear(d, 3 * d, kernel_init=_dense_init(), dtype=dt, rngs=rngs)
+    self.proj = nnx.Linear(d, d, kernel_init=_dense_init(), dtype=dt, rngs=rngs)
+    hd = d // cfg.num_heads
+    gh, gw = cfg.grid
+    self.rel_pos_h = nnx.Param(jnp.zeros((2 * gh - 1, hd), jnp.float32))
+    self.rel_pos_w = nnx.Param(jnp.zeros((2 * gw - 1, hd), jnp.float32))
+
+  def __call__(self, x: Array) -> Array:
+    """x: [B, gh, gw, D] -> [B, gh, gw, D]."""
+    b, gh, gw, d = x.shape
+    nh = self.num_heads
+    hd = d // nh
+    qkv = self.qkv(x).reshape(b, gh, gw, 3, nh, hd)
+    q, k, v = qkv[..., 0, :, :], qkv[..., 1, :, :], qkv[..., 2, :, :]   # [B, gh, gw, nh, hd]
+    dt = q.dtype
+    rh = self.rel_pos_h[...].astype(dt)[_rel_index(gh)]                  # [gh, gh, hd]
+    rw = self.rel_pos_w[...].astype(dt)[_rel_index(gw)]                  # [gw, gw, hd]
+    # Relative terms use the unscaled q (G4).
+    rel_h = jnp.einsum("bijnc,ikc->bnijk", q, rh)                        # [B, nh, gh, gw, gh]
+    rel_w = jnp.einsum("bijnc,jlc->bnijl", q, rw)                        # [B, nh, gh, gw, gw]
+    logits = jnp.einsum("bijnc,bklnc->bnijkl", q * jnp.asarray(hd ** -0.5, dt), k)
+    logits = logits + rel_h[..., :, None] + rel_w[..., None, :]
+    logits = logits.reshape(b, nh, gh * gw, gh * gw)
+    probs = jax.nn.softmax(logits.astype(jnp.float32), axis=-1).astype(dt)  # G15
+    out = jnp.einsum("bnqk,bknc->bqnc", probs, v.reshape(b, gh * gw, nh, hd))
+    return self.proj(out.reshape(b, gh, gw, d))
+
+
+class Mlp(nnx.Module):
+  def __init__(self, cfg: SegGPTConfig, *, rngs: nnx.Rngs):
+    dt = jnp.dtype(cfg.dtype)
+    self.fc1 = nnx.Linear(cfg.width, cfg.mlp_dim, kernel_init=_dense_init(), dtype=dt, rngs=rngs)
+    self.fc2 = nnx.Linear(cfg.mlp_dim, cfg.width, kernel_init=_dense_init(), dtype=dt, rngs=rngs)
+
+  def __call__(self, x: Array) -> Array:
+    return self.fc2(jax.nn.gelu(self.fc1(x), approximate=False))   # exact GELU (G2)
+
+
+def _drop_path(x: Array, rate: float, rng) -> Array:
+  if rng is None or rate == 0.0:
+    return x
+  keep = jax.random.bernoulli(rng, 1.0 - rate, (x.shape[0],) + (1,) * (x.ndim - 1))
+  return jnp.where(keep, x / (1.0 - rate), jnp.zeros_like(x))
+
+
+def _ensemble_query_half(a: Array, mode: str | None, num_prompts: int) -> Array:
+  """Averages the query half (bottom token rows) of the attention output over prompts (G7).
+
+  mode: None (off), "stream" (batch is [x_1..x_N, y_1..y_N]: mean within each stream)
+  or "all" (mean over the whole batch).
+  """
+  if mode is None:
+    return a
+  half = a.shape[1] // 2
+  top, bot = a[:, :half], a[:, half:]
+  if mode == "stream":
+    s = bot.reshape(2, num_prompts, *bot.shape[1:])
+    bot = jnp.broadcast_to(s.mean(axis=1, keepdims=True), s.shape).reshape(bot.shape)
+  else:
+    bot = jnp.broadcast_to(bot.mean(axis=0, keepdims=True), bot.shape)
+  return jnp.concatenate([top, bot], axis=1)
+
+
+class Block(nnx.Module):
+  """Pre-norm block; the feature-ensemble hook rewrites the attention output (spec 1.4)."""
+
+  def __init__(self, cfg: SegGPTConfig, drop_path: float, *, rngs: nnx.Rngs):
+    self.norm1 = _norm(cfg.width, cfg, rngs)
+    self.attn = Attention(cfg, rngs=rngs)
+    self.norm2 = _norm(cfg.width, cfg, rngs)
+    self.mlp = Mlp(cfg, rngs=rngs)
+    self.drop_path = drop_path
+
+  def __call__(self, x: Array, ensemble: str | None = None, num_prompts: int = 1,
+               rng=None) -> Array:
+    a = self.attn(self.norm1(x))
+    a = _ensemble_query_half(a, ensemble, num_prompts)
+    r1 = r2 = None
+    if rng is not None:
+      r1, r2 = jax.random.split(rng)
+    x = x + _drop_path(a, self.drop_path, r1)
+    return x + _drop_path(self.mlp(self.norm2(x)), self.drop_path, r2)
+
+
+class PatchEmbed(nnx.Module):
+  def __init__(self, cfg: SegGPTConfig, *, rngs: nnx.Rngs):
+    p = cfg.patch
+    self.proj = nnx.Conv(3, cfg.width, (p, p), strides=(p, p), padding="VALID",
+                         kernel_init=_torch_conv_init(), dtype=jnp.dtype(cfg.dtype), rngs=rngs)
+
+  def __call__(self, x: Array) -> Array:
+    return self.proj(x)
+
+
+class SegGPT(nnx.Module):
+  """SegGPT encoder + pixel decoder. Attribute names follow the official checkpoint."""
+
+  def __init__(self, cfg: SegGPTConfig, *, rngs: nnx.Rngs):
+    cfg.validate()
+    self.cfg = cfg
+    d = cfg.width
+    tok = lambda: nnx.Param(0.02 * jax.random.normal(rngs.params(), (1, 1, 1, d)))
+    self.patch_embed = PatchEmbed(cfg, rngs=rngs)
+    self.mask_token = tok()
+    self.segment_token_x = tok()
+    self.segment_token_y = tok()
+    self.type_token_cls = tok()
+    self.type_token_ins = tok()
+    g = cfg.pretrain_grid
+    self.pos_embed = nnx.Param(_dense_init()(rngs.params(), (1, 1 + g * g, d)))
+    rates = np.linspace(0.0, cfg.drop_path, cfg.depth)
+    self.blocks = nnx.List([Block(cfg, float(r), rngs=rngs) for r in rates])
+    self.norm = _norm(d, cfg, rngs)
+    p, dd = cfg.patch, cfg.decoder_dim
+    dt = jnp.dtype(cfg.dtype)
+    self.decoder_embed = nnx.Linear(len(cfg.feature_layers) * d, p * p * dd,
+                                    kernel_init=_dense_init(), dtype=dt, rngs=rngs)
+    self.decoder_conv = nnx.Conv(dd, dd, (3, 3), padding=((1, 1), (1, 1)),
+                                 kernel_init=_torch_conv_init(), dtype=dt, rngs=rngs)
+    self.decoder_norm = _norm(dd, cfg, rngs)
+    self.decoder_head = nnx.Conv(dd, 3, (1, 1), kernel_init=_torch_conv_init(), dtype=dt,
+                                 rngs=rngs)
+
+  # -- embedding --------------------------------------------------------------------------
+  def embed(self, imgs: Array, tgts: Array, mask: Array, seg_type: Array) -> Array:
+    """-> [2N, gh, gw, D]: image-stream entries then target-stream entries (spec 1.3)."""
+    cfg = self.cfg
+    gh, gw = cfg.grid
+    dt = jnp.dtype(cfg.dtype)
+    x = self.patch_embed(imgs.astype(dt))
+    y = self.patch_embed(tgts.astype(dt))
+    w = jnp.asarray(mask, dt).reshape(-1, gh, gw, 1)
+    y = y * (1 - w) + self.mask_token[...].astype(dt) * w
+    x = x + self.segment_token_x[...].astype(dt)
+    y = y + self.segment_token_y[...].astype(dt)
+    pos = posemb.resize_pos_embed(self.pos_embed[...], (gh, gw)).astype(dt)
+    x, y = x + pos, y + pos
+    st = jnp.asarray(seg_type, jnp.int32).reshape(-1, 1, 1, 1)
+    type_emb = (jnp.where(st == 0, self.type_token_cls[...], 0.0)
+                + jnp.where(st == 1, self.type_token_ins[...], 0.0)).astype(dt)
+    x, y = x + type_emb, y + type_emb
+    return jnp.concatenate([x, y], axis=0)
+
+  def _ensemble_modes(self, n: int, feature_ensemble: bool):
+    cfg = self.cfg
+    modes = []
+    for i in range(cfg.depth):
+      b = 2 * n if i <= cfg.merge_index else n
+      if not feature_ensemble:
+        modes.append(None)
+      elif cfg.ensemble == "official":
+        # Official: on iff more than one prompt; per-stream up to and including the merge.
+        modes.append(None if n == 1 else ("stream" if i <= cfg.merge_index else "all"))
+      else:
+        # HF: ensemble_cond 2 below merge_index, else 1; applied when batch//2 >= cond.
+        cond = 2 if i < cfg.merge_index else 1
+        modes.append(None if b // 2 < cond else ("stream" if i < cfg.merge_index else "all"))
+    return modes
+
+  def encode(self, imgs: Array, tgts: Array, mask: Array, seg_type: Array, *,
+             feature_ensemble: bool = False, rng=None) -> list[Array]:
+    """Runs the ViT; returns the normed decoder features, each [N, gh, gw, D]."""
+    cfg = self.cfg
+    n = imgs.shape[0]
+    h = self.embed(imgs, tgts, mask, seg_type)
+    modes = self._ensemble_modes(n, feature_ensemble)
+    rngs = [None] * cfg.depth if rng is None else list(jax.random.split(rng, cfg.depth))
+    feats = []
+    for i, blk in enumerate(self.blocks):
+      if cfg.remat:
+        fn = functools.partial(Block.__call__, ensemble=modes[i], num_prompts=n)
+        h = nnx.remat(lambda b, x, r, fn=fn: fn(b, x, rng=r))(blk, h, rngs[i])
+      else:
+        h = blk(h, modes[i], n, rngs[i])
+      if i == cfg.merge_index:
+        h = 0.5 * (h[:n] + h[n:])
+      if i in cfg.feature_layers:
+        feats.append(self.norm(h))
+    return feats
+
+  # -- decoder ----------------------------------------------------------------------------
+  def decode(self, feats: list[Array], query_only: bool = False) -> Array:
+    """Features -> pixels. query_only decodes the bottom half plus one row of context."""
+    cfg = self.cfg
+    p, dd = cfg.patch, cfg.decoder_dim
+    x = jnp.concatenate(feats, axis=-1)                       # [N, gh, gw, 4D]
+    if query_only:
+      x = x[:, x.shape[1] // 2 - 1:]                          # one token row of context
+    n, gh, gw, _ = x.shape
+    x = self.decoder_embed(x).reshape(n, gh, gw, p, p, dd)
+    x = x.transpose(0, 1, 3, 2, 4, 5).reshape(n, gh * p, gw * p, dd)   # G9
+    x = self.decoder_conv(x)
+    x = jax.nn.gelu(self.decoder_norm(x), approximate=False)
+    x = self.decoder_head(x)
+    if query_only:
+      x = x[:, p:]
+    return x.astype(jnp.float32)
+
+  def __call__(self, imgs: Array, tgts: Array, mask: Array, seg_type: Array, *,
+               feature_ensemble: bool = False, query_only: bool = False, rng=None) -> Array:
+    """Predicts the target canvas.
+
+    Args:
+      imgs: [N, 2H, W, 3] normalised image canvas (prompt over query).
+      tgts: [N, 2H, W, 3] normalised target canvas; hidden patches are replaced by the mask
+        token, so their content only needs to be finite.
+      mask: [N or 1, L] bool/0-1 patch mask, True = hidden (the bottom half at inference).
+      seg_type: [N] int (0 semantic, 1 instance, other: no type token).
+      feature_ensemble: average query-half features across the N prompts (G7).
+      query_only: decode only the query half ([N, H, W, 3]).
+      rng: PRNG key enabling drop path (training); None = deterministic.
+    Returns:
+      [N, 2H, W, 3] (or [N, H, W, 3]) float32 prediction in normalised pixel space.
+    """
+    feats = self.encode(imgs, tgts, mask, seg_type, feature_ensemble=feature_ensemble, rng=rng)
+    return self.decode(feats, query_only=query_only)
+
+
+def create(variant: str = "L/16", *, seed: int = 0, **overrides) -> SegGPT:
+  """Builds a randomly initialised SegGPT of a named variant."""
+  return SegGPT(get_config(variant, **overrides), rngs=nnx.Rngs(seed))
+
+
+def abstract(cfg: SegGPTConfig) -> SegGPT:
+  """Shape-only model (no memory), e.g. as a restore target."""
+  return nnx.eval_shape(lambda: SegGPT(cfg, rngs=nnx.Rngs(0)))
+

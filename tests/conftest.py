@@ -1,0 +1,9 @@
+"""Test setup: 8 fake CPU devices (set before jax is imported) and shared fixtures."""
+import os
+
+os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=8")
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+import jax  # noqa: E402
+
+jax.config.update("jax_default_matmul_precision", "highest")  # G14: parity on any backend
