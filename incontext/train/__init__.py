@@ -1,0 +1,1 @@
+"""Training: pure steps (steps.py), optimiser (optim.py), the loop (trainer.py)."""

@@ -1,0 +1,68 @@
+"""Shared config pieces for training configs: base run settings, inputs, the runlocal shrink."""
+import ml_collections
+
+DATA = "../shared/data"
+
+
+def base(*, seed: int = 0, total_steps: int = 1000, batch_size: int = 32) -> ml_collections.ConfigDict:
+  """Run, optimiser (Painter/SegGPT recipe defaults), loss, ckpt, log and mesh sections."""
+  c = ml_collections.ConfigDict()
+  # run
+  c.seed = seed
+  c.total_steps = total_steps
+  c.batch_size = batch_size                  # global batch (all hosts)
+  c.log_every = 50
+  c.export_params = True                     # workdir/params at the end (single host)
+  # init: kind 'scratch' | 'params' (incontext params dir) | 'torch' (.pth/.safetensors)
+  c.init = dict(kind="scratch", path="")
+  # optim (spec 4.2/4.5): AdamW, warm-up + cosine, no wd on norms/biases/pos/tokens,
+  # BEiT layer-wise lr decay, global-norm clipping.
+  c.optim = dict(lr=1e-4, min_lr=0.0, warmup_steps=100, schedule="cosine", wd=0.05, b1=0.9,
+                 b2=0.999, eps=1e-8, clip=3.0, layer_decay=0.8,
+                 no_wd=r".*(bias|scale)|(.*/)?pos_embed|(.*/)?\w*token\w*",
+                 trainable=".*", frozen="")
+  c.loss = dict(beta=0.01, painter=False)
+  # evals: few-shot mIoU on held-out classes
+  c.evals = dict(type="procedural", every=0, at_end=True, per_class=4, seed=1234, batch_size=0,
+                 num_png=8)
+  # ckpt
+  c.ckpt = dict(every=500, keep=3, best_metric="", best_mode="max")
+  c.ckpt["async"] = True
+  # mesh: batch over data x fsdp; params by regex rules (a preset name of
+  # incontext.sharding.RULES or a list of (regex, spec) pairs).
+  c.mesh = [("data", -1), ("fsdp", 1), ("model", 1)]
+  c.sharding_rules = "replicate"
+  return c
+
+
+def procedural_input(image_size: int = 32, patch_size: int = 4, **kw) -> dict:
+  return dict(type="procedural", image_size=image_size, patch_size=patch_size, **kw)
+
+
+def shared_data_input(image_size: int = 448, patch_size: int = 16, **kw) -> dict:
+  """The data pipeline over the raw sets in ../shared/data (incontext.data.pipeline)."""
+  from incontext.data import pipeline
+  cfg = pipeline.shared_data_config(DATA, image_size=image_size, patch_size=patch_size, **kw)
+  return dict(type="pipeline", **cfg)
+
+
+def shrink(c: ml_collections.ConfigDict) -> None:
+  """runlocal: a tiny model, tiny canvases, a few steps; runs on a laptop CPU in seconds."""
+  c.total_steps = 3
+  c.batch_size = 8
+  c.log_every = 1
+  c.model.variant = "test"
+  for k in ("width", "depth", "num_heads", "mlp_dim", "feature_layers", "decoder_dim",
+            "merge_index", "pretrain_grid"):
+    if k in c.model:
+      del c.model[k]
+  c.model.image_size = (16, 16)
+  c.model.patch = 4
+  c.model.dtype = "float32"
+  c.model.remat = False
+  c.optim.warmup_steps = 1
+  c.input.image_size = 16
+  c.input.patch_size = 4
+  c.evals.per_class = 1
+  c.ckpt.every = 2
+  c.mesh = [("data", -1), ("fsdp", 1), ("model", 1)]

@@ -1,0 +1,78 @@
+"""Training SegGPT: the paper recipe, smaller variants, the CPU quickstart and `real` data.
+
+  # Quickstart (README main command): a small model from scratch on procedural data, a few
+  # minutes on a laptop CPU; prints few-shot mIoU on held-out procedural classes and the
+  # copy-the-prompt-mask baseline, writes workdir/predictions.png and curve.png.
+  python -m experiments.train --config experiments/configs/seggpt_train.py:quickstart \
+    --workdir /tmp/qs
+
+  # The same trainer on the real sets in ../shared/data (pipeline of incontext.data).
+  python -m experiments.train --config experiments/configs/seggpt_train.py:real --workdir /tmp/real
+
+  # The paper recipe (spec 4.2) for L/16 on a TPU/GPU pod, from a Painter checkpoint:
+  python -m experiments.train --config experiments/configs/seggpt_train.py:paper \
+    --config.init.path=/ckpts/painter_vit_large.pth --workdir gs://bucket/seggpt_l16
+  # multi-host: add --distributed (TPU/SLURM auto-detect) or --coordinator_address=HOST:PORT
+  # --num_processes=N --process_id=I on every host.
+
+Arg (comma-separated): a preset word (paper | quickstart | real), variant=L/16|B/16|S/16|Ti/16
+(paper preset only), runlocal (a tiny model, 3 steps). Everything else:
+--config.a.b=value. Rerunning the same command with the same --workdir resumes exactly.
+"""
+from experiments.configs import common
+from incontext import config_lib
+
+
+def get_config(arg=None):
+  arg = config_lib.parse_arg(arg, preset="paper", variant="L/16", runlocal=False)
+  if arg.preset not in ("paper", "quickstart", "real"):
+    raise ValueError(f"seggpt_train config: unknown preset {arg.preset!r}; "
+                     "known: paper, quickstart, real")
+
+  if arg.preset == "paper":
+    # spec 4.2: batch 2048, 9K iterations with 1.8K warm-up, AdamW lr 1e-4 wd 0.05, 448^2
+    # halves; Painter's layer decay 0.8, clip 3.0, drop path 0.1; init from Painter.
+    c = common.base(total_steps=9000, batch_size=2048)
+    c.input = common.shared_data_input(image_size=448, patch_size=16, num_workers=8,
+                                       read_threads=8)
+    c.model = dict(variant=arg.variant, image_size=(448, 448), patch=16, dtype="bfloat16",
+                   remat=True, drop_path=0.1)
+    c.init = dict(kind="torch", path="")      # --config.init.path=painter_vit_large.pth
+    c.optim.update(lr=1e-4, warmup_steps=1800, wd=0.05, layer_decay=0.8, clip=3.0)
+    c.evals.update(type="procedural", every=1000, data=common.procedural_input(448, 16))
+    c.ckpt.update(every=500, keep=3)
+    c.log_every = 20
+    c.sharding_rules = "fsdp"                 # ZeRO-3 over the 'fsdp' axis when it is > 1
+  elif arg.preset == "quickstart":
+    # A ~1M-param SegGPT on 32x32 halves (patch 8); learns colour/texture matching.
+    c = common.base(total_steps=400, batch_size=32)
+    c.input = common.procedural_input(image_size=32, patch_size=8, half_prob=0.5)
+    c.model = dict(variant="test", image_size=(32, 32), patch=8, width=128, depth=6,
+                   num_heads=4, mlp_dim=256, decoder_dim=16, merge_index=1,
+                   feature_layers=(2, 3, 4, 5), pretrain_grid=8, drop_path=0.0,
+                   dtype="float32", remat=False)
+    c.optim.update(lr=1e-3, warmup_steps=40, wd=0.05, layer_decay=1.0, clip=3.0)
+    c.evals.update(every=200, per_class=4)
+    c.ckpt.update(every=200, keep=2)
+    c.log_every = 25
+  else:  # real
+    c = common.base(total_steps=600, batch_size=16)
+    c.input = common.shared_data_input(image_size=64, patch_size=8)
+    c.model = dict(variant="test", image_size=(64, 64), patch=8, width=128, depth=6,
+                   num_heads=4, mlp_dim=256, decoder_dim=16, merge_index=1,
+                   feature_layers=(2, 3, 4, 5), pretrain_grid=8, drop_path=0.0,
+                   dtype="float32", remat=False)
+    c.optim.update(lr=1e-3, warmup_steps=50, wd=0.05, layer_decay=1.0, clip=3.0)
+    c.evals.update(type="procedural", every=0, per_class=4,
+                   data=common.procedural_input(64, 8))
+    c.ckpt.update(every=200, keep=2)
+    c.log_every = 25
+
+  if arg.runlocal:
+    common.shrink(c)
+    if c.input.type == "pipeline":
+      c.input.read_threads = 1
+      c.input.num_workers = 0
+    if "data" in c.evals:
+      c.evals.data.image_size, c.evals.data.patch_size = 16, 4
+  return c

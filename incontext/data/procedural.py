@@ -1,0 +1,239 @@
+"""Procedural in-context segmentation data: random textured shapes, no download needed.
+
+Every class c has a fixed appearance: a colour, a texture (flat, horizontal or vertical
+stripes, checker) and a shape family (ellipse, rectangle, triangle, diamond). A training
+sample is a pair of images that contain the same few classes at random places and sizes; a
+random subset of those classes is painted in random colours (the same colours in both
+halves: SegGPT's random colouring), the rest of the target is black. The model must find in
+the query the classes that the prompt colours, which needs in-context matching, not class
+memorisation: every `heldout_every`-th class never appears in training and is used by the
+few-shot evaluation episodes (`make_episodes`).
+
+Batches carry exactly the keys of `incontext.canvas` (image, target, mask, valid, seg_type).
+Sample k of the stream is a pure function of (seed, k); the stream is a grain MapDataset
+`range(...)[process_index::process_count]`, so the iterator state is a position and
+`get_state()` / `set_state()` (or grain's Orbax handlers) resume it exactly.
+
+  from incontext.data import procedural
+  it = procedural.make_train_iterator(dict(image_size=32, patch_size=4), seed=0, batch_size=8)
+  batch = next(it)           # image [8, 64, 32, 3], target, mask [8, 128], valid, seg_type
+"""
+from __future__ import annotations
+
+import colorsys
+from typing import Any, Mapping
+
+import grain
+import numpy as np
+
+from incontext import canvas
+
+DEFAULTS: dict[str, Any] = dict(
+    image_size=32,        # one half is image_size x image_size; the canvas is (2H, W)
+    patch_size=16,        # token grid of `mask`
+    num_classes=64,       # procedural classes 0..num_classes-1
+    heldout_every=4,      # class c is held out (eval only) iff c % heldout_every == heldout_every-1
+    objects=(2, 3),       # number of distinct classes per pair (min, max)
+    coloured=(1, 2),      # number of them painted in the target (min, max)
+    size=(0.25, 0.45),    # object radius as a fraction of image_size (min, max)
+    half_prob=0.5,        # P(mask exactly the query half); otherwise random patches
+    mask_ratio=0.5,       # fraction of hidden patches when not the half mask
+    read_threads=2,
+    prefetch=4,
+)
+
+NUM_SAMPLES = 2 ** 40
+TEXTURES = ("flat", "hstripes", "vstripes", "checker")
+SHAPES = ("ellipse", "rectangle", "triangle", "diamond")
+
+
+def resolve_config(config: Mapping[str, Any] | None) -> dict[str, Any]:
+  cfg = dict(DEFAULTS)
+  for k, v in dict(config or {}).items():
+    if k in ("type", "name"):
+      continue
+    if k not in DEFAULTS:
+      raise ValueError(f"procedural data config: unknown key {k!r}; known: {sorted(DEFAULTS)}")
+    cfg[k] = v
+  if cfg["image_size"] % cfg["patch_size"]:
+    raise ValueError(f"procedural data config: image_size {cfg['image_size']} is not a "
+                     f"multiple of patch_size {cfg['patch_size']}")
+  return cfg
+
+
+def class_split(cfg) -> tuple[np.ndarray, np.ndarray]:
+  """(train classes, held-out classes)."""
+  c = np.arange(cfg["num_classes"])
+  held = (c % cfg["heldout_every"]) == cfg["heldout_every"] - 1
+  return c[~held], c[held]
+
+
+def appearance(c: int) -> tuple[np.ndarray, str, str, int]:
+  """Class c -> (rgb float [3] in 0..255, texture, shape, stripe period in pixels)."""
+  hue = (c * 0.618033988749895) % 1.0
+  sat = 0.55 + 0.45 * ((c * 7) % 5) / 4
+  val = 0.6 + 0.4 * ((c * 3) % 4) / 3
+  rgb = np.array(colorsys.hsv_to_rgb(hue, sat, val), np.float32) * 255
+  return rgb, TEXTURES[c % 4], SHAPES[(c // 4) % 4], 2 + (c // 16) % 2
+
+
+def _shape_mask(shape, yy, xx, cy, cx, ry, rx) -> np.ndarray:
+  dy, dx = (yy - cy) / ry, (xx - cx) / rx
+  if shape == "ellipse":
+    return dy * dy + dx * dx <= 1
+  if shape == "rectangle":
+    return (np.abs(dy) <= 0.8) & (np.abs(dx) <= 0.8)
+  if shape == "diamond":
+    return np.abs(dy) + np.abs(dx) <= 1
+  t = (dy + 1) / 2                                   # triangle, apex on top
+  return (t >= 0) & (t <= 1) & (np.abs(dx) <= t)
+
+
+def _texture(tex, yy, xx, period) -> np.ndarray:
+  """[H, W] brightness factor in {0.5, 1}."""
+  if tex == "flat":
+    on = np.ones_like(yy, bool)
+  elif tex == "hstripes":
+    on = (yy // period) % 2 == 0
+  elif tex == "vstripes":
+    on = (xx // period) % 2 == 0
+  else:
+    on = ((yy // period) + (xx // period)) % 2 == 0
+  return np.where(on, 1.0, 0.5)
+
+
+def render(classes, rng, cfg) -> tuple[np.ndarray, np.ndarray]:
+  """One image with one instance of each class -> (uint8 [S, S, 3], label [S, S] int32).
+
+  The label is 1 + the index into `classes` (0 = background); later objects occlude.
+  """
+  s = cfg["image_size"]
+  yy, xx = np.mgrid[0:s, 0:s].astype(np.float32)
+  # Low-saturation background: a random grey-ish gradient plus noise.
+  base = rng.uniform(60, 190) + rng.uniform(-15, 15, 3)
+  gy, gx = rng.uniform(-1, 1, 2) * 40 / s
+  img = base[None, None] + (gy * yy + gx * xx)[..., None] + rng.normal(0, 6, (s, s, 3))
+  label = np.zeros((s, s), np.int32)
+  for i, c in enumerate(classes):
+    rgb, tex, shape, period = appearance(int(c))
+    ry, rx = rng.uniform(*cfg["size"], 2) * s
+    cy, cx = rng.uniform(0.15 * s, 0.85 * s, 2)
+    m = _shape_mask(shape, yy, xx, cy, cx, ry, rx)
+    if m.sum() < 4:                                  # keep every object visible
+      m = _shape_mask("rectangle", yy, xx, cy, cx, max(ry, 3), max(rx, 3))
+    col = rgb + rng.uniform(-12, 12, 3)
+    obj = col[None, None] * _texture(tex, yy + rng.integers(period), xx, period)[..., None]
+    img = np.where(m[..., None], obj, img)
+    label[m] = i + 1
+  return np.clip(img, 0, 255).astype(np.uint8), label
+
+
+def _mask(rng, cfg) -> np.ndarray:
+  p, s = cfg["patch_size"], cfg["image_size"]
+  gh, gw = 2 * s // p, s // p
+  if rng.random() < cfg["half_prob"]:
+    return canvas.query_half_mask((gh, gw))
+  m = np.zeros(gh * gw, bool)
+  m[rng.choice(gh * gw, int(round(cfg["mask_ratio"] * gh * gw)), replace=False)] = True
+  return m
+
+
+def _colours(rng, k) -> np.ndarray:
+  """k random, mutually distinct colours far from black."""
+  out = []
+  while len(out) < k:
+    c = rng.integers(0, 256, 3)
+    if c.sum() > 150 and all(np.abs(c - o).sum() > 120 for o in out):
+      out.append(c)
+  return np.array(out, np.uint8)
+
+
+def _pair(rng, cfg, class_pool, **kw):
+  n = kw.get("num_objects") or int(rng.integers(cfg["objects"][0], cfg["objects"][1] + 1))
+  classes = rng.choice(class_pool, n, replace=False)
+  k = kw.get("num_coloured") or int(rng.integers(cfg["coloured"][0],
+                                                 min(cfg["coloured"][1], n) + 1))
+  colours = _colours(rng, k)
+  p_img, p_lab = render(classes, rng, cfg)
+  perm = rng.permutation(n)
+  q_img, q_lab_perm = render(classes[perm], rng, cfg)
+  q_lab = np.where(q_lab_perm > 0, perm[np.maximum(q_lab_perm - 1, 0)] + 1, 0)
+  # Object i (label i+1) is painted colour j+1 iff i is the j-th coloured object.
+  lut = np.zeros(n + 1, np.int32)
+  lut[1:k + 1] = np.arange(1, k + 1)                 # the first k sampled classes are coloured
+  return p_img, lut[p_lab], q_img, lut[q_lab], classes[:k], colours
+
+
+def _finalize(p_img, p_lab, q_img, q_lab, colours, mask) -> dict[str, np.ndarray]:
+  pal = np.concatenate([np.zeros((1, 3), np.uint8), colours], 0)
+  img = np.concatenate([p_img, q_img], 0)
+  tgt = pal[np.concatenate([p_lab, q_lab], 0)]
+  return {"image": canvas.normalize(img), "target": canvas.normalize(tgt),
+          "mask": mask, "valid": np.ones(img.shape[:2], np.float32),
+          "seg_type": np.int32(canvas.SEMANTIC)}
+
+
+class Sampler:
+  """index -> training sample (a pure function of (seed, index))."""
+
+  def __init__(self, config, seed: int):
+    self.cfg = resolve_config(config)
+    self.seed = int(seed)
+    self.train_classes, _ = class_split(self.cfg)
+
+  def __call__(self, index: int) -> dict[str, np.ndarray]:
+    rng = np.random.default_rng([self.seed, int(index)])
+    p_img, p_lab, q_img, q_lab, _, colours = _pair(rng, self.cfg, self.train_classes)
+    return _finalize(p_img, p_lab, q_img, q_lab, colours, _mask(rng, self.cfg))
+
+
+def make_train_dataset(config, *, seed: int, batch_size: int, process_index: int = 0,
+                       process_count: int = 1) -> grain.IterDataset:
+  cfg = resolve_config(config)
+  ds = grain.MapDataset.range(NUM_SAMPLES)[process_index::process_count].map(Sampler(cfg, seed))
+  ds = ds.to_iter_dataset(grain.ReadOptions(num_threads=int(cfg["read_threads"]),
+                                            prefetch_buffer_size=int(cfg["prefetch"])))
+  return ds.batch(batch_size, drop_remainder=True)
+
+
+def make_train_iterator(config, *, seed: int, batch_size: int, process_index: int = 0,
+                        process_count: int = 1) -> grain.DatasetIterator:
+  """Infinite, deterministic, resumable iterator of per-host batches (numpy dicts).
+
+  Host i of `process_count` gets global samples i, i + count, ...; `get_state()` /
+  `set_state()` checkpoint the position.
+  """
+  return iter(make_train_dataset(config, seed=seed, batch_size=batch_size,
+                                 process_index=process_index, process_count=process_count))
+
+
+def make_episodes(config, *, seed: int = 1234, per_class: int = 4) -> list[dict[str, Any]]:
+  """Few-shot evaluation episodes on the held-out classes (1 prompt, 1 query each).
+
+  Each episode has the canvas keys with the query half of `target` black and `mask` the
+  query half, plus `query_label` [H, W] int32 (0 background, 1 the class), `colours` [1, 3]
+  uint8 (the prompt's colour of the class), `class_ids` [1] int32 and `prompt_label`.
+  Distractor objects come from the held-out classes too.
+  """
+  cfg = resolve_config(config)
+  _, held = class_split(cfg)
+  s, p = cfg["image_size"], cfg["patch_size"]
+  half = canvas.query_half_mask((2 * s // p, s // p))
+  out = []
+  for c in held:
+    others = held[held != c]
+    for e in range(per_class):
+      rng = np.random.default_rng([seed, int(c), e])
+      n = int(rng.integers(cfg["objects"][0], cfg["objects"][1] + 1))
+      pool = np.concatenate([[c], rng.choice(others, n - 1, replace=False)])
+      colours = _colours(rng, 1)
+      p_img, p_lab = render(pool, rng, cfg)
+      perm = rng.permutation(n)
+      q_img, q_lab_perm = render(pool[perm], rng, cfg)
+      q_lab = np.where(q_lab_perm > 0, perm[np.maximum(q_lab_perm - 1, 0)] + 1, 0)
+      p_bin, q_bin = (p_lab == 1).astype(np.int32), (q_lab == 1).astype(np.int32)
+      ep = _finalize(p_img, p_bin, q_img, np.zeros_like(q_bin), colours, half)
+      ep.update(query_label=q_bin, prompt_label=p_bin, colours=colours,
+                class_ids=np.array([c], np.int32))
+      out.append(ep)
+  return out

@@ -1,0 +1,321 @@
+"""The training loop: `run(config, workdir)`.
+
+Reads top to bottom: mesh -> data -> model + optimiser -> shardings -> restore or init
+-> jit -> loop (log, eval, checkpoint) -> export.
+
+Where the state comes from, in order (style B.5):
+  1. the latest checkpoint in `workdir/checkpoints` (params, optimiser, step, RNG and the data
+     iterator position: re-running the same command resumes exactly);
+  2. `config.init`: kind 'params' (an `incontext convert` params dir), 'torch' (an official
+     SegGPT or Painter .pth/.safetensors; tensors it lacks, e.g. Painter's type tokens, keep
+     their fresh init);
+  3. random init (kind 'scratch').
+
+Outputs in `workdir`: config.json, metrics.jsonl (one JSON object per log/eval step),
+curve.png, predictions/step_N.png (+ predictions.png, the latest), checkpoints/, and at
+the end params/ (an `incontext.checkpoint` params dir of the final model).
+"""
+from __future__ import annotations
+
+import functools
+import json
+import logging
+import math
+import os
+import time
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import orbax.checkpoint as ocp
+from flax import nnx
+
+from incontext import checkpoint as ckpt_lib
+from incontext import mesh as mesh_lib
+from incontext import sharding
+from incontext.models import seggpt
+from incontext.train import fewshot, flops, optim, plots, steps
+
+log = logging.getLogger(__name__)
+
+
+class TrainingDiverged(FloatingPointError):
+  """A non-finite loss or gradient norm."""
+
+
+# -- setup ----------------------------------------------------------------------------------
+def model_config(config) -> seggpt.SegGPTConfig:
+  kw = dict(config.model)
+  variant = kw.pop("variant")
+  return seggpt.get_config(variant, **kw)
+
+
+def write_json_atomic(path: str, obj) -> None:
+  tmp = path + ".tmp"
+  with open(tmp, "w") as f:
+    json.dump(obj, f, indent=2, default=str)
+  os.replace(tmp, path)
+
+
+def make_train_iterator(config, *, seed: int, batch_size: int):
+  """Per-host batch iterator (checkpointable grain iterator) for `config.input`."""
+  kind = config.input.get("type", "procedural")
+  kw = dict(seed=seed, batch_size=batch_size, process_index=jax.process_index(),
+            process_count=jax.process_count())
+  data_cfg = {k: v for k, v in config.input.to_dict().items() if k not in ("type",)}
+  if kind == "procedural":
+    from incontext.data import procedural
+    return procedural.make_train_iterator(data_cfg, **kw)
+  if kind == "pipeline":
+    from incontext.data import pipeline
+    return pipeline.make_train_iterator(data_cfg, **kw)
+  raise ValueError(f"config.input.type: unknown {kind!r} (expected 'procedural' or 'pipeline')")
+
+
+def make_episodes(config) -> list[dict]:
+  """Few-shot evaluation episodes for `config.evals` (held-out classes)."""
+  ev = config.evals
+  kind = ev.get("type", "procedural")
+  if kind == "procedural":
+    from incontext.data import procedural
+    src = ev.get("data", None) or config.input
+    data_cfg = {k: v for k, v in src.to_dict().items() if k not in ("type",)}
+    return procedural.make_episodes(data_cfg, seed=ev.get("seed", 1234),
+                                    per_class=ev.get("per_class", 4))
+  if kind == "episodes":
+    from incontext.data import episodes
+    return episodes.make_episodes(ev.data.to_dict())
+  raise ValueError(f"config.evals.type: unknown {kind!r} (expected 'procedural' or 'episodes')")
+
+
+def init_params(config, cfg: seggpt.SegGPTConfig, params_sh) -> Any:
+  """Initial params (pure dict) placed with `params_sh`, per `config.init`."""
+  init = config.get("init", None)
+  kind = init.get("kind", "scratch") if init else "scratch"
+  if kind == "scratch":
+    make = lambda: nnx.to_pure_dict(nnx.state(seggpt.SegGPT(cfg, rngs=nnx.Rngs(config.seed)),
+                                              nnx.Param))
+    return jax.jit(make, out_shardings=params_sh)()
+  if kind == "params":
+    model = ckpt_lib.load_model(init.path, expect_variant=cfg, dtype=cfg.dtype, remat=cfg.remat,
+                                drop_path=cfg.drop_path)
+  elif kind == "torch":
+    from incontext.models import convert
+    sd, _ = convert.read_state_dict(init.path)
+    model = seggpt.SegGPT(cfg, rngs=nnx.Rngs(config.seed))
+    convert.load_official(model, sd, allow_missing=convert.OPTIONAL)
+  else:
+    raise ValueError(f"config.init.kind: unknown {kind!r} (expected scratch, params or torch)")
+  host = jax.tree.map(np.asarray, nnx.to_pure_dict(nnx.state(model, nnx.Param)))
+  return jax.tree.map(lambda x, s: jax.make_array_from_callback(x.shape, s, lambda i: x[i]),
+                      host, params_sh)
+
+
+def _global_batch(local: dict, batch_sh) -> dict:
+  return {k: jax.make_array_from_process_local_data(batch_sh, np.asarray(v))
+          for k, v in local.items()}
+
+
+def _host(x) -> np.ndarray:
+  """A replicated (possibly multi-host) array -> numpy."""
+  return np.asarray(x.addressable_data(0)) if isinstance(x, jax.Array) else np.asarray(x)
+
+
+def checkpoint_manager(config, workdir: str) -> ocp.CheckpointManager:
+  import grain
+  c = config.ckpt
+  best = c.get("best_metric", "") or None
+  opts = ocp.CheckpointManagerOptions(
+      max_to_keep=c.get("keep", 3), enable_async_checkpointing=c.get("async", True),
+      best_fn=(lambda m: m[best]) if best else None, best_mode=c.get("best_mode", "max"),
+      keep_checkpoints_without_metrics=not best, create=True)
+  return ocp.CheckpointManager(
+      os.path.join(os.path.abspath(workdir), "checkpoints"), options=opts,
+      item_handlers={"state": ocp.StandardCheckpointHandler(),
+                     "data": grain.checkpoint.CheckpointHandler()})
+
+
+# -- evaluation -------------------------------------------------------------------------------
+def run_eval(predict_fn, params, episodes, *, batch_size: int, batch_sh) -> tuple[dict, np.ndarray]:
+  """-> (metrics {miou, baseline_copy_miou}, query predictions [E, H, W, 3])."""
+  keys = ("image", "target", "mask", "valid", "seg_type")
+  preds = []
+  for i in range(0, len(episodes), batch_size):
+    chunk = episodes[i:i + batch_size]
+    pad = chunk + [chunk[-1]] * (batch_size - len(chunk))   # fixed shape: no recompiles
+    b = {k: np.stack([e[k] for e in pad]) for k in keys}
+    b = {k: jax.make_array_from_callback(v.shape, batch_sh, lambda idx, v=v: v[idx])
+         for k, v in b.items()}
+    preds.append(_host(predict_fn(params, b))[:len(chunk)])
+  preds = np.concatenate(preds, 0)
+  return fewshot.evaluate(preds, episodes), preds
+
+
+# -- the loop ---------------------------------------------------------------------------------
+def run(config, workdir: str) -> dict[str, Any]:
+  """Trains per `config`; returns {'step', 'history': [per-log-step metrics], 'eval': {...}}."""
+  workdir = os.path.abspath(workdir)
+  is_main = jax.process_index() == 0
+  os.makedirs(workdir, exist_ok=True)
+  if is_main:
+    write_json_atomic(os.path.join(workdir, "config.json"), config.to_dict())
+
+  # Mesh.
+  mesh = mesh_lib.make_mesh(config.mesh)
+  repl = mesh_lib.replicated(mesh)
+  batch_sh = mesh_lib.batch_sharding(mesh)
+  gbs = int(config.batch_size)
+  if gbs % mesh_lib.batch_size_multiple(mesh) or gbs % jax.process_count():
+    raise ValueError(f"config.batch_size={gbs} must be a multiple of the batch devices "
+                     f"({mesh_lib.batch_size_multiple(mesh)}) and of the process count")
+  total = int(config.total_steps)
+
+  # Data.
+  it = make_train_iterator(config, seed=config.seed, batch_size=gbs // jax.process_count())
+  episodes = make_episodes(config) if config.evals.get("every", 0) or config.evals.get(
+      "at_end", True) else []
+
+  # Model + optimiser (abstract first: nothing is allocated before the shardings are known).
+  cfg = model_config(config)
+  graphdef, abs_params = nnx.split(seggpt.abstract(cfg))
+  abs_params = nnx.to_pure_dict(abs_params)
+  ocfg = config.optim.copy_and_resolve_references()
+  with ocfg.unlocked():
+    ocfg.total_steps = total
+  tx, schedule = optim.make_tx(ocfg, depth=cfg.depth)
+  abs_state = jax.eval_shape(lambda p: steps.init_state(p, tx, config.seed), abs_params)
+  state_sh = sharding.shardings(abs_state, config.sharding_rules, mesh)
+
+  # Restore or init.
+  mngr = checkpoint_manager(config, workdir)
+  start = mngr.latest_step()
+  import grain
+  if start is not None:
+    abstract = jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
+                            abs_state, state_sh)
+    restored = mngr.restore(start, args=ocp.args.Composite(
+        state=ocp.args.StandardRestore(abstract), data=grain.checkpoint.CheckpointRestore(it)))
+    state = restored["state"]
+    log.info("resumed from %s at step %d", mngr.directory, start)
+  else:
+    start = 0
+    params = init_params(config, cfg, state_sh["params"])
+    state = jax.jit(lambda p: steps.init_state(p, tx, config.seed), out_shardings=state_sh)(params)
+  metrics_path = os.path.join(workdir, "metrics.jsonl")
+  history = _load_history(metrics_path, upto=start) if is_main else []
+
+  # Jit with explicit shardings; the state is donated.
+  step_fn = jax.jit(
+      functools.partial(steps.train_step, graphdef=graphdef, tx=tx, schedule=schedule,
+                        patch=cfg.patch, beta=config.loss.beta,
+                        painter_loss=config.loss.get("painter", False),
+                        drop_path=cfg.drop_path > 0),
+      in_shardings=(state_sh, batch_sh), out_shardings=(state_sh, repl), donate_argnums=(0,))
+  predict_fn = jax.jit(functools.partial(steps.predict, graphdef=graphdef),
+                       in_shardings=(state_sh["params"], batch_sh), out_shardings=repl)
+  ex_flops = flops.train_flops(cfg)
+  peak = flops.peak_flops(jax.devices()[0].device_kind)
+
+  # Loop.
+  log_every, eval_every = int(config.log_every), int(config.evals.get("every", 0))
+  ckpt_every = int(config.ckpt.get("every", 0))
+  pending: list[tuple[int, dict]] = []
+  last_eval: dict = {}
+  t_last, n_last = None, 0
+  bar = _progress(start, total, is_main)
+  with jax.set_mesh(mesh):
+    for step in range(start + 1, total + 1):
+      batch = _global_batch(next(it), batch_sh)
+      state, m = step_fn(state, batch)
+      pending.append((step, m))
+      bar.update(1)
+      if step == start + 1:
+        jax.block_until_ready(m)            # exclude compilation from throughput
+        t_last, n_last = time.perf_counter(), step
+      do_eval = bool(episodes) and ((eval_every and step % eval_every == 0) or
+                                    (step == total and config.evals.get("at_end", True)))
+      if step % log_every == 0 or step == total or do_eval:
+        rows = _check_finite(pending)
+        pending = []
+        now = time.perf_counter()
+        rec = {"step": step, **{f"train/{k}": v for k, v in rows[-1].items()}}
+        if step > n_last:
+          eps = gbs * (step - n_last) / (now - t_last)
+          rec.update({"train/examples_per_s": eps, "train/step_s": (now - t_last) / (step - n_last),
+                      "train/flops_per_s_per_device": eps * ex_flops / jax.device_count()})
+          if peak:
+            rec["train/mfu"] = rec["train/flops_per_s_per_device"] / peak
+        t_last, n_last = now, step
+        if do_eval:
+          res, preds = run_eval(predict_fn, state["params"], episodes,
+                                batch_size=_eval_bs(config, mesh), batch_sh=batch_sh)
+          last_eval = {f"eval/{k}": v for k, v in res.items()}
+          rec.update(last_eval)
+          t_last = time.perf_counter()
+          if is_main:
+            plots.predictions_png(os.path.join(workdir, "predictions", f"step_{step}.png"),
+                                  episodes, preds, n=config.evals.get("num_png", 8))
+            plots.predictions_png(os.path.join(workdir, "predictions.png"), episodes, preds,
+                                  n=config.evals.get("num_png", 8))
+            bar.write(f"step {step}: few-shot mIoU {res['miou']:.2f}%" +
+                      (f" (baseline copy-prompt-mask {res['baseline_copy_miou']:.2f}%)"
+                       if "baseline_copy_miou" in res else ""))
+        if is_main:
+          history.append(rec)
+          with open(metrics_path, "a") as f:
+            f.write(json.dumps(rec) + "\n")
+          bar.set_postfix(loss=f"{rec['train/loss']:.4f}", lr=f"{rec['train/lr']:.2e}")
+      if (ckpt_every and step % ckpt_every == 0) or step == total:
+        mngr.save(step, args=ocp.args.Composite(state=ocp.args.StandardSave(state),
+                                                data=grain.checkpoint.CheckpointSave(it)),
+                  metrics={k.split("/", 1)[1]: v for k, v in last_eval.items()} or None)
+  bar.close()
+  mngr.wait_until_finished()
+  mngr.close()
+  if is_main:
+    plots.curve_png(os.path.join(workdir, "curve.png"), history)
+  if config.get("export_params", True) and jax.process_count() == 1:
+    model = nnx.merge(graphdef, jax.device_get(state["params"]))
+    ckpt_lib.save_model(os.path.join(workdir, "params"), model, overwrite=True,
+                        source={"trainer": workdir, "step": total})
+  return {"step": total, "history": history, "eval": last_eval}
+
+
+def _eval_bs(config, mesh) -> int:
+  m = mesh_lib.batch_size_multiple(mesh)
+  bs = int(config.evals.get("batch_size", 0) or config.batch_size)
+  return max(m, bs // m * m)
+
+
+def _progress(start, total, enabled):
+  from tqdm import tqdm
+  return tqdm(total=total, initial=start, disable=not enabled, desc="train", dynamic_ncols=True)
+
+
+def _check_finite(pending: list[tuple[int, dict]]) -> list[dict]:
+  """Host metrics of the steps since the last log; raises naming the first bad step."""
+  rows = []
+  for step, m in pending:
+    row = {k: float(_host(v)) for k, v in m.items()}
+    bad = [k for k in ("loss", "grad_norm") if not math.isfinite(row[k])]
+    if bad:
+      raise TrainingDiverged(f"training diverged at step {step}: non-finite "
+                             + ", ".join(f"{k}={row[k]}" for k in bad)
+                             + " (lower optim.lr, raise optim.warmup_steps or set optim.clip)")
+    rows.append(row)
+  return rows
+
+
+def _load_history(path: str, *, upto: int) -> list[dict]:
+  """Metrics of steps <= upto; the file is rewritten without later (uncheckpointed) steps."""
+  if not os.path.exists(path):
+    return []
+  with open(path) as f:
+    rows = [json.loads(line) for line in f if line.strip()]
+  rows = [r for r in rows if r["step"] <= upto]
+  tmp = path + ".tmp"
+  with open(tmp, "w") as f:
+    f.writelines(json.dumps(r) + "\n" for r in rows)
+  os.replace(tmp, path)
+  return rows

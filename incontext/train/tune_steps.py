@@ -1,0 +1,120 @@
+"""Pure step functions of in-context tuning (spec 5.1): the model is frozen, the prompt learns.
+
+The prompt is a plain array argument (a dict {'image', 'target'} of [h, w, 3] normalised
+tensors), not a Variable in the model: gradients only ever reach it, and the frozen `params`
+are a separate, never-donated argument (style B.4). No jit here; the tuner jits with shardings.
+
+Batch (task examples, one prompt slot shared by all):
+  image   [B, h, w, 3] float32  normalised query images
+  target  [B, h, w, 3] float32  normalised colour-encoded ground truth
+  valid   [B, h, w]    float32  1 where the loss counts (0 = ignore)
+"""
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from flax import nnx
+
+from incontext import canvas, losses
+
+
+def build_canvas(prompt: dict, batch: dict) -> tuple[jax.Array, jax.Array]:
+  """-> (imgs, tgts) [B, 2h, w, 3]: the prompt broadcast on top of every query.
+
+  The query half of `tgts` is the ground truth; it is hidden by the mask token (bottom-half
+  mask), so the model never sees it.
+  """
+  b = batch["image"].shape[0]
+  top_i = jnp.broadcast_to(prompt["image"][None], (b,) + prompt["image"].shape)
+  top_t = jnp.broadcast_to(prompt["target"][None], (b,) + prompt["target"].shape)
+  imgs = jnp.concatenate([top_i, batch["image"]], axis=1)
+  tgts = jnp.concatenate([top_t, batch["target"]], axis=1)
+  return imgs, tgts
+
+
+def tune_loss(prompt: dict, batch: dict, *, graphdef, params, seg_type: int) -> jax.Array:
+  """SegGPT's training loss (spec 1.9) of the frozen model with this prompt, a scalar.
+
+  Masked smooth-L1 (beta 0.01) over the query half (the hidden patches at inference) against
+  the colour-encoded ground truth, weighted by `valid`.
+  """
+  model = nnx.merge(graphdef, params)
+  cfg = model.cfg
+  imgs, tgts = build_canvas(prompt, batch)
+  b = imgs.shape[0]
+  mask = jnp.asarray(canvas.query_half_mask(cfg.grid))[None]
+  st = jnp.full((b,), seg_type, jnp.int32)
+  pred = model(imgs, tgts, mask, st, query_only=True)          # [B, h, w, 3]
+  # Over the query half every patch is hidden: a full patch mask of the half's grid.
+  gq = (cfg.grid[0] // 2, cfg.grid[1])
+  qmask = jnp.ones((1, gq[0] * gq[1]), bool)
+  return losses.masked_smooth_l1(pred, batch["target"], qmask, batch["valid"], patch=cfg.patch)
+
+
+def tune_step(state: dict, batch: dict, *, graphdef, params, tx, seg_type: int,
+              learn_target: bool):
+  """One optimiser step on the prompt only.
+
+  Args:
+    state: {'prompt': {'image', 'target'} [h, w, 3], 'opt': optax state, 'step': int32}.
+    batch: task examples (module doc).
+    graphdef, params: the frozen model, split with `nnx.split` (params never donated).
+    tx: optax transformation over the prompt dict.
+    seg_type: type token (0 semantic, 1 instance).
+    learn_target: also learn the prompt target (else its gradient is stopped).
+  Returns:
+    (new state, {'loss', 'grad_norm', 'update_norm'}).
+  """
+  def objective(prompt):
+    if not learn_target:
+      prompt = {"image": prompt["image"], "target": jax.lax.stop_gradient(prompt["target"])}
+    return tune_loss(prompt, batch, graphdef=graphdef, params=params, seg_type=seg_type)
+
+  loss, grad = jax.value_and_grad(objective)(state["prompt"])
+  updates, opt = tx.update(grad, state["opt"], state["prompt"])
+  prompt = optax.apply_updates(state["prompt"], updates)
+  metrics = {"loss": loss, "grad_norm": optax.tree.norm(grad),
+             "update_norm": optax.tree.norm(updates)}
+  return {"prompt": prompt, "opt": opt, "step": state["step"] + 1}, metrics
+
+
+def make_tx(optim: dict, total_steps: int, learn_target: bool) -> optax.GradientTransformation:
+  """Adam (no weight decay: the prompt is an input, not a weight) with warmup + cosine decay;
+  the target leaf is frozen unless `learn_target`."""
+  lr = float(optim["lr"])
+  warm = int(optim.get("warmup_steps", 0))
+  if optim.get("schedule", "cosine") == "cosine":
+    sched = optax.warmup_cosine_decay_schedule(0.0 if warm else lr, lr, max(warm, 1),
+                                               max(total_steps, warm + 1),
+                                               end_value=lr * float(optim.get("end_frac", 0.1)))
+  else:
+    sched = optax.warmup_constant_schedule(0.0 if warm else lr, lr, max(warm, 1))
+  tx = optax.chain(optax.clip_by_global_norm(float(optim.get("clip", 1.0))),
+                   optax.adam(sched, b1=float(optim.get("b1", 0.9)), b2=float(optim.get("b2", 0.99))))
+  # Masked-out leaves pass their (stopped, so zero) gradient through: the target stays put.
+  return optax.masked(tx, {"image": True, "target": bool(learn_target)})
+
+
+def init_prompt(kind: str, h: int, w: int, *, example: dict | None = None, seed: int = 0,
+                noise_std: float = 1.0) -> dict:
+  """Initial prompt {'image', 'target'} [h, w, 3] normalised.
+
+  kind: 'example' (a real task example's image and colour target), 'noise' (N(0, noise_std) in
+  normalised space for the image, the example's target if given else black) or 'zeros'.
+  """
+  black = np.broadcast_to(canvas.normalize(np.zeros(3, np.uint8)), (h, w, 3)).astype(np.float32)
+  if kind == "example":
+    if example is None:
+      raise ValueError("tune.init='example' needs a task example")
+    return {"image": np.asarray(example["image"], np.float32),
+            "target": np.asarray(example["target"], np.float32)}
+  if kind == "noise":
+    rng = np.random.default_rng(seed)
+    img = (noise_std * rng.standard_normal((h, w, 3))).astype(np.float32)
+    tgt = black if example is None else np.asarray(example["target"], np.float32)
+    return {"image": img, "target": tgt}
+  if kind == "zeros":
+    return {"image": np.zeros((h, w, 3), np.float32), "target": black.copy()}
+  raise ValueError(f"unknown tune.init {kind!r}; expected 'example', 'noise' or 'zeros'")

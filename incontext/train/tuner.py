@@ -1,0 +1,335 @@
+"""In-context tuning: learn one prompt (image, optionally target) for a task with SegGPT frozen.
+
+`run_tune(config, workdir)` reads top to bottom:
+  setup mesh -> task examples -> frozen model -> prompt + optimiser -> shard -> restore -> jit ->
+  loop (log, checkpoint) -> curve/prompt PNGs and `WORKDIR/prompt.npz`.
+
+Resume order: the latest checkpoint in WORKDIR/checkpoints, else a fresh prompt from
+`config.tune.init`. The model always comes from `config.init` (a params directory); tuning never
+starts from random weights. Batches are a pure function of (seed, step), so a killed and resumed
+run follows the same trajectory as an uninterrupted one.
+
+Workdir layout:
+  config.json            the config used
+  tune_meta.json         model config, weights hash, seg type, palette/labels, task (export-prompt
+                         reads it)
+  checkpoints/STEP/      Orbax: {'prompt': {'image', 'target'}, 'opt', 'step'}
+  metrics.jsonl          one line per logged step {'step', 'loss', 'grad_norm', 'update_norm'}
+  curve.png              training curve; prompt_image.png / prompt_target.png: the prompt now
+  prompt.npz             the learned prompt of the last step (incontext.prompts format)
+"""
+from __future__ import annotations
+
+import functools
+import json
+import os
+from typing import Any, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import orbax.checkpoint as ocp
+from flax import nnx
+from jax.sharding import NamedSharding, PartitionSpec as P
+from PIL import Image, ImageDraw
+from tqdm import tqdm
+
+from incontext import canvas, checkpoint, mesh as mesh_lib, prompts
+from incontext.train import tune_steps
+
+BINARY_PALETTE = np.array([[0, 0, 0], [255, 255, 255]], np.uint8)
+
+
+# ---------------------------------------------------------------------------------------------
+# Task examples.
+
+def task_palette(label_ids: Sequence[int]) -> np.ndarray:
+  """[K+1, 3] uint8: white for one label, else the HF/Painter palette (row 0 black)."""
+  return BINARY_PALETTE.copy() if len(label_ids) == 1 else canvas.build_palette(len(label_ids))
+
+
+def encode_example(image: np.ndarray, label: np.ndarray, size_hw, label_ids: Sequence[int],
+                   palette: np.ndarray, ignore: int = 255) -> dict:
+  """uint8 image [H, W, 3] + label map [H, W] -> normalised {'image', 'target'} [h, w, 3] and
+  'valid' [h, w] at `size_hw` (bicubic image, nearest labels; label_ids[k] gets palette[k+1],
+  other labels background, `ignore` pixels valid 0)."""
+  from incontext.data import ops
+  h, w = size_hw
+  img = ops.resize_image(np.asarray(image, np.uint8), (h, w))
+  lab = ops.resize_label(np.asarray(label, np.int32), (h, w))
+  idx = np.zeros(lab.shape, np.int64)
+  for k, c in enumerate(label_ids):
+    idx[lab == int(c)] = k + 1
+  return {"image": canvas.normalize(img), "target": canvas.normalize(palette[idx]),
+          "valid": (lab != ignore).astype(np.float32), "label": idx.astype(np.int32)}
+
+
+def select_indices(n: int, task: dict) -> list[int]:
+  """Indices of a source used by a task: a seeded permutation (perm_seed, or sorted order if
+  None) sliced [start:stop]."""
+  order = np.arange(n) if task.get("perm_seed") is None else \
+      np.random.default_rng(int(task["perm_seed"])).permutation(n)
+  start, stop = int(task.get("start") or 0), task.get("stop")
+  sel = order[start:None if stop is None else int(stop)]
+  if len(sel) == 0:
+    raise ValueError(f"task selects no examples ({n} in the source, start={start}, stop={stop})")
+  return [int(i) for i in sel]
+
+
+def load_task(task: dict, size_hw, examples: Sequence[dict] | None = None) -> tuple[dict, dict]:
+  """Stacked task examples {'image', 'target', 'valid'} [N, ...] and a description dict.
+
+  `examples` (a list of {'image' uint8, 'mask' int}) replaces reading `task.reader` (tests).
+  """
+  label_ids = [int(c) for c in task.get("label_ids") or (1,)]
+  palette = task_palette(label_ids)
+  if examples is None:
+    from incontext.data import sources
+    src = sources.make_source(dict(task))
+    idx = select_indices(len(src), task)
+    examples = [src[i] for i in tqdm(idx, desc="load task", leave=False)]
+    ids = [str(e.get("id", i)) for e, i in zip(examples, idx)]
+  else:
+    ids = [str(i) for i in range(len(examples))]
+  enc = [encode_example(e["image"], e["mask"], size_hw, label_ids, palette) for e in examples]
+  data = {k: np.stack([e[k] for e in enc]) for k in ("image", "target", "valid")}
+  desc = {"label_ids": label_ids, "palette": palette,
+          "label_names": [str(n) for n in task.get("label_names") or
+                          [f"label_{c}" for c in label_ids]],
+          "example_ids": ids}
+  return data, desc
+
+
+def sample_batch(data: dict, step: int, batch_size: int, seed: int, hflip: bool) -> dict:
+  """The batch of `step`: a pure function of (seed, step) (so resumed runs reproduce)."""
+  rng = np.random.default_rng([seed, step])
+  n = data["image"].shape[0]
+  idx = rng.choice(n, size=batch_size, replace=n < batch_size)
+  out = {k: v[idx] for k, v in data.items()}
+  if hflip:
+    flip = rng.random(batch_size) < 0.5
+    for k in out:
+      out[k] = np.where(flip.reshape((-1,) + (1,) * (out[k].ndim - 1)), out[k][:, :, ::-1],
+                        out[k])
+  return out
+
+
+# ---------------------------------------------------------------------------------------------
+# Outputs.
+
+def write_curve(path: str, rows: list[dict], key: str = "loss", size=(480, 300)):
+  """Line plot of rows[key] over rows['step'] (log-y) as a PNG, drawn with PIL."""
+  w, h = size
+  im = Image.new("RGB", size, "white")
+  d = ImageDraw.Draw(im)
+  ml, mr, mt, mb = 56, 12, 24, 28
+  d.rectangle([ml, mt, w - mr, h - mb], outline="black")
+  pts = [(r["step"], r[key]) for r in rows if np.isfinite(r.get(key, np.nan)) and r[key] > 0]
+  d.text((ml, 4), f"{key} vs step", fill="black")
+  if pts:
+    xs = np.array([p[0] for p in pts], float)
+    ys = np.log10(np.array([p[1] for p in pts], float))
+    x0, x1 = xs.min(), max(xs.max(), xs.min() + 1)
+    y0, y1 = ys.min(), max(ys.max(), ys.min() + 1e-6)
+    fx = lambda x: ml + (x - x0) / (x1 - x0) * (w - ml - mr)
+    fy = lambda y: h - mb - (y - y0) / (y1 - y0) * (h - mt - mb)
+    d.line([(fx(x), fy(y)) for x, y in zip(xs, ys)], fill=(31, 119, 180), width=2)
+    d.text((4, mt), f"{10 ** y1:.3g}", fill="black")
+    d.text((4, h - mb - 10), f"{10 ** y0:.3g}", fill="black")
+    d.text((ml, h - mb + 6), f"{int(x0)}", fill="black")
+    d.text((w - mr - 40, h - mb + 6), f"{int(x1)}", fill="black")
+  tmp = path + ".tmp.png"
+  im.save(tmp)
+  os.replace(tmp, path)
+
+
+def _write_png(path: str, normalised: np.ndarray):
+  tmp = path + ".tmp.png"
+  Image.fromarray(np.round(canvas.denormalize(normalised)).astype(np.uint8)).save(tmp)
+  os.replace(tmp, path)
+
+
+def _read_metrics(path: str, upto: int) -> list[dict]:
+  if not os.path.exists(path):
+    return []
+  with open(path) as f:
+    rows = [json.loads(l) for l in f if l.strip()]
+  return [r for r in rows if r["step"] <= upto]
+
+
+def _write_jsonl(path: str, rows: list[dict]):
+  tmp = path + ".tmp"
+  with open(tmp, "w") as f:
+    for r in rows:
+      f.write(json.dumps(r) + "\n")
+  os.replace(tmp, path)
+
+
+def checkpoint_manager(workdir: str, keep: int = 3) -> ocp.CheckpointManager:
+  return ocp.CheckpointManager(os.path.join(os.path.abspath(workdir), "checkpoints"),
+                               options=ocp.CheckpointManagerOptions(max_to_keep=keep))
+
+
+def restore_prompt(workdir: str, step: int | None = None) -> tuple[dict, int]:
+  """({'image', 'target'} numpy, step) of a tuning checkpoint (the latest if step is None)."""
+  ckdir = os.path.join(workdir, "checkpoints")
+  if not os.path.isdir(ckdir):
+    raise ValueError(f"{workdir}: not a tuning workdir (no checkpoints/ directory)")
+  with checkpoint_manager(workdir) as mngr:
+    steps = mngr.all_steps()
+    if not steps:
+      raise ValueError(f"{ckdir}: no checkpoints")
+    step = max(steps) if step is None else int(step)
+    if step not in steps:
+      raise ValueError(f"{ckdir}: no checkpoint for step {step}; have {sorted(steps)}")
+    # Restore just the prompt leaves (no optimiser template needed).
+    tree = mngr.restore(step, args=ocp.args.StandardRestore())
+  p = tree["prompt"]
+  return {"image": np.asarray(p["image"], np.float32),
+          "target": np.asarray(p["target"], np.float32)}, step
+
+
+def read_tune_meta(workdir: str) -> dict:
+  path = os.path.join(workdir, "tune_meta.json")
+  if not os.path.isfile(path):
+    raise ValueError(f"{workdir}: not a tuning workdir (no tune_meta.json)")
+  with open(path) as f:
+    return json.load(f)
+
+
+# ---------------------------------------------------------------------------------------------
+
+@functools.lru_cache(maxsize=8)
+def _jitted_step(graphdef, optim_json: str, total: int, seg_type: int, learn_target: bool,
+                 repl, batch_sh):
+  """The jitted tune step (cached so that a resumed run in the same process does not
+  recompile)."""
+  tx = tune_steps.make_tx(json.loads(optim_json), total, learn_target)
+  tune_step = functools.partial(tune_steps.tune_step, graphdef=graphdef, tx=tx,
+                                seg_type=seg_type, learn_target=learn_target)
+  return jax.jit(lambda state, batch, params: tune_step(state, batch, params=params),
+                 in_shardings=(repl, batch_sh, repl), out_shardings=(repl, repl),
+                 donate_argnums=(0,))   # the prompt state is replaced; params never donated
+
+
+def run_tune(config, workdir: str, *, examples: Sequence[dict] | None = None,
+             stop_at: int | None = None) -> dict:
+  """Tunes a prompt; returns {'losses': [...], 'prompt': {...}, 'step': int, ...}.
+
+  Args:
+    config: ml_collections config (experiments/configs/prompt_tune.py).
+    workdir: output / resume directory.
+    examples: optional in-memory task examples [{'image', 'mask'}] instead of config.task.
+    stop_at: stop after this step (as if killed right after its checkpoint; tests use it).
+  """
+  c = config
+  os.makedirs(workdir, exist_ok=True)
+  with open(os.path.join(workdir, "config.json"), "w") as f:
+    f.write(c.to_json_best_effort(indent=2) if hasattr(c, "to_json_best_effort")
+            else json.dumps(dict(c), indent=2, default=str))
+
+  # -- mesh ----------------------------------------------------------------------------------
+  mesh = mesh_lib.make_mesh([tuple(a) for a in c.mesh])
+  repl = mesh_lib.replicated(mesh)
+  batch_sh = mesh_lib.batch_sharding(mesh)
+  bs = int(c.tune.batch_size)
+  if bs % mesh_lib.batch_size_multiple(mesh):
+    raise ValueError(f"tune.batch_size {bs} is not a multiple of the "
+                     f"{mesh_lib.batch_size_multiple(mesh)} devices on the batch axes")
+
+  # -- frozen model --------------------------------------------------------------------------
+  if not c.get("init"):
+    raise ValueError("config.init must name a params directory: tuning needs a trained model")
+  model = checkpoint.load_model(c.init, **dict(c.get("model_overrides") or {}))
+  cfg = model.cfg
+  weights_hash = checkpoint.read_meta(c.init).get("weights_hash") or checkpoint.params_hash(model)
+  graphdef, params = nnx.split(model)
+  params = jax.device_put(params, repl)
+
+  # -- task ----------------------------------------------------------------------------------
+  data, desc = load_task(dict(c.task), cfg.image_size, examples)
+  seg_type = str(c.task.get("seg_type", "semantic"))
+  meta = {"kind": "incontext-tune-workdir", "model_config": checkpoint.config_to_dict(cfg),
+          "weights_hash": weights_hash, "init": os.path.abspath(c.init), "seg_type": seg_type,
+          "palette": desc["palette"].tolist(), "label_ids": desc["label_ids"],
+          "label_names": desc["label_names"], "task": {k: v for k, v in dict(c.task).items()},
+          "example_ids": desc["example_ids"], "tune": dict(c.tune)}
+  with open(os.path.join(workdir, "tune_meta.json"), "w") as f:
+    json.dump(meta, f, indent=2, default=str)
+
+  # -- prompt + optimiser --------------------------------------------------------------------
+  h, w = cfg.image_size
+  learn_target = bool(c.tune.learn_target)
+  i0 = int(c.tune.get("init_index", 0))
+  prompt0 = tune_steps.init_prompt(str(c.tune.init), h, w, seed=int(c.seed),
+                                   example={"image": data["image"][i0],
+                                            "target": data["target"][i0]})
+  total = int(c.total_steps)
+  tx = tune_steps.make_tx(dict(c.optim), total, learn_target)
+  state = {"prompt": jax.tree.map(jnp.asarray, prompt0), "step": jnp.int32(0)}
+  state["opt"] = tx.init(state["prompt"])
+  state = jax.device_put(state, repl)
+
+  # -- restore -------------------------------------------------------------------------------
+  mngr = checkpoint_manager(workdir, keep=int(c.get("keep_ckpts", 3)))
+  start = 0
+  if mngr.latest_step() is not None:
+    abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, state)
+    state = mngr.restore(mngr.latest_step(), args=ocp.args.StandardRestore(abstract))
+    start = int(state["step"])
+  rows = _read_metrics(os.path.join(workdir, "metrics.jsonl"), start)
+
+  # -- jit -----------------------------------------------------------------------------------
+  step_fn = _jitted_step(graphdef, json.dumps(dict(c.optim), sort_keys=True), total,
+                         canvas.SEG_TYPES[seg_type], learn_target, repl, batch_sh)
+
+  # -- loop ----------------------------------------------------------------------------------
+  log_every = int(c.get("log_every", 10))
+  ckpt_every = int(c.get("ckpt_every", 100))
+  end = total if stop_at is None else min(total, int(stop_at))
+  bar = tqdm(total=total, initial=start, desc="tune", unit="step")
+  with jax.set_mesh(mesh):
+    for step in range(start + 1, end + 1):
+      batch = sample_batch(data, step, bs, int(c.seed), bool(c.tune.get("hflip", True)))
+      batch = jax.device_put(batch, batch_sh)
+      state, m = step_fn(state, batch, params)
+      if step % log_every == 0 or step == total or step == 1:
+        m = {k: float(v) for k, v in jax.device_get(m).items()}
+        if not all(np.isfinite(v) for v in m.values()):
+          raise FloatingPointError(f"non-finite tuning metrics at step {step}: {m}")
+        rows.append({"step": step, **m})
+        bar.set_postfix(loss=f"{m['loss']:.4f}")
+      if step % ckpt_every == 0 or step == end:
+        mngr.save(step, args=ocp.args.StandardSave(state))
+        _write_jsonl(os.path.join(workdir, "metrics.jsonl"), rows)
+      bar.update(1)
+  bar.close()
+  mngr.wait_until_finished()
+  mngr.close()
+
+  # -- outputs -------------------------------------------------------------------------------
+  prompt = jax.tree.map(lambda a: np.asarray(jax.device_get(a), np.float32), state["prompt"])
+  _write_jsonl(os.path.join(workdir, "metrics.jsonl"), rows)
+  write_curve(os.path.join(workdir, "curve.png"), rows)
+  _write_png(os.path.join(workdir, "prompt_image.png"), prompt["image"])
+  _write_png(os.path.join(workdir, "prompt_target.png"), prompt["target"])
+  final = int(jax.device_get(state["step"]))
+  if final == total:
+    export(workdir, os.path.join(workdir, "prompt.npz"))
+  return {"losses": [r["loss"] for r in rows], "rows": rows, "prompt": prompt, "step": final,
+          "params": params, "weights_hash": weights_hash}
+
+
+def export(workdir: str, out: str, step: int | None = None) -> dict:
+  """Writes the learned prompt of a tuning run (checkpoint `step`, default latest) to `out`."""
+  meta = read_tune_meta(workdir)
+  prompt, step = restore_prompt(workdir, step)
+  cfg = checkpoint.config_from_dict(meta["model_config"])
+  lp = prompts.LearnedPrompt(image=prompt["image"], target=prompt["target"],
+                             seg_type=meta["seg_type"],
+                             palette=np.asarray(meta["palette"], np.uint8),
+                             label_ids=meta["label_ids"], label_names=meta["label_names"])
+  return prompts.save(out, lp, model_cfg=cfg, weights_hash=meta["weights_hash"],
+                      made_by={"method": "in-context tuning", "tune_workdir":
+                               os.path.abspath(workdir), "step": step, "init": meta["init"],
+                               "task": meta["task"], "tune": meta["tune"]})
