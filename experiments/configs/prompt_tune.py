@@ -1,0 +1,73 @@
+"""In-context tuning of a prompt with SegGPT frozen (spec 5.1).
+
+  python -m experiments.tune \
+    --config experiments/configs/prompt_tune.py:task=kvasir \
+    --config.init=/path/to/params_dir --workdir /tmp/tune_kvasir
+  incontext export-prompt --workdir /tmp/tune_kvasir --out kvasir_prompt.npz
+  incontext segment --checkpoint /path/to/params_dir --learned-prompt kvasir_prompt.npz ...
+
+Rerunning the same command with the same --workdir resumes from its last checkpoint.
+Arg (comma-separated): task=kvasir|horse|davis_SEQ (the task examples; davis_SEQ tunes on the
+first frames of one DAVIS sequence), init=example|noise|zeros, learn_target, runlocal (2 steps).
+Only the prompt image is learned unless `learn_target` (then the prompt target too).
+Result on ../shared/data (small CPU model): see experiments/show_real_results.py.
+"""
+import ml_collections
+
+DATA = "../shared/data"
+
+TASKS = {
+    # Kvasir-SEG polyps: binary (0/255 -> 1); tune on 64 images of a seeded permutation.
+    "kvasir": dict(reader="kvasir_seg", root=f"{DATA}/kvasir_seg", perm_seed=1, start=0, stop=64,
+                   label_ids=(1,), label_names=("polyp",), seg_type="semantic"),
+    "horse": dict(reader="weizmann_horse", root=f"{DATA}/weizmann_horse", perm_seed=0, start=200,
+                  stop=264, label_ids=(1,), label_names=("horse",), seg_type="semantic"),
+}
+
+
+def _parse(arg):
+  out = dict(task="kvasir", init="example", learn_target=False, runlocal=False)
+  for item in filter(None, (arg or "").split(",")):
+    k, _, v = item.partition("=")
+    if k not in out:
+      raise ValueError(f"prompt_tune config: unknown arg {k!r}; known: {sorted(out)}")
+    out[k] = v if v else True
+  return out
+
+
+def get_config(arg=None):
+  a = _parse(arg)
+  c = ml_collections.ConfigDict()
+  # run
+  c.seed = 0
+  c.total_steps = 300
+  c.log_every = 10
+  c.ckpt_every = 50
+  c.keep_ckpts = 3
+  # input: the task examples
+  if a["task"].startswith("davis_"):
+    c.task = dict(reader="davis", root=f"{DATA}/davis2016_subset", split=None,
+                  sequences=(a["task"][len("davis_"):],), start=0, stop=8, label_ids=(1,),
+                  label_names=("object",), seg_type="instance", perm_seed=None)
+  elif a["task"] in TASKS:
+    c.task = dict(TASKS[a["task"]])
+  else:
+    raise ValueError(f"prompt_tune config: unknown task {a['task']!r}; known: "
+                     f"{sorted(TASKS)} or davis_SEQ")
+  # model: a params directory (converted official weights or a trained checkpoint)
+  c.init = ""
+  c.model_overrides = {}
+  # tune
+  c.tune = dict(init=a["init"], init_index=0, learn_target=bool(a["learn_target"]),
+                batch_size=8, hflip=True)
+  c.optim = dict(lr=0.03, warmup_steps=10, schedule="cosine", end_frac=0.1, clip=1.0,
+                 b1=0.9, b2=0.99)
+  # mesh: data parallel over all devices
+  c.mesh = [("data", -1)]
+  if a["runlocal"]:
+    c.total_steps = 2
+    c.log_every = 1
+    c.ckpt_every = 1
+    c.tune.batch_size = 8
+    c.task.stop = 4 if c.task.get("stop") is None else min(int(c.task.stop), c.task.start + 4)
+  return c
