@@ -19,7 +19,8 @@ def convert_file(source: str, out: str, *, overwrite: bool = False) -> dict:
   if os.path.exists(out) and not overwrite:
     raise checkpoint.CheckpointError(f"{out}: already exists (pass --overwrite)")
   sd, layout = convert.read_state_dict(source)
-  cfg = convert.infer_config(sd)
+  overrides = convert.read_hf_config(source) if layout == "hf" else {}
+  cfg = convert.infer_config(sd, **overrides)
   model = seggpt.SegGPT(cfg, rngs=__import__("flax").nnx.Rngs(0))
   convert.load_official(model, sd)
   source_meta = {"path": os.path.abspath(source), "sha256": convert.file_sha256(source),

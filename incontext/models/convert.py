@@ -161,13 +161,14 @@ def infer_config(sd: dict[str, np.ndarray], **overrides) -> seggpt.SegGPTConfig:
   g = int(round(np.sqrt(pos_rows - 1)))
   kw = dict(image_size=(gh * patch // 2, gw * patch), patch=patch, width=width, depth=depth,
             num_heads=width // hd, mlp_dim=mlp_dim, decoder_dim=dec_dim, pretrain_grid=g)
-  if depth == 24 and n_feat == 4:
-    kw["feature_layers"] = (5, 11, 17, 23)
-  else:
-    kw["feature_layers"] = seggpt._layers(depth) if n_feat == 4 else None
+  if "feature_layers" not in overrides:
+    if n_feat != 4:
+      raise ConversionError(f"cannot infer {n_feat} decoder feature layers; pass feature_layers")
+    try:  # the official 5/11/17/23 for depth 24, spread the same way otherwise
+      kw["feature_layers"] = seggpt._layers(depth)
+    except ValueError as e:
+      raise ConversionError(str(e)) from None
   kw.update(overrides)
-  if kw["feature_layers"] is None:
-    raise ConversionError(f"cannot infer {n_feat} decoder feature layers; pass feature_layers")
   return seggpt.SegGPTConfig(**kw).validate()
 
 
@@ -217,6 +218,29 @@ def file_sha256(path: str) -> str:
     for chunk in iter(lambda: f.read(1 << 22), b""):
       h.update(chunk)
   return h.hexdigest()
+
+
+def read_hf_config(path: str) -> dict:
+  """Model-config overrides from a transformers `config.json` beside a safetensors file."""
+  cfg_path = os.path.join(os.path.dirname(os.path.abspath(path)), "config.json")
+  if not os.path.isfile(cfg_path):
+    return {}
+  import json
+  try:
+    with open(cfg_path) as f:
+      hf = json.load(f)
+  except json.JSONDecodeError as e:
+    raise ConversionError(f"{cfg_path}: corrupt config.json ({e})") from None
+  if hf.get("model_type") != "seggpt":
+    return {}
+  out = {}
+  if "intermediate_hidden_state_indices" in hf:
+    out["feature_layers"] = tuple(hf["intermediate_hidden_state_indices"])
+  if "merge_index" in hf:
+    out["merge_index"] = hf["merge_index"]
+  if "layer_norm_eps" in hf:
+    out["eps"] = hf["layer_norm_eps"]
+  return out
 
 
 def read_state_dict(path: str) -> tuple[dict[str, np.ndarray], str]:
