@@ -74,6 +74,10 @@ def _layers(depth, merge_index=2):
   """Decoder feature blocks spread like 5/11/17/23 over `depth` blocks, after the merge."""
   layers = [int(round((i + 1) * depth / 4)) - 1 for i in range(4)]
   layers[0] = max(layers[0], merge_index + 1)   # transformers requires features after merge
+  for i in range(1, 4):                          # strictly increasing
+    layers[i] = max(layers[i], layers[i - 1] + 1)
+  if layers[-1] >= depth:
+    raise ValueError(f"depth {depth} is too shallow for 4 decoder features after the merge")
   return tuple(layers)
 
 
