@@ -13,6 +13,11 @@ The stream is `MapDataset.range(...)[process_index::process_count]`, so hosts ge
 indices, and the iterator state is just a position: `it.get_state()` / `it.set_state(state)`, or
 Orbax with `grain.checkpoint.CheckpointSave(it)` / `CheckpointRestore(it)`.
 
+With `num_workers > 0` (grain `mp_prefetch`) worker w computes global samples w, w + workers, ...
+and batches them itself, so the batch composition depends on `num_workers` (the sample stream does
+not); keep it fixed across a resume. Scripts using workers need an `if __name__ == "__main__":`
+guard (workers are spawned).
+
 Example (trainer):
 
   from incontext.data import pipeline
@@ -284,6 +289,9 @@ def make_train_dataset(config, *, seed: int, batch_size: int, process_index: int
                                             prefetch_buffer_size=int(cfg["prefetch"])))
   ds = ds.batch(batch_size, drop_remainder=True)
   if cfg["num_workers"] > 0:
+    from absl import flags  # grain workers read absl flags; outside an absl app mark them parsed
+    if not flags.FLAGS.is_parsed():
+      flags.FLAGS.mark_as_parsed()
     ds = ds.mp_prefetch(grain.MultiprocessingOptions(num_workers=int(cfg["num_workers"])))
   return ds
 

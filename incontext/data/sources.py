@@ -27,7 +27,6 @@ dataset built by `data_prep/datasets/*`. `make_source(cfg)` builds one from a co
 from __future__ import annotations
 
 import dataclasses
-import functools
 import glob
 import json
 import os
@@ -427,10 +426,13 @@ def coco_yolo(root: str, split: str = "train2017") -> FolderSource:
   images = sorted(glob.glob(os.path.join(root, "images", split, "*.jpg")))
   labels = [os.path.join(root, "labels", split, _stem(p) + ".txt") for p in images]
 
-  @functools.lru_cache(maxsize=None)
+  sizes: dict[int, tuple[int, int]] = {}
+
   def size(i):
-    with Image.open(images[i]) as im:
-      return im.size[::-1]
+    if i not in sizes:
+      with Image.open(images[i]) as im:
+        sizes[i] = im.size[::-1]
+    return sizes[i]
 
   def load(i, image):
     h, w = image.shape[:2] if image is not None else size(i)

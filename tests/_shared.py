@@ -1,0 +1,27 @@
+"""Helpers for tests that read the real data in ../shared/data (relative to the project root).
+
+Tests that need it skip with a reason when it is missing, except under CI=true, where they fail.
+Use `shared_data_dir()` (returns the path) or the `needs_shared_data(*subdirs)` helper.
+"""
+import os
+import pathlib
+
+import pytest
+
+PROJECT_ROOT = pathlib.Path(__file__).resolve().parents[1]
+SHARED_DATA = PROJECT_ROOT.parent / "shared" / "data"
+
+
+def _in_ci() -> bool:
+  return os.environ.get("CI", "").lower() == "true"
+
+
+def shared_data_dir(*subdirs: str) -> pathlib.Path:
+  """Path of ../shared/data (or a sub-folder); skip (fail under CI=true) when it is missing."""
+  path = SHARED_DATA.joinpath(*subdirs)
+  if not path.exists():
+    msg = f"real data not found at {path} (expected ../shared/data next to the project root)"
+    if _in_ci():
+      pytest.fail(msg + "; CI=true requires it")
+    pytest.skip(msg)
+  return path

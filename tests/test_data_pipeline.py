@@ -1,0 +1,143 @@
+"""The grain pipeline: batch format, determinism, resumability, per-host sharding, held-out
+classes, dataset mixing; on the raw folders of ../shared/data."""
+import numpy as np
+import pytest
+
+from _shared import shared_data_dir
+from incontext.data import pipeline, sources
+
+KEYS = ["image", "mask", "seg_type", "target", "valid"]
+
+
+@pytest.fixture(scope="module")
+def cfg():
+  return pipeline.shared_data_config(str(shared_data_dir()), image_size=32, patch_size=8)
+
+
+def take(it, n):
+  return [next(it) for _ in range(n)]
+
+
+def assert_same(a, b):
+  for x, y in zip(a, b):
+    for k in KEYS:
+      np.testing.assert_array_equal(x[k], y[k])
+
+
+def test_batch_format(cfg):
+  b = next(pipeline.make_train_iterator(cfg, seed=0, batch_size=3))
+  assert sorted(b) == KEYS
+  assert b["image"].shape == (3, 64, 32, 3) and b["image"].dtype == np.float32
+  assert b["target"].shape == (3, 64, 32, 3) and b["target"].dtype == np.float32
+  assert b["mask"].shape == (3, 32) and b["mask"].dtype == bool
+  assert b["valid"].shape == (3, 64, 32) and b["valid"].dtype == np.float32
+  assert b["seg_type"].shape == (3,) and b["seg_type"].dtype == np.int32
+  assert np.isfinite(b["image"]).all() and np.isfinite(b["target"]).all()
+
+
+def test_deterministic_and_seed_dependent(cfg):
+  a = take(pipeline.make_train_iterator(cfg, seed=5, batch_size=2), 2)
+  b = take(pipeline.make_train_iterator(cfg, seed=5, batch_size=2), 2)
+  c = take(pipeline.make_train_iterator(cfg, seed=6, batch_size=2), 2)
+  assert_same(a, b)
+  assert not np.array_equal(a[0]["image"], c[0]["image"])
+
+
+def test_resume_from_state(cfg):
+  it = pipeline.make_train_iterator(cfg, seed=1, batch_size=2)
+  take(it, 3)
+  state = it.get_state()
+  expected = take(it, 2)
+  fresh = pipeline.make_train_iterator(cfg, seed=1, batch_size=2)
+  fresh.set_state(state)
+  assert_same(take(fresh, 2), expected)
+  for x in (it, fresh):
+    if hasattr(x, "close"):
+      x.close()
+
+
+def test_resume_with_worker_processes(cfg):
+  cfg = {**cfg, "num_workers": 2}
+  it = pipeline.make_train_iterator(cfg, seed=1, batch_size=2)
+  take(it, 2)
+  state = it.get_state()
+  expected = take(it, 2)
+  fresh = pipeline.make_train_iterator(cfg, seed=1, batch_size=2)
+  fresh.set_state(state)
+  assert_same(take(fresh, 2), expected)
+
+
+def test_per_host_sharding_disjoint(cfg):
+  """Host i gets global samples i, i + n, ...: host streams are disjoint and interleave into the
+  single-host stream."""
+  single = take(pipeline.make_train_iterator(cfg, seed=2, batch_size=1), 4)
+  hosts = [take(pipeline.make_train_iterator(cfg, seed=2, batch_size=1, process_index=i,
+                                             process_count=2), 2) for i in range(2)]
+  assert_same([hosts[0][0], hosts[1][0], hosts[0][1], hosts[1][1]], single)
+  assert not np.array_equal(hosts[0][0]["image"], hosts[1][0]["image"])
+
+
+def test_shard_records_disjoint(cfg):
+  c = {**cfg, "shard_records": True}
+  s0 = pipeline.make_sampler(c, seed=0, process_index=0, process_count=2)
+  s1 = pipeline.make_sampler(c, seed=0, process_index=1, process_count=2)
+  for a, b in zip(s0.indices, s1.indices):
+    assert not set(a.with_class.tolist()) & set(b.with_class.tolist())
+
+
+def test_held_out_fold_never_coloured(cfg):
+  d = dict(name="camvid", reader="camvid", root=str(shared_data_dir("camvid")), exclude_fold=0,
+           max_objects=11)
+  s = pipeline.make_sampler({"datasets": [d], "image_size": 32, "patch_size": 8}, seed=0)
+  idx = s.indices[0]
+  assert idx.excluded == {1, 5, 9}  # interleaved over 1..11, fold 0
+  assert not idx.excluded & set(idx.class_list.tolist())
+  src = s.srcs[0]
+  for k in range(20):
+    pair = s.sample_pair(np.random.default_rng([0, k]))
+    assert 1 <= pair["num_objects"] <= 8
+
+
+def test_mixing_weights_and_types(cfg):
+  c = pipeline.shared_data_config(str(shared_data_dir()), image_size=16, patch_size=8,
+                                  datasets=["davis2016_subset", "kvasir_seg"])
+  c["datasets"][0]["weight"], c["datasets"][1]["weight"] = 3.0, 1.0
+  s = pipeline.make_sampler(c, seed=0)
+  got = [s.sample_pair(np.random.default_rng([0, k])) for k in range(120)]
+  frac_video = np.mean([g["dataset"] == 0 for g in got])
+  assert 0.6 < frac_video < 0.9
+  assert all(g["seg_type"] == (1 if g["dataset"] == 0 else 0) for g in got)
+
+
+def test_in_memory_sources_override(cfg):
+  rng = np.random.default_rng(0)
+
+  class Mem:
+    name, kind, has_instances, class_names = "mem", "semantic", False, {1: "a", 2: "b"}
+
+    def __init__(self):
+      self.ex = []
+      for i in range(6):
+        m = np.zeros((20, 24), np.int32)
+        m[2:10, 3:12] = 1 + i % 2
+        self.ex.append({"image": rng.integers(0, 255, (20, 24, 3), dtype=np.uint8), "mask": m,
+                        "classes": np.array([1 + i % 2], np.int32), "id": str(i)})
+
+    def __len__(self):
+      return len(self.ex)
+
+    def __getitem__(self, i):
+      return self.ex[i]
+
+    def meta(self, i):
+      return {"classes": self.ex[i]["classes"]}
+
+  c = {"image_size": 16, "patch_size": 8, "datasets": [{"name": "mem", "reader": "none"}]}
+  b = next(pipeline.make_train_iterator(c, seed=0, batch_size=2,
+                                        sources_override={"mem": Mem()}))
+  assert b["image"].shape == (2, 32, 16, 3)
+
+
+def test_unknown_config_key_raises(cfg):
+  with pytest.raises(KeyError, match="unknown pipeline config keys"):
+    pipeline.resolve_config({**cfg, "imagesize": 3})
