@@ -189,6 +189,12 @@ def _encode_with(masks, names, pal, ids, allow_empty):
     if fg and len(ids) == 1:
       out.append(np.repeat((m != 0)[..., None], 3, -1) * pal[1])
       continue
+    if len(ids) == 1 and _is_soft_binary(m):
+      if tuple(pal[1]) == (255, 255, 255):     # white foreground: used as-is, as officially
+        out.append(np.repeat(m.astype(np.uint8)[..., None], 3, -1))
+      else:                                    # another colour: threshold at 128
+        out.append(np.repeat((m >= 128)[..., None], 3, -1) * pal[1])
+      continue
     vals = [int(v) for v in np.unique(m) if v != 0]
     extra = [v for v in vals if v not in ids]
     if extra:
