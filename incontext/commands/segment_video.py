@@ -1,0 +1,82 @@
+"""`incontext segment-video --checkpoint DIR --frames DIR --first-mask PNG --out DIR [--memory K]`.
+
+Propagates the first frame's mask through a video (spec 3.2; `incontext.video`): prompts are the
+first frame with its mask plus the last K frames with their predicted masks, combined by the
+feature ensemble. Writes OUT/<frame name>.png (DAVIS format: palette PNG, index = object id,
+the first mask's ids kept) and OUT/overlay.gif. OUT is written to a temporary sibling and renamed
+into place, so a failed run leaves nothing behind.
+"""
+import os
+import shutil
+import tempfile
+
+
+def register(sub):
+  p = sub.add_parser("segment-video", help="propagate a first-frame mask through a video "
+                     "(DAVIS-format PNGs + overlay GIF)")
+  p.add_argument("--checkpoint", required=True, help="incontext params directory")
+  p.add_argument("--frames", required=True, help="folder of frames (sorted by file name)")
+  p.add_argument("--first-mask", required=True, help="mask of the first frame: DAVIS palette "
+                 "PNG (index = object id), grey 0/255, or an RGB colour mask (one colour per "
+                 "object)")
+  p.add_argument("--out", required=True, help="output folder (must not exist unless --overwrite)")
+  p.add_argument("--memory", type=int, default=8, help="K previous frames used as extra prompts "
+                 "(paper Table 4b: 8 best; 0 = first frame only)")
+  p.add_argument("--seg-type", choices=("instance", "semantic"), default="instance")
+  p.add_argument("--no-gif", action="store_true", help="skip the overlay GIF")
+  p.add_argument("--fps", type=float, default=10.0, help="overlay GIF frame rate")
+  p.add_argument("--overwrite", action="store_true")
+  p.set_defaults(func=run)
+
+
+def run(args) -> int:
+  from tqdm import tqdm
+
+  from incontext import checkpoint, imageio, video
+  if args.memory < 0:
+    raise ValueError(f"--memory {args.memory}: must be >= 0")
+  out = os.path.abspath(args.out)
+  if os.path.exists(out) and not args.overwrite:
+    raise ValueError(f"--out {args.out}: already exists (pass --overwrite)")
+  paths = video.list_frames(args.frames)
+  first_ids = video.read_id_mask(args.first_mask)
+  first = imageio.load_image(paths[0])
+  if first.shape[:2] != first_ids.shape:
+    raise ValueError(f"--first-mask {args.first_mask}: size {first_ids.shape[::-1]} (w, h) does "
+                     f"not match the first frame {paths[0]} {first.shape[1::-1]}")
+  if not video.object_ids(first_ids):
+    raise ValueError(f"--first-mask {args.first_mask}: no object (all background)")
+  model = checkpoint.load_model(args.checkpoint)
+
+  def frames():
+    yield first
+    for p in paths[1:]:
+      f = imageio.load_image(p)
+      if f.shape[:2] != first.shape[:2]:
+        raise ValueError(f"{p}: frame size {f.shape[1::-1]} differs from the first frame's "
+                         f"{first.shape[1::-1]}")
+      yield f
+
+  os.makedirs(os.path.dirname(out) or ".", exist_ok=True)
+  tmp = tempfile.mkdtemp(prefix=".tmp_" + os.path.basename(out) + "_", dir=os.path.dirname(out))
+  try:
+    gif = []
+    stream = video.propagate(model, frames(), first_ids, memory=args.memory,
+                             seg_type=args.seg_type)
+    for p, ids in tqdm(zip(paths, stream), total=len(paths), desc="segment-video",
+                       unit="frame"):
+      name = os.path.splitext(os.path.basename(p))[0] + ".png"
+      video.save_id_png(os.path.join(tmp, name), ids)
+      if not args.no_gif:
+        gif.append(video.overlay(imageio.load_image(p), ids))
+    if gif:
+      video.save_gif(os.path.join(tmp, "overlay.gif"), gif, fps=args.fps)
+    if os.path.exists(out):
+      shutil.rmtree(out)
+    os.replace(tmp, out)
+  except BaseException:
+    shutil.rmtree(tmp, ignore_errors=True)
+    raise
+  print(f"wrote {len(paths)} DAVIS-format masks (objects {video.object_ids(first_ids)}, memory "
+        f"{args.memory}) to {args.out}" + ("" if args.no_gif else ", overlay.gif"))
+  return 0
