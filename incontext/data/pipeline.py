@@ -169,8 +169,8 @@ class PairSampler:
 
   # -- pair sampling -------------------------------------------------------------------------
   def _lut(self, objects: Sequence[int], excluded: set[int], excluded_as: str) -> np.ndarray:
-    lut = np.zeros(256, np.int32)
-    lut[255] = ops.IGNORE
+    lut = np.zeros(65536, np.int32)  # label ids are < 2**16 (stored as uint16)
+    lut[ops.IGNORE] = ops.IGNORE
     if excluded_as == "ignore":
       for c in excluded:
         lut[c] = ops.IGNORE
@@ -213,7 +213,7 @@ class PairSampler:
     # Semantic ignore regions (crowd, void) stay ignored.
     labs = []
     for e in (ex_p, ex_q):
-      l = lut[np.clip(e["instances"], 0, 255)]
+      l = lut[e["instances"]]
       l[e["mask"] == ops.IGNORE] = ops.IGNORE
       labs.append(l)
     return dict(images=[ex_p["image"], ex_q["image"]], labels=labs, n_prompt=1,

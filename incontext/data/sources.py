@@ -540,13 +540,14 @@ def ade20k(root: str, split: str = "training") -> FolderSource:
 
 
 def fss1000(root: str, classes: Sequence[str] | None = None) -> FolderSource:
-  """FSS-1000: CLASS/N.jpg + CLASS/N.png (binary). Label of class folder k (sorted) is k + 1.
+  """FSS-1000: CLASS/N.jpg + CLASS/N.png (binary). Label of class folder k (sorted) is k + 1
+  (k + 2 from k = 254 on, so that no class gets the IGNORE value 255).
 
   Also accepts the per-class `CLASS/image/N.jpg` + `CLASS/label/N.png` layout of the official
   example folder. `classes` restricts to those folder names (e.g. the test list)."""
   _require_dir(root, "FSS-1000 root")
   all_classes = sorted(d for d in os.listdir(root) if os.path.isdir(os.path.join(root, d)))
-  label = {c: k + 1 for k, c in enumerate(all_classes)}
+  label = {c: k + 1 + (k + 1 >= IGNORE) for k, c in enumerate(all_classes)}  # skip 255
   use = all_classes if classes is None else [c for c in all_classes if c in set(classes)]
   images, masks, labels = [], [], []
   for c in use:
@@ -630,7 +631,7 @@ def davis(root: str, *, split: str | None = "train", resolution: str = "480p",
 class TfdsSource:
   """Reads a dataset built by `data_prep/datasets/<name>` with `tfds.data_source`.
 
-  The stored features follow the schema above (`mask`/`instances` stored as uint16 PNG).
+  The stored features follow the schema above (`mask`/`instances` stored as zlib uint16 tensors).
   """
 
   def __init__(self, name: str, split: str = "train", data_dir: str | None = None):
@@ -660,9 +661,9 @@ class TfdsSource:
   def __getitem__(self, i):
     ex = self._ds[int(i)]
     out = {"image": np.asarray(ex["image"], np.uint8),
-           "mask": np.asarray(ex["mask"], np.int32)[..., 0], **self._common(ex)}
+           "mask": np.asarray(ex["mask"], np.int32), **self._common(ex)}
     if "instances" in ex:
-      out["instances"] = np.asarray(ex["instances"], np.int32)[..., 0]
+      out["instances"] = np.asarray(ex["instances"], np.int32)
     return out
 
   def meta(self, i):
