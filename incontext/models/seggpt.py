@@ -124,6 +124,58 @@ def _rel_index(n: int) -> np.ndarray:
   return r[:, None] - r[None, :] + n - 1
 
 
+# Bytes of attention logits per (batch entry, query chunk): small enough to stay in L2.
+_ATTN_CHUNK_BYTES = 4 << 20
+
+
+def _chunk_rows(num_q: int, num_k: int, num_heads: int) -> tuple[int, int]:
+  """(chunk, num_chunks) splitting num_q query rows so a chunk's logits fit the budget."""
+  cap = max(1, _ATTN_CHUNK_BYTES // (4 * num_heads * num_k))
+  if num_q <= cap:
+    return num_q, 1
+  n = -(-num_q // cap)
+  return -(-num_q // n), n
+
+
+def _attend(q: Array, k: Array, v: Array, rel_h: Array, rel_w: Array) -> Array:
+  """Softmax attention with the decomposed relative bias, in L2-sized query chunks.
+
+  q: [B, nh, Lq, c] (already scaled); k, v: [B, nh, L, c]; rel_h: [B, nh, Lq, gh];
+  rel_w: [B, nh, Lq, gw] with L = gh * gw. Returns [B, nh, Lq, c].
+
+  The [Lq, L] logits are never materialised whole: XLA:CPU writes each chunk's logits,
+  bias, softmax and P.V while they are cache resident (about 5x faster than the plain
+  [B, nh, L, L] formulation at L/16 sizes, same arithmetic per element).
+  """
+  b, nh, lq, c = q.shape
+  gh, gw = rel_h.shape[-1], rel_w.shape[-1]
+  dt = q.dtype
+
+  def one(qc, kc, vc, rhc, rwc):          # [nh, r, c], [nh, L, c], ..., [nh, r, gh], [nh, r, gw]
+    r = qc.shape[1]
+    lg = jnp.einsum("nqc,nkc->nqk", qc, kc).reshape(nh, r, gh, gw)
+    lg = (lg + rhc[..., :, None] + rwc[..., None, :]).reshape(nh, r, gh * gw)
+    probs = jax.nn.softmax(lg.astype(jnp.float32), axis=-1).astype(dt)   # G15
+    return jnp.einsum("nqk,nkc->nqc", probs, vc)
+
+  rows, n = _chunk_rows(lq, gh * gw, nh)
+  if n == 1:
+    return jax.vmap(one)(q, k, v, rel_h, rel_w) if b > 1 else one(
+        q[0], k[0], v[0], rel_h[0], rel_w[0])[None]
+  pad = rows * n - lq
+  padq = lambda a: jnp.pad(a, ((0, 0), (0, 0), (0, pad), (0, 0))) if pad else a
+  # [B, nh, n * rows, .] -> [B, n, nh, rows, .]
+  split = lambda a: padq(a).reshape(b, nh, n, rows, a.shape[-1]).transpose(0, 2, 1, 3, 4)
+
+  def per_entry(args):
+    qb, kb, vb, rhb, rwb = args
+    return jax.lax.map(lambda a: one(a[0], kb, vb, a[1], a[2]), (qb, rhb, rwb))
+
+  out = jax.lax.map(per_entry, (split(q), k, v, split(rel_h), split(rel_w)))  # [B,n,nh,rows,c]
+  out = out.transpose(0, 2, 1, 3, 4).reshape(b, nh, n * rows, c)
+  return out[:, :, :lq] if pad else out
+
+
 class Attention(nnx.Module):
   """Global MHSA with decomposed relative positions (MViTv2/ViTDet; spec 1.4)."""
 
@@ -137,25 +189,29 @@ class Attention(nnx.Module):
     self.rel_pos_h = nnx.Param(jnp.zeros((2 * gh - 1, hd), jnp.float32))
     self.rel_pos_w = nnx.Param(jnp.zeros((2 * gw - 1, hd), jnp.float32))
 
-  def __call__(self, x: Array) -> Array:
-    """x: [B, gh, gw, D] -> [B, gh, gw, D]."""
+  def __call__(self, x: Array, row0: int = 0) -> Array:
+    """x: [B, gh, gw, D] -> [B, gh - row0, gw, D].
+
+    row0: only token rows >= row0 are computed as queries (all rows stay keys/values);
+    the result equals rows row0: of the full output.
+    """
     b, gh, gw, d = x.shape
     nh = self.num_heads
     hd = d // nh
-    qkv = self.qkv(x).reshape(b, gh, gw, 3, nh, hd)
-    q, k, v = qkv[..., 0, :, :], qkv[..., 1, :, :], qkv[..., 2, :, :]   # [B, gh, gw, nh, hd]
+    gq = gh - row0
+    qkv = self.qkv(x).reshape(b, gh * gw, 3, nh, hd).transpose(2, 0, 3, 1, 4)
+    q, k, v = qkv[0], qkv[1], qkv[2]                                    # [B, nh, L, hd]
+    q = q[:, :, row0 * gw:]                                             # [B, nh, Lq, hd]
     dt = q.dtype
-    rh = self.rel_pos_h[...].astype(dt)[_rel_index(gh)]                  # [gh, gh, hd]
-    rw = self.rel_pos_w[...].astype(dt)[_rel_index(gw)]                  # [gw, gw, hd]
+    rh = self.rel_pos_h[...].astype(dt)[_rel_index(gh)[row0:]]          # [gq, gh, hd]
+    rw = self.rel_pos_w[...].astype(dt)[_rel_index(gw)]                 # [gw, gw, hd]
     # Relative terms use the unscaled q (G4).
-    rel_h = jnp.einsum("bijnc,ikc->bnijk", q, rh)                        # [B, nh, gh, gw, gh]
-    rel_w = jnp.einsum("bijnc,jlc->bnijl", q, rw)                        # [B, nh, gh, gw, gw]
-    logits = jnp.einsum("bijnc,bklnc->bnijkl", q * jnp.asarray(hd ** -0.5, dt), k)
-    logits = logits + rel_h[..., :, None] + rel_w[..., None, :]
-    logits = logits.reshape(b, nh, gh * gw, gh * gw)
-    probs = jax.nn.softmax(logits.astype(jnp.float32), axis=-1).astype(dt)  # G15
-    out = jnp.einsum("bnqk,bknc->bqnc", probs, v.reshape(b, gh * gw, nh, hd))
-    return self.proj(out.reshape(b, gh, gw, d))
+    qg = q.reshape(b, nh, gq, gw, hd)
+    rel_h = jnp.einsum("bnijc,ikc->bnijk", qg, rh).reshape(b, nh, gq * gw, gh)
+    rel_w = jnp.einsum("bnijc,jlc->bnijl", qg, rw).reshape(b, nh, gq * gw, gw)
+    out = _attend(q * jnp.asarray(hd ** -0.5, dt), k, v, rel_h, rel_w)   # [B, nh, Lq, hd]
+    out = out.transpose(0, 2, 1, 3).reshape(b, gq, gw, d)
+    return self.proj(out)
 
 
 class Mlp(nnx.Module):
@@ -175,15 +231,18 @@ def _drop_path(x: Array, rate: float, rng) -> Array:
   return jnp.where(keep, x / (1.0 - rate), jnp.zeros_like(x))
 
 
-def _ensemble_query_half(a: Array, mode: str | None, num_prompts: int) -> Array:
+def _ensemble_query_half(a: Array, mode: str | None, num_prompts: int,
+                         half: int | None = None) -> Array:
   """Averages the query half (bottom token rows) of the attention output over prompts (G7).
 
   mode: None (off), "stream" (batch is [x_1..x_N, y_1..y_N]: mean within each stream)
-  or "all" (mean over the whole batch).
+  or "all" (mean over the whole batch). half: first query-half row of `a` (default: the
+  middle row; differs when `a` holds only the bottom rows of the canvas).
   """
   if mode is None:
     return a
-  half = a.shape[1] // 2
+  if half is None:
+    half = a.shape[1] // 2
   top, bot = a[:, :half], a[:, half:]
   if mode == "stream":
     s = bot.reshape(2, num_prompts, *bot.shape[1:])
@@ -204,13 +263,14 @@ class Block(nnx.Module):
     self.drop_path = drop_path
 
   def __call__(self, x: Array, ensemble: str | None = None, num_prompts: int = 1,
-               rng=None) -> Array:
-    a = self.attn(self.norm1(x))
-    a = _ensemble_query_half(a, ensemble, num_prompts)
+               rng=None, row0: int = 0) -> Array:
+    """x: [B, gh, gw, D] -> [B, gh - row0, gw, D] (row0 > 0: only rows row0: computed)."""
+    a = self.attn(self.norm1(x), row0)
+    a = _ensemble_query_half(a, ensemble, num_prompts, x.shape[1] // 2 - row0)
     r1 = r2 = None
     if rng is not None:
       r1, r2 = jax.random.split(rng)
-    x = x + _drop_path(a, self.drop_path, r1)
+    x = x[:, row0:] + _drop_path(a, self.drop_path, r1)
     return x + _drop_path(self.mlp(self.norm2(x)), self.drop_path, r2)
 
 
@@ -290,24 +350,34 @@ class SegGPT(nnx.Module):
     return modes
 
   def encode(self, imgs: Array, tgts: Array, mask: Array, seg_type: Array, *,
-             feature_ensemble: bool = False, rng=None) -> list[Array]:
-    """Runs the ViT; returns the normed decoder features, each [N, gh, gw, D]."""
+             feature_ensemble: bool = False, rng=None, query_only: bool = False) -> list[Array]:
+    """Runs the ViT; returns the normed decoder features, each [N, gh, gw, D].
+
+    Blocks after the last feature layer cannot affect the output and are skipped.
+    query_only: features are only needed for the query half plus one row of context, so
+    they come back as [N, gh/2 + 1, gw, D] and the last block computes only those rows.
+    """
     cfg = self.cfg
     n = imgs.shape[0]
     h = self.embed(imgs, tgts, mask, seg_type)
     modes = self._ensemble_modes(n, feature_ensemble)
     rngs = [None] * cfg.depth if rng is None else list(jax.random.split(rng, cfg.depth))
+    last = max(cfg.feature_layers)
+    r0 = cfg.grid[0] // 2 - 1 if query_only else 0
     feats = []
     for i, blk in enumerate(self.blocks):
+      if i > last:
+        break
+      row0 = r0 if i == last else 0
       if cfg.remat:
-        fn = functools.partial(Block.__call__, ensemble=modes[i], num_prompts=n)
+        fn = functools.partial(Block.__call__, ensemble=modes[i], num_prompts=n, row0=row0)
         h = nnx.remat(lambda b, x, r, fn=fn: fn(b, x, rng=r))(blk, h, rngs[i])
       else:
-        h = blk(h, modes[i], n, rngs[i])
+        h = blk(h, modes[i], n, rngs[i], row0=row0)
       if i == cfg.merge_index:
         h = 0.5 * (h[:n] + h[n:])
       if i in cfg.feature_layers:
-        feats.append(self.norm(h))
+        feats.append(self.norm(h[:, r0 - row0:]))
     return feats
 
   # -- decoder ----------------------------------------------------------------------------
@@ -315,9 +385,10 @@ class SegGPT(nnx.Module):
     """Features -> pixels. query_only decodes the bottom half plus one row of context."""
     cfg = self.cfg
     p, dd = cfg.patch, cfg.decoder_dim
+    gh = cfg.grid[0]
     x = jnp.concatenate(feats, axis=-1)                       # [N, gh, gw, 4D]
-    if query_only:
-      x = x[:, x.shape[1] // 2 - 1:]                          # one token row of context
+    if query_only and x.shape[1] == gh:
+      x = x[:, gh // 2 - 1:]                                  # one token row of context
     n, gh, gw, _ = x.shape
     x = self.decoder_embed(x).reshape(n, gh, gw, p, p, dd)
     x = x.transpose(0, 1, 3, 2, 4, 5).reshape(n, gh * p, gw * p, dd)   # G9
@@ -344,7 +415,8 @@ class SegGPT(nnx.Module):
     Returns:
       [N, 2H, W, 3] (or [N, H, W, 3]) float32 prediction in normalised pixel space.
     """
-    feats = self.encode(imgs, tgts, mask, seg_type, feature_ensemble=feature_ensemble, rng=rng)
+    feats = self.encode(imgs, tgts, mask, seg_type, feature_ensemble=feature_ensemble, rng=rng,
+                        query_only=query_only)
     return self.decode(feats, query_only=query_only)
 
 

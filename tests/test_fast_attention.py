@@ -1,0 +1,72 @@
+"""The chunked attention and the query-only encoder are exact rewrites of the plain forms."""
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import nnx
+
+from incontext import canvas
+from incontext.models import seggpt
+
+
+def _plain_attention(attn: seggpt.Attention, x):
+  """The reference formulation (spec 1.4): full [B, nh, L, L] logits, one softmax."""
+  b, gh, gw, d = x.shape
+  nh = attn.num_heads
+  hd = d // nh
+  qkv = attn.qkv(x).reshape(b, gh, gw, 3, nh, hd)
+  q, k, v = qkv[..., 0, :, :], qkv[..., 1, :, :], qkv[..., 2, :, :]
+  rh = attn.rel_pos_h[...][seggpt._rel_index(gh)]
+  rw = attn.rel_pos_w[...][seggpt._rel_index(gw)]
+  rel_h = jnp.einsum("bijnc,ikc->bnijk", q, rh)
+  rel_w = jnp.einsum("bijnc,jlc->bnijl", q, rw)
+  logits = jnp.einsum("bijnc,bklnc->bnijkl", q * hd ** -0.5, k)
+  logits = (logits + rel_h[..., :, None] + rel_w[..., None, :]).reshape(b, nh, gh * gw, -1)
+  out = jnp.einsum("bnqk,bknc->bqnc", jax.nn.softmax(logits, -1), v.reshape(b, -1, nh, hd))
+  return attn.proj(out.reshape(b, gh, gw, d))
+
+
+@pytest.mark.parametrize("budget", [None, 4096, 3000])   # one chunk; even chunks; padded
+@pytest.mark.parametrize("row0", [0, 3])
+def test_chunked_attention_matches_plain(monkeypatch, budget, row0):
+  cfg = seggpt.get_config("test", image_size=(40, 24), patch=8)   # grid 10 x 3, L = 30
+  attn = seggpt.Attention(cfg, rngs=nnx.Rngs(0))
+  rng = np.random.default_rng(0)
+  attn.rel_pos_h[...] = jnp.asarray(rng.normal(size=attn.rel_pos_h.shape), jnp.float32)
+  attn.rel_pos_w[...] = jnp.asarray(rng.normal(size=attn.rel_pos_w.shape), jnp.float32)
+  x = jnp.asarray(rng.normal(size=(3, 10, 3, cfg.width)), jnp.float32)
+  if budget is not None:
+    monkeypatch.setattr(seggpt, "_ATTN_CHUNK_BYTES", budget)
+    rows, n = seggpt._chunk_rows((10 - row0) * 3, 30, cfg.num_heads)
+    assert n > 1
+  want = np.asarray(_plain_attention(attn, x))[:, row0:]
+  got = np.asarray(attn(x, row0))
+  assert got.shape == want.shape
+  np.testing.assert_allclose(got, want, atol=1e-5, rtol=0)
+
+
+def test_chunk_rows_pads_at_most_one_row_per_chunk():
+  for lq in (1, 7, 30, 812, 1568, 1573):
+    rows, n = seggpt._chunk_rows(lq, 1568, 16)
+    assert rows * n >= lq and rows * (n - 1) < lq
+    assert rows * 4 * 16 * 1568 <= max(seggpt._ATTN_CHUNK_BYTES, 4 * 16 * 1568)
+
+
+@pytest.mark.parametrize("ensemble", [False, True])
+def test_query_only_encoder_equals_full(ensemble):
+  """Last block on the query rows only, later blocks skipped: same bottom half."""
+  cfg = seggpt.get_config("test", image_size=(32, 24), patch=8, depth=8)   # block 7 unused
+  model = seggpt.SegGPT(cfg, rngs=nnx.Rngs(0))
+  rng = np.random.default_rng(1)
+  n = 2 if ensemble else 1
+  imgs = rng.normal(size=(n, 64, 24, 3)).astype(np.float32)
+  imgs[:, 32:] = imgs[:1, 32:]
+  tgts = rng.normal(size=(n, 64, 24, 3)).astype(np.float32)
+  mask = canvas.query_half_mask(cfg.grid)[None]
+  st = np.ones(n, int)
+  full = np.asarray(model(imgs, tgts, mask, st, feature_ensemble=ensemble))
+  q = np.asarray(model(imgs, tgts, mask, st, feature_ensemble=ensemble, query_only=True))
+  assert q.shape == (n, 32, 24, 3)
+  np.testing.assert_allclose(q, full[:, 32:], atol=1e-5, rtol=0)
+  feats = model.encode(imgs, tgts, mask, st, feature_ensemble=ensemble, query_only=True)
+  assert [f.shape for f in feats] == [(n, 5, 3, cfg.width)] * 4   # 8 token rows: 4 + 1
