@@ -1,0 +1,56 @@
+"""DAVIS-style semi-supervised video evaluation: propagate the first mask, score J and F.
+
+Reads the DAVIS layout (JPEGImages/RES/SEQ/*.jpg, Annotations/RES/SEQ/*.png; 2016 masks are 0/255
+and become object 1, 2017 palette indices are object ids). For each memory size K it runs
+`incontext.video.propagate` and scores the benchmark's J and F (`incontext.metrics`: frames
+1..N-2, per object, averaged); the copy-the-first-mask baseline is scored beside it.
+"""
+from __future__ import annotations
+
+import os
+from typing import Sequence
+
+import numpy as np
+from tqdm import tqdm
+
+from incontext import metrics, video
+
+
+def read_sequence(root: str, seq: str, resolution: str = "480p", max_frames: int | None = None):
+  """(frames [N] uint8 [H, W, 3], gt ids [N] int [H, W]) of one DAVIS sequence."""
+  from incontext import imageio
+  jdir = os.path.join(root, "JPEGImages", resolution, seq)
+  adir = os.path.join(root, "Annotations", resolution, seq)
+  paths = video.list_frames(jdir)[:max_frames]
+  frames = [imageio.load_image(p) for p in paths]
+  gts = []
+  for p in paths:
+    a = os.path.join(adir, os.path.splitext(os.path.basename(p))[0] + ".png")
+    gts.append(video.read_id_mask(a))
+  vals = set(np.unique(np.stack(gts)).tolist())
+  if vals <= {0, 255}:                      # DAVIS 2016: binary 0/255 -> object 1
+    gts = [(g == 255).astype(np.int32) for g in gts]
+  return frames, gts
+
+
+def evaluate_davis(model, root: str, sequences: Sequence[str], *, memories: Sequence[int] = (0, 8),
+                   resolution: str = "480p", max_frames: int | None = None,
+                   seg_type: str = "instance", save_dir: str | None = None) -> dict:
+  """{'K=<k>': {'J&F', 'J', 'F', 'per_sequence'}, 'copy first mask (baseline)': {...}} in %."""
+  accs = {f"K={k}": metrics.JFAccumulator() for k in memories}
+  base = metrics.JFAccumulator()
+  for seq in sequences:
+    frames, gts = read_sequence(root, seq, resolution, max_frames)
+    base.add(seq, metrics.video_jf(video.copy_first_mask(gts[0], len(gts)), gts))
+    for k in memories:
+      preds = list(tqdm(video.propagate(model, frames, gts[0], memory=k, seg_type=seg_type),
+                        total=len(frames), desc=f"{seq} K={k}", unit="frame", leave=False))
+      accs[f"K={k}"].add(seq, metrics.video_jf(preds, gts))
+      if save_dir:
+        d = os.path.join(save_dir, f"K{k}", seq)
+        os.makedirs(d, exist_ok=True)
+        for t, p in enumerate(preds):
+          video.save_id_png(os.path.join(d, f"{t:05d}.png"), p)
+  out = {name: a.result() for name, a in accs.items()}
+  out["copy first mask (baseline)"] = base.result()
+  return out

@@ -1,0 +1,123 @@
+"""Few-shot segmentation over class-fold episodes: mIoU and FB-IoU (FSS-1000 / COCO-20i /
+PASCAL-5i style), 1 shot and k shots with the feature or the spatial ensemble.
+
+An episode is (class c, query example, k support examples of class c); the task is the binary
+mask of c in the query. Every method is scored on the *same* episodes (1-shot uses the first
+support), next to the copy-the-prompt-mask baseline (the first support's mask, resized to the
+query, used as the prediction). IoUs are computed at the query's original resolution (the model
+output is upsampled with legacy nearest, spec G12).
+
+Episodes are a pure function of (source, classes, seed): class c_i = classes[i % len(classes)],
+query and supports drawn without replacement among the examples containing c_i.
+"""
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+from tqdm import tqdm
+
+from incontext import canvas, metrics
+
+WHITE = np.array([[0, 0, 0], [255, 255, 255]], np.uint8)
+
+
+def class_index(source, classes: Sequence[int], indices: Sequence[int] | None = None) -> dict:
+  """{class: [example indices containing it]} over `indices` (default all) of a source."""
+  want = {int(c) for c in classes}
+  out = {c: [] for c in sorted(want)}
+  idx = range(len(source)) if indices is None else indices
+  for i in idx:
+    for c in source.meta(int(i))["classes"]:
+      if int(c) in want:
+        out[int(c)].append(int(i))
+  return out
+
+
+def make_episodes(index: dict, *, shots: int, num_episodes: int, seed: int = 0) -> list[dict]:
+  """[{class, query, supports [shots]}] (example indices); classes with fewer than shots + 1
+  examples are skipped."""
+  rng = np.random.default_rng(seed)
+  usable = [c for c, ex in index.items() if len(ex) >= shots + 1]
+  if not usable:
+    raise ValueError(f"no class has {shots + 1} examples for {shots}-shot episodes")
+  eps = []
+  for i in range(num_episodes):
+    c = usable[i % len(usable)]
+    pick = rng.choice(len(index[c]), size=shots + 1, replace=False)
+    ex = [index[c][j] for j in pick]
+    eps.append({"class": c, "query": ex[0], "supports": ex[1:]})
+  return eps
+
+
+def _binary(ex: dict, c: int) -> tuple[np.ndarray, np.ndarray]:
+  m = np.asarray(ex["mask"])
+  return m == c, m == 255
+
+
+def predict_binary(model, support_imgs: Sequence[np.ndarray], support_fgs: Sequence[np.ndarray],
+                   query: np.ndarray, *, ensemble: str, seg_type: str) -> np.ndarray:
+  """Foreground [H, W] bool of `query` (uint8 [H, W, 3]) from binary support masks.
+
+  ensemble: 'feature' (K prompts in one batch, features averaged) or 'spatial' (the K prompts
+  tiled into one, spec 5.2); with one support both are plain one-shot.
+  """
+  from incontext import inference
+  size = tuple(model.cfg.image_size)
+  imgs = np.stack([inference.resize_image_uint8(s, size) for s in support_imgs])
+  tgts = np.stack([inference.resize_mask_uint8(WHITE[f.astype(np.int64)], size)
+                   for f in support_fgs])
+  if ensemble == "spatial" and len(imgs) > 1:
+    i1, t1 = inference.spatial_ensemble(imgs, tgts)
+    imgs, tgts = i1[None], t1[None]
+  elif ensemble not in ("feature", "spatial"):
+    raise ValueError(f"unknown ensemble {ensemble!r}; expected 'feature' or 'spatial'")
+  pred = inference.predict_canvas(model, canvas.normalize(imgs), canvas.normalize(tgts),
+                                  inference.prepare_image(query, size), seg_type=seg_type,
+                                  feature_ensemble=True)
+  lab = inference.labels_from_prediction(canvas.denormalize(pred), WHITE, [1])
+  return inference.resize_nearest_torch(lab, query.shape[:2]) == 1
+
+
+def evaluate_fewshot(model, source, episodes: list[dict], *, methods: Sequence[tuple[str, int, str]],
+                     seg_type: str = "semantic", desc: str = "fewshot") -> dict:
+  """Scores methods on episodes.
+
+  Args:
+    model: SegGPT.
+    source: random-access examples {'image', 'mask'} (incontext.data.sources schema).
+    episodes: from `make_episodes` with as many supports as the largest shot count.
+    methods: (name, shots, ensemble) triples, e.g. ('1-shot', 1, 'feature'),
+      ('4-shot feature', 4, 'feature'), ('4-shot spatial', 4, 'spatial').
+  Returns:
+    {name: {'miou', 'fb_iou', 'per_class', 'episodes'}} plus 'copy prompt mask (baseline)'.
+  """
+  from incontext import inference
+  accs = {m[0]: metrics.IoUAccumulator() for m in methods}
+  base = metrics.IoUAccumulator()
+  cache: dict[int, dict] = {}
+
+  def get(i):
+    if i not in cache:
+      if len(cache) >= 256:
+        cache.pop(next(iter(cache)))
+      cache[i] = source[i]
+    return cache[i]
+  for ep in tqdm(episodes, desc=desc, unit="episode"):
+    c = ep["class"]
+    q = get(ep["query"])
+    gt, ign = _binary(q, c)
+    sup = [get(i) for i in ep["supports"]]
+    s_imgs = [s["image"] for s in sup]
+    s_fgs = [_binary(s, c)[0] for s in sup]
+    base.add(inference.resize_nearest_torch(s_fgs[0].astype(np.uint8), gt.shape) == 1, gt, c,
+             ign)
+    for name, k, ens in methods:
+      if k > len(sup):
+        raise ValueError(f"method {name!r} needs {k} supports, episodes have {len(sup)}")
+      pred = predict_binary(model, s_imgs[:k], s_fgs[:k], q["image"], ensemble=ens,
+                            seg_type=seg_type)
+      accs[name].add(pred, gt, c, ign)
+  out = {name: a.result() for name, a in accs.items()}
+  out["copy prompt mask (baseline)"] = base.result()
+  return out
