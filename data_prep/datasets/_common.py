@@ -57,7 +57,9 @@ class SourceBuilder(tfds.core.GeneratorBasedBuilder):
     manual = str(dl_manager.manual_dir)
     if not pathlib.Path(manual).exists():
       raise sources.DataError(f"manual dir {manual} does not exist ({self.name})")
-    srcs = self.split_sources(manual)
+    srcs = {k: v for k, v in self.split_sources(manual).items() if len(v)}  # drop empty splits
+    if not srcs:
+      raise sources.DataError(f"no examples found in {manual} ({self.name})")
     names = {}
     for s in srcs.values():
       names.update({str(k): v for k, v in s.class_names.items()})

@@ -638,7 +638,7 @@ class TfdsSource:
     import tensorflow_datasets as tfds  # slow import, only when used
     self.name = name
     self._ds = tfds.data_source(name, split=split, data_dir=data_dir, download=False)
-    skip = {k: tfds.decode.SkipDecoding() for k in ("image", "mask", "instances")
+    skip = {k: tfds.decode.SkipDecoding() for k in ("image", "mask")
             if k in self._ds.dataset_info.features}
     self._meta = tfds.data_source(name, split=split, data_dir=data_dir, download=False,
                                   decoders=skip)
@@ -667,7 +667,11 @@ class TfdsSource:
     return out
 
   def meta(self, i):
-    return self._common(self._meta[int(i)])
+    ex = self._meta[int(i)]
+    out = self._common(ex)
+    if "instances" in ex:
+      out["num_instances"] = len(present_classes(np.asarray(ex["instances"])))
+    return out
 
 
 def _str(x) -> str:
