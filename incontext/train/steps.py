@@ -43,8 +43,8 @@ def train_step(state: dict[str, Any], batch: Batch, *, graphdef, tx, schedule, p
                              beta=beta, painter_loss=painter_loss)
   updates, opt = tx.update(grads, state["opt"], state["params"])
   params = optax.apply_updates(state["params"], updates)
-  metrics = {"loss": loss, "grad_norm": optax.global_norm(grads),
-             "update_norm": optax.global_norm(updates), "param_norm": optax.global_norm(params),
+  metrics = {"loss": loss, "grad_norm": optax.tree.norm(grads),
+             "update_norm": optax.tree.norm(updates), "param_norm": optax.tree.norm(params),
              "lr": jnp.asarray(schedule(step), jnp.float32)}
   return {"params": params, "opt": opt, "step": step + 1, "rng": state["rng"]}, metrics
 
