@@ -586,6 +586,8 @@ class Segmenter:
         used alone or as one more prompt next to `prompts`.
       seg_type: 'instance' or 'semantic' (default: the Segmenter's, or the learned prompt's).
       batch_size: queries per forward (the last batch is padded; one compile per shape).
+    The feature ensemble is on iff more than one prompt slot is used (official rule; with
+    the model's ensemble='hf' a single prompt is then HF's feature_ensemble=False).
     Returns:
       one `Result` per query.
     """
