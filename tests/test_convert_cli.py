@@ -121,23 +121,11 @@ def test_bad_sources_give_clear_errors(sources, tmp_path, capsys):
     line = err.strip()
     assert "\n" not in line and line.startswith("incontext convert: error: "), line
     assert msg in line, (msg, line)
-    if any(m in msg for m in NOT_NAMED):
-      assert os.path.basename(str(src)) not in line    # see test_errors_name_the_source
-    else:
-      assert os.path.basename(str(src)) in line, line
+    assert os.path.basename(str(src)) in line, line
     assert not out.exists()
   assert not [f for f in os.listdir(tmp_path) if f.startswith(".tmp")]
 
 
-# Errors raised after the file was read (content checks in models/convert.py) do not name the
-# file yet: the fix belongs in incontext/commands/convert.py (prefix `f"{source}: "` to a
-# ConversionError raised by infer_config/load_official/detect_layout). Strict xfail so that
-# this test flips to a failure, and the marker gets removed, once that is done.
-NOT_NAMED = ("not a SegGPT checkpoint", "does not fit", "checkpoint lacks", "do not belong")
-
-
-@pytest.mark.xfail(strict=True, reason="content errors of `incontext convert` do not name the "
-                   "source file yet (fix in incontext/commands/convert.py)")
 @pytest.mark.parametrize("kind", ["other", "shape", "missing", "extra"])
 def test_errors_name_the_source(kind, sources, tmp_path, capsys):
   from safetensors.numpy import save_file

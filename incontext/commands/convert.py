@@ -1,6 +1,8 @@
 """`incontext convert --source FILE --out DIR`: official .pth / HF safetensors -> params dir."""
 import os
 
+from flax import nnx
+
 from incontext import checkpoint
 from incontext.models import convert, seggpt
 
@@ -19,10 +21,13 @@ def convert_file(source: str, out: str, *, overwrite: bool = False) -> dict:
   if os.path.exists(out) and not overwrite:
     raise checkpoint.CheckpointError(f"{out}: already exists (pass --overwrite)")
   sd, layout = convert.read_state_dict(source)
-  overrides = convert.read_hf_config(source) if layout == "hf" else {}
-  cfg = convert.infer_config(sd, **overrides)
-  model = seggpt.SegGPT(cfg, rngs=__import__("flax").nnx.Rngs(0))
-  convert.load_official(model, sd)
+  try:
+    overrides = convert.read_hf_config(source) if layout == "hf" else {}
+    cfg = convert.infer_config(sd, **overrides)
+    model = seggpt.SegGPT(cfg, rngs=nnx.Rngs(0))
+    convert.load_official(model, sd)
+  except convert.ConversionError as e:
+    raise convert.ConversionError(f"{source}: {e}") from None
   source_meta = {"path": os.path.abspath(source), "sha256": convert.file_sha256(source),
                  "layout": layout, "num_tensors": len(sd)}
   return checkpoint.save_model(out, model, source=source_meta, overwrite=overwrite)

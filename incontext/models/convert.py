@@ -273,7 +273,10 @@ def read_state_dict(path: str) -> tuple[dict[str, np.ndarray], str]:
     sd = {k: v.detach().float().numpy() for k, v in obj.items() if hasattr(v, "numpy")}
   else:
     raise ConversionError(f"{path}: unknown checkpoint type (expected .pth or .safetensors)")
-  layout = detect_layout(sd)
+  try:
+    layout = detect_layout(sd)
+  except ConversionError as e:
+    raise ConversionError(f"{path}: {e}") from None
   return (hf_to_official(sd) if layout == "hf" else sd), layout
 
 
