@@ -1,0 +1,222 @@
+"""Inference benchmark: this project's SegGPT forward vs transformers' on this CPU.
+
+Both models get the same random weights (built as a transformers `SegGptConfig`, copied
+into ours with `incontext.models.convert`), float32, the same canvases. Transformers runs
+its full forward (`pred_masks` over the whole canvas, as its API does); ours runs the
+inference path `model(..., query_only=True)`: every encoder block, then the decoder on the
+query half plus one token row of context (bit-for-bit the bottom half of the full decode).
+The outputs are compared on the query half (max abs diff printed).
+
+k = 1 is the one-prompt forward; k > 1 is the feature ensemble over k prompts (the
+transformers variant of G7, `ensemble="hf"`, so the outputs are comparable).
+
+Times are medians over `--reps` runs after one warm-up (k = 1; for k > 1 ours is warmed up
+to exclude compilation, transformers is not, being eager), the two implementations
+interleaved so machine load hits both alike. GFLOP counts are analytic: 2 x multiply-adds
+of every matmul and convolution each implementation performs (elementwise work, softmax
+and norms not counted), so GFLOP/s is the achieved rate on the work actually done.
+
+  python experiments/bench_inference.py                       # L/16, k = 1, 2, 4, 8
+  python experiments/bench_inference.py --ks 1 --reps 5
+  python experiments/bench_inference.py --variant B/16 --depth 7 --ks 1,2   # quick look
+"""
+import argparse
+import os
+import statistics
+import sys
+import time
+
+import jax
+import numpy as np
+from flax import nnx
+
+from incontext import canvas
+from incontext.models import convert, seggpt
+
+
+def model_flops(cfg: seggpt.SegGPTConfig, k: int, *, reference: bool) -> float:
+  """Analytic matmul/conv FLOPs of one forward with k prompts.
+
+  reference=True: transformers' work (all blocks, full-canvas decoder, k decoded entries);
+  False: ours with query_only (blocks up to the last feature layer, the last one on the
+  query half plus one row of queries, the decoder on that many rows).
+  """
+  gh, gw = cfg.grid
+  t = gh * gw
+  d, m, p, dd = cfg.width, cfg.mlp_dim, cfg.patch, cfg.decoder_dim
+  last = max(cfg.feature_layers)
+  nblocks = cfg.depth if reference else last + 1
+  rows_q = gh if reference else gh // 2 + 1
+  fl = 2 * k * t * 2 * (p * p * 3) * d                     # patch embed, both streams
+  for i in range(nblocks):
+    b = 2 * k if i <= cfg.merge_index else k
+    tq = t if (reference or i < last) else rows_q * gw
+    per = (2 * t * d * 3 * d                                # qkv
+           + 2 * tq * d * (gh + gw)                         # decomposed relative terms
+           + 2 * 2 * tq * t * d                             # q.k and p.v
+           + 2 * tq * d * d                                 # proj
+           + 2 * 2 * tq * d * m)                            # mlp
+    fl += b * per
+  r = gh if reference else rows_q
+  dec = (2 * r * gw * len(cfg.feature_layers) * d * p * p * dd   # decoder_embed
+         + 2 * (r * p) * (gw * p) * 9 * dd * dd                 # 3x3 conv
+         + 2 * (r * p) * (gw * p) * dd * 3)                     # 1x1 head
+  return fl + k * dec
+
+
+def build(cfg: seggpt.SegGPTConfig, seed: int = 0):
+  """(transformers model, our model) with the same random weights."""
+  import torch
+  from transformers import SegGptConfig, SegGptForImageSegmentation
+  kw = {k: v for k, v in convert.hf_config_dict(cfg).items()
+        if k not in ("architectures", "model_type")}
+  torch.manual_seed(seed)
+  hm = SegGptForImageSegmentation(SegGptConfig(**kw)).eval()
+  with torch.no_grad():                      # non-trivial values for every parameter
+    for name, prm in hm.named_parameters():
+      if name.endswith(("layernorm_before.weight", "layernorm_after.weight", "layernorm.weight")):
+        prm.copy_(1.0 + 0.1 * torch.randn_like(prm))
+      else:
+        prm.copy_(0.05 * torch.randn_like(prm))
+  sd = {k: v.detach().numpy().copy() for k, v in hm.state_dict().items()}
+  model = seggpt.SegGPT(cfg, rngs=nnx.Rngs(seed))
+  convert.load_official(model, convert.hf_to_official(sd))
+  return hm, model
+
+
+def inputs(cfg: seggpt.SegGPTConfig, k: int, seed: int = 0):
+  """k prompts (image, colour mask) over one shared query: [k, 2H, W, 3] canvases."""
+  rng = np.random.default_rng(seed)
+  h, w = cfg.image_size
+  prompts = rng.normal(size=(k, h, w, 3)).astype(np.float32)
+  query = np.repeat(rng.normal(size=(1, h, w, 3)).astype(np.float32), k, 0)
+  masks = rng.normal(size=(k, h, w, 3)).astype(np.float32)
+  return np.concatenate([prompts, query], 1), np.concatenate([masks, masks], 1)
+
+
+def hf_runner(hm, imgs, tgts, ensemble: bool):
+  import torch
+  h = imgs.shape[1] // 2
+  t = lambda a: torch.from_numpy(np.ascontiguousarray(a.transpose(0, 3, 1, 2)))
+  args = dict(pixel_values=t(imgs[:, h:]), prompt_pixel_values=t(imgs[:, :h]),
+              prompt_masks=t(tgts[:, :h]), feature_ensemble=ensemble,
+              embedding_type="instance")
+
+  def run():
+    with torch.no_grad():
+      out = hm(**args).pred_masks
+    return out.numpy().transpose(0, 2, 3, 1)[:, h:]          # query half, NHWC
+  return run
+
+
+def ours_runner(model, imgs, tgts, ensemble: bool, query_only: bool = True):
+  cfg = model.cfg
+  graphdef, state = nnx.split(model)
+  mask = canvas.query_half_mask(cfg.grid)[None]
+  st = np.full((imgs.shape[0],), canvas.INSTANCE)
+
+  @jax.jit
+  def fwd(state, imgs, tgts):
+    m = nnx.merge(graphdef, state)
+    return m(imgs, tgts, mask, st, feature_ensemble=ensemble, query_only=query_only)
+
+  h = imgs.shape[1] // 2
+  imgs_d, tgts_d = jax.device_put(imgs), jax.device_put(tgts)
+
+  def run():
+    out = np.asarray(fwd(state, imgs_d, tgts_d))
+    return out if query_only else out[:, h:]
+  return run
+
+
+def timed(fn):
+  t0 = time.perf_counter()
+  out = fn()
+  return time.perf_counter() - t0, out
+
+
+def main(argv=None):
+  ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+  ap.add_argument("--variant", default="L/16", help="model variant (default L/16)")
+  ap.add_argument("--reps", type=int, default=3, help="timed runs per implementation and k")
+  ap.add_argument("--ks", default="1,2,4,8", help="comma-separated prompt counts")
+  ap.add_argument("--depth", type=int, default=None,
+                  help="override the block count (quick looks; not the official model)")
+  ap.add_argument("--full", action="store_true",
+                  help="also time our full-canvas forward (query_only=False) at k=1")
+  ap.add_argument("--seed", type=int, default=0)
+  args = ap.parse_args(argv)
+  try:
+    ks = [int(s) for s in args.ks.split(",") if s.strip()]
+  except ValueError:
+    ap.error(f"--ks: expected comma-separated integers, got {args.ks!r}")
+  if not ks or min(ks) < 1:
+    ap.error(f"--ks: prompt counts must be >= 1, got {args.ks!r}")
+  if args.reps < 1:
+    ap.error(f"--reps: must be >= 1, got {args.reps}")
+  over = dict(ensemble="hf")
+  try:
+    if args.depth is not None:
+      over.update(depth=args.depth, feature_layers=seggpt._layers(args.depth))
+    cfg = seggpt.get_config(args.variant, **over)
+  except ValueError as e:
+    ap.error(f"--variant/--depth: {e}")
+
+  import torch
+  print(f"# {args.variant}{'' if args.depth is None else f' (depth {args.depth})'}, canvas "
+        f"{cfg.canvas[0]}x{cfg.canvas[1]}, float32, {os.cpu_count()} CPUs; "
+        f"jax {jax.__version__} ({jax.default_backend()}), torch {torch.__version__} "
+        f"({torch.get_num_threads()} threads)", flush=True)
+  t0 = time.perf_counter()
+  hm, model = build(cfg, args.seed)
+  print(f"# built both models with the same random weights in {time.perf_counter() - t0:.0f}s",
+        flush=True)
+
+  rows = []
+  for k in ks:
+    imgs, tgts = inputs(cfg, k, args.seed)
+    ens = k > 1
+    hf, ours = hf_runner(hm, imgs, tgts, ens), ours_runner(model, imgs, tgts, ens)
+    tc, _ = timed(ours)                                  # compile + first run
+    if k == 1:
+      timed(hf)
+    th, to = [], []
+    ref = out = None
+    for _ in range(args.reps):
+      dt, ref = timed(hf)
+      th.append(dt)
+      dt, out = timed(ours)
+      to.append(dt)
+    err = float(np.abs(out - ref).max())
+    mh, mo = statistics.median(th), statistics.median(to)
+    fh, fo = model_flops(cfg, k, reference=True), model_flops(cfg, k, reference=False)
+    rows.append((k, mh, mo, mh / mo, fh / 1e9, fh / mh / 1e9, fo / 1e9, fo / mo / 1e9, err))
+    print(f"# k={k}: transformers {[round(x, 2) for x in th]} s, ours {[round(x, 2) for x in to]}"
+          f" s (first call incl. compile {tc:.1f} s), max|diff| {err:.2e}", flush=True)
+    if args.full and k == 1:
+      full = ours_runner(model, imgs, tgts, False, query_only=False)
+      timed(full)
+      tf = statistics.median(timed(full)[0] for _ in range(args.reps))
+      ff = model_flops(cfg, 1, reference=True) if cfg.depth == max(cfg.feature_layers) + 1 \
+          else None
+      print(f"# k=1 ours full canvas (query_only=False): {tf:.2f} s"
+            + (f", {ff / tf / 1e9:.1f} GFLOP/s" if ff else ""), flush=True)
+
+  print()
+  print(f"{'k':>2} | {'transformers s':>14} | {'ours s':>7} | {'speed-up':>8} | "
+        f"{'HF GFLOP':>8} | {'HF GFLOP/s':>10} | {'our GFLOP':>9} | {'our GFLOP/s':>11} | "
+        f"{'max|diff|':>9}")
+  print("-" * 104)
+  for k, mh, mo, r, gh_, rh, go, ro, err in rows:
+    print(f"{k:>2} | {mh:>14.2f} | {mo:>7.2f} | {r:>7.2f}x | {gh_:>8.0f} | {rh:>10.1f} | "
+          f"{go:>9.0f} | {ro:>11.1f} | {err:>9.2e}")
+  base_h, base_o = rows[0][1] / rows[0][0], rows[0][2] / rows[0][0]
+  print()
+  print("cost per prompt relative to the first row: "
+        + ", ".join(f"k={k}: transformers {mh / k / base_h:.2f}, ours {mo / k / base_o:.2f}"
+                    for k, mh, mo, *_ in rows))
+  return rows
+
+
+if __name__ == "__main__":
+  sys.exit(0 if main() else 1)
