@@ -117,6 +117,12 @@ def test_killed_and_resumed_gives_the_same_losses(params_dir, tmp_path):
   np.testing.assert_array_equal(lp.target, resumed["prompt"]["target"])
   assert lp.meta["made_by"]["step"] == 6 and lp.label_names == ["polyp"]
   assert os.path.exists(str(tmp_path / "exported_image.png"))
+  # ... and `incontext segment --learned-prompt` uses it (alone).
+  from PIL import Image
+  Image.fromarray(ex[0]["image"]).save(tmp_path / "q.png")
+  assert cli.main(["segment", "--checkpoint", params_dir, "--learned-prompt", out, "--query",
+                   str(tmp_path / "q.png"), "--out", str(tmp_path / "seg")]) == 0
+  assert os.listdir(tmp_path / "seg")
   # An earlier step, and the errors.
   lp3 = tuner.export(str(tmp_path / "b"), str(tmp_path / "s3.npz"), step=3)
   assert lp3["made_by"]["step"] == 3
