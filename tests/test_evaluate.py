@@ -147,3 +147,21 @@ def test_eval_configs_load():
   assert c.fewshot.horse.shots == 8 and c.fewshot.coco128_fold0.episodes == 10
   with pytest.raises(ValueError, match="unknown arg 'bogus'"):
     seggpt_eval.get_config("bogus=1")
+
+
+def test_real_data_class_fold_and_davis_layout(model):
+  from tests._shared import shared_data_dir
+  root = shared_data_dir()
+  bench = dict(name="coco", source=dict(reader="coco128_seg", root=str(root / "coco128_seg")),
+               fold=0, num_folds=4, scheme="interleaved", shots=2, episodes=2,
+               ensembles=("feature",))
+  res = run.fewshot_benchmark(model, bench)
+  from incontext.data import folds, sources
+  src = sources.coco_yolo(str(root / "coco128_seg"))
+  fold0 = folds.fold_classes(sorted(c for c in src.class_names if c > 0), 0, 4, "interleaved")
+  assert res["_info"]["classes"] == fold0
+  assert {int(c) for c in res["1-shot"]["per_class"]} <= set(fold0)
+  assert set(res) == {"1-shot", "2-shot feature", "copy prompt mask (baseline)", "_info"}
+  frames, gts = davis.read_sequence(str(root / "davis2016_subset"), "boat", max_frames=3)
+  assert len(frames) == 3 and frames[0].shape[:2] == gts[0].shape
+  assert set(np.unique(np.stack(gts))) == {0, 1}
