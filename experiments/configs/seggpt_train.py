@@ -45,14 +45,15 @@ def get_config(arg=None):
     c.sharding_rules = "fsdp"                 # ZeRO-3 over the 'fsdp' axis when it is > 1
   elif arg.preset == "quickstart":
     # A ~1M-param SegGPT on 32x32 halves (patch 8); learns colour/texture matching.
-    c = common.base(total_steps=400, batch_size=32)
-    c.input = common.procedural_input(image_size=32, patch_size=8, half_prob=0.5)
+    c = common.base(total_steps=600, batch_size=32)
+    c.input = common.procedural_input(image_size=32, patch_size=8, half_prob=1.0, palette=7,
+                                      coloured=(1, 1), size=(0.2, 0.35))
     c.model = dict(variant="test", image_size=(32, 32), patch=8, width=128, depth=6,
                    num_heads=4, mlp_dim=256, decoder_dim=16, merge_index=1,
                    feature_layers=(2, 3, 4, 5), pretrain_grid=8, drop_path=0.0,
                    dtype="float32", remat=False)
     c.optim.update(lr=1e-3, warmup_steps=40, wd=0.05, layer_decay=1.0, clip=3.0)
-    c.evals.update(every=200, per_class=4)
+    c.evals.update(every=300, per_class=4)
     c.ckpt.update(every=200, keep=2)
     c.log_every = 25
   else:  # real

@@ -36,6 +36,7 @@ DEFAULTS: dict[str, Any] = dict(
     objects=(2, 3),       # number of distinct classes per pair (min, max)
     coloured=(1, 2),      # number of them painted in the target (min, max)
     size=(0.25, 0.45),    # object radius as a fraction of image_size (min, max)
+    palette=0,            # 0: random target colours; n: colours drawn from PALETTE[:n]
     half_prob=0.5,        # P(mask exactly the query half); otherwise random patches
     mask_ratio=0.5,       # fraction of hidden patches when not the half mask
     read_threads=2,
@@ -43,6 +44,9 @@ DEFAULTS: dict[str, Any] = dict(
 )
 
 NUM_SAMPLES = 2 ** 40
+# Saturated, mutually distant colours for `palette=n` (easier colour copying).
+PALETTE = np.array([(255, 0, 0), (0, 255, 0), (0, 0, 255), (255, 255, 0), (255, 0, 255),
+                    (0, 255, 255), (255, 255, 255), (255, 128, 0)], np.uint8)
 TEXTURES = ("flat", "hstripes", "vstripes", "checker")
 SHAPES = ("ellipse", "rectangle", "triangle", "diamond")
 
@@ -138,8 +142,10 @@ def _mask(rng, cfg) -> np.ndarray:
   return m
 
 
-def _colours(rng, k) -> np.ndarray:
-  """k random, mutually distinct colours far from black."""
+def _colours(rng, k, palette: int = 0) -> np.ndarray:
+  """k random, mutually distinct colours far from black (from PALETTE[:palette] if > 0)."""
+  if palette:
+    return PALETTE[rng.choice(min(palette, len(PALETTE)), k, replace=False)]
   out = []
   while len(out) < k:
     c = rng.integers(0, 256, 3)
@@ -153,7 +159,7 @@ def _pair(rng, cfg, class_pool, **kw):
   classes = rng.choice(class_pool, n, replace=False)
   k = kw.get("num_coloured") or int(rng.integers(cfg["coloured"][0],
                                                  min(cfg["coloured"][1], n) + 1))
-  colours = _colours(rng, k)
+  colours = _colours(rng, k, cfg["palette"])
   p_img, p_lab = render(classes, rng, cfg)
   perm = rng.permutation(n)
   q_img, q_lab_perm = render(classes[perm], rng, cfg)
@@ -226,7 +232,7 @@ def make_episodes(config, *, seed: int = 1234, per_class: int = 4) -> list[dict[
       rng = np.random.default_rng([seed, int(c), e])
       n = int(rng.integers(cfg["objects"][0], cfg["objects"][1] + 1))
       pool = np.concatenate([[c], rng.choice(others, n - 1, replace=False)])
-      colours = _colours(rng, 1)
+      colours = _colours(rng, 1, cfg["palette"])
       p_img, p_lab = render(pool, rng, cfg)
       perm = rng.permutation(n)
       q_img, q_lab_perm = render(pool[perm], rng, cfg)
