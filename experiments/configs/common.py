@@ -23,7 +23,8 @@ def base(*, seed: int = 0, total_steps: int = 1000, batch_size: int = 32) -> ml_
                  trainable=".*", frozen="")
   c.loss = dict(beta=0.01, painter=False)
   # evals: few-shot mIoU on held-out classes
-  c.evals = dict(type="procedural", every=0, at_end=True, per_class=4, seed=1234, batch_size=0,
+  c.evals = dict(type="procedural", every=0, at_end=True, per_class=4, num_episodes=64,
+                 seed=1234, batch_size=0,
                  num_png=8)
   # ckpt
   c.ckpt = dict(every=500, keep=3, best_metric="", best_mode="max")

@@ -84,9 +84,44 @@ def make_episodes(config) -> list[dict]:
     return procedural.make_episodes(data_cfg, seed=ev.get("seed", 1234),
                                     per_class=ev.get("per_class", 4))
   if kind == "episodes":
-    from incontext.data import episodes
-    return episodes.make_episodes(ev.data.to_dict())
+    return real_episodes(ev.data.to_dict(), image_size=int(config.model.image_size[0]),
+                         patch=int(config.model.patch), num=int(ev.get("num_episodes", 64)),
+                         seed=int(ev.get("seed", 0)))
   raise ValueError(f"config.evals.type: unknown {kind!r} (expected 'procedural' or 'episodes')")
+
+
+def real_episodes(data: dict, *, image_size: int, patch: int, num: int, seed: int) -> list[dict]:
+  """1-shot episodes of incontext.data.episodes.SemanticEpisodes as canvases.
+
+  data: {'source': a source config (incontext.data.sources.make_source), 'fold': held-out
+  fold}. The prompt mask is painted white; the query half is hidden.
+  """
+  from PIL import Image
+  from incontext import canvas
+  from incontext.data import episodes, sources
+  src = sources.make_source(dict(data["source"]))
+  eps = episodes.SemanticEpisodes(src, fold=int(data.get("fold", 0)), shots=1,
+                                  num_episodes=num, seed=seed)
+  size = (image_size, image_size)
+  img = lambda a: np.asarray(Image.fromarray(np.asarray(a, np.uint8)).resize(size, Image.BICUBIC))
+  lab = lambda a: (np.asarray(Image.fromarray(np.asarray(a, np.uint8)).resize(
+      size, Image.NEAREST)) == 1).astype(np.int32)
+  white = np.array([[255, 255, 255]], np.uint8)
+  half = canvas.query_half_mask((2 * image_size // patch, image_size // patch))
+  out = []
+  for i in range(len(eps)):
+    ep = eps[i]
+    (p_img, p_m), (q_img, q_m) = ep["support"][0], ep["query"]
+    p_lab, q_lab = lab(p_m), lab(q_m)
+    pal = np.concatenate([np.zeros((1, 3), np.uint8), white], 0)
+    tgt = np.concatenate([pal[p_lab], np.zeros(size + (3,), np.uint8)], 0)
+    out.append({"image": canvas.normalize(np.concatenate([img(p_img), img(q_img)], 0)),
+                "target": canvas.normalize(tgt), "mask": half,
+                "valid": np.ones((2 * image_size, image_size), np.float32),
+                "seg_type": np.int32(canvas.SEMANTIC), "query_label": q_lab,
+                "prompt_label": p_lab, "colours": white,
+                "class_ids": np.array([ep["class_id"]], np.int32)})
+  return out
 
 
 def init_params(config, cfg: seggpt.SegGPTConfig, params_sh) -> Any:
