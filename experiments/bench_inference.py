@@ -8,7 +8,9 @@ query half plus one token row of context (bit-for-bit the bottom half of the ful
 The outputs are compared on the query half (max abs diff printed).
 
 k = 1 is the one-prompt forward; k > 1 is the feature ensemble over k prompts (the
-transformers variant of G7, `ensemble="hf"`, so the outputs are comparable).
+transformers variant of G7, `ensemble="hf"`, so the outputs are comparable); ours then also
+passes `shared_query=True` (the k entries share one query, so its per-token work is done
+once; `--no-shared` times the per-entry path instead).
 
 Times are medians over `--reps` runs after one warm-up (k = 1; for k > 1 ours is warmed up
 to exclude compilation, transformers is not, being eager), the two implementations
@@ -34,12 +36,14 @@ from incontext import canvas
 from incontext.models import convert, seggpt
 
 
-def model_flops(cfg: seggpt.SegGPTConfig, k: int, *, reference: bool) -> float:
+def model_flops(cfg: seggpt.SegGPTConfig, k: int, *, reference: bool,
+                shared: bool = False) -> float:
   """Analytic matmul/conv FLOPs of one forward with k prompts.
 
   reference=True: transformers' work (all blocks, full-canvas decoder, k decoded entries);
   False: ours with query_only (blocks up to the last feature layer, the last one on the
-  query half plus one row of queries, the decoder on that many rows).
+  query half plus one row of queries, the decoder on that many rows); shared (k > 1):
+  the query rows' qkv, proj and MLP once per stream, their decoder once (+1 row per prompt).
   """
   gh, gw = cfg.grid
   t = gh * gw
@@ -48,20 +52,28 @@ def model_flops(cfg: seggpt.SegGPTConfig, k: int, *, reference: bool) -> float:
   nblocks = cfg.depth if reference else last + 1
   rows_q = gh if reference else gh // 2 + 1
   fl = 2 * k * t * 2 * (p * p * 3) * d                     # patch embed, both streams
+  shared = shared and k > 1 and not reference
+  tqh = (gh - gh // 2) * gw                                 # query-half tokens
   for i in range(nblocks):
     b = 2 * k if i <= cfg.merge_index else k
+    s = 2 if i <= cfg.merge_index else 1                    # streams
     tq = t if (reference or i < last) else rows_q * gw
-    per = (2 * t * d * 3 * d                                # qkv
-           + 2 * tq * d * (gh + gw)                         # decomposed relative terms
-           + 2 * 2 * tq * t * d                             # q.k and p.v
-           + 2 * tq * d * d                                 # proj
-           + 2 * 2 * tq * d * m)                            # mlp
-    fl += b * per
+    tok = (b * (tq - tqh) + s * tqh) if shared else b * tq  # rows through proj and MLP
+    kv = (b * (t - tqh) + s * tqh) if shared else b * t     # rows through qkv
+    fl += (2 * kv * d * 3 * d                               # qkv
+           + b * 2 * tq * d * (gh + gw)                     # decomposed relative terms
+           + b * 2 * 2 * tq * t * d                         # q.k and p.v
+           + 2 * tok * d * d                                # proj
+           + 2 * 2 * tok * d * m)                           # mlp
   r = gh if reference else rows_q
-  dec = (2 * r * gw * len(cfg.feature_layers) * d * p * p * dd   # decoder_embed
-         + 2 * (r * p) * (gw * p) * 9 * dd * dd                 # 3x3 conv
-         + 2 * (r * p) * (gw * p) * dd * 3)                     # 1x1 head
-  return fl + k * dec
+
+  def dec(rows, n):
+    return n * (2 * rows * gw * len(cfg.feature_layers) * d * p * p * dd   # decoder_embed
+                + 2 * (rows * p) * (gw * p) * 9 * dd * dd                 # 3x3 conv
+                + 2 * (rows * p) * (gw * p) * dd * 3)                     # 1x1 head
+  if shared:
+    return fl + dec(gh - gh // 2, 1) + k * dec(1, 1)
+  return fl + dec(r, k)
 
 
 def build(cfg: seggpt.SegGPTConfig, seed: int = 0):
@@ -109,7 +121,8 @@ def hf_runner(hm, imgs, tgts, ensemble: bool):
   return run
 
 
-def ours_runner(model, imgs, tgts, ensemble: bool, query_only: bool = True):
+def ours_runner(model, imgs, tgts, ensemble: bool, query_only: bool = True,
+                shared: bool = True):
   cfg = model.cfg
   graphdef, state = nnx.split(model)
   mask = canvas.query_half_mask(cfg.grid)[None]
@@ -118,7 +131,8 @@ def ours_runner(model, imgs, tgts, ensemble: bool, query_only: bool = True):
   @jax.jit
   def fwd(state, imgs, tgts):
     m = nnx.merge(graphdef, state)
-    return m(imgs, tgts, mask, st, feature_ensemble=ensemble, query_only=query_only)
+    return m(imgs, tgts, mask, st, feature_ensemble=ensemble, query_only=query_only,
+             shared_query=shared and ensemble)
 
   h = imgs.shape[1] // 2
   imgs_d, tgts_d = jax.device_put(imgs), jax.device_put(tgts)
@@ -144,6 +158,8 @@ def main(argv=None):
                   help="override the block count (quick looks; not the official model)")
   ap.add_argument("--full", action="store_true",
                   help="also time our full-canvas forward (query_only=False) at k=1")
+  ap.add_argument("--no-shared", action="store_true",
+                  help="k > 1: time our per-entry ensemble path (no shared_query)")
   ap.add_argument("--seed", type=int, default=0)
   args = ap.parse_args(argv)
   try:
@@ -176,7 +192,8 @@ def main(argv=None):
   for k in ks:
     imgs, tgts = inputs(cfg, k, args.seed)
     ens = k > 1
-    hf, ours = hf_runner(hm, imgs, tgts, ens), ours_runner(model, imgs, tgts, ens)
+    hf = hf_runner(hm, imgs, tgts, ens)
+    ours = ours_runner(model, imgs, tgts, ens, shared=not args.no_shared)
     tc, _ = timed(ours)                                  # compile + first run
     if k == 1:
       timed(hf)
@@ -189,7 +206,8 @@ def main(argv=None):
       to.append(dt)
     err = float(np.abs(out - ref).max())
     mh, mo = statistics.median(th), statistics.median(to)
-    fh, fo = model_flops(cfg, k, reference=True), model_flops(cfg, k, reference=False)
+    fh = model_flops(cfg, k, reference=True)
+    fo = model_flops(cfg, k, reference=False, shared=not args.no_shared)
     rows.append((k, mh, mo, mh / mo, fh / 1e9, fh / mh / 1e9, fo / 1e9, fo / mo / 1e9, err))
     print(f"# k={k}: transformers {[round(x, 2) for x in th]} s, ours {[round(x, 2) for x in to]}"
           f" s (first call incl. compile {tc:.1f} s), max|diff| {err:.2e}", flush=True)

@@ -70,3 +70,27 @@ def test_query_only_encoder_equals_full(ensemble):
   np.testing.assert_allclose(q, full[:, 32:], atol=1e-5, rtol=0)
   feats = model.encode(imgs, tgts, mask, st, feature_ensemble=ensemble, query_only=True)
   assert [f.shape for f in feats] == [(n, 5, 3, cfg.width)] * 4   # 8 token rows: 4 + 1
+
+
+@pytest.mark.parametrize("ensemble,query_only", [("hf", True), ("official", True),
+                                                 ("official", False)])
+def test_shared_query_path_equals_per_entry(ensemble, query_only):
+  """Feature ensemble with the query half computed once equals the per-entry forward."""
+  cfg = seggpt.get_config("test", image_size=(32, 24), patch=8, ensemble=ensemble)
+  model = seggpt.SegGPT(cfg, rngs=nnx.Rngs(0))
+  rng = np.random.default_rng(2)
+  n = 3
+  imgs = rng.normal(size=(n, 64, 24, 3)).astype(np.float32)
+  imgs[:, 32:] = imgs[:1, 32:]
+  tgts = rng.normal(size=(n, 64, 24, 3)).astype(np.float32)
+  mask = canvas.query_half_mask(cfg.grid)[None]
+  st = np.zeros(n, int)
+  kw = dict(feature_ensemble=True, query_only=query_only)
+  want = np.asarray(model(imgs, tgts, mask, st, **kw))
+  got = np.asarray(model(imgs, tgts, mask, st, shared_query=True, **kw))
+  assert got.shape == want.shape
+  np.testing.assert_allclose(got, want, atol=1e-5, rtol=0)
+  # The per-prompt outputs differ (first query pixel row sees each prompt's context row).
+  assert np.abs(want[0] - want[1]).max() > 0
+  with pytest.raises(ValueError, match="shared_query is an inference path"):
+    model(imgs, tgts, mask, st, shared_query=True, rng=jax.random.key(0), **kw)

@@ -195,11 +195,16 @@ class Attention(nnx.Module):
     row0: only token rows >= row0 are computed as queries (all rows stay keys/values);
     the result equals rows row0: of the full output.
     """
-    b, gh, gw, d = x.shape
+    return self.proj(self.mix(self.qkv(x), row0))
+
+  def mix(self, qkv: Array, row0: int = 0) -> Array:
+    """The attention between the qkv and proj matmuls: [B, gh, gw, 3D] -> [B, gh - row0, gw, D]."""
+    b, gh, gw, d3 = qkv.shape
+    d = d3 // 3
     nh = self.num_heads
     hd = d // nh
     gq = gh - row0
-    qkv = self.qkv(x).reshape(b, gh * gw, 3, nh, hd).transpose(2, 0, 3, 1, 4)
+    qkv = qkv.reshape(b, gh * gw, 3, nh, hd).transpose(2, 0, 3, 1, 4)
     q, k, v = qkv[0], qkv[1], qkv[2]                                    # [B, nh, L, hd]
     q = q[:, :, row0 * gw:]                                             # [B, nh, Lq, hd]
     dt = q.dtype
@@ -210,8 +215,7 @@ class Attention(nnx.Module):
     rel_h = jnp.einsum("bnijc,ikc->bnijk", qg, rh).reshape(b, nh, gq * gw, gh)
     rel_w = jnp.einsum("bnijc,jlc->bnijl", qg, rw).reshape(b, nh, gq * gw, gw)
     out = _attend(q * jnp.asarray(hd ** -0.5, dt), k, v, rel_h, rel_w)   # [B, nh, Lq, hd]
-    out = out.transpose(0, 2, 1, 3).reshape(b, gq, gw, d)
-    return self.proj(out)
+    return out.transpose(0, 2, 1, 3).reshape(b, gq, gw, d)
 
 
 class Mlp(nnx.Module):
@@ -272,6 +276,30 @@ class Block(nnx.Module):
       r1, r2 = jax.random.split(rng)
     x = x[:, row0:] + _drop_path(a, self.drop_path, r1)
     return x + _drop_path(self.mlp(self.norm2(x)), self.drop_path, r2)
+
+  def shared(self, xp: Array, xq: Array, ensemble: str, row0: int = 0) -> tuple[Array, Array]:
+    """The block under feature ensemble when all entries of a stream share the query half.
+
+    xp: [B, hp, gw, D] prompt rows of each entry (streams stacked: B = S * n);
+    xq: [S, gh - hp, gw, D] the query rows, one copy per stream. Equals `__call__` on the
+    concatenated canvases: the query rows' qkv, proj (of the prompt-mean, by linearity)
+    and MLP are computed once per stream instead of once per entry; only their attention
+    (whose keys differ per prompt) is per entry. row0 < hp: only rows row0: of xp come back.
+    """
+    b, hp = xp.shape[:2]
+    s = xq.shape[0]
+    qkv_q = self.attn.qkv(self.norm1(xq))
+    qkv = jnp.concatenate([self.attn.qkv(self.norm1(xp)),
+                           jnp.repeat(qkv_q, b // s, axis=0)], axis=1)
+    o = self.attn.mix(qkv, row0)                            # [B, gh - row0, gw, D]
+    op, oq = o[:, :hp - row0], o[:, hp - row0:]
+    if ensemble == "stream":
+      oq = oq.reshape(s, b // s, *oq.shape[1:]).mean(axis=1)
+    else:                                                   # "all"
+      oq = jnp.broadcast_to(oq.mean(axis=0, keepdims=True), (s,) + oq.shape[1:])
+    xp = xp[:, row0:] + self.attn.proj(op)
+    xq = xq + self.attn.proj(oq)
+    return xp + self.mlp(self.norm2(xp)), xq + self.mlp(self.norm2(xq))
 
 
 class PatchEmbed(nnx.Module):
@@ -380,27 +408,78 @@ class SegGPT(nnx.Module):
         feats.append(self.norm(h[:, r0 - row0:]))
     return feats
 
+  def _encode_shared(self, imgs: Array, tgts: Array, mask: Array, seg_type: Array, *,
+                     query_only: bool):
+    """Feature-ensemble encoder computing the shared query half once per stream.
+
+    Assumes every entry has the same query half (image, mask and type token), as in
+    k-prompt inference. Returns (prompt-row features [N, r, gw, D], query-row features
+    [1, gh - gh/2, gw, D]) per feature layer; r = 1 (the context row) when query_only.
+    """
+    cfg = self.cfg
+    n = imgs.shape[0]
+    hp = cfg.grid[0] // 2
+    h = self.embed(imgs, tgts, mask, seg_type)
+    modes = self._ensemble_modes(n, True)
+    xp, xq = h[:, :hp], h[::n, hp:]                         # [2N, hp, ...], [2, gh - hp, ...]
+    last = max(cfg.feature_layers)
+    fp, fq = [], []
+    for i, blk in enumerate(self.blocks):
+      if i > last:
+        break
+      xp, xq = blk.shared(xp, xq, modes[i], hp - 1 if (query_only and i == last) else 0)
+      if i == cfg.merge_index:
+        xp, xq = 0.5 * (xp[:n] + xp[n:]), 0.5 * (xq[:1] + xq[1:])
+      if i in cfg.feature_layers:
+        fp.append(self.norm(xp[:, -1:] if query_only else xp))
+        fq.append(self.norm(xq))
+    return fp, fq
+
   # -- decoder ----------------------------------------------------------------------------
+  def _pixels(self, x: Array) -> Array:
+    """[N, r, gw, F*D] concatenated features -> [N, r*p, gw*p, dd] decoder pixels (G9)."""
+    p, dd = self.cfg.patch, self.cfg.decoder_dim
+    n, r, gw, _ = x.shape
+    x = self.decoder_embed(x).reshape(n, r, gw, p, p, dd)
+    return x.transpose(0, 1, 3, 2, 4, 5).reshape(n, r * p, gw * p, dd)
+
+  def _head(self, x: Array) -> Array:
+    x = self.decoder_conv(x)
+    x = jax.nn.gelu(self.decoder_norm(x), approximate=False)
+    return self.decoder_head(x)
+
   def decode(self, feats: list[Array], query_only: bool = False) -> Array:
     """Features -> pixels. query_only decodes the bottom half plus one row of context."""
     cfg = self.cfg
-    p, dd = cfg.patch, cfg.decoder_dim
+    p = cfg.patch
     gh = cfg.grid[0]
     x = jnp.concatenate(feats, axis=-1)                       # [N, gh, gw, 4D]
     if query_only and x.shape[1] == gh:
       x = x[:, gh // 2 - 1:]                                  # one token row of context
-    n, gh, gw, _ = x.shape
-    x = self.decoder_embed(x).reshape(n, gh, gw, p, p, dd)
-    x = x.transpose(0, 1, 3, 2, 4, 5).reshape(n, gh * p, gw * p, dd)   # G9
-    x = self.decoder_conv(x)
-    x = jax.nn.gelu(self.decoder_norm(x), approximate=False)
-    x = self.decoder_head(x)
+    x = self._head(self._pixels(x))
     if query_only:
       x = x[:, p:]
     return x.astype(jnp.float32)
 
+  def _decode_shared(self, fp: list[Array], fq: list[Array]) -> Array:
+    """query_only decode of shared-query features: [N, H, W, 3].
+
+    Only the first query pixel row sees the (per-prompt) context row through the 3x3 conv;
+    every other row is decoded once and broadcast.
+    """
+    ctx = self._pixels(jnp.concatenate(fp, axis=-1))          # [N, p, W, dd]
+    q = self._pixels(jnp.concatenate(fq, axis=-1))            # [1, H, W, dd]
+    n = ctx.shape[0]
+    rest = self._head(q)[:, 1:]                               # rows 1..H-1 (row 0 lacks context)
+    edge = jnp.concatenate([ctx[:, -1:], jnp.broadcast_to(q[:, :2], (n, 2) + q.shape[2:])],
+                           axis=1)
+    first = self._head(edge)[:, 1:2]                          # [N, 1, W, 3]
+    out = jnp.concatenate([first, jnp.broadcast_to(rest, (n,) + rest.shape[1:])], axis=1)
+    return out.astype(jnp.float32)
+
   def __call__(self, imgs: Array, tgts: Array, mask: Array, seg_type: Array, *,
-               feature_ensemble: bool = False, query_only: bool = False, rng=None) -> Array:
+               feature_ensemble: bool = False, query_only: bool = False, rng=None,
+               shared_query: bool = False) -> Array:
     """Predicts the target canvas.
 
     Args:
@@ -412,9 +491,23 @@ class SegGPT(nnx.Module):
       feature_ensemble: average query-half features across the N prompts (G7).
       query_only: decode only the query half ([N, H, W, 3]).
       rng: PRNG key enabling drop path (training); None = deterministic.
+      shared_query: with feature_ensemble, promise that all N entries share the query half
+        (image, mask, seg_type), as in k-prompt inference: its per-token work (qkv, proj,
+        MLP, norms, decoder) is then done once instead of N times. Same result up to float
+        rounding; wrong results if the promise does not hold. Inference only (rng=None).
     Returns:
       [N, 2H, W, 3] (or [N, H, W, 3]) float32 prediction in normalised pixel space.
     """
+    if shared_query and feature_ensemble and imgs.shape[0] > 1 and all(
+        self._ensemble_modes(imgs.shape[0], True)):
+      if rng is not None:
+        raise ValueError("shared_query is an inference path: drop path (rng) is not supported")
+      fp, fq = self._encode_shared(imgs, tgts, mask, seg_type, query_only=query_only)
+      if query_only:
+        return self._decode_shared(fp, fq)
+      n = imgs.shape[0]
+      return self.decode([jnp.concatenate([a, jnp.broadcast_to(b, (n,) + b.shape[1:])], axis=1)
+                          for a, b in zip(fp, fq)])
     feats = self.encode(imgs, tgts, mask, seg_type, feature_ensemble=feature_ensemble, rng=rng,
                         query_only=query_only)
     return self.decode(feats, query_only=query_only)
