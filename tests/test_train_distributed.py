@@ -9,6 +9,7 @@ import sys
 import textwrap
 
 import numpy as np
+import pytest
 
 from incontext.train import trainer
 
@@ -52,6 +53,7 @@ def _losses(workdir):
     return [json.loads(l)["train/loss"] for l in f]
 
 
+@pytest.mark.slow  # ~4 min on 2 busy cores (3 compiles)
 def test_two_process_run_matches_single_process(tmp_path):
   port = _free_port()
   multi = str(tmp_path / "multi")
