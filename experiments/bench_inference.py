@@ -160,6 +160,9 @@ def main(argv=None):
                   help="also time our full-canvas forward (query_only=False) at k=1")
   ap.add_argument("--no-shared", action="store_true",
                   help="k > 1: time our per-entry ensemble path (no shared_query)")
+  ap.add_argument("--dtype", default="float32", choices=("float32", "bfloat16"),
+                  help="our compute dtype (transformers stays float32; bfloat16 is not "
+                       "the parity setting: read its max|diff| accordingly)")
   ap.add_argument("--seed", type=int, default=0)
   args = ap.parse_args(argv)
   try:
@@ -170,7 +173,7 @@ def main(argv=None):
     ap.error(f"--ks: prompt counts must be >= 1, got {args.ks!r}")
   if args.reps < 1:
     ap.error(f"--reps: must be >= 1, got {args.reps}")
-  over = dict(ensemble="hf")
+  over = dict(ensemble="hf", dtype=args.dtype)
   try:
     if args.depth is not None:
       over.update(depth=args.depth, feature_layers=seggpt._layers(args.depth))
@@ -180,7 +183,8 @@ def main(argv=None):
 
   import torch
   print(f"# {args.variant}{'' if args.depth is None else f' (depth {args.depth})'}, canvas "
-        f"{cfg.canvas[0]}x{cfg.canvas[1]}, float32, {os.cpu_count()} CPUs; "
+        f"{cfg.canvas[0]}x{cfg.canvas[1]}, transformers float32, ours {args.dtype}, "
+        f"{os.cpu_count()} CPUs; "
         f"jax {jax.__version__} ({jax.default_backend()}), torch {torch.__version__} "
         f"({torch.get_num_threads()} threads)", flush=True)
   t0 = time.perf_counter()

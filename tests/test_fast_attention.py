@@ -94,3 +94,23 @@ def test_shared_query_path_equals_per_entry(ensemble, query_only):
   assert np.abs(want[0] - want[1]).max() > 0
   with pytest.raises(ValueError, match="shared_query is an inference path"):
     model(imgs, tgts, mask, st, shared_query=True, rng=jax.random.key(0), **kw)
+
+
+def test_remat_and_drop_path_gradients_match_plain(monkeypatch):
+  """Training path through the chunked attention: remat changes nothing, rng is honoured."""
+  monkeypatch.setattr(seggpt, "_ATTN_CHUNK_BYTES", 2000)          # force several chunks
+  rng = np.random.default_rng(3)
+  imgs = rng.normal(size=(2, 64, 24, 3)).astype(np.float32)
+  tgts = rng.normal(size=(2, 64, 24, 3)).astype(np.float32)
+  mask = canvas.query_half_mask((8, 3))[None]
+  out = {}
+  for remat in (False, True):
+    cfg = seggpt.get_config("test", image_size=(32, 24), patch=8, remat=remat)
+    model = seggpt.SegGPT(cfg, rngs=nnx.Rngs(0))
+    loss = lambda m: jnp.mean(m(imgs, tgts, mask, np.ones(2, int), rng=jax.random.key(1)) ** 2)
+    val, grads = nnx.value_and_grad(loss)(model)
+    out[remat] = (float(val), jax.tree.leaves(nnx.state(grads)))
+  assert out[False][0] == pytest.approx(out[True][0], abs=1e-6)
+  for a, b in zip(out[False][1], out[True][1]):
+    np.testing.assert_allclose(np.asarray(a), np.asarray(b), atol=1e-5, rtol=0)
+  assert max(float(jnp.abs(g).max()) for g in out[False][1]) > 0

@@ -11,7 +11,6 @@ prompt on top); the output `pred` is [N, 2H, W, 3] in the same space, or [N, H, 
 `query_only=True` (the bottom half, bit-for-bit what the full decoder gives there).
 """
 import dataclasses
-import functools
 from typing import Any
 
 import jax
@@ -302,6 +301,13 @@ class Block(nnx.Module):
     return xp + self.mlp(self.norm2(xp)), xq + self.mlp(self.norm2(xq))
 
 
+def _remat_block(ensemble: str | None, num_prompts: int, row0: int):
+  """nnx.remat of a block call (static options closed over, not passed as arguments)."""
+  def f(block, x, rng):
+    return block(x, ensemble, num_prompts, rng, row0=row0)
+  return nnx.remat(f)
+
+
 class PatchEmbed(nnx.Module):
   def __init__(self, cfg: SegGPTConfig, *, rngs: nnx.Rngs):
     p = cfg.patch
@@ -398,8 +404,7 @@ class SegGPT(nnx.Module):
         break
       row0 = r0 if i == last else 0
       if cfg.remat:
-        fn = functools.partial(Block.__call__, ensemble=modes[i], num_prompts=n, row0=row0)
-        h = nnx.remat(lambda b, x, r, fn=fn: fn(b, x, rng=r))(blk, h, rngs[i])
+        h = _remat_block(modes[i], n, row0)(blk, h, rngs[i])
       else:
         h = blk(h, modes[i], n, rngs[i], row0=row0)
       if i == cfg.merge_index:
