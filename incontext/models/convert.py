@@ -22,45 +22,41 @@ from flax import nnx
 
 from incontext.models import seggpt
 
-# HF name -> official name (spec 2.2), as (regex, replacement) applied in order.
-_HF_TO_OFFICIAL = [
-    (r"^model\.embeddings\.patch_embeddings\.projection\.", "patch_embed.proj."),
-    (r"^model\.embeddings\.mask_token$", "mask_token"),
-    (r"^model\.embeddings\.segment_token_input$", "segment_token_x"),
-    (r"^model\.embeddings\.segment_token_prompt$", "segment_token_y"),
-    (r"^model\.embeddings\.type_token_semantic$", "type_token_cls"),
-    (r"^model\.embeddings\.type_token_instance$", "type_token_ins"),
-    (r"^model\.embeddings\.position_embeddings$", "pos_embed"),
-    (r"^model\.encoder\.layernorm\.", "norm."),
-    (r"^model\.encoder\.layers\.(\d+)\.attention\.", r"blocks.\1.attn."),
-    (r"^model\.encoder\.layers\.(\d+)\.mlp\.lin1\.", r"blocks.\1.mlp.fc1."),
-    (r"^model\.encoder\.layers\.(\d+)\.mlp\.lin2\.", r"blocks.\1.mlp.fc2."),
-    (r"^model\.encoder\.layers\.(\d+)\.layernorm_before\.", r"blocks.\1.norm1."),
-    (r"^model\.encoder\.layers\.(\d+)\.layernorm_after\.", r"blocks.\1.norm2."),
-    (r"^decoder\.decoder_embed\.", "decoder_embed."),
-    (r"^decoder\.decoder_pred\.conv\.", "decoder_pred.0."),
-    (r"^decoder\.decoder_pred\.layernorm\.", "decoder_pred.1."),
-    (r"^decoder\.decoder_pred\.head\.", "decoder_pred.3."),
+# Official name prefix <-> HF name prefix (spec 2.2); "#" stands for a block index.
+_NAME_PAIRS = [
+    ("patch_embed.proj.", "model.embeddings.patch_embeddings.projection."),
+    ("mask_token", "model.embeddings.mask_token"),
+    ("segment_token_x", "model.embeddings.segment_token_input"),
+    ("segment_token_y", "model.embeddings.segment_token_prompt"),
+    ("type_token_cls", "model.embeddings.type_token_semantic"),
+    ("type_token_ins", "model.embeddings.type_token_instance"),
+    ("pos_embed", "model.embeddings.position_embeddings"),
+    ("norm.", "model.encoder.layernorm."),
+    ("blocks.#.attn.", "model.encoder.layers.#.attention."),
+    ("blocks.#.mlp.fc1.", "model.encoder.layers.#.mlp.lin1."),
+    ("blocks.#.mlp.fc2.", "model.encoder.layers.#.mlp.lin2."),
+    ("blocks.#.norm1.", "model.encoder.layers.#.layernorm_before."),
+    ("blocks.#.norm2.", "model.encoder.layers.#.layernorm_after."),
+    ("decoder_embed.", "decoder.decoder_embed."),
+    ("decoder_pred.0.", "decoder.decoder_pred.conv."),
+    ("decoder_pred.1.", "decoder.decoder_pred.layernorm."),
+    ("decoder_pred.3.", "decoder.decoder_pred.head."),
 ]
-_OFFICIAL_TO_HF = [
-    (r"^patch_embed\.proj\.", "model.embeddings.patch_embeddings.projection."),
-    (r"^mask_token$", "model.embeddings.mask_token"),
-    (r"^segment_token_x$", "model.embeddings.segment_token_input"),
-    (r"^segment_token_y$", "model.embeddings.segment_token_prompt"),
-    (r"^type_token_cls$", "model.embeddings.type_token_semantic"),
-    (r"^type_token_ins$", "model.embeddings.type_token_instance"),
-    (r"^pos_embed$", "model.embeddings.position_embeddings"),
-    (r"^norm\.", "model.encoder.layernorm."),
-    (r"^blocks\.(\d+)\.attn\.", r"model.encoder.layers.\1.attention."),
-    (r"^blocks\.(\d+)\.mlp\.fc1\.", r"model.encoder.layers.\1.mlp.lin1."),
-    (r"^blocks\.(\d+)\.mlp\.fc2\.", r"model.encoder.layers.\1.mlp.lin2."),
-    (r"^blocks\.(\d+)\.norm1\.", r"model.encoder.layers.\1.layernorm_before."),
-    (r"^blocks\.(\d+)\.norm2\.", r"model.encoder.layers.\1.layernorm_after."),
-    (r"^decoder_embed\.", "decoder.decoder_embed."),
-    (r"^decoder_pred\.0\.", "decoder.decoder_pred.conv."),
-    (r"^decoder_pred\.1\.", "decoder.decoder_pred.layernorm."),
-    (r"^decoder_pred\.3\.", "decoder.decoder_pred.head."),
-]
+
+
+def _regex_table(src: int):
+  """(pattern, replacement) pairs mapping side `src` of _NAME_PAIRS to the other side."""
+  table = []
+  for pair in _NAME_PAIRS:
+    a, b = pair[src], pair[1 - src]
+    pat = "^" + re.escape(a).replace("\\#", "#").replace("#", r"(\d+)")
+    pat += "" if a.endswith(".") else "$"
+    table.append((pat, b.replace("#", r"\1")))
+  return table
+
+
+_OFFICIAL_TO_HF = _regex_table(0)
+_HF_TO_OFFICIAL = _regex_table(1)
 
 
 class ConversionError(ValueError):
