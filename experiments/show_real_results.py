@@ -16,6 +16,18 @@ Splits (fixed, by sorted file order and a seeded permutation; nothing evaluated 
   * Weizmann horse: the first 200 of a seeded permutation train, the rest are k-shot episodes.
   * coco128_seg: fold-0 classes (COCO-20i interleaved) are held out of training; k-shot episodes
     of those classes.
+
+Measured (2-core CPU shared with other jobs, load ~12; experiments/show_real_results.json):
+  64x64 model (8 blocks, width 128), 1113 steps at batch 8 (~48 min of contended CPU):
+  eval --tune_steps 150 --episodes 60 --shots 4 --memory 8 gives
+    Kvasir tuning: tuned 0.0 / untuned example 0.0 / copy-prompt baseline 25.4 mIoU
+    horse: 1-shot 0.0, 4-shot feature 0.0, 4-shot spatial 0.0, copy baseline 41.0 mIoU
+    coco128 fold 0: 0.0 / 0.0 / 0.0, copy baseline 8.7 mIoU
+    DAVIS (boat, kite-walk, rollerblade): K=0 0.0, K=8 0.0, copy first mask 25.3 J&F
+  The model had not left the "predict background everywhere" phase of SegGPT training (its
+  output is black for every input; the prompt gradient norm during tuning is ~1e-5), so no
+  method beats the copy baselines yet: these runs show the harness end to end, not SegGPT's
+  behaviour. A longer run (or converted official weights as --checkpoint) is needed for that.
 """
 from __future__ import annotations
 
@@ -33,6 +45,10 @@ HORSE_TRAIN = 200
 TUNE_TRAIN, TUNE_EVAL = 64, 100
 SMALL_MODEL = dict(image_size=(64, 64), patch=8, width=128, depth=8, num_heads=4, mlp_dim=512,
                    feature_layers=(3, 5, 6, 7), decoder_dim=16, pretrain_grid=8, drop_path=0.0)
+# --size 32: the trainer's quickstart shape (fast on CPU) at 32x32 halves.
+TINY_MODEL = dict(image_size=(32, 32), patch=8, width=128, depth=6, num_heads=4, mlp_dim=256,
+                  merge_index=1, feature_layers=(2, 3, 4, 5), decoder_dim=16, pretrain_grid=8,
+                  drop_path=0.0)
 
 
 def _perm(n, seed=0):
@@ -58,14 +74,14 @@ def split_sources(root=DATA):
   }
 
 
-def train_config(root=DATA, half_prob=0.5):
+def train_config(root=DATA, half_prob=0.5, size=64):
   """Pipeline config of the training mixture (held-out parts excluded; see module doc).
 
   `half_prob`: share of samples whose mask is exactly the query half (the inference task); the
   rest use Painter's random block masks."""
   from incontext.data import ops, pipeline
   cfg = pipeline.shared_data_config(
-      root, image_size=SMALL_MODEL["image_size"], patch_size=SMALL_MODEL["patch"],
+      root, image_size=(size, size), patch_size=8,
       datasets=["coco128_seg", "clothing_co_parsing", "camvid", "davis2016_subset",
                 "weizmann_horse"], read_threads=2, prefetch=8)
   for d in cfg["datasets"]:
@@ -87,7 +103,7 @@ def train(args):
   from incontext.data import pipeline
   from incontext.models import seggpt
 
-  cfg = seggpt.get_config("Ti/16", **SMALL_MODEL)
+  cfg = seggpt.get_config("Ti/16", **(SMALL_MODEL if args.size == 64 else TINY_MODEL))
   prev = os.path.join(args.workdir, "params")
   steps_before = 0
   if os.path.isdir(prev):   # continue from the last save (params only; the optimiser restarts)
@@ -99,7 +115,7 @@ def train(args):
   graphdef, params = nnx.split(model)
   srcs = split_sources(args.data)
   it = pipeline.make_train_iterator(
-      train_config(args.data, args.half_prob), seed=args.seed, batch_size=args.batch_size,
+      train_config(args.data, args.half_prob, args.size), seed=args.seed, batch_size=args.batch_size,
       sources_override={"davis2016_subset": srcs["davis_train"],
                         "weizmann_horse": srcs["horse_train"]})
   sched = optax.warmup_constant_schedule(0.0, args.lr, 100)
@@ -164,6 +180,7 @@ def main(argv=None):
   t.add_argument("--lr", type=float, default=1e-3)
   t.add_argument("--seed", type=int, default=0)
   t.add_argument("--half_prob", type=float, default=0.5)
+  t.add_argument("--size", type=int, default=64, choices=(32, 64), help="image_size of a half")
   t.add_argument("--data", default=DATA)
   e = sub.add_parser("eval")
   e.add_argument("--workdir", required=True)
