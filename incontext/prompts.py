@@ -196,7 +196,8 @@ def load(path: str, *, model_cfg, weights_hash: str | None = None) -> LearnedPro
   """Reads a learned prompt and checks that it was made for this model.
 
   Raises PromptError (a ValueError) naming the file when it is corrupt, or was made for another
-  model variant, canvas size or (when `weights_hash` is given) other weights.
+  model variant, canvas size or (when `weights_hash` is given) other weights. A file saved
+  without a weights hash (weights_hash=None at save time) passes the weights check.
   """
   lp = read(path)
   meta = lp.meta
