@@ -350,7 +350,9 @@ def _forward(graphdef, state, prompt_imgs, prompt_tgts, queries, seg_type, *,
 
   def one(q):
     imgs = jnp.concatenate([prompt_imgs, jnp.broadcast_to(q, prompt_imgs.shape)], axis=1)
-    out = model(imgs, tgts, mask, st, feature_ensemble=feature_ensemble, query_only=True)
+    # All K entries share the query half: with the ensemble its per-token work runs once.
+    out = model(imgs, tgts, mask, st, feature_ensemble=feature_ensemble, query_only=True,
+                shared_query=feature_ensemble)
     return out[0]                      # batch entry 0, like the official code
 
   return jax.vmap(one)(queries)
