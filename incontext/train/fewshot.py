@@ -5,13 +5,23 @@ An episode is a canvas (keys of `incontext.canvas`, query half hidden) plus
   colours     [K, 3] uint8 the prompt's colour of each labelled class
   class_ids   [K] int      class of each colour (IoU is accumulated per class)
   prompt_label [H, W] int  (optional) the prompt's label map, for the copy baseline
-The prediction is decoded by nearest colour among black and the prompt colours.
+  query_objects [H, W] int (optional) 1 on every object of the query, the target and the
+                           distractors alike, for the paint-every-object baseline
+The prediction is decoded by nearest colour among black and the prompt colours. The
+baselines go through the same path: their label maps are painted with the episode's colours
+(`encode_labels`) and decoded by `decode_labels`.
 """
 from typing import Iterable
 
 import numpy as np
 
 from incontext import canvas
+
+
+def encode_labels(label: np.ndarray, colours: np.ndarray) -> np.ndarray:
+  """[H, W] int label (0 black, k the k-th colour) -> [H, W, 3] normalised colour image."""
+  pal = np.concatenate([np.zeros((1, 3), np.uint8), np.asarray(colours, np.uint8)], 0)
+  return canvas.normalize(pal[np.clip(label, 0, len(pal) - 1)])
 
 
 def decode_labels(pred_query: np.ndarray, colours: np.ndarray) -> np.ndarray:
@@ -44,13 +54,21 @@ class IoUAccumulator:
 
 
 def evaluate(pred_queries: np.ndarray, episodes: list[dict]) -> dict[str, float]:
-  """mIoU of the predictions and of the copy-the-prompt-mask baseline (in %)."""
-  acc, base = IoUAccumulator(), IoUAccumulator()
+  """mIoU (in %) of the predictions and of the baselines the episodes allow.
+
+  -> {'miou', 'baseline_copy_miou' (the prompt's mask copied onto the query; episodes with
+  `prompt_label`), 'baseline_objects_miou' (every query object painted, target or not: what
+  a segmenter without in-context matching reaches at best; episodes with `query_objects`)}.
+  """
+  accs = {"miou": IoUAccumulator(), "baseline_copy_miou": IoUAccumulator(),
+          "baseline_objects_miou": IoUAccumulator()}
   for pq, ep in zip(pred_queries, episodes):
-    acc.add(decode_labels(pq, ep["colours"]), ep["query_label"], ep["class_ids"])
+    col, gt, ids = ep["colours"], ep["query_label"], ep["class_ids"]
+    accs["miou"].add(decode_labels(pq, col), gt, ids)
     if "prompt_label" in ep:
-      base.add(ep["prompt_label"], ep["query_label"], ep["class_ids"])
-  out = {"miou": 100 * acc.miou()}
-  if base.union:
-    out["baseline_copy_miou"] = 100 * base.miou()
-  return out
+      accs["baseline_copy_miou"].add(decode_labels(encode_labels(ep["prompt_label"], col), col),
+                                     gt, ids)
+    if "query_objects" in ep:
+      accs["baseline_objects_miou"].add(
+          decode_labels(encode_labels(ep["query_objects"], col), col), gt, ids)
+  return {k: 100 * a.miou() for k, a in accs.items() if a.union}

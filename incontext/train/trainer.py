@@ -173,7 +173,7 @@ def checkpoint_manager(config, workdir: str) -> ocp.CheckpointManager:
 
 # -- evaluation -------------------------------------------------------------------------------
 def run_eval(predict_fn, params, episodes, *, batch_size: int, batch_sh) -> tuple[dict, np.ndarray]:
-  """-> (metrics {miou, baseline_copy_miou}, query predictions [E, H, W, 3])."""
+  """-> (metrics of `fewshot.evaluate`: miou and baselines, query predictions [E, H, W, 3])."""
   keys = ("image", "target", "mask", "valid", "seg_type")
   preds = []
   for i in range(0, len(episodes), batch_size):
@@ -293,9 +293,7 @@ def run(config, workdir: str) -> dict[str, Any]:
                                   episodes, preds, n=config.evals.get("num_png", 8))
             plots.predictions_png(os.path.join(workdir, "predictions.png"), episodes, preds,
                                   n=config.evals.get("num_png", 8))
-            bar.write(f"step {step}: few-shot mIoU {res['miou']:.2f}%" +
-                      (f" (baseline copy-prompt-mask {res['baseline_copy_miou']:.2f}%)"
-                       if "baseline_copy_miou" in res else ""))
+            bar.write(f"step {step}: few-shot mIoU {res['miou']:.2f}%" + _baselines(res))
         if is_main:
           history.append(rec)
           with open(metrics_path, "a") as f:
@@ -315,6 +313,13 @@ def run(config, workdir: str) -> dict[str, Any]:
     ckpt_lib.save_model(os.path.join(workdir, "params"), model, overwrite=True,
                         source={"trainer": workdir, "step": total})
   return {"step": total, "history": history, "eval": last_eval}
+
+
+def _baselines(res: dict) -> str:
+  names = (("baseline_copy_miou", "copy-prompt-mask"),
+           ("baseline_objects_miou", "paint-every-object, no matching"))
+  parts = [f"baseline {n} {res[k]:.2f}%" for k, n in names if k in res]
+  return f" ({'; '.join(parts)})" if parts else ""
 
 
 def _eval_bs(config, mesh) -> int:
