@@ -118,6 +118,13 @@ def train(args):
       train_config(args.data, args.half_prob, args.size), seed=args.seed, batch_size=args.batch_size,
       sources_override={"davis2016_subset": srcs["davis_train"],
                         "weizmann_horse": srcs["horse_train"]})
+  proc = None
+  if args.procedural_frac > 0:   # easier synthetic pairs (incontext.data.procedural) mixed in
+    from incontext.data import procedural
+    proc = procedural.make_train_iterator(
+        dict(image_size=cfg.image_size[0], patch_size=cfg.patch), seed=args.seed,
+        batch_size=args.batch_size)
+  mix = np.random.default_rng(args.seed)
   sched = optax.warmup_constant_schedule(0.0, args.lr, 100)
   tx = optax.chain(optax.clip_by_global_norm(1.0),
                    optax.adamw(sched, b2=0.999, weight_decay=0.05))
@@ -151,7 +158,7 @@ def train(args):
       json.dump(log, f)
 
   while time.time() - t0 < args.minutes * 60:
-    batch = next(it)
+    batch = next(proc if proc is not None and mix.random() < args.procedural_frac else it)
     params, opt, loss = step(params, opt, {k: batch[k] for k in
                                            ("image", "target", "mask", "valid", "seg_type")})
     n += 1
@@ -180,6 +187,8 @@ def main(argv=None):
   t.add_argument("--lr", type=float, default=1e-3)
   t.add_argument("--seed", type=int, default=0)
   t.add_argument("--half_prob", type=float, default=0.5)
+  t.add_argument("--procedural_frac", type=float, default=0.0,
+                 help="share of batches from the procedural generator (0 = real data only)")
   t.add_argument("--size", type=int, default=64, choices=(32, 64), help="image_size of a half")
   t.add_argument("--data", default=DATA)
   e = sub.add_parser("eval")
