@@ -80,6 +80,16 @@ def test_random_colouring_distinct_consistent():
   assert (pal[0] == 0).all() and (pal[255] == 0).all() and len({tuple(c) for c in pal[1:4]}) == 3
 
 
+def test_white_colouring_paints_every_object_white_without_randomness():
+  rng = np.random.default_rng(0)
+  state = rng.bit_generator.state
+  pal = ops.random_colouring(colours="white")({"num_objects": 2}, rng)["palette"]
+  assert (pal[1:3] == 255).all() and (pal[0] == 0).all() and (pal[3:] == 0).all()
+  assert rng.bit_generator.state == state
+  with pytest.raises(ValueError, match="colours must be 'random' or 'white', got 'red'"):
+    ops.random_colouring(colours="red")
+
+
 def test_canvas_and_finalize(pair):
   rng = np.random.default_rng(0)
   ex = fresh(pair)

@@ -138,6 +138,25 @@ def test_in_memory_sources_override(cfg):
   assert b["image"].shape == (2, 32, 16, 3)
 
 
+def test_procedural_frac_mixes_procedural_pairs(cfg):
+  from incontext.data import procedural
+  c = pipeline.shared_data_config(str(shared_data_dir()), image_size=16, patch_size=4,
+                                  datasets=["kvasir_seg"], procedural_frac=0.5,
+                                  procedural=dict(palette=1))
+  s = pipeline.make_sampler(c, seed=3)
+  proc = procedural.Sampler(dict(palette=1, image_size=16, patch_size=4), seed=3)
+  n_proc = 0
+  for k in range(40):
+    got, p = s(k), proc(k)
+    assert got["image"].shape == p["image"].shape == (32, 16, 3)
+    same = all(np.array_equal(got[key], p[key]) for key in KEYS)
+    n_proc += same
+    assert same == (np.random.default_rng([3, k]).random() < 0.5)
+  assert 10 < n_proc < 30
+  with pytest.raises(ValueError, match="needs square halves"):
+    pipeline.make_sampler({**c, "image_size": (16, 32)}, seed=0)
+
+
 def test_unknown_config_key_raises(cfg):
   with pytest.raises(KeyError, match="unknown pipeline config keys"):
     pipeline.resolve_config({**cfg, "imagesize": 3})

@@ -284,14 +284,22 @@ def random_colours(rng, k: int, min_dist: int = 48, min_norm: int = 64) -> np.nd
 
 
 @register("random_colouring")
-def random_colouring(min_dist: int = 48) -> Op:
+def random_colouring(min_dist: int = 48, colours: str = "random") -> Op:
   """Each object id 1..K of the pair gets a random distinct colour, the same in prompt and query;
-  background (0) and ignore (255) are black (ignore is excluded from the loss by `valid`)."""
+  background (0) and ignore (255) are black (ignore is excluded from the loss by `valid`).
+
+  colours='white' paints every object white instead (Painter-style binary targets, as the
+  few-shot evaluation paints its prompt masks; use with a dataset's max_objects=1 for one
+  object per pair). It draws no random numbers.
+  """
+  if colours not in ("random", "white"):
+    raise ValueError(f"random_colouring: colours must be 'random' or 'white', got {colours!r}")
+
   def fn(ex, rng):
     pal = np.zeros((256, 3), np.uint8)
     k = int(ex["num_objects"])
     if k:
-      pal[1:k + 1] = random_colours(rng, k, min_dist)
+      pal[1:k + 1] = 255 if colours == "white" else random_colours(rng, k, min_dist)
     ex["palette"] = pal
     return ex
   return fn

@@ -7,6 +7,9 @@ Output batch (numpy), exactly the keys of `incontext.canvas`:
   valid     float32 [B, 2H, W]     0 on ignore pixels
   seg_type  int32   [B]            0 semantic, 1 instance (instance and video pairs)
 
+With `procedural_frac` > 0 that share of the samples are procedural pairs
+(incontext.data.procedural, at the same image and patch size) instead of real ones.
+
 Sample k of the global stream is a pure function of (seed, k): its own
 `np.random.default_rng([seed, k])` picks the dataset (by weight), the pair and every augmentation.
 The stream is `MapDataset.range(...)[process_index::process_count]`, so hosts get disjoint sample
@@ -52,6 +55,8 @@ DEFAULTS: dict[str, Any] = dict(
     read_threads=2,          # threads of to_iter_dataset (per process)
     prefetch=4,              # to_iter_dataset prefetch buffer (elements)
     shard_records=False,     # also split every source's records across hosts (i % count == index)
+    procedural_frac=0.0,     # P(sample is a procedural pair, incontext.data.procedural) instead
+    procedural=None,         # procedural data config (image_size / patch_size come from here)
 )
 
 DATASET_DEFAULTS: dict[str, Any] = dict(
@@ -166,6 +171,16 @@ class PairSampler:
     self.weights = w / w.sum()
     self.seed = int(seed)
     self.ops = ops.build_ops(cfg["pp"], size=cfg["image_size"], patch_size=cfg["patch_size"])
+    self.procedural_frac = float(cfg.get("procedural_frac") or 0.0)
+    self.procedural = None
+    if self.procedural_frac > 0:
+      from incontext.data import procedural
+      h, w = cfg["image_size"]
+      if h != w:
+        raise ValueError(f"procedural_frac > 0 needs square halves, got image_size {(h, w)}")
+      self.procedural = procedural.Sampler(
+          {**_to_dict(cfg.get("procedural")), "image_size": h, "patch_size": cfg["patch_size"]},
+          seed)
 
   # -- pair sampling -------------------------------------------------------------------------
   def _lut(self, objects: Sequence[int], excluded: set[int], excluded_as: str) -> np.ndarray:
@@ -248,6 +263,8 @@ class PairSampler:
 
   def __call__(self, index: int) -> dict[str, np.ndarray]:
     rng = np.random.default_rng([self.seed, int(index)])
+    if self.procedural is not None and rng.random() < self.procedural_frac:
+      return self.procedural(index)      # easy synthetic matching pairs mixed in
     ex = self.sample_pair(rng)
     for op in self.ops:
       ex = op(ex, rng)
