@@ -67,3 +67,33 @@ def shrink(c: ml_collections.ConfigDict) -> None:
   c.evals.per_class = 1
   c.ckpt.every = 2
   c.mesh = [("data", -1), ("fsdp", 1), ("model", 1)]
+
+
+# Held out of the `real` training mixture (evaluated by experiments/show_real_results.py):
+# Kvasir-SEG and Weizmann horse entirely, these DAVIS sequences, COCO's fold-0 classes.
+DAVIS_HELD_OUT = ("boat", "kite-walk", "rollerblade")
+DAVIS_TRAIN = ("bmx-bumps", "dog-agility", "hockey", "motorbike", "surf")
+REAL_PP = ("random_resized_crop(scale=(0.3, 1.0))|hflip(p=0.5)|color_jitter(p=0.8)"
+           "|random_colouring(colours='white')|to_canvas|patch_mask(mode='half')")
+
+
+def real_data_input(image_size: int = 32, patch_size: int = 4, procedural_frac: float = 0.5,
+                    **kw) -> dict:
+  """The `real` training mixture: COCO (fold-0 classes held out), CCP, CamVid, DAVIS train
+  sequences; one object per pair painted white on black, the query half hidden (the few-shot
+  inference task), and `procedural_frac` of the pairs procedural (teaches matching fast)."""
+  cfg = shared_data_input(image_size=image_size, patch_size=patch_size,
+                          datasets=["coco128_seg", "clothing_co_parsing", "camvid",
+                                    "davis2016_subset"],
+                          pp=REAL_PP, procedural_frac=procedural_frac,
+                          procedural=dict(objects=(2, 2), coloured=(1, 1), size=(0.22, 0.34),
+                                          palette=1, half_prob=1.0),
+                          read_threads=2, prefetch=16, **kw)
+  for d in cfg["datasets"]:
+    d["max_objects"] = 1
+    d["mix_context_prob"] = 0.0
+    if d["name"] == "coco128_seg":
+      d["exclude_fold"] = 0
+    if d["name"] == "davis2016_subset":
+      d["sequences"] = DAVIS_TRAIN
+  return cfg

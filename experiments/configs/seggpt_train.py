@@ -66,23 +66,19 @@ def get_config(arg=None):
     c.ckpt.update(every=200, keep=2)
     c.log_every = 25
   else:  # real
-    c = common.base(total_steps=600, batch_size=16)
-    # Train on all sets with COCO's fold-0 classes held out; evaluate 1-shot on them.
-    c.input = common.shared_data_input(image_size=64, patch_size=8)
-    for d in c.input.datasets:
-      if d["name"] == "coco128_seg":
-        d["exclude_fold"] = 0
-    c.model = dict(variant="test", image_size=(64, 64), patch=8, width=128, depth=6,
-                   num_heads=4, mlp_dim=256, decoder_dim=16, merge_index=1,
+    c = common.base(total_steps=3000, batch_size=16)
+    c.input = common.real_data_input(image_size=32, patch_size=4)
+    c.model = dict(variant="test", image_size=(32, 32), patch=4, width=96, depth=6,
+                   num_heads=4, mlp_dim=192, decoder_dim=16, merge_index=1,
                    feature_layers=(2, 3, 4, 5), pretrain_grid=8, drop_path=0.0,
                    dtype="float32", remat=False)
-    c.optim.update(lr=1e-3, warmup_steps=50, wd=0.05, layer_decay=1.0, clip=3.0)
-    c.evals.update(type="episodes", every=0, num_episodes=64, seed=0,
+    c.optim.update(lr=2e-3, warmup_steps=50, wd=0.05, layer_decay=1.0, clip=3.0)
+    c.loss.beta = 5.0
+    c.evals.update(type="episodes", every=250, num_episodes=64, seed=0,
                    data=dict(source=dict(reader="coco128_seg",
                                          root=f"{common.DATA}/coco128_seg"), fold=0))
-    c.ckpt.update(every=200, keep=2)
-    c.log_every = 25
-
+    c.ckpt.update(every=500, keep=2)
+    c.log_every = 50
   if arg.runlocal:
     common.shrink(c)
     if c.input.type == "pipeline":
