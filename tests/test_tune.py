@@ -154,3 +154,30 @@ def test_configs_load():
     assert c.total_steps >= 2
   with pytest.raises(ValueError, match="unknown task 'nope'"):
     prompt_tune.get_config("task=nope")
+
+
+def test_tuning_loss_is_the_one_the_model_was_trained_with(params_dir, tmp_path):
+  """beta: config.loss.beta, else the trainer-recorded beta of the params dir, else 0.01; the
+  logged first loss is the masked smooth-L1 with that beta."""
+  model = checkpoint.load_model(params_dir)
+  trained = str(tmp_path / "trained")
+  checkpoint.save_model(trained, model, source={"trainer": "wd", "step": 1,
+                                                "loss": {"beta": 5.0, "painter": False}})
+  c = _config(trained, total_steps=1)
+  assert c.loss.beta is None and tuner.loss_beta(c) == 5.0
+  assert tuner.loss_beta(_config(params_dir)) == 0.01     # no record: SegGPT's beta
+  c.loss.beta = 0.5
+  assert tuner.loss_beta(c) == 0.5
+  c.loss.beta = None
+  ex = _examples(8)
+  out = tuner.run_tune(c, str(tmp_path / "w"), examples=ex)
+  assert json.load(open(tmp_path / "w" / "tune_meta.json"))["loss_beta"] == 5.0
+  # Step 1's batch is the 8 examples (flips aside): recompute its loss under both betas.
+  data, _ = tuner.load_task({"label_ids": (1,)}, SIZE, ex)
+  batch = tuner.sample_batch(data, 1, 8, int(c.seed), bool(c.tune.hflip))
+  gd, st = nnx.split(model)
+  prompt = {"image": jnp.asarray(data["image"][0]), "target": jnp.asarray(data["target"][0])}
+  loss = lambda beta: float(tune_steps.tune_loss(prompt, jax.tree.map(jnp.asarray, batch),
+                                                 graphdef=gd, params=st, seg_type=0, beta=beta))
+  np.testing.assert_allclose(out["losses"][0], loss(5.0), rtol=1e-5)
+  assert abs(loss(5.0) - loss(0.01)) > 1e-3

@@ -62,6 +62,9 @@ def get_config(arg=None):
                 batch_size=8, hflip=True)
   c.optim = dict(lr=0.03, warmup_steps=10, schedule="cosine", end_frac=0.1, clip=1.0,
                  b1=0.9, b2=0.99)
+  # loss: smooth-L1 beta; None = the beta the model was trained with (the trainer records it
+  # in its params dir), 0.01 (SegGPT's) for converted official weights.
+  c.loss = dict(beta=None)
   # mesh: data parallel over all devices
   c.mesh = [("data", -1)]
   if a["runlocal"]:

@@ -311,7 +311,8 @@ def run(config, workdir: str) -> dict[str, Any]:
   if config.get("export_params", True) and jax.process_count() == 1:
     model = nnx.merge(graphdef, jax.device_get(state["params"]))
     ckpt_lib.save_model(os.path.join(workdir, "params"), model, overwrite=True,
-                        source={"trainer": workdir, "step": total})
+                        source={"trainer": workdir, "step": total,
+                                "loss": dict(config.loss)})
   return {"step": total, "history": history, "eval": last_eval}
 
 

@@ -34,11 +34,14 @@ def build_canvas(prompt: dict, batch: dict) -> tuple[jax.Array, jax.Array]:
   return imgs, tgts
 
 
-def tune_loss(prompt: dict, batch: dict, *, graphdef, params, seg_type: int) -> jax.Array:
-  """SegGPT's training loss (spec 1.9) of the frozen model with this prompt, a scalar.
+def tune_loss(prompt: dict, batch: dict, *, graphdef, params, seg_type: int,
+              beta: float = 0.01) -> jax.Array:
+  """The training loss (spec 1.9) of the frozen model with this prompt, a scalar.
 
-  Masked smooth-L1 (beta 0.01) over the query half (the hidden patches at inference) against
-  the colour-encoded ground truth, weighted by `valid`.
+  Masked smooth-L1 over the query half (the hidden patches at inference) against the
+  colour-encoded ground truth, weighted by `valid`. beta: SegGPT's 0.01 by default; tune
+  with the beta the model was trained with (an L1-like loss pulls an MSE-trained model's
+  uncertain pixels to the per-pixel median, i.e. background).
   """
   model = nnx.merge(graphdef, params)
   cfg = model.cfg
@@ -50,11 +53,12 @@ def tune_loss(prompt: dict, batch: dict, *, graphdef, params, seg_type: int) -> 
   # Over the query half every patch is hidden: a full patch mask of the half's grid.
   gq = (cfg.grid[0] // 2, cfg.grid[1])
   qmask = jnp.ones((1, gq[0] * gq[1]), bool)
-  return losses.masked_smooth_l1(pred, batch["target"], qmask, batch["valid"], patch=cfg.patch)
+  return losses.masked_smooth_l1(pred, batch["target"], qmask, batch["valid"], patch=cfg.patch,
+                                 beta=beta)
 
 
 def tune_step(state: dict, batch: dict, *, graphdef, params, tx, seg_type: int,
-              learn_target: bool):
+              learn_target: bool, beta: float = 0.01):
   """One optimiser step on the prompt only.
 
   Args:
@@ -64,13 +68,15 @@ def tune_step(state: dict, batch: dict, *, graphdef, params, tx, seg_type: int,
     tx: optax transformation over the prompt dict.
     seg_type: type token (0 semantic, 1 instance).
     learn_target: also learn the prompt target (else its gradient is stopped).
+    beta: smooth-L1 beta of the loss (`tune_loss`).
   Returns:
     (new state, {'loss', 'grad_norm', 'update_norm'}).
   """
   def objective(prompt):
     if not learn_target:
       prompt = {"image": prompt["image"], "target": jax.lax.stop_gradient(prompt["target"])}
-    return tune_loss(prompt, batch, graphdef=graphdef, params=params, seg_type=seg_type)
+    return tune_loss(prompt, batch, graphdef=graphdef, params=params, seg_type=seg_type,
+                     beta=beta)
 
   loss, grad = jax.value_and_grad(objective)(state["prompt"])
   updates, opt = tx.update(grad, state["opt"], state["prompt"])
@@ -86,8 +92,9 @@ def make_tx(optim: dict, total_steps: int, learn_target: bool) -> optax.Gradient
   lr = float(optim["lr"])
   warm = int(optim.get("warmup_steps", 0))
   if optim.get("schedule", "cosine") == "cosine":
+    # (optax needs >= 1 warm-up and >= 1 decay step; total_steps=1 is a valid run)
     sched = optax.warmup_cosine_decay_schedule(0.0 if warm else lr, lr, max(warm, 1),
-                                               max(total_steps, warm + 1),
+                                               max(total_steps, max(warm, 1) + 1),
                                                end_value=lr * float(optim.get("end_frac", 0.1)))
   else:
     sched = optax.warmup_constant_schedule(0.0 if warm else lr, lr, max(warm, 1))

@@ -199,14 +199,25 @@ def read_tune_meta(workdir: str) -> dict:
 
 # ---------------------------------------------------------------------------------------------
 
+def loss_beta(config) -> float:
+  """The smooth-L1 beta to tune with: `config.loss.beta` if set, else the beta the model in
+  `config.init` was trained with (recorded by the trainer in its params dir), else SegGPT's
+  0.01 (converted official weights)."""
+  beta = (config.get("loss") or {}).get("beta")
+  if beta is not None:
+    return float(beta)
+  src = checkpoint.read_meta(config.init).get("source") or {}
+  return float((src.get("loss") or {}).get("beta", 0.01))
+
+
 @functools.lru_cache(maxsize=8)
 def _jitted_step(graphdef, optim_json: str, total: int, seg_type: int, learn_target: bool,
-                 repl, batch_sh):
+                 repl, batch_sh, beta: float = 0.01):
   """The jitted tune step (cached so that a resumed run in the same process does not
   recompile)."""
   tx = tune_steps.make_tx(json.loads(optim_json), total, learn_target)
   tune_step = functools.partial(tune_steps.tune_step, graphdef=graphdef, tx=tx,
-                                seg_type=seg_type, learn_target=learn_target)
+                                seg_type=seg_type, learn_target=learn_target, beta=beta)
   return jax.jit(lambda state, batch, params: tune_step(state, batch, params=params),
                  in_shardings=(repl, batch_sh, repl), out_shardings=(repl, repl),
                  donate_argnums=(0,))   # the prompt state is replaced; params never donated
@@ -249,11 +260,13 @@ def run_tune(config, workdir: str, *, examples: Sequence[dict] | None = None,
   # -- task ----------------------------------------------------------------------------------
   data, desc = load_task(dict(c.task), cfg.image_size, examples)
   seg_type = str(c.task.get("seg_type", "semantic"))
+  beta = loss_beta(c)
   meta = {"kind": "incontext-tune-workdir", "model_config": checkpoint.config_to_dict(cfg),
           "weights_hash": weights_hash, "init": os.path.abspath(c.init), "seg_type": seg_type,
           "palette": desc["palette"].tolist(), "label_ids": desc["label_ids"],
           "label_names": desc["label_names"], "task": {k: v for k, v in dict(c.task).items()},
-          "example_ids": desc["example_ids"], "tune": dict(c.tune)}
+          "example_ids": desc["example_ids"], "tune": dict(c.tune),
+          "loss_beta": beta}
   with open(os.path.join(workdir, "tune_meta.json"), "w") as f:
     json.dump(meta, f, indent=2, default=str)
 
@@ -281,7 +294,7 @@ def run_tune(config, workdir: str, *, examples: Sequence[dict] | None = None,
 
   # -- jit -----------------------------------------------------------------------------------
   step_fn = _jitted_step(graphdef, json.dumps(dict(c.optim), sort_keys=True), total,
-                         canvas.SEG_TYPES[seg_type], learn_target, repl, batch_sh)
+                         canvas.SEG_TYPES[seg_type], learn_target, repl, batch_sh, beta)
 
   # -- loop ----------------------------------------------------------------------------------
   log_every = int(c.get("log_every", 10))
