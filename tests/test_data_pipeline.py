@@ -160,3 +160,26 @@ def test_procedural_frac_mixes_procedural_pairs(cfg):
 def test_unknown_config_key_raises(cfg):
   with pytest.raises(KeyError, match="unknown pipeline config keys"):
     pipeline.resolve_config({**cfg, "imagesize": 3})
+
+
+def test_min_area_skips_small_objects(cfg):
+  """min_area: instance pairs colour only instances covering >= that fraction of the prompt
+  (else the largest one); semantic pairs are redrawn until the class is big enough."""
+  root = str(shared_data_dir("coco128_seg"))
+  def sampler(min_area, instance_prob):
+    d = dict(name="coco128_seg", reader="coco128_seg", root=root, max_objects=1,
+             instance_prob=instance_prob, min_area=min_area)
+    return pipeline.make_sampler({"datasets": [d], "image_size": 32, "patch_size": 8}, seed=0)
+
+  def areas(s):
+    out = []
+    for k in range(40):
+      pair = s.sample_pair(np.random.default_rng([0, k]))
+      lab = pair["labels"][0]
+      out.append(float(np.mean(lab == 1)))
+    return np.array(out)
+
+  for prob in (1.0, 0.0):          # instance pairs, semantic pairs
+    small, big = areas(sampler(0.0, prob)), areas(sampler(0.05, prob))
+    assert (small < 0.05).mean() > 0.3, small      # COCO has many small objects ...
+    assert (big < 0.05).mean() < 0.3, big          # ... which min_area leaves out

@@ -66,6 +66,7 @@ DATASET_DEFAULTS: dict[str, Any] = dict(
     weight=1.0,              # mixing weight (normalised over datasets)
     instance_prob=0.5,       # P(instance pair) for sources with instance maps (not video)
     max_objects=5,           # max classes/instances coloured per pair
+    min_area=0.0,            # objects under this fraction of the prompt image are not chosen
     class_sampling="image",  # 'image': uniform example, then a class of it; 'class': uniform class
     mix_context_prob=0.0,    # P(mix-context) for semantic pairs
     mix_context_n=(2, 4),    # images per side when mixing (choice)
@@ -194,6 +195,15 @@ class PairSampler:
     return lut
 
   def _semantic(self, rng, d, src, idx: DatasetIndex):
+    """A semantic pair; with min_area > 0, pairs whose chosen class covers less of the
+    prompt image are redrawn (up to 8 tries, then the last draw is kept)."""
+    for _ in range(8):
+      pair, area = self._semantic_once(rng, d, src, idx)
+      if area >= d["min_area"]:
+        break
+    return pair
+
+  def _semantic_once(self, rng, d, src, idx: DatasetIndex):
     if d["class_sampling"] == "class":
       c = int(rng.choice(idx.class_list))
       p = int(rng.choice(idx.by_class[c]))
@@ -215,13 +225,18 @@ class PairSampler:
     load = lambda i: cache[i] if i in cache else cache.setdefault(i, src[i])
     ids = prompts + q
     exs = [load(i) for i in ids]
+    area = float(np.mean(exs[0]["mask"] == c)) if d["min_area"] > 0 else 0.0
     return dict(images=[e["image"] for e in exs], labels=[lut[e["mask"]] for e in exs],
-                n_prompt=n, num_objects=len(objects), seg_type=canvas.SEMANTIC)
+                n_prompt=n, num_objects=len(objects), seg_type=canvas.SEMANTIC), area
 
   def _instances_pair(self, rng, d, ex_p, ex_q):
     inst = ex_p["instances"]
     ids = np.unique(inst)
     ids = ids[(ids > 0) & (ids != ops.IGNORE)]
+    if d["min_area"] > 0 and len(ids):
+      area = np.array([np.mean(inst == i) for i in ids])
+      big = ids[area >= d["min_area"]]
+      ids = big if len(big) else ids[np.argmax(area)][None]   # none big enough: the largest
     k = int(rng.integers(1, min(d["max_objects"], len(ids)) + 1)) if len(ids) else 0
     objects = [int(x) for x in rng.choice(ids, k, replace=False)] if k else []
     lut = self._lut(objects, set(), "background")
