@@ -72,3 +72,31 @@ def test_cli_runlocal_with_override_writes_config(tmp_path):
                       "--config.optim.lrr=1", "--workdir", str(tmp_path / "bad")],
                      cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
   assert r.returncode != 0 and "lrr" in r.stderr
+
+
+def test_real_config_never_trains_on_what_is_evaluated():
+  """The `real` mixture leaves out everything experiments/show_real_results.py and
+  seggpt_eval.py score: Kvasir and horses entirely, the held-out DAVIS sequences, COCO fold 0."""
+  from experiments import show_real_results
+  from experiments.configs import common, seggpt_eval, seggpt_train
+  from incontext.data import pipeline
+  from incontext.data.episodes import SemanticEpisodes
+  from tests._shared import shared_data_dir
+  c = seggpt_train.get_config("real")
+  cfg = {k: v for k, v in c.input.to_dict().items() if k != "type"}
+  names = [d["name"] for d in cfg["datasets"]]
+  assert "kvasir_seg" not in names and "weizmann_horse" not in names
+  ev = seggpt_eval.get_config()
+  assert set(ev.davis.sequences) == set(common.DAVIS_HELD_OUT) == set(
+      show_real_results.HELD_OUT_SEQS)
+  assert not set(common.DAVIS_TRAIN) & set(common.DAVIS_HELD_OUT)
+  assert ev.fewshot.coco128_fold0.fold == 0 and c.evals.data.fold == 0
+  keep = {"coco128_seg": "coco128_seg", "davis2016_subset": "davis2016_subset"}
+  cfg["datasets"] = [dict(d, root=str(shared_data_dir(keep[d["name"]])))
+                     for d in cfg["datasets"] if d["name"] in keep]
+  s = pipeline.make_sampler(cfg, seed=0)
+  coco, davis = s.indices
+  episodes = SemanticEpisodes(s.srcs[0], fold=0, shots=1, num_episodes=4)
+  assert set(episodes.classes) <= coco.excluded       # every evaluated class is held out
+  assert not coco.excluded & {int(x) for x in coco.class_list}
+  assert set(davis.videos) == set(common.DAVIS_TRAIN)

@@ -22,6 +22,11 @@ Arg (comma-separated): a preset word (paper | quickstart | real), variant=L/16|B
 from experiments.configs import common
 from incontext import config_lib
 
+# The quickstart and `real` model: ~0.6M params, 32x32 halves in 4x4 patches (8x8 tokens/half).
+SMALL_32 = dict(variant="test", image_size=(32, 32), patch=4, width=96, depth=6, num_heads=4,
+                mlp_dim=192, decoder_dim=16, merge_index=1, feature_layers=(2, 3, 4, 5),
+                pretrain_grid=8, drop_path=0.0, dtype="float32", remat=False)
+
 
 def get_config(arg=None):
   arg = config_lib.parse_arg(arg, preset="paper", variant="L/16", runlocal=False)
@@ -56,10 +61,7 @@ def get_config(arg=None):
     c = common.base(total_steps=400, batch_size=16)
     c.input = common.procedural_input(image_size=32, patch_size=4, half_prob=1.0, palette=1,
                                       objects=(2, 2), coloured=(1, 1), size=(0.22, 0.34))
-    c.model = dict(variant="test", image_size=(32, 32), patch=4, width=96, depth=6,
-                   num_heads=4, mlp_dim=192, decoder_dim=16, merge_index=1,
-                   feature_layers=(2, 3, 4, 5), pretrain_grid=8, drop_path=0.0,
-                   dtype="float32", remat=False)
+    c.model = dict(SMALL_32)
     c.optim.update(lr=2e-3, warmup_steps=30, wd=0.05, layer_decay=1.0, clip=3.0)
     c.loss.beta = 5.0
     c.evals.update(every=100, per_class=4)
@@ -68,10 +70,7 @@ def get_config(arg=None):
   else:  # real
     c = common.base(total_steps=3000, batch_size=16)
     c.input = common.real_data_input(image_size=32, patch_size=4)
-    c.model = dict(variant="test", image_size=(32, 32), patch=4, width=96, depth=6,
-                   num_heads=4, mlp_dim=192, decoder_dim=16, merge_index=1,
-                   feature_layers=(2, 3, 4, 5), pretrain_grid=8, drop_path=0.0,
-                   dtype="float32", remat=False)
+    c.model = dict(SMALL_32)
     c.optim.update(lr=2e-3, warmup_steps=50, wd=0.05, layer_decay=1.0, clip=3.0)
     c.loss.beta = 5.0
     c.evals.update(type="episodes", every=250, num_episodes=64, seed=0,
