@@ -2,13 +2,16 @@
 
   # CPU: the quickstart model, and L/16 at batch 1 (remat; depth reducible on slow hosts)
   python -m experiments.bench_train --model small --batch 32
-  python -m experiments.bench_train --model L/16 --batch 1 --remat --depth 2 --steps 2
+  python -m experiments.bench_train --model L/16 --batch 1 --remat --steps 2 # ~20 GiB, 71 s/step
+  python -m experiments.bench_train --model L/16 --batch 1 --remat --depth 6 --steps 2
   # GPU/TPU (prints MFU against the device's bf16 peak; goal: >= 40% on an H100):
   python -m experiments.bench_train --model L/16 --batch 16 --dtype bfloat16 --remat --steps 20
 
 The peer in the same run is the jitted forward pass of the same model and batch: the
 printed `train/forward` ratio is ~3 for an efficient backward (~4 with remat).
-Memory is `compiled.memory_analysis()` of the sharded, donated train step.
+Memory is `compiled.memory_analysis()` of the sharded, donated train step. On CPU, --remat does
+not lower it (XLA:CPU schedules the recomputation right after the forward, jax-ml/jax#19822;
+tests/test_fast_attention.py checks the saved residuals instead): measure remat on a GPU/TPU.
 """
 import argparse
 import functools
@@ -20,13 +23,14 @@ import ml_collections
 import numpy as np
 from flax import nnx
 
+from experiments.configs.seggpt_train import SMALL_32
 from incontext import mesh as mesh_lib
 from incontext import sharding
 from incontext.models import seggpt
 from incontext.train import flops, optim, steps
 
-SMALL = dict(image_size=(32, 32), patch=8, width=128, depth=6, num_heads=4, mlp_dim=256,
-             decoder_dim=16, merge_index=1, feature_layers=(2, 3, 4, 5), pretrain_grid=8)
+# `--model small`: the quickstart / `real` model of experiments/configs/seggpt_train.py.
+SMALL = {k: v for k, v in SMALL_32.items() if k not in ("variant", "dtype", "remat", "drop_path")}
 
 
 def model_cfg(args) -> seggpt.SegGPTConfig:
@@ -35,7 +39,11 @@ def model_cfg(args) -> seggpt.SegGPTConfig:
     return seggpt.get_config("test", **SMALL, **kw)
   if args.depth:
     d = args.depth
-    kw.update(depth=d, merge_index=min(2, d - 1), feature_layers=(d - 1,) * 4)
+    if d < 5:
+      raise SystemExit(f"--depth {d}: at least 5 blocks are needed (the stream merge and "
+                       "4 decoder feature layers after it)")
+    m = min(2, d - 5)
+    kw.update(depth=d, merge_index=m, feature_layers=seggpt._layers(d, m))
   if args.image_size:
     kw["image_size"] = (args.image_size, args.image_size)
   return seggpt.get_config(args.model, **kw)
