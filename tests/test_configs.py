@@ -52,6 +52,9 @@ def test_parse_arg_errors_and_types():
   from experiments.configs import seggpt_train
   with pytest.raises(ValueError, match="unknown preset 'nope'"):
     seggpt_train.get_config("nope")
+  c = seggpt_train.get_config("real,procedural_frac=0.25,min_area=0.05")
+  assert c.input.procedural_frac == 0.25
+  assert [d["min_area"] for d in c.input.datasets] == [0.05] * len(c.input.datasets)
 
 
 def test_cli_runlocal_with_override_writes_config(tmp_path):

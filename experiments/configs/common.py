@@ -78,7 +78,7 @@ REAL_PP = ("random_resized_crop(scale=(0.3, 1.0))|hflip(p=0.5)|color_jitter(p=0.
 
 
 def real_data_input(image_size: int = 32, patch_size: int = 4, procedural_frac: float = 0.5,
-                    **kw) -> dict:
+                    min_area: float = 0.0, **kw) -> dict:
   """The `real` training mixture: COCO (fold-0 classes held out), CCP, CamVid, DAVIS train
   sequences; one object per pair painted white on black, the query half hidden (the few-shot
   inference task), and `procedural_frac` of the pairs procedural (teaches matching fast)."""
@@ -92,6 +92,7 @@ def real_data_input(image_size: int = 32, patch_size: int = 4, procedural_frac: 
   for d in cfg["datasets"]:
     d["max_objects"] = 1
     d["mix_context_prob"] = 0.0
+    d["min_area"] = float(min_area)
     if d["name"] == "coco128_seg":
       d["exclude_fold"] = 0
     if d["name"] == "davis2016_subset":
