@@ -84,7 +84,7 @@ def test_real_config_never_trains_on_what_is_evaluated():
   from experiments.configs import common, seggpt_eval, seggpt_train
   from incontext.data import pipeline
   from incontext.data.episodes import SemanticEpisodes
-  from tests._shared import shared_data_dir
+  from _shared import shared_data_dir
   c = seggpt_train.get_config("real")
   cfg = {k: v for k, v in c.input.to_dict().items() if k != "type"}
   names = [d["name"] for d in cfg["datasets"]]
@@ -94,9 +94,8 @@ def test_real_config_never_trains_on_what_is_evaluated():
       show_real_results.HELD_OUT_SEQS)
   assert not set(common.DAVIS_TRAIN) & set(common.DAVIS_HELD_OUT)
   assert ev.fewshot.coco128_fold0.fold == 0 and c.evals.data.fold == 0
-  keep = {"coco128_seg": "coco128_seg", "davis2016_subset": "davis2016_subset"}
-  cfg["datasets"] = [dict(d, root=str(shared_data_dir(keep[d["name"]])))
-                     for d in cfg["datasets"] if d["name"] in keep]
+  cfg["datasets"] = [dict(d, root=str(shared_data_dir(d["name"])))
+                     for d in cfg["datasets"] if d["name"] in ("coco128_seg", "davis2016_subset")]
   s = pipeline.make_sampler(cfg, seed=0)
   coco, davis = s.indices
   episodes = SemanticEpisodes(s.srcs[0], fold=0, shots=1, num_episodes=4)
