@@ -16,9 +16,12 @@
 
 Splits (fixed; nothing evaluated is trained on, tests/test_configs.py checks it):
   * DAVIS-2016 subset: sequences in HELD_OUT_SEQS are never trained on (video propagation).
-  * Kvasir-SEG: never trained on; prompt tuning uses TUNE_TRAIN images to tune, TUNE_EVAL others
-    (a seeded permutation) to evaluate; the untuned prompt is the first tuning image + mask.
-  * Weizmann horse: never trained on; k-shot episodes (experiments/configs/seggpt_eval.py).
+  * Kvasir-SEG: never trained on; prompt tuning (prompt_tune task=kvasir) tunes on 64 images of
+    a seeded permutation and is scored on the next TUNE_EVAL['kvasir'] = 100.
+  * Weizmann horse: never trained on; a seeded permutation's first 64 tune (task=horse), the
+    next 136 score the tuning, the rest ([200:]) are the k-shot episodes
+    (experiments/configs/seggpt_eval.py). The untuned prompt of a tuning task is its first
+    tuning image + mask (the tuning starts from it); each of the first 8 is also scored.
   * coco128_seg: fold-0 classes (COCO-20i interleaved) are held out of training; k-shot episodes
     of those classes.
 
@@ -46,20 +49,30 @@ from experiments.configs import common
 
 DATA = "../shared/data"
 HELD_OUT_SEQS = common.DAVIS_HELD_OUT   # never in the `real` training mixture
-TUNE_TRAIN, TUNE_EVAL = 64, 100
+# Per tuning task (experiments/configs/prompt_tune.py TASKS: a seeded permutation, [0:64] tunes):
+# how many of the examples right after the tuning ones score the prompts.
+TUNE_EVAL = {"horse": 136, "kvasir": 100}
+UNTUNED_MEAN = 8     # also scored: each of the first 8 tuning examples as the one prompt
 
 
-def _perm(n, seed=0):
-  return np.random.default_rng(seed).permutation(n)
-
-
-def split_sources(root=DATA):
-  """{name: source} of the Kvasir-SEG tuning and evaluation subsets (seeded permutation)."""
+def tune_examples(task: dict, root: str) -> list[dict]:
+  """The raw examples a task tunes on (as `tuner.load_task` selects them)."""
   from incontext.data import sources
-  kv = sources.kvasir_seg(os.path.join(root, "kvasir_seg"))
-  kp = _perm(len(kv), seed=1)
-  return {"kvasir_tune": kv.subset(kp[:TUNE_TRAIN]),
-          "kvasir_eval": kv.subset(kp[TUNE_TRAIN:TUNE_TRAIN + TUNE_EVAL])}
+  from incontext.train import tuner
+  src = sources.make_source(dict(task, root=root))
+  return [src[i] for i in tuner.select_indices(len(src), dict(task))]
+
+
+def tune_eval_examples(task: dict, root: str, n: int) -> list[dict]:
+  """The n examples after `task`'s tuning slice in its permutation (never tuned on)."""
+  from incontext.data import sources
+  from incontext.train import tuner
+  src = sources.make_source(dict(task, root=root))
+  idx = tuner.select_indices(len(src), dict(task, start=int(task["stop"]),
+                                            stop=int(task["stop"]) + n))
+  if len(idx) < n:
+    raise ValueError(f"{root}: {len(idx)} examples after the tuning ones, need {n}")
+  return [src[i] for i in idx]
 
 
 def main(argv=None):
@@ -69,6 +82,8 @@ def main(argv=None):
   e.add_argument("--workdir", required=True)
   e.add_argument("--checkpoint", required=True)
   e.add_argument("--data", default=DATA)
+  e.add_argument("--tune_tasks", default="horse,kvasir",
+                 help="comma-separated prompt_tune tasks to tune and score (or 'none')")
   e.add_argument("--tune_steps", type=int, default=300)
   e.add_argument("--tune_lr", type=float, default=None,
                  help="prompt-tuning peak lr (default: experiments/configs/prompt_tune.py's)")
@@ -124,41 +139,50 @@ def _heldout_losses(model, prompts, examples, beta):
   return out
 
 
-def tuning_experiment(model, args, srcs):
-  """Tune a prompt on TUNE_TRAIN Kvasir images; score it on TUNE_EVAL others vs the untuned
-  example prompt (the first tuning image and its mask) and the copy-the-prompt-mask baseline."""
+def tuning_experiment(model, args, task_name):
+  """Tune a prompt on a task's 64 tuning examples; score it on TUNE_EVAL[task] others vs the
+  untuned example prompt it starts from (the first tuning image + mask), each of the first
+  UNTUNED_MEAN tuning examples as the prompt (mean), and the copy-the-prompt-mask baseline."""
   from experiments.configs import prompt_tune
   from incontext import inference, metrics
   from incontext.train import tuner
-  c = prompt_tune.get_config("task=kvasir")
+  c = prompt_tune.get_config(f"task={task_name}")
   c.init = args.checkpoint
   c.total_steps = args.tune_steps
   if args.tune_lr is not None:
     c.optim.lr = args.tune_lr
   c.loss.beta = args.tune_beta
-  c.task.root = os.path.join(args.data, "kvasir_seg")
+  root = os.path.join(args.data, c.task.root.split("/")[-1])
+  c.task.root = root
   c.ckpt_every = max(50, args.tune_steps // 4)
-  wd = os.path.join(args.workdir, "tune_kvasir")
+  wd = os.path.join(args.workdir, f"tune_{task_name}")
   out = tuner.run_tune(c, wd)
-  evals = [srcs["kvasir_eval"][i] for i in range(len(srcs["kvasir_eval"]))]
+  evals = tune_eval_examples(dict(c.task), root, TUNE_EVAL[task_name])
   data, _ = tuner.load_task(dict(c.task), model.cfg.image_size)
-  first = srcs["kvasir_tune"][0]
+  i0 = int(c.tune.init_index)
   res = {
       "tuned prompt": _binary_scores(model, out["prompt"]["image"], out["prompt"]["target"],
                                      evals),
-      "untuned example prompt": _binary_scores(model, data["image"][0], data["target"][0], evals),
+      "untuned example prompt": _binary_scores(model, data["image"][i0], data["target"][i0],
+                                               evals),
   }
+  each = [_binary_scores(model, data["image"][i], data["target"][i], evals)
+          for i in range(min(UNTUNED_MEAN, len(data["image"])))]
+  res[f"untuned, mean of {len(each)} example prompts"] = {
+      k: float(np.mean([r[k] for r in each])) for k in ("miou", "fb_iou")}
+  res[f"untuned, mean of {len(each)} example prompts"]["each_miou"] = [r["miou"] for r in each]
+  first = tune_examples(dict(c.task), root)[i0]           # the untuned prompt's raw mask
   base = metrics.IoUAccumulator()
   for e in evals:
     m = inference.resize_nearest_torch((first["mask"] == 1).astype(np.uint8), e["mask"].shape)
     base.add(m == 1, e["mask"] == 1, 1, e["mask"] == 255)
   res["copy prompt mask (baseline)"] = base.result()
   beta = tuner.loss_beta(c)
-  untuned = {"image": data["image"][0], "target": data["target"][0]}
+  untuned = {"image": data["image"][i0], "target": data["target"][i0]}
   (res["tuned prompt"]["heldout_loss"],
    res["untuned example prompt"]["heldout_loss"]) = _heldout_losses(
        model, [out["prompt"], untuned], evals, beta)
-  res["_info"] = {"tune_examples": TUNE_TRAIN, "eval_examples": len(evals),
+  res["_info"] = {"tune_examples": len(data["image"]), "eval_examples": len(evals),
                   "tune_steps": args.tune_steps, "tune_lr": float(c.optim.lr),
                   "tune_beta": beta, "first_loss": out["losses"][0],
                   "last_loss": out["losses"][-1], "workdir": wd}
@@ -172,7 +196,6 @@ def evaluate(args):
   from experiments.configs import seggpt_eval
   t0 = time.time()
   model = checkpoint.load_model(args.checkpoint)
-  srcs = split_sources(args.data)
   results = {"checkpoint": os.path.abspath(args.checkpoint),
              "weights_hash": checkpoint.read_meta(args.checkpoint).get("weights_hash"),
              "train_source": checkpoint.read_meta(args.checkpoint).get("source"),
@@ -185,10 +208,16 @@ def evaluate(args):
       json.dump(results, f, indent=2, default=float)
     os.replace(tmp, out_json)
 
-  # 1. in-context tuning vs the untuned example prompt (Kvasir, never trained on)
-  if args.tune_steps > 0:
-    results["tuning_kvasir"] = tuning_experiment(model, args, srcs)
-    dump()
+  # 1. in-context tuning vs the untuned example prompt (horses, Kvasir: never trained on)
+  tasks = [] if args.tune_tasks == "none" else [t for t in args.tune_tasks.split(",") if t]
+  bad = sorted(set(tasks) - set(TUNE_EVAL))
+  if bad:
+    raise SystemExit(f"--tune_tasks: unknown {bad}; known: {sorted(TUNE_EVAL)} or none")
+  if args.tune_steps > 0 and tasks:
+    results["tuning"] = {}
+    for t in tasks:
+      results["tuning"][t] = tuning_experiment(model, args, t)
+      dump()
   # 2. 1-shot vs k-shot (feature / spatial ensemble) on held-out episodes
   ev = seggpt_eval.get_config(f"shots={args.shots},episodes={args.episodes}")
   results["fewshot"] = {}
@@ -206,13 +235,14 @@ def evaluate(args):
   results["seconds"] = round(time.time() - t0)
   dump()
   text = run.table(results)
-  if "tuning_kvasir" in results:
-    text += ("\n| kvasir (tuning) | method | mIoU | FB-IoU | held-out tuning loss |\n"
+  if results.get("tuning"):
+    text += ("\n| tuning task | method | mIoU | FB-IoU | held-out tuning loss |\n"
              "|---|---|---|---|---|\n")
-    for m, r in results["tuning_kvasir"].items():
-      if not m.startswith("_"):
-        hl = f"{r['heldout_loss']:.4f}" if "heldout_loss" in r else ""
-        text += f"| kvasir | {m} | {r['miou']:.1f} | {r['fb_iou']:.1f} | {hl} |\n"
+    for t, res in results["tuning"].items():
+      for m, r in res.items():
+        if not m.startswith("_"):
+          hl = f"{r['heldout_loss']:.4f}" if "heldout_loss" in r else ""
+          text += f"| {t} | {m} | {r['miou']:.1f} | {r['fb_iou']:.1f} | {hl} |\n"
   with open(os.path.join(args.workdir, "real_results.md"), "w") as f:
     f.write(text)
   print(text)

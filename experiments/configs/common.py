@@ -78,10 +78,16 @@ REAL_PP = ("random_resized_crop(scale=(0.3, 1.0))|hflip(p=0.5)|color_jitter(p=0.
 
 
 def real_data_input(image_size: int = 32, patch_size: int = 4, procedural_frac: float = 0.5,
-                    min_area: float = 0.0, **kw) -> dict:
+                    min_area: float = 0.0, davis_weight: float = 1.0, frame_gap: int = 20,
+                    **kw) -> dict:
   """The `real` training mixture: COCO (fold-0 classes held out), CCP, CamVid, DAVIS train
   sequences; one object per pair painted white on black, the query half hidden (the few-shot
-  inference task), and `procedural_frac` of the pairs procedural (teaches matching fast)."""
+  inference task), and `procedural_frac` of the pairs procedural (teaches matching fast).
+  DAVIS pairs are two frames of one training sequence at most `frame_gap` apart (0: any),
+  mixed with weight `davis_weight` (COCO 2, CCP 1, CamVid 1)."""
+  if davis_weight < 0 or frame_gap < 0:
+    raise ValueError(f"real_data_input: davis_weight ({davis_weight}) and frame_gap "
+                     f"({frame_gap}) must be >= 0")
   cfg = shared_data_input(image_size=image_size, patch_size=patch_size,
                           datasets=["coco128_seg", "clothing_co_parsing", "camvid",
                                     "davis2016_subset"],
@@ -97,4 +103,6 @@ def real_data_input(image_size: int = 32, patch_size: int = 4, procedural_frac: 
       d["exclude_fold"] = 0
     if d["name"] == "davis2016_subset":
       d["sequences"] = DAVIS_TRAIN
+      d["weight"] = float(davis_weight)
+      d["max_frame_gap"] = int(frame_gap) or None
   return cfg
