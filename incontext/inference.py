@@ -308,18 +308,36 @@ def resize_nearest_torch(x: np.ndarray, out_hw) -> np.ndarray:
 
 
 def labels_from_prediction(pred_rgb: np.ndarray, palette: np.ndarray,
-                           label_ids: Sequence[int]) -> np.ndarray:
+                           label_ids: Sequence[int], threshold: float | None = None
+                           ) -> np.ndarray:
   """[H, W, 3] prediction in 0..255 -> [H, W] label ids (uint8).
 
   argmin of the squared L2 distance over `palette` (black background first), ties to the
   lower index, as HF `post_process_semantic_segmentation(num_labels=...)`; palette entry
   k > 0 gives label_ids[k - 1], entry 0 gives 0.
+
+  threshold (one label only): foreground where the prediction's projection on the label's
+  colour, <x, c> / <c, c> (the channel mean / 255 for white), is >= threshold. 0.5 is the
+  nearest-colour rule above up to ties (and the official video code's "channel mean > 128");
+  a lower value trades precision for recall, e.g. for a small model whose uncertain
+  pixels come out grey (calibrate it on data that is not evaluated:
+  `incontext.evaluators.davis.calibrate_threshold`).
   """
   x = np.asarray(pred_rgb, np.float32)
   pal = np.asarray(palette, np.float32)
   if len(pal) != len(label_ids) + 1:
     raise ValueError(f"palette has {len(pal)} colours for {len(label_ids)} labels "
                      "(+ background)")
+  if threshold is not None:
+    if len(label_ids) != 1:
+      raise ValueError(f"threshold={threshold} needs one label (a binary mask); got "
+                       f"{len(label_ids)} labels: decode several with the nearest colour")
+    if not 0.0 < float(threshold) < 1.0:
+      raise ValueError(f"threshold must be in (0, 1), got {threshold}")
+    c = pal[1] - pal[0]
+    s = ((x - pal[0]) @ c) / float(c @ c)
+    return np.where(s >= float(threshold), int(label_ids[0]), 0).astype(
+        np.uint8 if int(label_ids[0]) <= 255 else np.int32)
   best = np.full(x.shape[:2], np.inf, np.float32)
   arg = np.zeros(x.shape[:2], np.int64)
   for k, c in enumerate(pal):

@@ -60,10 +60,12 @@ def ids_to_colours(id_map: np.ndarray, ids: Sequence[int], palette: np.ndarray) 
   return lut[np.asarray(id_map, np.int64)]
 
 
-def colours_to_ids(pred_rgb: np.ndarray, ids: Sequence[int], palette: np.ndarray) -> np.ndarray:
-  """[H, W, 3] prediction in 0..255 -> [H, W] ids by the nearest palette colour (black = 0)."""
+def colours_to_ids(pred_rgb: np.ndarray, ids: Sequence[int], palette: np.ndarray,
+                   threshold: float | None = None) -> np.ndarray:
+  """[H, W, 3] prediction in 0..255 -> [H, W] ids by the nearest palette colour (black = 0),
+  or, for one object, by `threshold` (`inference.labels_from_prediction`)."""
   from incontext import inference
-  out = inference.labels_from_prediction(pred_rgb, palette, list(ids))
+  out = inference.labels_from_prediction(pred_rgb, palette, list(ids), threshold)
   return out.astype(np.int32)
 
 
@@ -72,7 +74,8 @@ PredictFn = Callable[..., np.ndarray]
 
 def propagate(model, frames: Iterable[np.ndarray], first_ids: np.ndarray, *, memory: int = 8,
               seg_type: str = "instance", predict_fn: PredictFn | None = None,
-              first_image: np.ndarray | None = None) -> Iterator[np.ndarray]:
+              first_image: np.ndarray | None = None,
+              threshold: float | None = None) -> Iterator[np.ndarray]:
   """Segments a video from its first frame's mask.
 
   Args:
@@ -86,6 +89,9 @@ def propagate(model, frames: Iterable[np.ndarray], first_ids: np.ndarray, *, mem
       `inference.predict_canvas`.
     first_image: the prompt image if the first mask does not belong to frames[0] (then every
       frame in `frames` is segmented).
+    threshold: one object only: foreground where the output's channel mean / 255 (the
+      projection on the object's colour) is >= threshold, for the outputs and the memory
+      alike (None: the nearest colour, i.e. 0.5; the official video cache uses > 128 / 255).
   Yields:
     [H, W] int32 id maps, one per frame (the first frame's is `first_ids` itself unless
     `first_image` is given).
@@ -98,6 +104,9 @@ def propagate(model, frames: Iterable[np.ndarray], first_ids: np.ndarray, *, mem
   if not ids:
     raise ValueError("the first-frame mask has no object (all background)")
   pal = id_palette(ids)
+  if threshold is not None and len(ids) != 1:
+    raise ValueError(f"threshold={threshold} needs a single-object first mask; this one has "
+                     f"objects {ids}")
   frames = iter(frames)
   if first_image is None:
     first_image = next(frames, None)
@@ -115,7 +124,7 @@ def propagate(model, frames: Iterable[np.ndarray], first_ids: np.ndarray, *, mem
     imgs = np.stack([p_img] + [m[0] for m in fifo])
     tgts = np.stack([p_tgt] + [m[1] for m in fifo])
     pred = predict_fn(model, imgs, tgts, q, seg_type=seg_type, feature_ensemble=len(imgs) > 1)
-    small = colours_to_ids(canvas.denormalize(pred), ids, pal)        # [h, w] ids
+    small = colours_to_ids(canvas.denormalize(pred), ids, pal, threshold)  # [h, w] ids
     if use_fifo:
       # Keep the decoded colours (not the official binarisation): objects stay apart.
       fifo.append((q, canvas.normalize(ids_to_colours(small, ids, pal))))

@@ -105,14 +105,19 @@ def test_real_config_never_trains_on_what_is_evaluated():
 
 
 def test_real_config_video_args():
-  """`davis_weight` / `frame_gap` reach the DAVIS entry of the `real` mixture (0 = any gap);
+  """`davis_weight` / `frame_gap` reach the DAVIS entry of the `real` mixture (0 = any gap),
+  `instance_prob` every entry;
   the other datasets keep their weights; negative values are refused, naming both."""
   from experiments.configs import seggpt_train
   by_name = lambda c: {d["name"]: d for d in c.input.datasets}
   d = by_name(seggpt_train.get_config("real"))
   assert d["davis2016_subset"]["weight"] == 1.0 and d["davis2016_subset"]["max_frame_gap"] == 20
-  d = by_name(seggpt_train.get_config("real,davis_weight=4,frame_gap=0"))
+  assert d["coco128_seg"]["instance_prob"] == 0.5
+  d = by_name(seggpt_train.get_config("real,davis_weight=4,frame_gap=0,instance_prob=1"))
   assert d["davis2016_subset"]["weight"] == 4.0 and d["davis2016_subset"]["max_frame_gap"] is None
   assert d["coco128_seg"]["weight"] == 2.0 and d["camvid"]["weight"] == 1.0
+  assert d["coco128_seg"]["instance_prob"] == 1.0
+  with pytest.raises(ValueError, match="instance_prob"):
+    seggpt_train.get_config("real,instance_prob=2")
   with pytest.raises(ValueError, match="davis_weight.*frame_gap"):
     seggpt_train.get_config("real,frame_gap=-1")

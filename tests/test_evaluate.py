@@ -122,6 +122,27 @@ def test_davis_eval_and_baseline(model, tmp_path):
   assert sorted(os.listdir(tmp_path / "masks" / "K2" / "s1")) == [f"{t:05d}.png" for t in range(4)]
 
 
+def test_calibrate_threshold(model, tmp_path, monkeypatch):
+  """Picks the best J&F on the calibration sequences (ties: nearest 0.5); the reported score
+  is evaluate_davis' at that threshold."""
+  _davis_folder(tmp_path, seqs=("s1", "s2"))
+  t, scores = davis.calibrate_threshold(model, str(tmp_path), ["s1", "s2"], memory=1,
+                                        thresholds=(0.3, 0.5))
+  assert set(scores) == {"0.3", "0.5"} and scores[str(t)] == max(scores.values())
+  again = davis.evaluate_davis(model, str(tmp_path), ["s1", "s2"], memories=(1,), threshold=t)
+  assert again["K=1"]["J&F"] == pytest.approx(scores[str(t)])
+  fake = {}
+  monkeypatch.setattr(davis, "evaluate_davis",
+                      lambda *a, threshold, memories, **k: {f"K={memories[0]}":
+                                                            {"J&F": fake[threshold]}})
+  fake.update({0.2: 10.0, 0.4: 30.0, 0.5: 20.0})
+  assert davis.calibrate_threshold(model, "r", ["s"], thresholds=(0.2, 0.4, 0.5))[0] == 0.4
+  fake.update({0.2: 30.0, 0.4: 30.0, 0.5: 30.0})
+  assert davis.calibrate_threshold(model, "r", ["s"], thresholds=(0.2, 0.4, 0.5))[0] == 0.5
+  fake.update({0.2: 30.0, 0.4: 30.0, 0.5: 10.0})
+  assert davis.calibrate_threshold(model, "r", ["s"], thresholds=(0.2, 0.4, 0.5))[0] == 0.4
+
+
 def test_run_eval_writes_json_and_table(model, tmp_path):
   params = str(tmp_path / "params")
   checkpoint.save_model(params, model)

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from incontext import canvas, checkpoint, cli, video
+from incontext import canvas, checkpoint, cli, inference, video
 from incontext.models import seggpt
 
 SIZE = (32, 32)
@@ -64,6 +64,51 @@ def test_fifo_memory_and_colour_masks(model):
   seen.clear()
   list(video.propagate(model, frames, ids[0], memory=0, predict_fn=stub))
   assert [s[0] for s in seen] == [1] * 5
+
+
+def test_threshold_decoding():
+  """threshold=0.5 is the nearest-colour rule (any single colour); lower thresholds only add
+  foreground; a grey at 45% is background by the nearest colour, object at threshold 0.4."""
+  lab = inference.labels_from_prediction
+  x = np.random.default_rng(0).uniform(0, 255, (24, 24, 3)).astype(np.float32)
+  for col in ((255, 255, 255), (128, 0, 0), (0, 64, 192)):
+    pal = np.array([(0, 0, 0), col], np.uint8)
+    np.testing.assert_array_equal(lab(x, pal, [5], threshold=0.5), lab(x, pal, [5]))
+  white = video.id_palette([1])
+  masks = [lab(x, white, [1], threshold=t) for t in (0.7, 0.5, 0.3, 0.1)]
+  for hi, lo in zip(masks, masks[1:]):
+    assert ((hi == 1) <= (lo == 1)).all() and (lo == 1).sum() > (hi == 1).sum()
+  grey = np.full((2, 3, 3), 0.45 * 255, np.float32)
+  assert (lab(grey, white, [1]) == 0).all() and (lab(grey, white, [1], threshold=0.4) == 1).all()
+  with pytest.raises(ValueError, match="needs one label"):
+    lab(x, canvas.build_palette(2), [1, 2], threshold=0.5)
+  with pytest.raises(ValueError, match=r"in \(0, 1\)"):
+    lab(x, white, [1], threshold=1.5)
+
+
+def test_propagate_threshold_outputs_and_memory(model):
+  """A stub that paints the newest prompt's mask at 40% grey: with the nearest colour the
+  object is lost at frame 1 (and the memory then holds an empty mask); with threshold 0.3
+  it is kept in every output and every memory entry."""
+  frames, ids = _video(5, h=32, w=32)
+  one = (ids[0] == 3).astype(np.int32)
+  seen = []
+
+  def dim(m, imgs, tgts, q, *, seg_type, feature_ensemble):
+    seen.append(canvas.denormalize(tgts[-1]).mean(-1) > 128)
+    return canvas.normalize(0.4 * canvas.denormalize(tgts[-1]))
+
+  out = list(video.propagate(model, frames, one, memory=1, predict_fn=dim))
+  assert all((o == 0).all() for o in out[1:])
+  seen.clear()
+  out = list(video.propagate(model, frames, one, memory=1, predict_fn=dim, threshold=0.3))
+  for o in out:
+    np.testing.assert_array_equal(o, one)
+  for s in seen:                      # the newest prompt (first frame, then the memory)
+    np.testing.assert_array_equal(s, one == 1)
+  with pytest.raises(ValueError, match="single-object"):
+    next(video.propagate(model, frames, ids[0], threshold=0.3))
+  next(video.propagate(model, frames, one, threshold=0.3))   # frame 0 is the mask itself
 
 
 def test_propagate_real_model_output_ids(model):
@@ -140,3 +185,9 @@ def test_cli_errors_message(model, tmp_path, capsys):
   assert rc == 2
   err = capsys.readouterr().err
   assert "small.png: size (10, 10) (w, h) does not match the first frame" in err
+  video.save_id_png(str(tmp_path / "two.png"), ids[0])
+  rc = cli.main(["segment-video", "--checkpoint", str(tmp_path), "--frames", str(fdir),
+                 "--first-mask", str(tmp_path / "two.png"), "--out", str(tmp_path / "o"),
+                 "--threshold", "0.4"])
+  assert rc == 2 and "--threshold needs a single-object --first-mask" in capsys.readouterr().err
+  assert not (tmp_path / "o").exists()

@@ -79,15 +79,18 @@ REAL_PP = ("random_resized_crop(scale=(0.3, 1.0))|hflip(p=0.5)|color_jitter(p=0.
 
 def real_data_input(image_size: int = 32, patch_size: int = 4, procedural_frac: float = 0.5,
                     min_area: float = 0.0, davis_weight: float = 1.0, frame_gap: int = 20,
-                    **kw) -> dict:
+                    instance_prob: float = 0.5, **kw) -> dict:
   """The `real` training mixture: COCO (fold-0 classes held out), CCP, CamVid, DAVIS train
   sequences; one object per pair painted white on black, the query half hidden (the few-shot
   inference task), and `procedural_frac` of the pairs procedural (teaches matching fast).
   DAVIS pairs are two frames of one training sequence at most `frame_gap` apart (0: any),
-  mixed with weight `davis_weight` (COCO 2, CCP 1, CamVid 1)."""
+  mixed with weight `davis_weight` (COCO 2, CCP 1, CamVid 1). `instance_prob` of the pairs
+  of sources with instances (COCO) are one instance in two augmented views of one image."""
   if davis_weight < 0 or frame_gap < 0:
     raise ValueError(f"real_data_input: davis_weight ({davis_weight}) and frame_gap "
                      f"({frame_gap}) must be >= 0")
+  if not 0 <= instance_prob <= 1:
+    raise ValueError(f"real_data_input: instance_prob {instance_prob} must be in [0, 1]")
   cfg = shared_data_input(image_size=image_size, patch_size=patch_size,
                           datasets=["coco128_seg", "clothing_co_parsing", "camvid",
                                     "davis2016_subset"],
@@ -99,6 +102,7 @@ def real_data_input(image_size: int = 32, patch_size: int = 4, procedural_frac: 
     d["max_objects"] = 1
     d["mix_context_prob"] = 0.0
     d["min_area"] = float(min_area)
+    d["instance_prob"] = float(instance_prob)
     if d["name"] == "coco128_seg":
       d["exclude_fold"] = 0
     if d["name"] == "davis2016_subset":

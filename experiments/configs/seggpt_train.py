@@ -20,7 +20,8 @@ Arg (comma-separated): a preset word (paper | quickstart | real), variant=L/16|B
 of procedural pairs, default 0.5), min_area=A (objects under that fraction of their prompt
 image are not chosen, default 0), davis_weight=W (mixing weight of the DAVIS training sequences,
 default 1 = COCO's half), frame_gap=G (max frames between a video pair's prompt and query,
-default 20; 0 = any). Everything else:
+default 20; 0 = any), instance_prob=P (share of COCO pairs that are one instance in two
+augmented views of one image, default 0.5). Everything else:
 --config.a.b=value. Rerunning the same command with the same --workdir resumes exactly.
 """
 from experiments.configs import common
@@ -34,7 +35,8 @@ SMALL_32 = dict(variant="test", image_size=(32, 32), patch=4, width=96, depth=6,
 
 def get_config(arg=None):
   arg = config_lib.parse_arg(arg, preset="paper", variant="L/16", runlocal=False,
-                             procedural_frac=0.5, min_area=0.0, davis_weight=1.0, frame_gap=20)
+                             procedural_frac=0.5, min_area=0.0, davis_weight=1.0, frame_gap=20,
+                             instance_prob=0.5)
   if arg.preset not in ("paper", "quickstart", "real"):
     raise ValueError(f"seggpt_train config: unknown preset {arg.preset!r}; "
                      "known: paper, quickstart, real")
@@ -76,7 +78,8 @@ def get_config(arg=None):
     c = common.base(total_steps=3000, batch_size=16)
     c.input = common.real_data_input(image_size=32, patch_size=4,
                                      procedural_frac=arg.procedural_frac, min_area=arg.min_area,
-                                     davis_weight=arg.davis_weight, frame_gap=arg.frame_gap)
+                                     davis_weight=arg.davis_weight, frame_gap=arg.frame_gap,
+                                     instance_prob=arg.instance_prob)
     c.model = dict(SMALL_32)
     c.optim.update(lr=2e-3, warmup_steps=50, wd=0.05, layer_decay=1.0, clip=3.0)
     c.loss.beta = 5.0

@@ -23,6 +23,9 @@ def register(sub):
   p.add_argument("--memory", type=int, default=8, help="K previous frames used as extra prompts "
                  "(paper Table 4b: 8 best; 0 = first frame only)")
   p.add_argument("--seg-type", choices=("instance", "semantic"), default="instance")
+  p.add_argument("--threshold", type=float, default=None, help="one object only: foreground "
+                 "where the output's channel mean / 255 is >= this (default: nearest colour, "
+                 "i.e. 0.5; lower it for a model whose uncertain pixels come out grey)")
   p.add_argument("--no-gif", action="store_true", help="skip the overlay GIF")
   p.add_argument("--fps", type=float, default=10.0, help="overlay GIF frame rate")
   p.add_argument("--overwrite", action="store_true")
@@ -35,6 +38,8 @@ def run(args) -> int:
   from incontext import checkpoint, imageio, video
   if args.memory < 0:
     raise ValueError(f"--memory {args.memory}: must be >= 0")
+  if args.threshold is not None and not 0 < args.threshold < 1:
+    raise ValueError(f"--threshold {args.threshold}: must be in (0, 1)")
   out = os.path.abspath(args.out)
   if os.path.exists(out) and not args.overwrite:
     raise ValueError(f"--out {args.out}: already exists (pass --overwrite)")
@@ -46,6 +51,9 @@ def run(args) -> int:
                      f"not match the first frame {paths[0]} {first.shape[1::-1]}")
   if not video.object_ids(first_ids):
     raise ValueError(f"--first-mask {args.first_mask}: no object (all background)")
+  if args.threshold is not None and len(video.object_ids(first_ids)) > 1:
+    raise ValueError(f"--threshold needs a single-object --first-mask; {args.first_mask} has "
+                     f"objects {video.object_ids(first_ids)}")
   model = checkpoint.load_model(args.checkpoint)
 
   def frames():
@@ -62,7 +70,7 @@ def run(args) -> int:
   try:
     gif = []
     stream = video.propagate(model, frames(), first_ids, memory=args.memory,
-                             seg_type=args.seg_type)
+                             seg_type=args.seg_type, threshold=args.threshold)
     for p, ids in tqdm(zip(paths, stream), total=len(paths), desc="segment-video",
                        unit="frame"):
       name = os.path.splitext(os.path.basename(p))[0] + ".png"

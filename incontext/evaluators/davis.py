@@ -35,15 +35,20 @@ def read_sequence(root: str, seq: str, resolution: str = "480p", max_frames: int
 
 def evaluate_davis(model, root: str, sequences: Sequence[str], *, memories: Sequence[int] = (0, 8),
                    resolution: str = "480p", max_frames: int | None = None,
-                   seg_type: str = "instance", save_dir: str | None = None) -> dict:
-  """{'K=<k>': {'J&F', 'J', 'F', 'per_sequence'}, 'copy first mask (baseline)': {...}} in %."""
+                   seg_type: str = "instance", save_dir: str | None = None,
+                   threshold: float | None = None) -> dict:
+  """{'K=<k>': {'J&F', 'J', 'F', 'per_sequence'}, 'copy first mask (baseline)': {...}} in %.
+
+  threshold: the single-object decision threshold of `video.propagate` (None: nearest colour).
+  """
   accs = {f"K={k}": metrics.JFAccumulator() for k in memories}
   base = metrics.JFAccumulator()
   for seq in sequences:
     frames, gts = read_sequence(root, seq, resolution, max_frames)
     base.add(seq, metrics.video_jf(video.copy_first_mask(gts[0], len(gts)), gts))
     for k in memories:
-      preds = list(tqdm(video.propagate(model, frames, gts[0], memory=k, seg_type=seg_type),
+      preds = list(tqdm(video.propagate(model, frames, gts[0], memory=k, seg_type=seg_type,
+                                        threshold=threshold),
                         total=len(frames), desc=f"{seq} K={k}", unit="frame", leave=False))
       accs[f"K={k}"].add(seq, metrics.video_jf(preds, gts))
       if save_dir:
@@ -54,3 +59,23 @@ def evaluate_davis(model, root: str, sequences: Sequence[str], *, memories: Sequ
   out = {name: a.result() for name, a in accs.items()}
   out["copy first mask (baseline)"] = base.result()
   return out
+
+
+def calibrate_threshold(model, root: str, sequences: Sequence[str], *, memory: int = 0,
+                        thresholds: Sequence[float] = (0.2, 0.25, 0.3, 0.35, 0.4, 0.45, 0.5),
+                        resolution: str = "480p", max_frames: int | None = None,
+                        seg_type: str = "instance") -> tuple[float, dict]:
+  """The single-object decision threshold with the best J&F on `sequences` (which must not be
+  the evaluated ones: e.g. the training sequences), ties to the one nearest 0.5.
+
+  Returns (threshold, {str(threshold): J&F %}).
+  """
+  if not thresholds:
+    raise ValueError("calibrate_threshold: no thresholds to try")
+  scores = {}
+  for t in thresholds:
+    r = evaluate_davis(model, root, sequences, memories=(memory,), resolution=resolution,
+                       max_frames=max_frames, seg_type=seg_type, threshold=float(t))
+    scores[str(float(t))] = r[f"K={memory}"]["J&F"]
+  best = max(thresholds, key=lambda t: (scores[str(float(t))], -abs(float(t) - 0.5)))
+  return float(best), scores
