@@ -36,8 +36,14 @@ def test_eval_stage_writes_results(tmp_path):
   assert {"1-shot", "2-shot feature", "2-shot spatial",
           "copy prompt mask (baseline)"} <= set(res["fewshot"]["horse"])
   assert {"K=0", "K=1", "copy first mask (baseline)"} <= set(res["davis"])
+  cal = res["davis_calibrated"]
+  for k in ("K=0", "K=1"):
+    assert cal[k]["calibration_jf"][str(cal[k]["threshold"])] == max(
+        cal[k]["calibration_jf"].values())
+  assert cal["copy first mask (baseline)"] == res["davis"]["copy first mask (baseline)"]
   table = (tmp_path / "w" / "real_results.md").read_text()
   assert "held-out tuning loss" in table and "copy first mask (baseline)" in table
+  assert "threshold calibrated on the training sequences" in table
   assert "| horse | tuned prompt |" in table and "| kvasir | tuned prompt |" in table
 
 
