@@ -70,24 +70,18 @@ TUNE_EVAL = {"horse": 136, "kvasir": 100}
 UNTUNED_MEAN = 8     # also scored: each of the first 8 tuning examples as the one prompt
 
 
-def tune_examples(task: dict, root: str) -> list[dict]:
-  """The raw examples a task tunes on (as `tuner.load_task` selects them)."""
+def task_examples(task: dict, root: str, n_eval: int, index: int = 0) -> tuple[dict, list]:
+  """(the raw tuning example `index`, the n_eval examples after `task`'s tuning slice in its
+  permutation: never tuned on)."""
   from incontext.data import sources
   from incontext.train import tuner
   src = sources.make_source(dict(task, root=root))
-  return [src[i] for i in tuner.select_indices(len(src), dict(task))]
-
-
-def tune_eval_examples(task: dict, root: str, n: int) -> list[dict]:
-  """The n examples after `task`'s tuning slice in its permutation (never tuned on)."""
-  from incontext.data import sources
-  from incontext.train import tuner
-  src = sources.make_source(dict(task, root=root))
+  tune = tuner.select_indices(len(src), dict(task))
   idx = tuner.select_indices(len(src), dict(task, start=int(task["stop"]),
-                                            stop=int(task["stop"]) + n))
-  if len(idx) < n:
-    raise ValueError(f"{root}: {len(idx)} examples after the tuning ones, need {n}")
-  return [src[i] for i in idx]
+                                            stop=int(task["stop"]) + n_eval))
+  if len(idx) < n_eval:
+    raise ValueError(f"{root}: {len(idx)} examples after the tuning ones, need {n_eval}")
+  return src[tune[index]], [src[i] for i in idx]
 
 
 def main(argv=None):
@@ -117,23 +111,24 @@ def main(argv=None):
   evaluate(args)
 
 
-def _binary_scores(model, lp_image, lp_target, examples, seg_type="semantic"):
-  """IoU accumulator over examples with one (normalised) prompt slot."""
+def _binary_scores(model, prompts, examples, seg_type="semantic"):
+  """IoU results over examples of each (normalised) one-slot prompt (image, target)."""
   from incontext import canvas, inference, metrics
   from incontext.evaluators.fewshot import WHITE
-  acc = metrics.IoUAccumulator()
   size = tuple(model.cfg.image_size)
   qs = np.stack([inference.prepare_image(e["image"], size) for e in examples])
-  preds = []
-  for i in range(0, len(qs), 16):
-    preds.append(inference.predict_canvas_batch(model, lp_image[None], lp_target[None],
-                                                qs[i:i + 16], seg_type=seg_type))
-  preds = np.concatenate(preds)
-  for e, p in zip(examples, preds):
-    lab = inference.labels_from_prediction(canvas.denormalize(p), WHITE, [1])
-    fg = inference.resize_nearest_torch(lab, e["mask"].shape) == 1
-    acc.add(fg, e["mask"] == 1, 1, e["mask"] == 255)
-  return acc.result()
+  out = []
+  for lp_image, lp_target in prompts:
+    acc = metrics.IoUAccumulator()
+    preds = np.concatenate([
+        inference.predict_canvas_batch(model, lp_image[None], lp_target[None], qs[i:i + 16],
+                                       seg_type=seg_type) for i in range(0, len(qs), 16)])
+    for e, p in zip(examples, preds):
+      lab = inference.labels_from_prediction(canvas.denormalize(p), WHITE, [1])
+      fg = inference.resize_nearest_torch(lab, e["mask"].shape) == 1
+      acc.add(fg, e["mask"] == 1, 1, e["mask"] == 255)
+    out.append(acc.result())
+  return out
 
 
 def _heldout_losses(model, prompts, examples, beta):
@@ -174,22 +169,21 @@ def tuning_experiment(model, args, task_name):
   c.ckpt_every = max(50, args.tune_steps // 4)
   wd = os.path.join(args.workdir, f"tune_{task_name}")
   out = tuner.run_tune(c, wd)
-  evals = tune_eval_examples(dict(c.task), root, TUNE_EVAL[task_name])
-  data, _ = tuner.load_task(dict(c.task), model.cfg.image_size)
   i0 = int(c.tune.init_index)
-  res = {
-      "tuned prompt": _binary_scores(model, out["prompt"]["image"], out["prompt"]["target"],
-                                     evals),
-      "untuned example prompt": _binary_scores(model, data["image"][i0], data["target"][i0],
-                                               evals),
-  }
-  each = [_binary_scores(model, data["image"][i], data["target"][i], evals)
-          for i in range(min(UNTUNED_MEAN, len(data["image"])))]
+  first, evals = task_examples(dict(c.task), root, TUNE_EVAL[task_name], i0)
+  data, _ = tuner.load_task(dict(c.task), model.cfg.image_size)
+  # the tuned prompt, then each of the first UNTUNED_MEAN tuning examples (and the init one)
+  n_each = min(UNTUNED_MEAN, len(data["image"]))
+  ex = sorted({i0, *range(n_each)})
+  scores = _binary_scores(model, [(out["prompt"]["image"], out["prompt"]["target"])]
+                          + [(data["image"][i], data["target"][i]) for i in ex], evals)
+  by_ex = dict(zip(ex, scores[1:]))
+  each = [by_ex[i] for i in range(n_each)]
+  res = {"tuned prompt": scores[0], "untuned example prompt": dict(by_ex[i0])}
   res[f"untuned, mean of {len(each)} example prompts"] = {
       k: float(np.mean([r[k] for r in each])) for k in ("miou", "fb_iou")}
   res[f"untuned, mean of {len(each)} example prompts"]["each_miou"] = [r["miou"] for r in each]
-  first = tune_examples(dict(c.task), root)[i0]           # the untuned prompt's raw mask
-  base = metrics.IoUAccumulator()
+  base = metrics.IoUAccumulator()          # the untuned prompt's mask copied to every query
   for e in evals:
     m = inference.resize_nearest_torch((first["mask"] == 1).astype(np.uint8), e["mask"].shape)
     base.add(m == 1, e["mask"] == 1, 1, e["mask"] == 255)
