@@ -1,6 +1,7 @@
 r"""Build one of the TFDS datasets in data_prep/datasets without the `tfds` CLI.
 
-  python -m data_prep.build camvid --manual_dir RAW --data_dir OUT [--config 2016] [--max_examples N]
+  python -m data_prep.build camvid --manual_dir RAW --data_dir OUT \
+      [--config 2016] [--max_examples N]
 
 Same result as `tfds build data_prep/datasets/camvid --manual_dir RAW --data_dir OUT` (whose CLI
 in tensorflow-datasets 4.9.10 imports apache_beam at start-up). Format: array_record.

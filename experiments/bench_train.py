@@ -101,7 +101,8 @@ def main():
     ma = compiled.memory_analysis()
     if ma is not None:
       print("memory (per device): "
-            f"arguments {_mib(ma.argument_size_in_bytes)}, outputs {_mib(ma.output_size_in_bytes)}, "
+            f"arguments {_mib(ma.argument_size_in_bytes)}, "
+            f"outputs {_mib(ma.output_size_in_bytes)}, "
             f"aliased {_mib(ma.alias_size_in_bytes)}, temp {_mib(ma.temp_size_in_bytes)}, "
             f"generated code {_mib(ma.generated_code_size_in_bytes)}")
     if args.compile_only:

@@ -179,8 +179,8 @@ def read(path: str) -> LearnedPrompt:
     raise PromptError(f"{path}: corrupt or unreadable learned-prompt file "
                       f"({type(e).__name__}: {e})") from None
   if not isinstance(meta, dict) or meta.get("kind") != KIND:
-    raise PromptError(f"{path}: not a learned-prompt file (kind "
-                      f"{meta.get('kind') if isinstance(meta, dict) else None!r}, expected {KIND!r})")
+    kind = meta.get("kind") if isinstance(meta, dict) else None
+    raise PromptError(f"{path}: not a learned-prompt file (kind {kind!r}, expected {KIND!r})")
   if meta.get("format_version") != FORMAT_VERSION:
     raise PromptError(f"{path}: format version {meta.get('format_version')!r}, this code reads "
                       f"{FORMAT_VERSION}")
@@ -189,7 +189,8 @@ def read(path: str) -> LearnedPrompt:
                          label_ids=[int(i) for i in meta["label_ids"]],
                          label_names=[str(n) for n in meta["label_names"]], meta=meta)
   except (KeyError, TypeError, ValueError) as e:
-    raise PromptError(f"{path}: corrupt learned-prompt metadata ({type(e).__name__}: {e})") from None
+    raise PromptError(
+        f"{path}: corrupt learned-prompt metadata ({type(e).__name__}: {e})") from None
 
 
 def load(path: str, *, model_cfg, weights_hash: str | None = None) -> LearnedPrompt:
@@ -205,7 +206,8 @@ def load(path: str, *, model_cfg, weights_hash: str | None = None) -> LearnedPro
   h, w = model_cfg.image_size
   if list(meta.get("image_size", [])) != [h, w]:
     raise PromptError(f"{path}: prompt made for canvas {tuple(meta.get('canvas', ()))} "
-                      f"(image_size {tuple(meta.get('image_size', ()))}), but the model's canvas is "
+                      f"(image_size {tuple(meta.get('image_size', ()))}), "
+                      "but the model's canvas is "
                       f"{(2 * h, w)} (image_size {(h, w)})")
   got = meta.get("model", {})
   if got != want:

@@ -107,7 +107,8 @@ def test_bad_sources_give_clear_errors(sources, tmp_path, capsys):
                 "does not fit"))
   missing = {k: v for k, v in official.items() if k != "blocks.4.attn.proj.bias"}
   _write_pth(tmp_path / "missing.pth", missing)
-  cases.append((tmp_path / "missing.pth", "checkpoint lacks 1 tensors: ['blocks.4.attn.proj.bias']"))
+  cases.append((tmp_path / "missing.pth",
+                "checkpoint lacks 1 tensors: ['blocks.4.attn.proj.bias']"))
   extra = dict(official, **{"head.weight": np.zeros((3, 3), np.float32)})
   _write_pth(tmp_path / "extra.pth", extra)
   cases.append((tmp_path / "extra.pth", "1 tensors do not belong to this model: ['head.weight']"))

@@ -108,7 +108,8 @@ def mini(tmp_path_factory):
     (ade / "annotations" / s).mkdir(parents=True)
   for ex in exs:
     Image.fromarray(ex["image"]).save(ade / "images/training" / f"{ex['id']}.jpg")
-    Image.fromarray(ex["mask"].astype(np.uint8)).save(ade / "annotations/training" / f"{ex['id']}.png")
+    Image.fromarray(ex["mask"].astype(np.uint8)).save(
+        ade / "annotations/training" / f"{ex['id']}.png")
   # COCO json (polygons + one crowd RLE).
   cj = root / "coco_json"
   (cj / "train2017").mkdir(parents=True)

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from _shared import shared_data_dir
-from incontext.data import pipeline, sources
+from incontext.data import pipeline
 
 KEYS = ["image", "mask", "seg_type", "target", "valid"]
 
@@ -92,7 +92,6 @@ def test_held_out_fold_never_coloured(cfg):
   idx = s.indices[0]
   assert idx.excluded == {1, 5, 9}  # interleaved over 1..11, fold 0
   assert not idx.excluded & set(idx.class_list.tolist())
-  src = s.srcs[0]
   for k in range(20):
     pair = s.sample_pair(np.random.default_rng([0, k]))
     assert 1 <= pair["num_objects"] <= 8

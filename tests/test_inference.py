@@ -174,7 +174,8 @@ def test_mask_preprocessing_matches_hf_processor():
   # Official demo target (grey RGB, anti-aliased): used as-is, like HF with do_convert_rgb=False.
   t = I.load_mask(_examples() / "hmbb_1_target.png")
   rgb = np.asarray(Image.open(_examples() / "hmbb_1_target.png").convert("RGB"))
-  ref = proc.preprocess(prompt_masks=[rgb], do_convert_rgb=False, return_tensors="np")["prompt_masks"]
+  ref = proc.preprocess(prompt_masks=[rgb], do_convert_rgb=False,
+                        return_tensors="np")["prompt_masks"]
   np.testing.assert_allclose(I.prepare_mask(I.encode_masks([t])[0][0]), _hwc(ref)[0], atol=1e-6)
   # A 0/255 binary mask: HF replicates the values (no num_labels) == our white encoding.
   horse = sorted((shared_data_dir("weizmann_horse") / "masks").glob("*.png"))[0]
@@ -195,7 +196,8 @@ def test_mask_preprocessing_matches_hf_processor():
   np.testing.assert_allclose(I.prepare_mask(rgbs[0]), _hwc(ref)[0], atol=1e-6)
   # An RGB colour mask (do_convert_rgb=False).
   col = canvas.build_palette(k)[dense][..., ::-1].copy()
-  ref = proc.preprocess(prompt_masks=[col], do_convert_rgb=False, return_tensors="np")["prompt_masks"]
+  ref = proc.preprocess(prompt_masks=[col], do_convert_rgb=False,
+                        return_tensors="np")["prompt_masks"]
   np.testing.assert_allclose(I.prepare_mask(I.encode_masks([col])[0][0]), _hwc(ref)[0],
                              atol=1e-6)
 

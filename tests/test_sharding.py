@@ -8,7 +8,6 @@ first Adam step lr * g / (|g| + eps) amplifies them where |g| is tiny (observed 
 import functools
 
 import jax
-import jax.numpy as jnp
 import ml_collections
 import numpy as np
 import pytest

@@ -4,7 +4,6 @@ import functools
 import jax
 import ml_collections
 import numpy as np
-import optax
 import pytest
 from flax import nnx
 

@@ -132,7 +132,7 @@ def test_davis_png_and_palette(tmp_path):
   np.testing.assert_array_equal(np.asarray(im), m)
   np.testing.assert_array_equal(video.read_id_mask(p), m)
   pal = video.davis_palette()
-  assert tuple(pal[1]) == (128, 0, 0) and tuple(pal[2]) == (0, 128, 0) and tuple(pal[3]) == (128, 128, 0)
+  assert [tuple(pal[i]) for i in (1, 2, 3)] == [(128, 0, 0), (0, 128, 0), (128, 128, 0)]
   # an RGB colour mask: ids 1..K in sorted colour order
   rgb = np.zeros((4, 4, 3), np.uint8)
   rgb[0, 0] = (255, 0, 0)

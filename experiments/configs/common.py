@@ -4,7 +4,8 @@ import ml_collections
 DATA = "../shared/data"
 
 
-def base(*, seed: int = 0, total_steps: int = 1000, batch_size: int = 32) -> ml_collections.ConfigDict:
+def base(*, seed: int = 0, total_steps: int = 1000,
+         batch_size: int = 32) -> ml_collections.ConfigDict:
   """Run, optimiser (Painter/SegGPT recipe defaults), loss, ckpt, log and mesh sections."""
   c = ml_collections.ConfigDict()
   # run

@@ -93,7 +93,8 @@ class VideoEpisodes:
   def __getitem__(self, k: int) -> dict[str, Any]:
     v = self.names[k]
     exs = [self.source[i] for i in self.videos[v]]
-    to_map = lambda e: np.asarray(e.get("instances", e["mask"]), np.int32).clip(0, 255).astype(np.uint8)
+    to_map = lambda e: (np.asarray(e.get("instances", e["mask"]), np.int32)
+                        .clip(0, 255).astype(np.uint8))
     first = to_map(exs[0])
     ids = sorted(int(x) for x in np.unique(first) if x not in (0, sources.IGNORE))
     return {"video_id": v, "prompt": (exs[0]["image"], first),

@@ -11,14 +11,16 @@ them. The pipeline always ends with `finalize` (colour lookup + ImageNet normali
 
 Keys of a pair example (made by the sampler in pipeline.py), before `to_canvas`:
   images      list of uint8 [h, w, 3]; the first `n_prompt` are the prompt side, the rest the query
-  labels      list of int32 [h, w] object maps: 0 background, 1..K object (class or instance), 255 ignore
+  labels      list of int32 [h, w] object maps: 0 background, 1..K object (class or instance),
+              255 ignore
   n_prompt    int, number of prompt images (> 1 only for mix-context)
   num_objects int K
   seg_type    int (canvas.SEMANTIC / canvas.INSTANCE)
 After `to_canvas`: canvas_image uint8 [2H, W, 3], canvas_label int32 [2H, W].
 `random_colouring` adds palette uint8 [256, 3] (object id -> colour; 0 and 255 black).
 `patch_mask` adds mask bool [(2H/p) * (W/p)].
-`finalize` returns exactly the batch keys of `incontext.canvas`: image, target, mask, valid, seg_type.
+`finalize` returns exactly the batch keys of `incontext.canvas`: image, target, mask, valid,
+seg_type.
 """
 from __future__ import annotations
 
@@ -239,7 +241,8 @@ def mix_context(size=(448, 448), scale=(0.5, 1.0), keep_objects: bool = True) ->
     imgs = [resize_image(i, (h, w)) for i in imgs]
     labels = [resize_label(l, (h, w)) for l in labels]
     gi = np.concatenate([np.concatenate(imgs[r * cols:(r + 1) * cols], 1) for r in range(rows)], 0)
-    gl = np.concatenate([np.concatenate(labels[r * cols:(r + 1) * cols], 1) for r in range(rows)], 0)
+    gl = np.concatenate([np.concatenate(labels[r * cols:(r + 1) * cols], 1)
+                         for r in range(rows)], 0)
     gr = (cols * w) / (rows * h)
     box = None
     for _ in range(10):

@@ -349,7 +349,8 @@ def image_mask_folder(root: str, *, name: str = "image_mask_folder",
   if not images:
     raise DataError(f"no images match {os.path.join(root, image_glob)}")
   def fmt(pat, p):
-    return os.path.join(root, pat.format(stem=_stem(p), dir=os.path.relpath(os.path.dirname(p), root)))
+    rel_dir = os.path.relpath(os.path.dirname(p), root)
+    return os.path.join(root, pat.format(stem=_stem(p), dir=rel_dir))
   masks = [fmt(mask_pattern, p) for p in images]
   keep = [i for i, m in enumerate(masks) if os.path.exists(m)]
   if require_masks and len(keep) < len(images):
@@ -393,11 +394,13 @@ def clothing_co_parsing(root: str) -> FolderSource:
 
 
 def camvid(root: str, split: str = "train") -> FolderSource:
-  """CamVid (SegNet 11-class): {split}/X.(png|jpg) + {split}annot/X.png, ids 0..10 -> 1..11, 11 void.
+  """CamVid (SegNet 11-class): {split}/X.(png|jpg) + {split}annot/X.png, ids 0..10 -> 1..11,
+  11 void.
 
   `split` may be 'train', 'val', 'test' or a '+'-joined combination.
   """
-  names = {k + 1: v for k, v in read_class_list(os.path.join(root, "classes.txt")).items() if k < 11}
+  class_list = read_class_list(os.path.join(root, "classes.txt"))
+  names = {k + 1: v for k, v in class_list.items() if k < 11}
   images, masks = [], []
   for s in split.split("+"):
     lst = os.path.join(root, f"{s}.txt")
@@ -567,7 +570,10 @@ def fss1000(root: str, classes: Sequence[str] | None = None) -> FolderSource:
     m, _ = base(i, image)
     return m * labels[i], None
   load.meta = lambda i: (np.array([labels[i]] if len(base.meta(i)[0]) else [], np.int32), None)
-  ids = [f"{os.path.basename(os.path.dirname(p)) if os.path.basename(os.path.dirname(p)) != 'image' else os.path.basename(os.path.dirname(os.path.dirname(p)))}/{_stem(p)}" for p in images]
+  def class_dir(p):   # the class folder: the image's parent, or its grandparent for .../image/X
+    d = os.path.dirname(p)
+    return os.path.basename(d if os.path.basename(d) != "image" else os.path.dirname(d))
+  ids = [f"{class_dir(p)}/{_stem(p)}" for p in images]
   return FolderSource(name="fss1000", image_paths=images, ids=ids,
                       class_names={label[c]: c for c in all_classes}, load_masks=load)
 
@@ -577,9 +583,11 @@ def davis(root: str, *, split: str | None = "train", resolution: str = "480p",
   """DAVIS 2016/2017 frame-level video source: JPEGImages/RES/SEQ/N.jpg + Annotations/RES/SEQ/N.png.
 
   2016: binary 0/255 -> instance 1. 2017: palette index = object id (instances), semantic mask
-  is foreground/background. Sequences come from `sequences`, else ImageSets/{RES or YEAR}/{split}.txt
+  is foreground/background. Sequences come from `sequences`, else
+  ImageSets/{RES or YEAR}/{split}.txt
   (2016 lines are frame paths, 2017 lines are names), else ImageSets/sequences.txt, else all."""
-  jdir, adir = os.path.join(root, "JPEGImages", resolution), os.path.join(root, "Annotations", resolution)
+  jdir = os.path.join(root, "JPEGImages", resolution)
+  adir = os.path.join(root, "Annotations", resolution)
   _require_dir(jdir, "DAVIS JPEGImages")
   if sequences is None:
     cands = [os.path.join(root, "ImageSets", str(year), f"{split}.txt"),

@@ -79,8 +79,9 @@ def predict_binary(model, support_imgs: Sequence[np.ndarray], support_fgs: Seque
   return inference.resize_nearest_torch(lab, query.shape[:2]) == 1
 
 
-def evaluate_fewshot(model, source, episodes: list[dict], *, methods: Sequence[tuple[str, int, str]],
-                     seg_type: str = "semantic", desc: str = "fewshot") -> dict:
+def evaluate_fewshot(model, source, episodes: list[dict], *,
+                     methods: Sequence[tuple[str, int, str]], seg_type: str = "semantic",
+                     desc: str = "fewshot") -> dict:
   """Scores methods on episodes.
 
   Args:

@@ -91,7 +91,8 @@ def detect_layout(sd: dict) -> str:
   if "patch_embed.proj.weight" in sd:
     return "official"
   sample = ", ".join(sorted(sd)[:5])
-  raise ConversionError(f"not a SegGPT checkpoint: no patch embedding tensor (first keys: {sample})")
+  raise ConversionError(
+      f"not a SegGPT checkpoint: no patch embedding tensor (first keys: {sample})")
 
 
 # -- official name <-> NNX path ------------------------------------------------------------

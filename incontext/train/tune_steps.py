@@ -98,8 +98,8 @@ def make_tx(optim: dict, total_steps: int, learn_target: bool) -> optax.Gradient
                                                end_value=lr * float(optim.get("end_frac", 0.1)))
   else:
     sched = optax.warmup_constant_schedule(0.0 if warm else lr, lr, max(warm, 1))
-  tx = optax.chain(optax.clip_by_global_norm(float(optim.get("clip", 1.0))),
-                   optax.adam(sched, b1=float(optim.get("b1", 0.9)), b2=float(optim.get("b2", 0.99))))
+  adam = optax.adam(sched, b1=float(optim.get("b1", 0.9)), b2=float(optim.get("b2", 0.99)))
+  tx = optax.chain(optax.clip_by_global_norm(float(optim.get("clip", 1.0))), adam)
   # Masked-out leaves pass their (stopped, so zero) gradient through: the target stays put.
   return optax.masked(tx, {"image": True, "target": bool(learn_target)})
 

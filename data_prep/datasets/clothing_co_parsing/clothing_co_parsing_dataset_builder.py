@@ -1,5 +1,4 @@
 """Clothing Co-Parsing: images/NNNN.jpg + masks/NNNN.png (0..58, 0 = null) + classes.txt."""
-import os
 
 try:
   from data_prep.datasets._common import SourceBuilder, sources

@@ -13,13 +13,15 @@ class Builder(SourceBuilder):
   """DAVIS video object segmentation, one record per frame with video_id / frame_index.
 
   Config '2016': binary masks (0/255 -> instance 1); '2017': palette index = object id.
-  Splits from ImageSets (2016: ImageSets/480p/{train,val}.txt; 2017: ImageSets/2017/{train,val}.txt);
+  Splits from ImageSets (2016: ImageSets/480p/{train,val}.txt;
+  2017: ImageSets/2017/{train,val}.txt);
   without them, ImageSets/sequences.txt (or all sequences) becomes 'train'.
   """
   BUILDER_CONFIGS = [tfds.core.BuilderConfig(name="2016"), tfds.core.BuilderConfig(name="2017")]
   KIND = "video"
   HAS_INSTANCES = True
-  MANUAL_DOWNLOAD_INSTRUCTIONS = "manual_dir: DAVIS/ with JPEGImages/480p, Annotations/480p, ImageSets"
+  MANUAL_DOWNLOAD_INSTRUCTIONS = (
+      "manual_dir: DAVIS/ with JPEGImages/480p, Annotations/480p, ImageSets")
 
   def split_sources(self, manual_dir):
     year = self.builder_config.name

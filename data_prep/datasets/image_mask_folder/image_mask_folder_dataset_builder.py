@@ -23,7 +23,8 @@ class Builder(SourceBuilder):
   with that layout) become splits; otherwise everything is 'train'.
   """
   BUILDER_CONFIGS = [tfds.core.BuilderConfig(name=n) for n in ("binary", "label", "instance")]
-  MANUAL_DOWNLOAD_INSTRUCTIONS = "manual_dir: images/ + masks/ (see layout.json in data_prep/README.md)"
+  MANUAL_DOWNLOAD_INSTRUCTIONS = (
+      "manual_dir: images/ + masks/ (see layout.json in data_prep/README.md)")
 
   @property
   def HAS_INSTANCES(self):  # noqa: N802
@@ -37,7 +38,8 @@ class Builder(SourceBuilder):
         kw.update(json.load(f))
     if "class_names" in kw:
       kw["class_names"] = {int(k): v for k, v in kw["class_names"].items()}
-    splits = [s for s in ("train", "validation", "test") if os.path.isdir(os.path.join(manual_dir, s))]
+    splits = [s for s in ("train", "validation", "test")
+              if os.path.isdir(os.path.join(manual_dir, s))]
     if splits:
       return {s: sources.image_mask_folder(os.path.join(manual_dir, s), **kw) for s in splits}
     return {"train": sources.image_mask_folder(manual_dir, **kw)}

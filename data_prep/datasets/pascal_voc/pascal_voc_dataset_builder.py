@@ -9,7 +9,8 @@ except ImportError:  # run by `tfds build data_prep/datasets/NAME` (datasets/ on
 
 class Builder(SourceBuilder):
   """PASCAL VOC semantic segmentation: labels 1..20, 0 background, 255 boundary/ignore."""
-  MANUAL_DOWNLOAD_INSTRUCTIONS = "manual_dir: VOCdevkit/VOC2012 (JPEGImages, SegmentationClass, ImageSets)"
+  MANUAL_DOWNLOAD_INSTRUCTIONS = (
+      "manual_dir: VOCdevkit/VOC2012 (JPEGImages, SegmentationClass, ImageSets)")
 
   def split_sources(self, manual_dir):
     out = {}
