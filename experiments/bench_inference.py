@@ -8,7 +8,8 @@ query half plus one token row of context (bit-for-bit the bottom half of the ful
 The outputs are compared on the query half (max abs diff printed).
 
 k = 1 is the one-prompt forward; k > 1 is the feature ensemble over k prompts (the
-transformers variant of G7, `ensemble="hf"`, so the outputs are comparable); ours then also
+transformers' feature-ensemble variant, `ensemble="hf"`, so the outputs are comparable); ours
+then also
 passes `shared_query=True` (the k entries share one query, so its per-token work is done
 once; `--no-shared` times the per-entry path instead).
 

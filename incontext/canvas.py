@@ -1,7 +1,8 @@
 """Canvas conventions shared by the model, the data pipeline and inference.
 
 A sample is a vertical canvas of two equal halves: the prompt on top, the query at the
-bottom (spec 1.2). Images and colour targets are both ImageNet-normalised, channels-last:
+bottom (docs/design.md#canvas). Images and colour targets are both ImageNet-normalised,
+channels-last:
 
   image   [B, 2H, W, 3] float32   prompt image over query image
   target  [B, 2H, W, 3] float32   prompt colour mask over query colour mask (or anything finite)

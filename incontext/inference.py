@@ -4,16 +4,16 @@
     results = seg.segment(prompts=[("a.jpg", "a.png")], queries=["q1.jpg", "q2.jpg"])
     results[0].labels        # [H, W] label ids at q1's original size
 
-Pipeline (official `seggpt_engine.inference_image`, spec 3.1, and the HF processor, 3.3):
+Pipeline (as the official `inference_image` and the HF processor; docs/design.md#inference):
   1. images: PIL bicubic on uint8 to the model's `cfg.image_size` (448x448 for L/16), /255,
      ImageNet-normalised; prompt masks are first encoded as RGB colour masks
      (`encode_masks`), then PIL NEAREST-resized and normalised the same way;
   2. canvas: prompt over query (image), prompt mask over prompt mask (target); the bottom half
-     is the mask token; K prompts run as one batch with the feature ensemble (G7), the
+     is the mask token; K prompts run as one batch with the feature ensemble, the
      output is batch entry 0's query half ("raw", [h, w, 3] normalised);
   3. labels: de-normalise to [0, 255], squared-L2 argmin over the palette including black
      background (HF `post_process_semantic_segmentation`), then legacy torch nearest
-     (src = floor(dst * in / out), G12) back to the query's original size. The argmin is
+     (src = floor(dst * in / out)) back to the query's original size. The argmin is
      taken before the upsampling; nearest sampling commutes with a per-pixel map, so this
      is exactly HF's upsample-then-argmin.
 
@@ -256,7 +256,9 @@ def _as_rgb_uint8(a, what):
 
 
 def spatial_ensemble(imgs: np.ndarray, tgts: np.ndarray, n: int | None = None):
-  """Spatial ensemble (spec 5.2): n x n prompts tiled into one grid, subsampled to one slot.
+  """Spatial ensemble: n x n prompts tiled into one grid, subsampled to one slot.
+
+  docs/design.md#ensembles.
 
   Prompt i goes to grid cell (i // n, i % n); with fewer than n*n prompts the remaining
   cells repeat the prompts cyclically (cell j holds prompt j mod K). The (n h, n w) grid is
@@ -288,7 +290,7 @@ def spatial_ensemble(imgs: np.ndarray, tgts: np.ndarray, n: int | None = None):
 
 
 def resize_nearest_torch(x: np.ndarray, out_hw) -> np.ndarray:
-  """Legacy PyTorch `interpolate(mode='nearest')` on the first two axes (spec G12).
+  """Legacy PyTorch `interpolate(mode='nearest')` on the first two axes (docs/design.md#label-maps).
 
   src = min(floor(dst * (in / out)), in - 1), with the scale and product in float32 as in
   ATen (so the indices are bit-identical to torch's).
@@ -409,7 +411,7 @@ def predict_canvas(model, prompt_imgs, prompt_tgts, query, *, seg_type,
   """One query [h, w, 3] against K prompts [K, h, w, 3] -> [h, w, 3] float32 normalised.
 
   The query half of batch entry 0 (query_only decoder), as the official code takes it;
-  with feature_ensemble the K prompts' query features are averaged (G7).
+  with feature_ensemble the K prompts' query features are averaged.
   """
   return predict_canvas_batch(model, prompt_imgs, prompt_tgts, np.asarray(query)[None],
                               seg_type=seg_type, feature_ensemble=feature_ensemble)[0]
@@ -600,8 +602,8 @@ class Segmenter:
       prompts: [(image, mask), ...]: paths or arrays (uint8 [H, W, 3] images; masks as
         `load_mask` returns them). Empty list allowed with a learned prompt.
       queries: image paths or uint8 [H, W, 3] arrays.
-      ensemble: 'feature' (all K prompts as a batch, query features averaged; spec G7) or
-        'spatial' (the K prompts tiled into one n x n grid prompt; spec 5.2).
+      ensemble: 'feature' (all K prompts as a batch, query features averaged) or
+        'spatial' (the K prompts tiled into one n x n grid prompt; docs/design.md#ensembles).
       learned_prompt: an `incontext.prompts` learned prompt (from `load_learned_prompt`),
         used alone or as one more prompt next to `prompts`.
       seg_type: 'instance' or 'semantic' (default: the Segmenter's, or the learned prompt's).

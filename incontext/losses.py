@@ -1,6 +1,6 @@
 """Training losses on canvases (pure jnp functions).
 
-The SegGPT loss (spec 1.9): smooth-L1 with beta 0.01 between the predicted and the target
+The SegGPT loss (docs/design.md#loss): smooth-L1 with beta 0.01 between the predicted and the target
 canvas, counted on the pixels of hidden patches times the `valid` weights, normalised by the
 number of counted pixel-channel elements.
 """
@@ -25,7 +25,7 @@ def smooth_l1(d: Array, beta: float = 0.01) -> Array:
 
 def masked_smooth_l1(pred: Array, target: Array, mask: Array, valid: Array | None = None, *,
                      patch: int, beta: float = 0.01, painter: bool = False) -> Array:
-  """SegGPT's training loss (spec 1.9), a float32 scalar.
+  """SegGPT's training loss (docs/design.md#loss), a float32 scalar.
 
   Args:
     pred: [B, 2H, W, C] predicted canvas (normalised pixel space).

@@ -29,7 +29,7 @@ def resolve_shape(spec: Sequence[tuple[str, int]], num_devices: int) -> tuple[tu
 
 
 def make_mesh(spec: Sequence[tuple[str, int]], devices=None) -> jax.sharding.Mesh:
-  """Mesh with Auto axis types (GSPMD propagation; style B.4). spec: [(name, size|-1), ...].
+  """Mesh with Auto axis types (GSPMD propagation). spec: [(name, size|-1), ...].
 
   Axes the spec omits among ('data', 'fsdp', 'model') are added with size 1, so the rules
   and batch shardings can always name them.

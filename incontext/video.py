@@ -1,8 +1,9 @@
-"""Video object segmentation by in-context propagation (spec 3.2, paper Table 4b).
+"""Video object segmentation by in-context propagation (docs/design.md#video;
+the method of the SegGPT paper, Table 4b).
 
 For frame t > 0 the prompts are the first frame with its given mask plus a FIFO of the last K
 frames with their predicted masks; the query is frame t; the prompts are combined by the
-feature ensemble (G7). Objects are kept apart: object id i is painted with a distinct palette
+feature ensemble. Objects are kept apart: object id i is painted with a distinct palette
 colour (the HF/Painter palette, white for a single object), every prediction is decoded to the
 nearest palette colour and mapped back to ids.
 

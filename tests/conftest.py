@@ -6,4 +6,4 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 import jax  # noqa: E402
 
-jax.config.update("jax_default_matmul_precision", "highest")  # G14: parity on any backend
+jax.config.update("jax_default_matmul_precision", "highest")  # f32 matmuls: parity on any backend

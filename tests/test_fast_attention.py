@@ -10,7 +10,7 @@ from incontext.models import seggpt
 
 
 def _plain_attention(attn: seggpt.Attention, x):
-  """The reference formulation (spec 1.4): full [B, nh, L, L] logits, one softmax."""
+  """The reference formulation (docs/design.md#attention): full [B, nh, L, L] logits."""
   b, gh, gw, d = x.shape
   nh = attn.num_heads
   hd = d // nh

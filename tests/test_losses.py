@@ -1,4 +1,4 @@
-"""Masked smooth-L1 (spec 1.9) against a numpy loop reference and transformers' SegGptLoss."""
+"""Masked smooth-L1 (docs/design.md#loss) vs a numpy loop reference and transformers' SegGptLoss."""
 import numpy as np
 import pytest
 
@@ -6,7 +6,7 @@ from incontext import losses
 
 
 def _np_reference(pred, tgt, mask, valid, patch, beta, painter=False):
-  """Direct transcription of spec 1.9 with explicit per-patch loops (NHWC)."""
+  """Direct transcription of docs/design.md#loss with explicit per-patch loops (NHWC)."""
   b, h, w, c = pred.shape
   gh, gw = h // patch, w // patch
   num, den = 0.0, 0.0
@@ -44,7 +44,7 @@ def test_smooth_l1_branches_and_optax_identity():
   got = np.asarray(losses.smooth_l1(d, 0.01))
   want = np.where(np.abs(d) < 0.01, 0.5 * d * d / 0.01, np.abs(d) - 0.005)
   np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-9)
-  # spec 1.9: optax huber(d, delta=beta) == beta * smooth_l1_beta(d)
+  # optax huber(d, delta=beta) == beta * smooth_l1_beta(d)
   np.testing.assert_allclose(np.asarray(optax.huber_loss(d, delta=0.01)) / 0.01, got,
                              rtol=1e-5, atol=1e-7)
 

@@ -48,7 +48,10 @@ def test_small_config_matches_transformers(n, ensemble, seg):
 
 
 def test_official_ensemble_differs_from_hf_only_at_block2():
-  """Official feature ensemble averages per stream at block 2 (G7); HF mixes the streams."""
+  """Official feature ensemble averages per stream at block 2; HF mixes the streams.
+
+  docs/design.md#ensembles.
+  """
   cfg_hf = seggpt.get_config("test", image_size=(32, 32), patch=8, ensemble="hf")
   hm, model_hf = _pair(cfg_hf)
   model_off = seggpt.SegGPT(cfg_hf.__class__(**{**cfg_hf.__dict__, "ensemble": "official"}),

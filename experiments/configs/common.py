@@ -16,8 +16,8 @@ def base(*, seed: int = 0, total_steps: int = 1000,
   c.export_params = True                     # workdir/params at the end (single host)
   # init: kind 'scratch' | 'params' (incontext params dir) | 'torch' (.pth/.safetensors)
   c.init = dict(kind="scratch", path="")
-  # optim (spec 4.2/4.5): AdamW, warm-up + cosine, no wd on norms/biases/pos/tokens,
-  # BEiT layer-wise lr decay, global-norm clipping.
+  # optim (docs/design.md#training-recipe): AdamW, warm-up + cosine, no wd on
+  # norms/biases/pos/tokens, BEiT layer-wise lr decay, global-norm clipping.
   c.optim = dict(lr=1e-4, min_lr=0.0, warmup_steps=100, schedule="cosine", wd=0.05, b1=0.9,
                  b2=0.999, eps=1e-8, clip=3.0, layer_decay=0.8,
                  no_wd=r".*(bias|scale)|(.*/)?pos_embed|(.*/)?\w*token\w*",

@@ -1,4 +1,4 @@
-"""In-context tuning of a prompt with SegGPT frozen (spec 5.1).
+"""In-context tuning of a prompt with SegGPT frozen (docs/design.md#in-context-tuning).
 
   python -m experiments.tune \
     --config experiments/configs/prompt_tune.py:task=kvasir \

@@ -9,7 +9,7 @@
   # The same trainer on the real sets in ../shared/data (pipeline of incontext.data).
   python -m experiments.train --config experiments/configs/seggpt_train.py:real --workdir /tmp/real
 
-  # The paper recipe (spec 4.2) for L/16 on a TPU/GPU pod, from a Painter checkpoint:
+  # The recipe of the SegGPT paper (section 4.2) for L/16 on a TPU/GPU pod, from Painter:
   python -m experiments.train --config experiments/configs/seggpt_train.py:paper \
     --config.init.path=/ckpts/painter_vit_large.pth --workdir gs://bucket/seggpt_l16
   # multi-host: add --distributed (TPU/SLURM auto-detect) or --coordinator_address=HOST:PORT
@@ -42,8 +42,8 @@ def get_config(arg=None):
                      "known: paper, quickstart, real")
 
   if arg.preset == "paper":
-    # spec 4.2: batch 2048, 9K iterations with 1.8K warm-up, AdamW lr 1e-4 wd 0.05, 448^2
-    # halves; Painter's layer decay 0.8, clip 3.0, drop path 0.1; init from Painter.
+    # SegGPT paper, section 4.2: batch 2048, 9K iterations with 1.8K warm-up, AdamW lr 1e-4
+    # wd 0.05, 448^2 halves; Painter's layer decay 0.8, clip 3.0, drop path 0.1; init from Painter.
     c = common.base(total_steps=9000, batch_size=2048)
     c.input = common.shared_data_input(image_size=448, patch_size=16, num_workers=8,
                                        read_threads=8)

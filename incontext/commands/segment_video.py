@@ -1,10 +1,10 @@
 """`incontext segment-video --checkpoint DIR --frames DIR --first-mask PNG --out DIR [--memory K]`.
 
-Propagates the first frame's mask through a video (spec 3.2; `incontext.video`): prompts are the
-first frame with its mask plus the last K frames with their predicted masks, combined by the
-feature ensemble. Writes OUT/<frame name>.png (DAVIS format: palette PNG, index = object id,
-the first mask's ids kept) and OUT/overlay.gif. OUT is written to a temporary sibling and renamed
-into place, so a failed run leaves nothing behind.
+Propagates the first frame's mask through a video (docs/design.md#video; `incontext.video`):
+prompts are the first frame with its mask plus the last K frames with their predicted masks,
+combined by the feature ensemble. Writes OUT/<frame name>.png (DAVIS format: palette PNG,
+index = object id, the first mask's ids kept) and OUT/overlay.gif. OUT is written to a temporary
+sibling and renamed into place, so a failed run leaves nothing behind.
 """
 import os
 import shutil

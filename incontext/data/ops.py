@@ -418,7 +418,9 @@ class MaskingGenerator:
 def patch_mask(size=(448, 448), patch_size: int = 16, mode: str = "painter", ratio: float = 0.5,
                half_prob: float = 0.1, min_block: int | None = None,
                max_block: int | None = None, min_aspect: float = 0.3) -> Op:
-  """Patch mask over the (2H/p, W/p) token grid, row-major, True = hidden (spec 4.5).
+  """Patch mask over the (2H/p, W/p) token grid, row-major, True = hidden.
+
+  Painter's masking (docs/design.md#training-recipe).
 
   mode 'painter': block-wise `ratio` of the tokens, or with `half_prob` exactly the query half
   (not after a canvas crop); 'block': always block-wise; 'half': always the query half.

@@ -5,7 +5,7 @@ An episode is (class c, query example, k support examples of class c); the task 
 mask of c in the query. Every method is scored on the *same* episodes (1-shot uses the first
 support), next to the copy-the-prompt-mask baseline (the first support's mask, resized to the
 query, used as the prediction). IoUs are computed at the query's original resolution (the model
-output is upsampled with legacy nearest, spec G12).
+output is upsampled with legacy nearest, docs/design.md#label-maps).
 
 Episodes are a pure function of (source, classes, seed): class c_i = classes[i % len(classes)],
 query and supports drawn without replacement among the examples containing c_i.
@@ -60,7 +60,7 @@ def predict_binary(model, support_imgs: Sequence[np.ndarray], support_fgs: Seque
   """Foreground [H, W] bool of `query` (uint8 [H, W, 3]) from binary support masks.
 
   ensemble: 'feature' (K prompts in one batch, features averaged) or 'spatial' (the K prompts
-  tiled into one, spec 5.2); with one support both are plain one-shot.
+  tiled into one, docs/design.md#ensembles); with one support both are plain one-shot.
   """
   from incontext import inference
   size = tuple(model.cfg.image_size)

@@ -22,7 +22,7 @@ from flax import nnx
 
 from incontext.models import seggpt
 
-# Official name prefix <-> HF name prefix (spec 2.2); "#" stands for a block index.
+# Official name prefix <-> HF name prefix (docs/design.md#weight-names); "#" is a block index.
 _NAME_PAIRS = [
     ("patch_embed.proj.", "model.embeddings.patch_embeddings.projection."),
     ("mask_token", "model.embeddings.mask_token"),

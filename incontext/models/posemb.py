@@ -1,7 +1,8 @@
 """Absolute position tables: PyTorch-exact bicubic resize of the 14x14 pretrain grid.
 
 SegGPT keeps MAE's (1, 1 + 14*14, D) table and resizes the grid on every forward with
-`F.interpolate(mode="bicubic", align_corners=False)` (spec G3). `jax.image.resize` uses a
+`F.interpolate(mode="bicubic", align_corners=False)` (docs/design.md#position-embedding).
+`jax.image.resize` uses a
 different cubic kernel (A=-0.5), so we build PyTorch's interpolation as two small weight
 matrices in numpy (A=-0.75, unclamped source coordinate, taps clamped to the border) and
 contract the table with them.

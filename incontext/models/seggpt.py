@@ -1,10 +1,10 @@
 """SegGPT: a plain ViT that inpaints the query half of a (prompt over query) canvas.
 
-Exact to the official `seggpt_vit_large_patch16_input896x448` (spec section 1): all-global
-attention with decomposed relative positions (G1, G4), image and target streams averaged
-after block `merge_index` (G6), segment/type/mask tokens (G8), the MAE 14x14 position table
-resized PyTorch-bicubic (G3), one shared final norm for the decoder features (G9), exact
-GELU and two-pass LayerNorm (G2, G5).
+Exact to the official `seggpt_vit_large_patch16_input896x448` (docs/design.md#model):
+all-global attention with decomposed relative positions, image and target streams averaged
+after block `merge_index`, segment/type/mask tokens, the MAE 14x14 position table resized
+PyTorch-bicubic, one shared final norm for the decoder features, exact GELU and two-pass
+LayerNorm.
 
 Layout is channels-last: image and target canvases are [N, 2H, W, 3] (ImageNet-normalised,
 prompt on top); the output `pred` is [N, 2H, W, 3] in the same space, or [N, H, W, 3] for
@@ -37,7 +37,7 @@ class SegGPTConfig:
   decoder_dim: int = 64
   pretrain_grid: int = 14          # pos_embed is (1, 1 + g*g, D): MAE's 224-pixel table
   drop_path: float = 0.1           # max rate, linear over blocks; training only
-  ensemble: str = "official"       # feature-ensemble variant: "official" or "hf" (G7)
+  ensemble: str = "official"       # feature-ensemble variant: "official" or "hf"
   dtype: str = "float32"           # compute dtype; params stay float32
   remat: bool = False              # rematerialise each block in the backward pass
   eps: float = 1e-6
@@ -154,7 +154,7 @@ def _attend(q: Array, k: Array, v: Array, rel_h: Array, rel_w: Array) -> Array:
     r = qc.shape[1]
     lg = jnp.einsum("nqc,nkc->nqk", qc, kc).reshape(nh, r, gh, gw)
     lg = (lg + rhc[..., :, None] + rwc[..., None, :]).reshape(nh, r, gh * gw)
-    probs = jax.nn.softmax(lg.astype(jnp.float32), axis=-1).astype(dt)   # G15
+    probs = jax.nn.softmax(lg.astype(jnp.float32), axis=-1).astype(dt)   # f32 softmax, as HF
     return jnp.einsum("nqk,nkc->nqc", probs, vc)
 
   rows, n = _chunk_rows(lq, gh * gw, nh)
@@ -176,7 +176,7 @@ def _attend(q: Array, k: Array, v: Array, rel_h: Array, rel_w: Array) -> Array:
 
 
 class Attention(nnx.Module):
-  """Global MHSA with decomposed relative positions (MViTv2/ViTDet; spec 1.4)."""
+  """Global MHSA with decomposed relative positions (MViTv2/ViTDet; docs/design.md#attention)."""
 
   def __init__(self, cfg: SegGPTConfig, *, rngs: nnx.Rngs):
     d, dt = cfg.width, jnp.dtype(cfg.dtype)
@@ -209,7 +209,7 @@ class Attention(nnx.Module):
     dt = q.dtype
     rh = self.rel_pos_h[...].astype(dt)[_rel_index(gh)[row0:]]          # [gq, gh, hd]
     rw = self.rel_pos_w[...].astype(dt)[_rel_index(gw)]                 # [gw, gw, hd]
-    # Relative terms use the unscaled q (G4).
+    # Relative terms use the unscaled q (only q.k is scaled, as the official code).
     qg = q.reshape(b, nh, gq, gw, hd)
     rel_h = jnp.einsum("bnijc,ikc->bnijk", qg, rh).reshape(b, nh, gq * gw, gh)
     rel_w = jnp.einsum("bnijc,jlc->bnijl", qg, rw).reshape(b, nh, gq * gw, gw)
@@ -224,7 +224,7 @@ class Mlp(nnx.Module):
     self.fc2 = nnx.Linear(cfg.mlp_dim, cfg.width, kernel_init=_dense_init(), dtype=dt, rngs=rngs)
 
   def __call__(self, x: Array) -> Array:
-    return self.fc2(jax.nn.gelu(self.fc1(x), approximate=False))   # exact GELU (G2)
+    return self.fc2(jax.nn.gelu(self.fc1(x), approximate=False))   # exact erf GELU
 
 
 def _drop_path(x: Array, rate: float, rng) -> Array:
@@ -236,7 +236,7 @@ def _drop_path(x: Array, rate: float, rng) -> Array:
 
 def _ensemble_query_half(a: Array, mode: str | None, num_prompts: int,
                          half: int | None = None) -> Array:
-  """Averages the query half (bottom token rows) of the attention output over prompts (G7).
+  """Averages the query half (bottom token rows) of the attention output over prompts.
 
   mode: None (off), "stream" (batch is [x_1..x_N, y_1..y_N]: mean within each stream)
   or "all" (mean over the whole batch). half: first query-half row of `a` (default: the
@@ -256,7 +256,10 @@ def _ensemble_query_half(a: Array, mode: str | None, num_prompts: int,
 
 
 class Block(nnx.Module):
-  """Pre-norm block; the feature-ensemble hook rewrites the attention output (spec 1.4)."""
+  """Pre-norm block; the feature-ensemble hook rewrites the attention output.
+
+  docs/design.md#ensembles.
+  """
 
   def __init__(self, cfg: SegGPTConfig, drop_path: float, *, rngs: nnx.Rngs):
     self.norm1 = _norm(cfg.width, cfg, rngs)
@@ -349,7 +352,7 @@ class SegGPT(nnx.Module):
 
   # -- embedding --------------------------------------------------------------------------
   def embed(self, imgs: Array, tgts: Array, mask: Array, seg_type: Array) -> Array:
-    """-> [2N, gh, gw, D]: image-stream entries then target-stream entries (spec 1.3)."""
+    """-> [2N, gh, gw, D]: image-stream entries, then target-stream ones (docs/design.md#model)."""
     cfg = self.cfg
     gh, gw = cfg.grid
     dt = jnp.dtype(cfg.dtype)
@@ -442,7 +445,10 @@ class SegGPT(nnx.Module):
 
   # -- decoder ----------------------------------------------------------------------------
   def _pixels(self, x: Array) -> Array:
-    """[N, r, gw, F*D] concatenated features -> [N, r*p, gw*p, dd] decoder pixels (G9)."""
+    """[N, r, gw, F*D] concatenated features -> [N, r*p, gw*p, dd] decoder pixels.
+
+    Pixel shuffle: docs/design.md#decoder.
+    """
     p, dd = self.cfg.patch, self.cfg.decoder_dim
     n, r, gw, _ = x.shape
     x = self.decoder_embed(x).reshape(n, r, gw, p, p, dd)
@@ -493,7 +499,7 @@ class SegGPT(nnx.Module):
         token, so their content only needs to be finite.
       mask: [N or 1, L] bool/0-1 patch mask, True = hidden (the bottom half at inference).
       seg_type: [N] int (0 semantic, 1 instance, other: no type token).
-      feature_ensemble: average query-half features across the N prompts (G7).
+      feature_ensemble: average query-half features across the N prompts (docs/design.md#ensembles).
       query_only: decode only the query half ([N, H, W, 3]).
       rng: PRNG key enabling drop path (training); None = deterministic.
       shared_query: with feature_ensemble, promise that all N entries share the query half

@@ -1,4 +1,4 @@
-"""The optax optimiser from `config.optim` (Painter/SegGPT recipe, spec 4.2 and 4.5).
+"""The optax optimiser from `config.optim` (docs/design.md#training-recipe).
 
   clip_by_global_norm(clip) -> Adam moments -> decoupled weight decay (masked)
   -> layer-wise lr scale -> -schedule(step)
@@ -16,7 +16,7 @@ import optax
 
 from incontext.sharding import path_str
 
-# No weight decay on norms, biases, position embeddings and tokens (issue 4; spec 4.5).
+# No weight decay on norms, biases, position embeddings and tokens (as Painter).
 NO_WD = r".*(bias|scale)|(.*/)?pos_embed|(.*/)?\w*token\w*"
 
 

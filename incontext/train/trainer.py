@@ -3,7 +3,7 @@
 Reads top to bottom: mesh -> data -> model + optimiser -> shardings -> restore or init
 -> jit -> loop (log, eval, checkpoint) -> export.
 
-Where the state comes from, in order (style B.5):
+Where the state comes from, in order:
   1. the latest checkpoint in `workdir/checkpoints` (params, optimiser, step, RNG and the data
      iterator position: re-running the same command resumes exactly);
   2. `config.init`: kind 'params' (an `incontext convert` params dir), 'torch' (an official

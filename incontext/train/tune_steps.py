@@ -1,8 +1,10 @@
-"""Pure step functions of in-context tuning (spec 5.1): the model is frozen, the prompt learns.
+"""Pure step functions of in-context tuning: the model is frozen, the prompt learns.
+
+See docs/design.md#in-context-tuning.
 
 The prompt is a plain array argument (a dict {'image', 'target'} of [h, w, 3] normalised
 tensors), not a Variable in the model: gradients only ever reach it, and the frozen `params`
-are a separate, never-donated argument (style B.4). No jit here; the tuner jits with shardings.
+are a separate, never-donated argument. No jit here; the tuner jits with shardings.
 
 Batch (task examples, one prompt slot shared by all):
   image   [B, h, w, 3] float32  normalised query images
@@ -36,7 +38,7 @@ def build_canvas(prompt: dict, batch: dict) -> tuple[jax.Array, jax.Array]:
 
 def tune_loss(prompt: dict, batch: dict, *, graphdef, params, seg_type: int,
               beta: float = 0.01) -> jax.Array:
-  """The training loss (spec 1.9) of the frozen model with this prompt, a scalar.
+  """The training loss (docs/design.md#loss) of the frozen model with this prompt, a scalar.
 
   Masked smooth-L1 over the query half (the hidden patches at inference) against the
   colour-encoded ground truth, weighted by `valid`. beta: SegGPT's 0.01 by default; tune
