@@ -114,7 +114,6 @@ def main(argv=None):
 def _binary_scores(model, prompts, examples, seg_type="semantic"):
   """IoU results over examples of each (normalised) one-slot prompt (image, target)."""
   from incontext import canvas, inference, metrics
-  from incontext.evaluators.fewshot import WHITE
   size = tuple(model.cfg.image_size)
   qs = np.stack([inference.prepare_image(e["image"], size) for e in examples])
   out = []
@@ -124,7 +123,7 @@ def _binary_scores(model, prompts, examples, seg_type="semantic"):
         inference.predict_canvas_batch(model, lp_image[None], lp_target[None], qs[i:i + 16],
                                        seg_type=seg_type) for i in range(0, len(qs), 16)])
     for e, p in zip(examples, preds):
-      lab = inference.labels_from_prediction(canvas.denormalize(p), WHITE, [1])
+      lab = inference.labels_from_prediction(canvas.denormalize(p), canvas.BINARY_PALETTE, [1])
       fg = inference.resize_nearest_torch(lab, e["mask"].shape) == 1
       acc.add(fg, e["mask"] == 1, 1, e["mask"] == 255)
     out.append(acc.result())

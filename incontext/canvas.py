@@ -15,6 +15,11 @@ import numpy as np
 IMAGENET_MEAN = np.array([0.485, 0.456, 0.406], np.float32)
 IMAGENET_STD = np.array([0.229, 0.224, 0.225], np.float32)
 
+# The palette of binary (one-object) tasks: 0 background black, 1 foreground white. Read-only:
+# copy it to change it.
+BINARY_PALETTE = np.array([[0, 0, 0], [255, 255, 255]], np.uint8)
+BINARY_PALETTE.flags.writeable = False
+
 SEMANTIC, INSTANCE = 0, 1
 SEG_TYPES = {"semantic": SEMANTIC, "instance": INSTANCE}
 

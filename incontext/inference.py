@@ -142,12 +142,12 @@ def encode_masks(masks: Sequence[np.ndarray], names: Sequence[str] | None = None
   fgs = [_binary_fg(m) for m in masks]
   if all(f is not None for f in fgs):                       # binary masks
     fg = next((f for f in fgs if f), 255)
-    pal = np.array([[0, 0, 0], [255, 255, 255]], np.uint8)
+    pal = canvas.BINARY_PALETTE.copy()
     return [np.repeat((m != 0)[..., None] * np.uint8(255), 3, -1) for m in masks], pal, [fg]
   soft = [_is_soft_binary(m) for m in masks]
   if all(s or f is not None for s, f in zip(soft, fgs)) and any(soft):
     # Anti-aliased 0/255 masks (official demo targets): used as-is, like the official code.
-    pal = np.array([[0, 0, 0], [255, 255, 255]], np.uint8)
+    pal = canvas.BINARY_PALETTE.copy()
     out = [np.repeat(m.astype(np.uint8)[..., None], 3, -1) if s
            else np.repeat((m != 0)[..., None] * np.uint8(255), 3, -1)
            for m, s in zip(masks, soft)]

@@ -62,7 +62,7 @@ class LearnedPrompt:
   target: np.ndarray
   seg_type: str = "semantic"
   palette: np.ndarray = dataclasses.field(
-      default_factory=lambda: np.array([[0, 0, 0], [255, 255, 255]], np.uint8))
+      default_factory=canvas.BINARY_PALETTE.copy)
   label_ids: list[int] = dataclasses.field(default_factory=lambda: [1])
   label_names: list[str] = dataclasses.field(default_factory=lambda: ["foreground"])
   meta: dict = dataclasses.field(default_factory=dict)

@@ -49,7 +49,7 @@ def object_ids(first_ids: np.ndarray) -> list[int]:
 def id_palette(ids: Sequence[int]) -> np.ndarray:
   """[K+1, 3] uint8 colours used inside the model for K objects (row 0 black background)."""
   if len(ids) == 1:
-    return np.array([[0, 0, 0], [255, 255, 255]], np.uint8)
+    return canvas.BINARY_PALETTE.copy()
   return canvas.build_palette(len(ids))
 
 

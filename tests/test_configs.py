@@ -121,3 +121,12 @@ def test_real_config_video_args():
     seggpt_train.get_config("real,instance_prob=2")
   with pytest.raises(ValueError, match="davis_weight.*frame_gap"):
     seggpt_train.get_config("real,frame_gap=-1")
+
+
+def test_quickstart_preset_is_the_named_variant():
+  """The quickstart/real presets' model is exactly variant `quickstart-0.6M` (~0.6M params)."""
+  from incontext.models import seggpt
+  from incontext.train import trainer
+  c = importlib.import_module("experiments.configs.seggpt_train").get_config("quickstart")
+  assert c.model.variant == "quickstart-0.6M"
+  assert trainer.model_config(c) == seggpt.get_config("quickstart-0.6M", drop_path=0.0)

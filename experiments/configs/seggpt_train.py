@@ -28,9 +28,12 @@ from experiments.configs import common
 from incontext import config_lib
 
 # The quickstart and `real` model: ~0.6M params, 32x32 halves in 4x4 patches (8x8 tokens/half).
-SMALL_32 = dict(variant="test", image_size=(32, 32), patch=4, width=96, depth=6, num_heads=4,
-                mlp_dim=192, decoder_dim=16, merge_index=1, feature_layers=(2, 3, 4, 5),
-                pretrain_grid=8, drop_path=0.0, dtype="float32", remat=False)
+# Variant `quickstart-0.6M` is this architecture; the fields are spelled out for the readers of
+# c.model (input sizes) and for --config.model.X overrides.
+SMALL_32 = dict(variant="quickstart-0.6M", image_size=(32, 32), patch=4, width=96, depth=6,
+                num_heads=4, mlp_dim=192, decoder_dim=16, merge_index=1,
+                feature_layers=(2, 3, 4, 5), pretrain_grid=8, drop_path=0.0, dtype="float32",
+                remat=False)
 
 
 def get_config(arg=None):

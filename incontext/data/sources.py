@@ -46,8 +46,10 @@ class DataError(ValueError):
 # ---------------------------------------------------------------------------------------------
 # File readers.
 
-def load_image(path: str) -> np.ndarray:
-  """RGB uint8 [H, W, 3]; raises DataError naming `path` if missing or unreadable."""
+def read_image_raw(path: str) -> np.ndarray:
+  """RGB uint8 [H, W, 3] as stored (no EXIF rotation, unlike `imageio.load_image`: dataset
+  annotations are drawn on the stored pixels); raises DataError naming `path` if missing or
+  unreadable."""
   if not os.path.exists(path):
     raise DataError(f"missing image file: {path}")
   try:
@@ -208,7 +210,7 @@ class FolderSource:
 
   def __getitem__(self, i: int) -> dict[str, Any]:
     i = int(i)
-    image = load_image(self.image_paths[i])
+    image = read_image_raw(self.image_paths[i])
     mask, inst = self.load_masks(i, image)
     ex = {"image": image, "mask": mask, "classes": present_classes(mask), **self._extra(i)}
     if inst is not None:

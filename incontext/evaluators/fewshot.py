@@ -19,8 +19,6 @@ from tqdm import tqdm
 
 from incontext import canvas, metrics
 
-WHITE = np.array([[0, 0, 0], [255, 255, 255]], np.uint8)
-
 
 def class_index(source, classes: Sequence[int], indices: Sequence[int] | None = None) -> dict:
   """{class: [example indices containing it]} over `indices` (default all) of a source."""
@@ -65,7 +63,7 @@ def predict_binary(model, support_imgs: Sequence[np.ndarray], support_fgs: Seque
   from incontext import inference
   size = tuple(model.cfg.image_size)
   imgs = np.stack([inference.resize_image_uint8(s, size) for s in support_imgs])
-  tgts = np.stack([inference.resize_mask_uint8(WHITE[f.astype(np.int64)], size)
+  tgts = np.stack([inference.resize_mask_uint8(canvas.BINARY_PALETTE[f.astype(np.int64)], size)
                    for f in support_fgs])
   if ensemble == "spatial" and len(imgs) > 1:
     i1, t1 = inference.spatial_ensemble(imgs, tgts)
@@ -75,7 +73,7 @@ def predict_binary(model, support_imgs: Sequence[np.ndarray], support_fgs: Seque
   pred = inference.predict_canvas(model, canvas.normalize(imgs), canvas.normalize(tgts),
                                   inference.prepare_image(query, size), seg_type=seg_type,
                                   feature_ensemble=True)
-  lab = inference.labels_from_prediction(canvas.denormalize(pred), WHITE, [1])
+  lab = inference.labels_from_prediction(canvas.denormalize(pred), canvas.BINARY_PALETTE, [1])
   return inference.resize_nearest_torch(lab, query.shape[:2]) == 1
 
 

@@ -85,14 +85,21 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "B/16": dict(width=768, depth=12, num_heads=12, mlp_dim=3072, feature_layers=_layers(12)),
     "S/16": dict(width=384, depth=12, num_heads=6, mlp_dim=1536, feature_layers=_layers(12)),
     "Ti/16": dict(width=192, depth=12, num_heads=3, mlp_dim=768, feature_layers=_layers(12)),
-    # A few blocks so the merge (after block 2) and the 4 decoder features still exist.
+    # The quickstart model (experiments/configs/seggpt_train.py quickstart and real presets):
+    # 32x32 halves in 4x4 patches (8x8 tokens per half), trains on a 2-core CPU in minutes.
+    "quickstart-0.6M": dict(image_size=(32, 32), patch=4, width=96, depth=6, num_heads=4,
+                            mlp_dim=192, decoder_dim=16, merge_index=1, feature_layers=(2, 3, 4, 5),
+                            pretrain_grid=8),
+    # The unit tests' model: a few blocks so the merge (after block 2) and the 4 decoder
+    # features still exist.
     "test": dict(width=32, depth=7, num_heads=2, mlp_dim=64, feature_layers=(3, 4, 5, 6),
                  decoder_dim=8, pretrain_grid=4),
 }
 
 
 def get_config(variant: str = "L/16", **overrides) -> SegGPTConfig:
-  """Config of a named variant (`L/16`, `B/16`, `S/16`, `Ti/16`, `test`) with overrides."""
+  """Config of a named variant (`L/16`, `B/16`, `S/16`, `Ti/16`, `quickstart-0.6M`,
+  `test`) with overrides."""
   if variant not in VARIANTS:
     raise ValueError(f"unknown variant {variant!r}; known: {sorted(VARIANTS)}")
   kw = dict(VARIANTS[variant])

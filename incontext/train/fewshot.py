@@ -32,8 +32,9 @@ def decode_labels(pred_query: np.ndarray, colours: np.ndarray) -> np.ndarray:
   return d.argmin(-1).astype(np.int32)
 
 
-class IoUAccumulator:
-  """Per-class intersection and union sums; mIoU = mean over the classes seen."""
+class LabelMapIoU:
+  """Per-class IoU sums over multi-class label maps (ids 1..K -> class_ids); mIoU = mean over the
+  classes seen. (`metrics.IoUAccumulator` is the binary, per-episode one of the evaluators.)"""
 
   def __init__(self):
     self.inter, self.union = {}, {}
@@ -60,8 +61,8 @@ def evaluate(pred_queries: np.ndarray, episodes: list[dict]) -> dict[str, float]
   `prompt_label`), 'baseline_objects_miou' (every query object painted, target or not: what
   a segmenter without in-context matching reaches at best; episodes with `query_objects`)}.
   """
-  accs = {"miou": IoUAccumulator(), "baseline_copy_miou": IoUAccumulator(),
-          "baseline_objects_miou": IoUAccumulator()}
+  accs = {"miou": LabelMapIoU(), "baseline_copy_miou": LabelMapIoU(),
+          "baseline_objects_miou": LabelMapIoU()}
   for pq, ep in zip(pred_queries, episodes):
     col, gt, ids = ep["colours"], ep["query_label"], ep["class_ids"]
     accs["miou"].add(decode_labels(pq, col), gt, ids)

@@ -105,20 +105,19 @@ def real_episodes(data: dict, *, image_size: int, patch: int, num: int, seed: in
   img = lambda a: np.asarray(Image.fromarray(np.asarray(a, np.uint8)).resize(size, Image.BICUBIC))
   lab = lambda a: (np.asarray(Image.fromarray(np.asarray(a, np.uint8)).resize(
       size, Image.NEAREST)) == 1).astype(np.int32)
-  white = np.array([[255, 255, 255]], np.uint8)
   half = canvas.query_half_mask((2 * image_size // patch, image_size // patch))
   out = []
   for i in range(len(eps)):
     ep = eps[i]
     (p_img, p_m), (q_img, q_m) = ep["support"][0], ep["query"]
     p_lab, q_lab = lab(p_m), lab(q_m)
-    pal = np.concatenate([np.zeros((1, 3), np.uint8), white], 0)
+    pal = canvas.BINARY_PALETTE
     tgt = np.concatenate([pal[p_lab], np.zeros(size + (3,), np.uint8)], 0)
     out.append({"image": canvas.normalize(np.concatenate([img(p_img), img(q_img)], 0)),
                 "target": canvas.normalize(tgt), "mask": half,
                 "valid": np.ones((2 * image_size, image_size), np.float32),
                 "seg_type": np.int32(canvas.SEMANTIC), "query_label": q_lab,
-                "prompt_label": p_lab, "colours": white,
+                "prompt_label": p_lab, "colours": canvas.BINARY_PALETTE[1:],
                 "class_ids": np.array([ep["class_id"]], np.int32)})
   return out
 
@@ -275,9 +274,10 @@ def run(config, workdir: str) -> dict[str, Any]:
         now = time.perf_counter()
         rec = {"step": step, **{f"train/{k}": v for k, v in rows[-1].items()}}
         if step > n_last:
-          eps = gbs * (step - n_last) / (now - t_last)
-          rec.update({"train/examples_per_s": eps, "train/step_s": (now - t_last) / (step - n_last),
-                      "train/flops_per_s_per_device": eps * ex_flops / jax.device_count()})
+          ex_per_s = gbs * (step - n_last) / (now - t_last)
+          rec.update({"train/examples_per_s": ex_per_s,
+                      "train/step_s": (now - t_last) / (step - n_last),
+                      "train/flops_per_s_per_device": ex_per_s * ex_flops / jax.device_count()})
           if peak:
             rec["train/mfu"] = rec["train/flops_per_s_per_device"] / peak
         t_last, n_last = now, step

@@ -88,7 +88,8 @@ def tune_step(state: dict, batch: dict, *, graphdef, params, tx, seg_type: int,
   return {"prompt": prompt, "opt": opt, "step": state["step"] + 1}, metrics
 
 
-def make_tx(optim: dict, total_steps: int, learn_target: bool) -> optax.GradientTransformation:
+def make_prompt_tx(optim: dict, total_steps: int,
+                   learn_target: bool) -> optax.GradientTransformation:
   """Adam (no weight decay: the prompt is an input, not a weight) with warmup + cosine decay;
   the target leaf is frozen unless `learn_target`."""
   lr = float(optim["lr"])

@@ -36,15 +36,15 @@ from tqdm import tqdm
 from incontext import canvas, checkpoint, mesh as mesh_lib, prompts
 from incontext.train import tune_steps
 
-BINARY_PALETTE = np.array([[0, 0, 0], [255, 255, 255]], np.uint8)
-
 
 # ---------------------------------------------------------------------------------------------
 # Task examples.
 
 def task_palette(label_ids: Sequence[int]) -> np.ndarray:
   """[K+1, 3] uint8: white for one label, else the HF/Painter palette (row 0 black)."""
-  return BINARY_PALETTE.copy() if len(label_ids) == 1 else canvas.build_palette(len(label_ids))
+  if len(label_ids) == 1:
+    return canvas.BINARY_PALETTE.copy()
+  return canvas.build_palette(len(label_ids))
 
 
 def encode_example(image: np.ndarray, label: np.ndarray, size_hw, label_ids: Sequence[int],
@@ -214,7 +214,7 @@ def _jitted_step(graphdef, optim_json: str, total: int, seg_type: int, learn_tar
                  repl, batch_sh, beta: float = 0.01):
   """The jitted tune step (cached so that a resumed run in the same process does not
   recompile)."""
-  tx = tune_steps.make_tx(json.loads(optim_json), total, learn_target)
+  tx = tune_steps.make_prompt_tx(json.loads(optim_json), total, learn_target)
   tune_step = functools.partial(tune_steps.tune_step, graphdef=graphdef, tx=tx,
                                 seg_type=seg_type, learn_target=learn_target, beta=beta)
   return jax.jit(lambda state, batch, params: tune_step(state, batch, params=params),
@@ -277,7 +277,7 @@ def run_tune(config, workdir: str, *, examples: Sequence[dict] | None = None,
                                    example={"image": data["image"][i0],
                                             "target": data["target"][i0]})
   total = int(c.total_steps)
-  tx = tune_steps.make_tx(dict(c.optim), total, learn_target)
+  tx = tune_steps.make_prompt_tx(dict(c.optim), total, learn_target)
   state = {"prompt": jax.tree.map(jnp.asarray, prompt0), "step": jnp.int32(0)}
   state["opt"] = tx.init(state["prompt"])
   state = jax.device_put(state, repl)
