@@ -7,6 +7,8 @@ Compare the printed samples/s with the trainer's steps/s x batch size at the sam
 import argparse
 import time
 
+from absl import flags
+
 from incontext.data import pipeline
 
 
@@ -34,6 +36,7 @@ def main():
   p.add_argument("--threads", type=int, default=2)
   p.add_argument("--data", default="../shared/data")
   a = p.parse_args()
+  flags.FLAGS.mark_as_parsed()   # grain's worker processes read absl flags; argparse parsed ours
   for size in [int(s) for s in a.sizes.split(",")]:
     patch = 16 if size % 16 == 0 and size >= 64 else 8
     for w in [int(x) for x in a.workers.split(",")]:

@@ -73,12 +73,11 @@ UNTUNED_MEAN = 8     # also scored: each of the first 8 tuning examples as the o
 def task_examples(task: dict, root: str, n_eval: int, index: int = 0) -> tuple[dict, list]:
   """(the raw tuning example `index`, the n_eval examples after `task`'s tuning slice in its
   permutation: never tuned on)."""
-  from incontext.data import sources
-  from incontext.train import tuner
+  from incontext.data import selection, sources
   src = sources.make_source(dict(task, root=root))
-  tune = tuner.select_indices(len(src), dict(task))
-  idx = tuner.select_indices(len(src), dict(task, start=int(task["stop"]),
-                                            stop=int(task["stop"]) + n_eval))
+  tune = selection.select_indices(len(src), dict(task))
+  idx = selection.select_indices(len(src), dict(task, start=int(task["stop"]),
+                                                stop=int(task["stop"]) + n_eval))
   if len(idx) < n_eval:
     raise ValueError(f"{root}: {len(idx)} examples after the tuning ones, need {n_eval}")
   return src[tune[index]], [src[i] for i in idx]

@@ -143,12 +143,12 @@ def copy_first_mask(first_ids: np.ndarray, num_frames: int) -> list[np.ndarray]:
 def list_frames(frames_dir: str) -> list[str]:
   """Sorted image files (.jpg/.jpeg/.png/.bmp) of a directory; errors name the directory."""
   if not os.path.isdir(frames_dir):
-    raise ValueError(f"--frames {frames_dir}: no such directory")
+    raise ValueError(f"frames directory {frames_dir}: no such directory")
   exts = (".jpg", ".jpeg", ".png", ".bmp")
   out = sorted(os.path.join(frames_dir, f) for f in os.listdir(frames_dir)
                if f.lower().endswith(exts))
   if not out:
-    raise ValueError(f"--frames {frames_dir}: no image files (.jpg/.jpeg/.png/.bmp)")
+    raise ValueError(f"frames directory {frames_dir}: no image files (.jpg/.jpeg/.png/.bmp)")
   return out
 
 

@@ -57,6 +57,9 @@ def test_resume_from_state(cfg):
 
 
 def test_resume_with_worker_processes(cfg):
+  from absl import flags
+  if not flags.FLAGS.is_parsed():   # grain's workers read absl flags (as under an absl app)
+    flags.FLAGS.mark_as_parsed()
   cfg = {**cfg, "num_workers": 2}
   it = pipeline.make_train_iterator(cfg, seed=1, batch_size=2)
   take(it, 2)

@@ -51,15 +51,15 @@ def test_tuning_splits_are_disjoint():
   """Each tuning task's scoring examples are not its tuning examples, and the horse ones are
   not the horse few-shot episodes' examples either (all three slices of one permutation)."""
   from experiments.configs import prompt_tune, seggpt_eval
-  from incontext.data import sources
-  from incontext.train import tuner
+  from incontext.data import selection, sources
   for name, n_eval in show_real_results.TUNE_EVAL.items():
     task = dict(prompt_tune.get_config(f"task={name}").task)
     root = str(shared_data_dir(task["root"].split("/")[-1]))
     n = len(sources.make_source(dict(task, root=root)))
-    tune = set(tuner.select_indices(n, task))
-    ev = set(tuner.select_indices(n, dict(task, start=task["stop"], stop=task["stop"] + n_eval)))
+    tune = set(selection.select_indices(n, task))
+    ev = set(selection.select_indices(n, dict(task, start=task["stop"],
+                                              stop=task["stop"] + n_eval)))
     assert len(tune) == 64 and len(ev) == n_eval and not tune & ev
     if name == "horse":
-      fs = set(tuner.select_indices(n, dict(seggpt_eval.get_config().fewshot.horse.select)))
+      fs = set(selection.select_indices(n, dict(seggpt_eval.get_config().fewshot.horse.select)))
       assert not fs & (tune | ev) and len(fs) == n - 200

@@ -51,7 +51,9 @@ DEFAULTS: dict[str, Any] = dict(
     patch_size=16,           # token grid for `mask` is (2H/p, W/p)
     pp=ops.DEFAULT_PP,       # op pipe string (see incontext.data.ops), `finalize` is appended
     datasets=(),             # list of dataset configs (dicts), see DATASET_DEFAULTS
-    num_workers=0,           # grain mp_prefetch worker processes (0 = in-process threads)
+    num_workers=0,           # grain mp_prefetch worker processes (0 = in-process threads); grain's
+                             # workers read absl flags: outside an absl app, call
+                             # absl.flags.FLAGS.mark_as_parsed() first (experiments/bench_data.py)
     read_threads=2,          # threads of to_iter_dataset (per process)
     prefetch=4,              # to_iter_dataset prefetch buffer (elements)
     shard_records=False,     # also split every source's records across hosts (i % count == index)
@@ -321,9 +323,6 @@ def make_train_dataset(config, *, seed: int, batch_size: int, process_index: int
                                             prefetch_buffer_size=int(cfg["prefetch"])))
   ds = ds.batch(batch_size, drop_remainder=True)
   if cfg["num_workers"] > 0:
-    from absl import flags  # grain workers read absl flags; outside an absl app mark them parsed
-    if not flags.FLAGS.is_parsed():
-      flags.FLAGS.mark_as_parsed()
     ds = ds.mp_prefetch(grain.MultiprocessingOptions(num_workers=int(cfg["num_workers"])))
   return ds
 

@@ -13,13 +13,13 @@ import os
 import numpy as np
 
 from incontext import checkpoint
+from incontext.data import selection
 
 
 def _sel(n: int, sel: dict | None) -> list[int]:
   if not sel:
     return list(range(n))
-  from incontext.train import tuner
-  return tuner.select_indices(n, dict(sel))
+  return selection.select_indices(n, dict(sel))
 
 
 def fewshot_benchmark(model, bench: dict, *, seed: int = 0) -> dict:

@@ -34,6 +34,7 @@ from PIL import Image, ImageDraw
 from tqdm import tqdm
 
 from incontext import canvas, checkpoint, mesh as mesh_lib, prompts
+from incontext.data.selection import select_indices
 from incontext.train import tune_steps
 
 
@@ -61,18 +62,6 @@ def encode_example(image: np.ndarray, label: np.ndarray, size_hw, label_ids: Seq
     idx[lab == int(c)] = k + 1
   return {"image": canvas.normalize(img), "target": canvas.normalize(palette[idx]),
           "valid": (lab != ignore).astype(np.float32), "label": idx.astype(np.int32)}
-
-
-def select_indices(n: int, task: dict) -> list[int]:
-  """Indices of a source used by a task: a seeded permutation (perm_seed, or sorted order if
-  None) sliced [start:stop]."""
-  order = np.arange(n) if task.get("perm_seed") is None else \
-      np.random.default_rng(int(task["perm_seed"])).permutation(n)
-  start, stop = int(task.get("start") or 0), task.get("stop")
-  sel = order[start:None if stop is None else int(stop)]
-  if len(sel) == 0:
-    raise ValueError(f"task selects no examples ({n} in the source, start={start}, stop={stop})")
-  return [int(i) for i in sel]
 
 
 def load_task(task: dict, size_hw, examples: Sequence[dict] | None = None) -> tuple[dict, dict]:
