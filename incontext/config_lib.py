@@ -19,7 +19,7 @@ def _value(s: str, default: Any) -> Any:
   return s
 
 
-def parse_arg(arg: str | None, *, lazy: bool = False, **defaults) -> ml_collections.ConfigDict:
+def parse_arg(arg: str | None, **defaults) -> ml_collections.ConfigDict:
   """'variant=B/16,runlocal' -> ConfigDict(variant='B/16', runlocal=True, <other defaults>).
 
   A bare word sets the boolean of that name (or, if it is not a known key but a value of the

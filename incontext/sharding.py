@@ -111,13 +111,3 @@ def shardings(tree, rules: Rules, mesh) -> Any:
   """NamedSharding per leaf (see `partition_specs`)."""
   return jax.tree.map(lambda s: NamedSharding(mesh, s), partition_specs(tree, rules, mesh),
                       is_leaf=lambda x: isinstance(x, P))
-
-
-def describe(tree, specs) -> list[str]:
-  """Human-readable 'path shape spec' lines (for logs and tests)."""
-  lines = []
-  flat_t = jax.tree_util.tree_flatten_with_path(tree)[0]
-  flat_s = jax.tree.leaves(specs, is_leaf=lambda x: isinstance(x, P))
-  for (path, leaf), spec in zip(flat_t, flat_s):
-    lines.append(f"{path_str(path)} {tuple(getattr(leaf, 'shape', ()))} {spec}")
-  return lines

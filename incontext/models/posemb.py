@@ -37,13 +37,6 @@ def torch_bicubic_matrix(n_in: int, n_out: int) -> np.ndarray:
   return m
 
 
-def resize_grid_np(grid: np.ndarray, out_hw: tuple[int, int]) -> np.ndarray:
-  """PyTorch-bicubic resize of a [h, w, C] array to [H, W, C] in float64 numpy."""
-  mh = torch_bicubic_matrix(grid.shape[0], out_hw[0])
-  mw = torch_bicubic_matrix(grid.shape[1], out_hw[1])
-  return np.einsum("Hh,hwc,Ww->HWc", mh, grid.astype(np.float64), mw)
-
-
 def resize_pos_embed(pos_embed: jax.Array, out_hw: tuple[int, int],
                      has_cls: bool = True) -> jax.Array:
   """[1, (1 +) g*g, C] table -> [1, H, W, C] grid, PyTorch-bicubic (float32, HIGHEST)."""

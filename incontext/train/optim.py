@@ -8,7 +8,6 @@ Frozen parameters (not matched by `trainable`, or matched by `frozen`) get zero 
 no optimiser state.
 """
 import re
-from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -49,11 +48,6 @@ def trainable_fn(trainable: str = ".*", frozen: str = ""):
   """name -> bool: fullmatches `trainable` and not `frozen` (regexes over param paths)."""
   t, f = re.compile(trainable or ".*"), re.compile(frozen) if frozen else None
   return lambda name: bool(t.fullmatch(name)) and not (f is not None and f.fullmatch(name))
-
-
-def trainable_mask(params, trainable: str = ".*", frozen: str = "") -> Any:
-  fn = trainable_fn(trainable, frozen)
-  return jax.tree_util.tree_map_with_path(lambda p, _: fn(path_str(p)), params)
 
 
 def _scale_by_path(fn) -> optax.GradientTransformation:
