@@ -24,7 +24,7 @@ from typing import Callable, Iterable, Iterator, Sequence
 import numpy as np
 from PIL import Image
 
-from incontext import canvas
+from incontext import canvas, imageio
 
 
 def davis_palette() -> np.ndarray:
@@ -65,7 +65,7 @@ def colours_to_ids(pred_rgb: np.ndarray, ids: Sequence[int], palette: np.ndarray
                    threshold: float | None = None) -> np.ndarray:
   """[H, W, 3] prediction in 0..255 -> [H, W] ids by the nearest palette colour (black = 0),
   or, for one object, by `threshold` (`inference.labels_from_prediction`)."""
-  from incontext import inference
+  from incontext import inference   # jax/flax load only when a model runs
   out = inference.labels_from_prediction(pred_rgb, palette, list(ids), threshold)
   return out.astype(np.int32)
 
@@ -97,7 +97,7 @@ def propagate(model, frames: Iterable[np.ndarray], first_ids: np.ndarray, *, mem
     [H, W] int32 id maps, one per frame (the first frame's is `first_ids` itself unless
     `first_image` is given).
   """
-  from incontext import inference
+  from incontext import inference   # jax/flax load only when a model runs
   predict_fn = predict_fn or inference.predict_canvas
   size = tuple(model.cfg.image_size)
   first_ids = np.asarray(first_ids)
@@ -159,7 +159,6 @@ def read_id_mask(path: str) -> np.ndarray:
   binary masks keep 255); an RGB colour mask gives ids 1..K for its distinct non-black colours
   in sorted colour order.
   """
-  from incontext import imageio
   m = np.asarray(imageio.load_mask(path))
   if m.ndim == 2:
     return m.astype(np.int32)

@@ -43,7 +43,7 @@ import grain
 import numpy as np
 
 from incontext import canvas
-from incontext.data import folds, ops, sources
+from incontext.data import folds, ops, procedural, sources
 
 # Config keys (top level) and defaults. Per-dataset keys are in DATASET_DEFAULTS.
 DEFAULTS: dict[str, Any] = dict(
@@ -177,7 +177,6 @@ class PairSampler:
     self.procedural_frac = float(cfg.get("procedural_frac") or 0.0)
     self.procedural = None
     if self.procedural_frac > 0:
-      from incontext.data import procedural
       h, w = cfg["image_size"]
       if h != w:
         raise ValueError(f"procedural_frac > 0 needs square halves, got image_size {(h, w)}")

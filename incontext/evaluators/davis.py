@@ -13,12 +13,11 @@ from typing import Sequence
 import numpy as np
 from tqdm import tqdm
 
-from incontext import metrics, video
+from incontext import imageio, metrics, video
 
 
 def read_sequence(root: str, seq: str, resolution: str = "480p", max_frames: int | None = None):
   """(frames [N] uint8 [H, W, 3], gt ids [N] int [H, W]) of one DAVIS sequence."""
-  from incontext import imageio
   jdir = os.path.join(root, "JPEGImages", resolution, seq)
   adir = os.path.join(root, "Annotations", resolution, seq)
   paths = video.list_frames(jdir)[:max_frames]

@@ -17,7 +17,7 @@ from typing import Sequence
 import numpy as np
 from tqdm import tqdm
 
-from incontext import canvas, metrics
+from incontext import canvas, inference, metrics
 
 
 def class_index(source, classes: Sequence[int], indices: Sequence[int] | None = None) -> dict:
@@ -60,7 +60,6 @@ def predict_binary(model, support_imgs: Sequence[np.ndarray], support_fgs: Seque
   ensemble: 'feature' (K prompts in one batch, features averaged) or 'spatial' (the K prompts
   tiled into one, docs/design.md#ensembles); with one support both are plain one-shot.
   """
-  from incontext import inference
   size = tuple(model.cfg.image_size)
   imgs = np.stack([inference.resize_image_uint8(s, size) for s in support_imgs])
   tgts = np.stack([inference.resize_mask_uint8(canvas.BINARY_PALETTE[f.astype(np.int64)], size)
@@ -91,7 +90,6 @@ def evaluate_fewshot(model, source, episodes: list[dict], *,
   Returns:
     {name: {'miou', 'fb_iou', 'per_class', 'episodes'}} plus 'copy prompt mask (baseline)'.
   """
-  from incontext import inference
   accs = {m[0]: metrics.IoUAccumulator() for m in methods}
   base = metrics.IoUAccumulator()
   cache: dict[int, dict] = {}

@@ -13,7 +13,8 @@ import os
 import numpy as np
 
 from incontext import checkpoint
-from incontext.data import selection
+from incontext.data import folds, selection, sources
+from incontext.evaluators import davis, fewshot
 
 
 def _sel(n: int, sel: dict | None) -> list[int]:
@@ -24,8 +25,6 @@ def _sel(n: int, sel: dict | None) -> list[int]:
 
 def fewshot_benchmark(model, bench: dict, *, seed: int = 0) -> dict:
   """One few-shot benchmark (see experiments/configs/seggpt_eval.py for the keys)."""
-  from incontext.data import folds, sources
-  from incontext.evaluators import fewshot
   src = sources.make_source(dict(bench["source"]))
   idx = _sel(len(src), bench.get("select"))
   if bench.get("classes"):
@@ -75,7 +74,6 @@ def write_results(workdir: str, results: dict):
 
 def run_eval(config, workdir: str, model=None) -> dict:
   """Runs config.fewshot and config.davis; returns and writes the results."""
-  from incontext.evaluators import davis
   c = config
   if model is None:
     if not c.get("init"):

@@ -30,10 +30,12 @@ import numpy as np
 import orbax.checkpoint as ocp
 from flax import nnx
 
+from incontext import canvas
 from incontext import checkpoint as ckpt_lib
 from incontext import mesh as mesh_lib
 from incontext import sharding
-from incontext.models import seggpt
+from incontext.data import episodes, sources
+from incontext.models import convert, seggpt
 from incontext.train import fewshot, flops, optim, plots, steps
 
 log = logging.getLogger(__name__)
@@ -63,6 +65,8 @@ def make_train_iterator(config, *, seed: int, batch_size: int):
   kw = dict(seed=seed, batch_size=batch_size, process_index=jax.process_index(),
             process_count=jax.process_count())
   data_cfg = {k: v for k, v in config.input.to_dict().items() if k not in ("type",)}
+  # Readers are imported where used: only the configured one (with its grain/TFDS
+  # dependencies) loads.
   if kind == "procedural":
     from incontext.data import procedural
     return procedural.make_train_iterator(data_cfg, **kw)
@@ -96,8 +100,6 @@ def real_episodes(data: dict, *, image_size: int, patch: int, num: int, seed: in
   fold}. The prompt mask is painted white; the query half is hidden.
   """
   from PIL import Image
-  from incontext import canvas
-  from incontext.data import episodes, sources
   src = sources.make_source(dict(data["source"]))
   eps = episodes.SemanticEpisodes(src, fold=int(data.get("fold", 0)), shots=1,
                                   num_episodes=num, seed=seed)
@@ -134,7 +136,6 @@ def init_params(config, cfg: seggpt.SegGPTConfig, params_sh) -> Any:
     model = ckpt_lib.load_model(init.path, expect_variant=cfg, dtype=cfg.dtype, remat=cfg.remat,
                                 drop_path=cfg.drop_path)
   elif kind == "torch":
-    from incontext.models import convert
     sd, _ = convert.read_state_dict(init.path)
     model = seggpt.SegGPT(cfg, rngs=nnx.Rngs(config.seed))
     convert.load_official(model, sd, allow_missing=convert.OPTIONAL)

@@ -34,6 +34,7 @@ from PIL import Image, ImageDraw
 from tqdm import tqdm
 
 from incontext import canvas, checkpoint, mesh as mesh_lib, prompts
+from incontext.data import ops, sources
 from incontext.data.selection import select_indices
 from incontext.train import tune_steps
 
@@ -53,7 +54,6 @@ def encode_example(image: np.ndarray, label: np.ndarray, size_hw, label_ids: Seq
   """uint8 image [H, W, 3] + label map [H, W] -> normalised {'image', 'target'} [h, w, 3] and
   'valid' [h, w] at `size_hw` (bicubic image, nearest labels; label_ids[k] gets palette[k+1],
   other labels background, `ignore` pixels valid 0)."""
-  from incontext.data import ops
   h, w = size_hw
   img = ops.resize_image(np.asarray(image, np.uint8), (h, w))
   lab = ops.resize_label(np.asarray(label, np.int32), (h, w))
@@ -72,7 +72,6 @@ def load_task(task: dict, size_hw, examples: Sequence[dict] | None = None) -> tu
   label_ids = [int(c) for c in task.get("label_ids") or (1,)]
   palette = task_palette(label_ids)
   if examples is None:
-    from incontext.data import sources
     src = sources.make_source(dict(task))
     idx = select_indices(len(src), task)
     examples = [src[i] for i in tqdm(idx, desc="load task", leave=False)]
