@@ -9,8 +9,7 @@ The outputs are compared on the query half (max abs diff printed).
 
 k = 1 is the one-prompt forward; k > 1 is the feature ensemble over k prompts (the
 transformers' feature-ensemble variant, `ensemble="hf"`, so the outputs are comparable); ours
-then also
-passes `shared_query=True` (the k entries share one query, so its per-token work is done
+then also passes `shared_query=True` (the k entries share one query, so its per-token work is done
 once; `--no-shared` times the per-entry path instead).
 
 Times are medians over `--reps` runs after one warm-up (k = 1; for k > 1 ours is warmed up

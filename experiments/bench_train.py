@@ -2,7 +2,7 @@
 
   # CPU: the quickstart model, and L/16 at batch 1 (remat; depth reducible on slow hosts)
   python -m experiments.bench_train --model small --batch 32
-  python -m experiments.bench_train --model L/16 --batch 1 --remat --steps 2 # ~20 GiB, 71 s/step
+  python -m experiments.bench_train --model L/16 --batch 1 --remat --steps 2   # docs/results.md
   python -m experiments.bench_train --model L/16 --batch 1 --remat --depth 6 --steps 2
   # GPU/TPU (prints MFU against the device's bf16 peak; goal: >= 40% on an H100):
   python -m experiments.bench_train --model L/16 --batch 16 --dtype bfloat16 --remat --steps 20

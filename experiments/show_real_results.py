@@ -1,22 +1,12 @@
 """Shows tuning, few-shot ensembles and video propagation on the real data in ../shared/data.
 
-  # 1. a small SegGPT (the quickstart shape: 32x32 halves, 4x4 patches, ~0.6M params) trained
-  #    by the trainer on the `real` mixture, then continued (2-core CPU: ~65 min to real3):
-  C=experiments/configs/seggpt_train.py
-  python -m experiments.train --config $C:real --workdir /tmp/real
-  python -m experiments.train --config $C:real,procedural_frac=0.25 --config.init.kind=params \
-    --config.init.path=/tmp/real/params --config.total_steps=4000 \
-    --config.optim.warmup_steps=100 --workdir /tmp/real2
-  python -m experiments.train --config $C:real,procedural_frac=0.25,min_area=0.05 \
-    --config.init.kind=params --config.init.path=/tmp/real2/params --config.total_steps=3000 \
-    --config.optim.warmup_steps=100 --workdir /tmp/real3
-  #    three continuations of real3 (the same flags with --config.init.path=/tmp/real3/params):
-  #    real4 `:real,procedural_frac=0.25,min_area=0.05,davis_weight=4,frame_gap=0` 3000 steps,
-  #    real5 `...,min_area=0.05,frame_gap=0,instance_prob=1` 3000 steps,
-  #    real6 `...,min_area=0.05` --config.total_steps=6000 (~40 min).
-  # 2. the experiments with that (or any) params directory; writes real_results.json/.md:
   python -m experiments.show_real_results eval --workdir /tmp/real_eval \
     --checkpoint /tmp/real3/params --tune_steps 300 --episodes 100 --shots 4 --memory 8
+
+scores a params directory (any model; here the small `real` checkpoints) and writes
+real_results.json/.md to the workdir. The training commands of the checkpoints, the numbers
+measured with them and what they show are in docs/results.md#small-model-on-real-data; every
+checkpoint's results are in experiments/show_real_results.json.
 
 Splits (fixed; nothing evaluated is trained on, tests/test_configs.py checks it):
   * DAVIS-2016 subset: sequences in HELD_OUT_SEQS are never trained on (video propagation).
@@ -28,27 +18,6 @@ Splits (fixed; nothing evaluated is trained on, tests/test_configs.py checks it)
     tuning image + mask (the tuning starts from it); each of the first 8 is also scored.
   * coco128_seg: fold-0 classes (COCO-20i interleaved) are held out of training; k-shot episodes
     of those classes.
-
-Measured (experiments/show_real_results.json has every checkpoint; mIoU / J&F in %):
-                          real3                          real6
-  horse tuning            tuned 45.2 / untuned 29.8      tuned 46.1 / untuned 33.4
-    (136 held out)        (mean of 8 untuned 20.6)       (mean of 8 untuned 26.6); copy 42.5
-  Kvasir tuning           tuned 13.7 / untuned 20.4      tuned 9.7 / untuned 14.2
-    (100 held out)        (mean of 8 untuned 10.2)       (mean of 8 untuned 6.1); copy 25.4
-  horse k-shot            1-shot 29.6, 4-shot feat 36.6  1-shot 37.1, 4-shot feat 40.6;
-                          (spatial 19.4)                 (spatial 30.9); copy 41.0
-  COCO fold 0 k-shot      1-shot 4.1, 4-shot feat 1.3    1-shot 6.5, 4-shot feat 1.6; copy 8.2
-  DAVIS (3 held-out seqs) K=0 20.2, K=8 10.5             K=0 13.2, K=8 11.5; copy 25.3
-    threshold calibrated  K=0 26.2 (t=0.4; J 29.8,       t=0.5 chosen: as above
-    on the 5 train seqs   F 22.7), K=8 10.5 (t=0.5)      (copy: J 21.0, F 29.6)
-  So: tuning beats the untuned example prompt on horses at every checkpoint (real4/5: 43.3 vs
-  28.0, 50.2 vs 20.4) and on Kvasir only the mean single example (the tuned prompt lowers the
-  held-out tuning loss, 0.378 -> 0.192 on real3, but this MSE-trained model's unsure pixels are
-  grey, under the decision threshold); the 4-shot feature ensemble beats 1-shot on horses (not
-  on COCO at 32 px, nor on real5); video beats copying the first mask only for real3 with
-  the threshold calibrated on the training sequences, by 0.9 J&F: within the spread across
-  checkpoints (K=0 13.2-20.2 at t=0.5), so not shown robustly. A model of real size needs an
-  accelerator.
 """
 from __future__ import annotations
 
