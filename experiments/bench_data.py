@@ -7,6 +7,7 @@ Compare the printed samples/s with the trainer's steps/s x batch size at the sam
 import argparse
 import time
 
+from experiments.configs import common
 from incontext.data import pipeline
 
 
@@ -32,7 +33,7 @@ def main():
   p.add_argument("--batches", type=int, default=20)
   p.add_argument("--workers", default="0,2")
   p.add_argument("--threads", type=int, default=2)
-  p.add_argument("--data", default="../shared/data")
+  p.add_argument("--data", default=common.data_dir())
   a = p.parse_args()
   for size in [int(s) for s in a.sizes.split(",")]:
     patch = 16 if size % 16 == 0 and size >= 64 else 8
