@@ -91,8 +91,14 @@ def user_errors(prog: str):
     sys.exit(2)
 
 
-def require(value, flag: str, what: str):
-  """Exits with a one-line error when a required setting is empty."""
+def require(prog: str, value, flag: str, what: str):
+  """Exits with a one-line error (status 2) when a required setting is empty."""
   if not value:
-    print(f"error: {flag} is required ({what})", file=sys.stderr)
+    print(f"{prog}: error: {flag} is required ({what})", file=sys.stderr)
     sys.exit(2)
+
+
+def quiet_logs():
+  """absl (and so Orbax) logs at WARNING: Orbax logs every file it reads at INFO."""
+  from absl import logging as absl_logging
+  absl_logging.set_verbosity(absl_logging.WARNING)

@@ -25,7 +25,8 @@ flags.mark_flags_as_required(["config", "workdir"])
 def main(argv):
   del argv
   config = flags.FLAGS.config
-  entry.require(config.init, "--config.init", "a params directory: tuning needs a model")
+  entry.quiet_logs()
+  entry.require("tune", config.init, "--config.init", "a params directory: tuning needs a model")
   with entry.user_errors("tune"):
     from incontext.train import tuner
     out = tuner.run_tune(entry.prepare(config), flags.FLAGS.workdir)

@@ -60,9 +60,9 @@ def _run(argv, capsys):
   return rc, cap.out, cap.err
 
 
-def _hub_cache(cache, folder):
-  """A Hub cache holding `folder` as REPO at COMMIT, laid out as huggingface_hub writes it."""
-  repo = cache / ("models--" + REPO.replace("/", "--"))
+def _hub_cache(cache, folder, repo_id=REPO):
+  """A Hub cache holding `folder` as repo_id at COMMIT, laid out as huggingface_hub writes it."""
+  repo = cache / ("models--" + repo_id.replace("/", "--"))
   snap = repo / "snapshots" / COMMIT
   snap.mkdir(parents=True)
   for f in os.listdir(folder):
@@ -115,45 +115,45 @@ def test_official_weights_path_from_a_working_folder(hf_folder, tmp_path, monkey
   proc = AutoImageProcessor.from_pretrained("hf_export")
   hm = SegGptForImageSegmentation.from_pretrained("hf_export").eval()
 
-  # A binary horse prompt (0/255 PNG) and a 3-class clothing prompt, on real photos.
+  # A binary horse prompt (0/255 PNG; instance) and a 3-class clothing prompt (semantic), on
+  # real photos.
   ccp_img = _three_class_prompt(ccp, tmp_path / "ccp_prompt.png")
   horse_q = [horse / "images" / f"horse00{i}.jpg" for i in (2, 3)]
   ccp_q = [ccp / "images" / f for f in sorted(os.listdir(ccp / "images"))[1:3]]
-  cases = [(horse / "images" / "horse001.jpg", horse / "masks" / "horse001.png", horse_q),
-           (ccp_img, tmp_path / "ccp_prompt.png", ccp_q)]
-  for seg_type in ("instance", "semantic"):
+  cases = [(horse / "images" / "horse001.jpg", horse / "masks" / "horse001.png", horse_q,
+            "instance"),
+           (ccp_img, tmp_path / "ccp_prompt.png", ccp_q, "semantic")]
+  results = {}
+  for pimg, pmask, queries, seg_type in cases:
     seg = I.Segmenter.from_checkpoint("ckpts/seggpt_tiny", seg_type=seg_type)
-    for pimg, pmask, queries in cases:
-      ours = seg.segment([(pimg, pmask)], queries)
-      raw_mask = np.asarray(Image.open(pmask))
-      ids = raw_mask > 127 if raw_mask.max() == 255 else raw_mask
-      num_labels = int(ids.max())
-      for q, r in zip(queries, ours):
-        qi = Image.open(q).convert("RGB")
-        inp = proc(images=qi, prompt_images=Image.open(pimg).convert("RGB"),
-                   prompt_masks=ids.astype(np.int64), num_labels=num_labels,
-                   return_tensors="pt")
-        with torch.no_grad():
-          pred = hm(**inp, embedding_type=seg_type)
-        hf = proc.post_process_semantic_segmentation(
-            pred, target_sizes=[qi.size[::-1]], num_labels=num_labels)[0].numpy()
-        want = (r.labels > 0).astype(int) if raw_mask.max() == 255 else r.labels
-        # Exact: same resize, same float32 network, same nearest-colour rule; the labels
-        # are a real mix (checked below), not all background.
-        np.testing.assert_array_equal(hf, want, err_msg=f"{q.name} {seg_type}")
-        assert len(np.unique(want)) >= 2, (q.name, np.unique(want))
+    ours = seg.segment([(pimg, pmask)], queries)
+    raw_mask = np.asarray(Image.open(pmask))
+    ids = raw_mask > 127 if raw_mask.max() == 255 else raw_mask
+    num_labels = int(ids.max())
+    for q, r in zip(queries, ours):
+      results[q] = r
+      qi = Image.open(q).convert("RGB")
+      inp = proc(images=qi, prompt_images=Image.open(pimg).convert("RGB"),
+                 prompt_masks=ids.astype(np.int64), num_labels=num_labels, return_tensors="pt")
+      with torch.no_grad():
+        pred = hm(**inp, embedding_type=seg_type)
+      hf = proc.post_process_semantic_segmentation(
+          pred, target_sizes=[qi.size[::-1]], num_labels=num_labels)[0].numpy()
+      want = (r.labels > 0).astype(int) if raw_mask.max() == 255 else r.labels
+      # Exact: same resize, same float32 network, same nearest-colour rule; the labels are a
+      # real mix (checked below), not all background.
+      np.testing.assert_array_equal(hf, want, err_msg=f"{q.name} {seg_type}")
+      assert len(np.unique(want)) >= 2, (q.name, np.unique(want))
 
-  # `segment` with relative paths, as in the README.
+  # `segment` with relative paths, as in the README: the same labels as the API.
   shutil.copy(horse / "images" / "horse001.jpg", "p.jpg")
   shutil.copy(horse / "masks" / "horse001.png", "p.png")
-  shutil.copy(horse / "images" / "horse002.jpg", "q.jpg")
+  shutil.copy(horse_q[0], "q.jpg")
   rc, _, err = _run(["segment", "--checkpoint", "ckpts/seggpt_tiny", "--prompt", "p.jpg",
                      "p.png", "--query", "q.jpg", "--out", "out"], capsys)
   assert rc == 0, err
   lab = np.asarray(Image.open(os.path.join("out", "q.png")))
-  ref = I.Segmenter.from_checkpoint("ckpts/seggpt_tiny").segment([("p.jpg", "p.png")],
-                                                                  ["q.jpg"])[0]
-  np.testing.assert_array_equal(lab > 0, ref.labels > 0)
+  np.testing.assert_array_equal(lab > 0, results[horse_q[0]].labels > 0)
 
 
 def test_convert_from_the_hub_cache(hf_folder, offline_hub, tmp_path, monkeypatch, capsys):
@@ -167,6 +167,18 @@ def test_convert_from_the_hub_cache(hf_folder, offline_hub, tmp_path, monkeypatc
   assert hub["weights_hash"] == folder["weights_hash"]
   assert hub["source"]["hub_repo"] == REPO
   assert hub["source"]["path"].startswith(str(offline_hub))
+  # A repo holding only the official .pth (as BAAI/SegGPT does).
+  from safetensors.numpy import load_file
+  from incontext.models import convert
+  official = convert.hf_to_official(load_file(str(hf_folder / "model.safetensors")))
+  os.makedirs("pth_repo")
+  torch.save({"model": {k: torch.from_numpy(v) for k, v in official.items()}},
+             "pth_repo/seggpt_vit_large.pth")
+  _hub_cache(offline_hub, tmp_path / "pth_repo", "test-org/seggpt-pth")
+  rc, out, err = _run(["convert", "--source", "hf:test-org/seggpt-pth", "--out", "ckpts/pth"],
+                      capsys)
+  assert rc == 0 and "official layout" in out, err
+  assert checkpoint.read_meta("ckpts/pth")["weights_hash"] == folder["weights_hash"]
   # A repo that is not in the cache, offline: one line naming the source, nothing written.
   rc, _, err = _run(["convert", "--source", "hf:test-org/absent", "--out", "ckpts/x"], capsys)
   assert rc == 2 and "\n" not in err.strip()
@@ -246,6 +258,7 @@ def test_folder_task_tune_and_evaluate_in_process(tiny_ckpt, tmp_path, monkeypat
   assert rc == 0, err
   c = seggpt_eval.get_config("folder,runlocal")
   c.fewshot.folder.source.images, c.fewshot.folder.source.masks = "imgs/*.jpg", "masks/*.png"
+  c.fewshot.folder.shots = 1                # one method (1-shot) and its baseline: fast
   c.init = "ckpt"
   res = eval_run.run_eval(entry.prepare(c), "eval")
   assert list(res["fewshot"]) == ["folder"] and "davis" not in res

@@ -83,7 +83,8 @@ def base(*, seed: int = 0, total_steps: int = 1000, batch_size: int = 32) -> ml_
   c.batch_size = batch_size                  # global batch (all hosts)
   c.log_every = 50
   c.export_params = True                     # workdir/params at the end (single host)
-  # init: kind 'scratch' | 'params' (incontext params dir) | 'torch' (.pth/.safetensors)
+  # init: kind 'scratch' | 'params' (incontext params dir) | 'torch' (.pth, .safetensors,
+  # a transformers folder or hf:REPO_ID); a relative path is from the working folder
   c.init = dict(kind="scratch", path="")
   # optim (spec 4.2/4.5): AdamW, warm-up + cosine, no wd on norms/biases/pos/tokens,
   # BEiT layer-wise lr decay, global-norm clipping.
