@@ -112,7 +112,8 @@ def test_official_weights_path_from_a_working_folder(hf_folder, tmp_path, monkey
   assert rc == 0, err
   assert sorted(os.listdir("hf_export")) == ["config.json", "model.safetensors",
                                              "preprocessor_config.json"]
-  proc = AutoImageProcessor.from_pretrained("hf_export")
+  # The PIL backend (the default without torchvision) resizes with PIL as `Segmenter` does.
+  proc = AutoImageProcessor.from_pretrained("hf_export", backend="pil")
   hm = SegGptForImageSegmentation.from_pretrained("hf_export").eval()
 
   # A binary horse prompt (0/255 PNG; instance) and a 3-class clothing prompt (semantic), on
