@@ -345,3 +345,47 @@ def test_data_dir_setting_and_its_error(tmp_path, monkeypatch):
   c = prompt_tune.get_config("task=folder")
   c.data_dir = "absent"
   common.resolve_data_dir(c)
+
+
+def test_image_mask_globs_pairs_by_stem_and_names_what_is_wrong(tmp_path, monkeypatch):
+  from incontext.data import sources
+  monkeypatch.chdir(tmp_path)
+  for d in ("a", "b", "m"):
+    os.makedirs(d)
+  img = np.zeros((6, 8, 3), np.uint8)
+  mask = np.zeros((6, 8), np.uint8)
+  mask[2:4, 2:5] = 255
+  for stem in ("x1", "x2"):
+    Image.fromarray(img).save(f"a/{stem}.jpg")
+    Image.fromarray(mask).save(f"m/{stem}.png")
+  Image.fromarray(mask).save("m/unused.png")             # a mask without an image is ignored
+  src = sources.make_source(dict(reader="image_mask_globs", images="a/*.jpg", masks="m/*.png"),
+                            cache=False)
+  assert src.ids == ["x1", "x2"] and src.image_paths[0] == str(tmp_path / "a" / "x1.jpg")
+  ex = src[1]
+  assert ex["mask"].sum() == 6 and list(ex["classes"]) == [1]      # 0/255 -> 0/1
+  Image.fromarray(img).save("a/x3.jpg")
+  with pytest.raises(sources.DataError, match=r"no mask matching m/\*.png for image .*x3.jpg "
+                     r"\(1 of 3 images"):
+    sources.image_mask_globs("a/*.jpg", "m/*.png")
+  Image.fromarray(img).save("b/x1.png")
+  with pytest.raises(sources.DataError, match="several images have the stem 'x1'"):
+    sources.image_mask_globs("[ab]/x1.*", "m/*.png")
+  with pytest.raises(sources.DataError, match=r"no images match c/\*.jpg"):
+    sources.image_mask_globs("c/*.jpg", "m/*.png")
+  with pytest.raises(sources.DataError, match="both image and mask globs are needed"):
+    sources.image_mask_globs("a/*.jpg", "")
+
+
+def test_config_file_is_found_from_any_folder(tmp_path, monkeypatch):
+  from experiments import entry
+  monkeypatch.chdir(tmp_path)
+  cfg = os.path.join(ROOT, "experiments", "configs")
+  got = entry.find_config(["tune", "--config", "prompt_tune:task=folder", "--workdir", "w"])
+  assert got == ["tune", "--config", os.path.join(cfg, "prompt_tune.py") + ":task=folder",
+                 "--workdir", "w"]
+  got = entry.find_config(["x", "--config=experiments/configs/seggpt_eval.py:folder,shots=2"])
+  assert got == ["x", "--config=" + os.path.join(ROOT, "experiments/configs/seggpt_eval.py")
+                 + ":folder,shots=2"]
+  (tmp_path / "mine.py").write_text("")                 # a file in the working folder wins
+  assert entry.find_config(["x", "--config", "mine.py:a"]) == ["x", "--config", "mine.py:a"]
