@@ -9,6 +9,7 @@ import time
 
 from absl import flags
 
+from experiments.configs import common
 from incontext.data import pipeline
 
 
@@ -34,7 +35,7 @@ def main():
   p.add_argument("--batches", type=int, default=20)
   p.add_argument("--workers", default="0,2")
   p.add_argument("--threads", type=int, default=2)
-  p.add_argument("--data", default="../shared/data")
+  p.add_argument("--data", default=common.data_dir())
   a = p.parse_args()
   flags.FLAGS.mark_as_parsed()   # grain's worker processes read absl flags; argparse parsed ours
   for size in [int(s) for s in a.sizes.split(",")]:

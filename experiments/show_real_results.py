@@ -31,7 +31,7 @@ import numpy as np
 
 from experiments.configs import common
 
-DATA = "../shared/data"
+DATA = common.data_dir()                 # $INCONTEXT_DATA_DIR or ../shared/data
 HELD_OUT_SEQS = common.DAVIS_HELD_OUT   # never in the `real` training mixture
 # Per tuning task (experiments/configs/prompt_tune.py TASKS: a seeded permutation, [0:64] tunes):
 # how many of the examples right after the tuning ones score the prompts.

@@ -12,6 +12,7 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 from incontext import canvas
+from experiments.configs import common
 from incontext.data import pipeline
 
 
@@ -40,7 +41,7 @@ def render(batch, patch: int) -> Image.Image:
 def main():
   p = argparse.ArgumentParser(description=__doc__)
   p.add_argument("--out", default="/tmp/samples.png")
-  p.add_argument("--data", default="../shared/data")
+  p.add_argument("--data", default=common.data_dir())
   p.add_argument("--n", type=int, default=8)
   p.add_argument("--size", type=int, default=224)
   p.add_argument("--patch", type=int, default=16)

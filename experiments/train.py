@@ -6,16 +6,23 @@
 Rerunning the same command resumes from the latest checkpoint in DIR. Multi-host:
 --distributed calls jax.distributed.initialize() (auto-detects TPU pods / SLURM); or pass
 --coordinator_address=HOST:PORT --num_processes=N --process_id=I (also read from the env
-JAX_COORDINATOR_ADDRESS, JAX_NUM_PROCESSES, JAX_PROCESS_ID).
+JAX_COORDINATOR_ADDRESS, JAX_NUM_PROCESSES, JAX_PROCESS_ID). Relative paths (--workdir,
+--config.init.path, --config.data_dir) are from the working folder; the config file is also
+found by name (`--config seggpt_train:quickstart`).
 """
 import logging
 import os
-import sys
 
-from absl import app, flags
+from absl import flags
 from ml_collections import config_flags
 
-config_flags.DEFINE_config_file("config", None, "Config file (path.py:arg).", lock_config=True)
+from experiments import entry
+from experiments.configs import seggpt_train
+
+__doc__ = entry.usage(__doc__, seggpt_train)
+
+config_flags.DEFINE_config_file("config", None, "Config file (path.py:ARG; presets and args "
+                                "above).", lock_config=True)
 flags.DEFINE_string("workdir", None, "Output / checkpoint directory.")
 flags.DEFINE_bool("distributed", False, "Call jax.distributed.initialize() (auto-detect).")
 flags.DEFINE_string("coordinator_address", os.environ.get("JAX_COORDINATOR_ADDRESS"),
@@ -40,7 +47,8 @@ def main(argv):
   absl_logging.set_verbosity(absl_logging.WARNING)   # orbax logs every file at INFO
   logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
   from incontext.train import trainer
-  out = trainer.run(FLAGS.config, FLAGS.workdir)
+  with entry.user_errors("train"):
+    out = trainer.run(entry.prepare(FLAGS.config), FLAGS.workdir)
   if jax.process_index() == 0:
     ev = out["eval"]
     if ev:
@@ -53,4 +61,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main, argv=sys.argv)
+  entry.run(main)

@@ -65,7 +65,8 @@ def _pure(model: nnx.Module) -> dict:
 
 def save_model(directory: str, model: seggpt.SegGPT, *, source: dict | None = None,
                overwrite: bool = False) -> dict:
-  """Writes a params directory atomically; returns its metadata."""
+  """Writes a params directory atomically; returns its metadata. A relative path is from the
+  working folder."""
   directory = os.path.abspath(directory)
   if os.path.exists(directory):
     if not overwrite:
@@ -91,6 +92,8 @@ def save_model(directory: str, model: seggpt.SegGPT, *, source: dict | None = No
 
 
 def read_meta(directory: str) -> dict:
+  """The `incontext.json` of a params directory (a relative path is from the working folder)."""
+  directory = os.path.abspath(directory)
   path = os.path.join(directory, META)
   if not os.path.isdir(directory):
     raise CheckpointError(f"{directory}: no such checkpoint directory")
@@ -111,9 +114,11 @@ def load_model(directory: str, *, expect_variant: seggpt.SegGPTConfig | None = N
                **config_overrides) -> seggpt.SegGPT:
   """Loads a params directory into a new SegGPT.
 
+  `directory` may be relative to the working folder (Orbax itself needs absolute paths).
   `config_overrides` change runtime-only fields (dtype, ensemble, remat, drop_path);
   `expect_variant` raises if the stored architecture differs from it.
   """
+  directory = os.path.abspath(directory)
   meta = read_meta(directory)
   cfg_dict = dict(meta["config"])
   cfg_dict.update(config_overrides)

@@ -1,20 +1,91 @@
-"""Shared config pieces for training configs: base run settings, inputs, the runlocal shrink."""
+"""Shared config pieces for experiment configs: the data folder, base run settings, inputs,
+the runlocal shrink.
+
+The data folder (`data_dir()`) is, in this order: the environment variable INCONTEXT_DATA_DIR,
+else `../shared/data` beside the project root (found from this file, so any working folder
+works). Configs store it as `config.data_dir` and build their dataset roots from it;
+`--config.data_dir=DIR` on the command line moves every root that was under the default
+(`resolve_data_dir`, called by the entry points).
+"""
+import os
+
 import ml_collections
 
-DATA = "../shared/data"
+DATA_DIR_ENV = "INCONTEXT_DATA_DIR"
+_PROJECT_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+def data_dir() -> str:
+  """The data folder: $INCONTEXT_DATA_DIR (relative to the working folder), else
+  ../shared/data beside the project root. Absolute, not checked for existence."""
+  env = os.environ.get(DATA_DIR_ENV)
+  if env:
+    return os.path.abspath(os.path.expanduser(env))
+  return os.path.join(os.path.dirname(_PROJECT_ROOT), "shared", "data")
+
+
+class DataDirError(ValueError):
+  """The configured data folder does not exist."""
+
+
+def _map_strings(x, fn):
+  """x with fn applied to every string inside its ConfigDicts, dicts, lists and tuples."""
+  if isinstance(x, str):
+    return fn(x)
+  if isinstance(x, ml_collections.ConfigDict):
+    for k in list(x.keys()):
+      new = _map_strings(x[k], fn)
+      if new is not x[k]:
+        x[k] = new
+    return x
+  if isinstance(x, dict):
+    return {k: _map_strings(v, fn) for k, v in x.items()}
+  if isinstance(x, (list, tuple)):
+    out = [_map_strings(v, fn) for v in x]
+    return out if isinstance(x, list) else tuple(out)
+  return x
+
+
+def resolve_data_dir(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+  """Makes `config.data_dir` absolute, moves the roots built from the default data folder
+  under it, and checks the folder exists when a root uses it (DataDirError: one line naming
+  the setting and the path). Configs without `data_dir` are returned as they are."""
+  if "data_dir" not in config:
+    return config
+  default, new = data_dir(), os.path.abspath(os.path.expanduser(str(config.data_dir)))
+  config.data_dir = new
+  used = []
+
+  def move(s):
+    if s == default or s.startswith(default + os.sep):
+      s = new + s[len(default):]
+    if s == new or s.startswith(new + os.sep):
+      used.append(s)
+    return s
+  for k in list(config.keys()):
+    if k != "data_dir":
+      new_v = _map_strings(config[k], move)
+      if new_v is not config[k]:
+        config[k] = new_v
+  if used and not os.path.isdir(new):
+    raise DataDirError(f"data_dir {new}: no such folder (set --config.data_dir=DIR or "
+                       f"{DATA_DIR_ENV}=DIR to the folder holding the datasets)")
+  return config
 
 
 def base(*, seed: int = 0, total_steps: int = 1000,
          batch_size: int = 32) -> ml_collections.ConfigDict:
   """Run, optimiser (Painter/SegGPT recipe defaults), loss, ckpt, log and mesh sections."""
   c = ml_collections.ConfigDict()
+  c.data_dir = data_dir()                    # dataset roots below are built from it
   # run
   c.seed = seed
   c.total_steps = total_steps
   c.batch_size = batch_size                  # global batch (all hosts)
   c.log_every = 50
   c.export_params = True                     # workdir/params at the end (single host)
-  # init: kind 'scratch' | 'params' (incontext params dir) | 'torch' (.pth/.safetensors)
+  # init: kind 'scratch' | 'params' (incontext params dir) | 'torch' (.pth, .safetensors,
+  # a transformers folder or hf:REPO_ID); a relative path is from the working folder
   c.init = dict(kind="scratch", path="")
   # optim (docs/design.md#training-recipe): AdamW, warm-up + cosine, no wd on
   # norms/biases/pos/tokens, BEiT layer-wise lr decay, global-norm clipping.
@@ -44,7 +115,7 @@ def procedural_input(image_size: int = 32, patch_size: int = 4, **kw) -> dict:
 def shared_data_input(image_size: int = 448, patch_size: int = 16, **kw) -> dict:
   """The data pipeline over the raw sets in ../shared/data (incontext.data.pipeline)."""
   from incontext.data import pipeline
-  cfg = pipeline.shared_data_config(DATA, image_size=image_size, patch_size=patch_size, **kw)
+  cfg = pipeline.shared_data_config(data_dir(), image_size=image_size, patch_size=patch_size, **kw)
   return dict(type="pipeline", **cfg)
 
 

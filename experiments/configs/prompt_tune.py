@@ -1,4 +1,4 @@
-"""In-context tuning of a prompt with SegGPT frozen (docs/design.md#in-context-tuning).
+r"""In-context tuning of a prompt with SegGPT frozen (docs/design.md#in-context-tuning).
 
   python -m experiments.tune \
     --config experiments/configs/prompt_tune.py:task=kvasir \
@@ -6,25 +6,44 @@
   incontext export-prompt --workdir /tmp/tune_kvasir --out kvasir_prompt.npz
   incontext segment --checkpoint /path/to/params_dir --learned-prompt kvasir_prompt.npz ...
 
+  # your own images and masks (globs relative to the working folder, paired by file stem):
+  python -m experiments.tune --config experiments/configs/prompt_tune.py:task=folder \
+    --config.task.images='photos/*.jpg' --config.task.masks='masks/*.png' \
+    --config.init=ckpts/seggpt_vit_large --workdir tune_mine
+
 Rerunning the same command with the same --workdir resumes from its last checkpoint.
-Arg (comma-separated): task=kvasir|horse|davis_SEQ (the task examples; davis_SEQ tunes on the
-first frames of one DAVIS sequence), init=example|noise|zeros, learn_target, runlocal (2 steps).
+Arg (comma-separated): task=kvasir|horse|davis_SEQ|folder (the task examples; davis_SEQ tunes
+on the first frames of one DAVIS sequence; folder takes --config.task.images and
+--config.task.masks, binary 0/255 or 0/1 masks unless --config.task.mask_type=label with
+--config.task.label_ids), init=example|noise|zeros, learn_target, runlocal (2 steps).
 Only the prompt image is learned unless `learn_target` (then the prompt target too).
+Data: --config.data_dir (default $INCONTEXT_DATA_DIR, else ../shared/data beside the project).
 Result on ../shared/data (small CPU model): see experiments/show_real_results.py.
 """
 import ml_collections
 
-DATA = "../shared/data"
+from experiments.configs import common
 
-TASKS = {
-    # Kvasir-SEG polyps: binary (0/255 -> 1); tune on 64 images of a seeded permutation.
-    "kvasir": dict(reader="kvasir_seg", root=f"{DATA}/kvasir_seg", perm_seed=1, start=0, stop=64,
-                   label_ids=(1,), label_names=("polyp",), seg_type="semantic"),
-    # Weizmann horses: tune on 64 of the first 200 of a seeded permutation (the rest of those
-    # 200 score it in show_real_results; the few-shot eval uses the permutation's [200:]).
-    "horse": dict(reader="weizmann_horse", root=f"{DATA}/weizmann_horse", perm_seed=0, start=0,
-                  stop=64, label_ids=(1,), label_names=("horse",), seg_type="semantic"),
-}
+
+def tasks(data: str) -> dict:
+  """The named tasks over the data folder `data`."""
+  return {
+      # Kvasir-SEG polyps: binary (0/255 -> 1); tune on 64 images of a seeded permutation.
+      "kvasir": dict(reader="kvasir_seg", root=f"{data}/kvasir_seg", perm_seed=1, start=0,
+                     stop=64, label_ids=(1,), label_names=("polyp",), seg_type="semantic"),
+      # Weizmann horses: tune on 64 of the first 200 of a seeded permutation (the rest of those
+      # 200 score it in show_real_results; the few-shot eval uses the permutation's [200:]).
+      "horse": dict(reader="weizmann_horse", root=f"{data}/weizmann_horse", perm_seed=0,
+                    start=0, stop=64, label_ids=(1,), label_names=("horse",),
+                    seg_type="semantic"),
+      # A user's folder: every image matching `images` with the mask of the same file stem.
+      "folder": dict(reader="image_mask_globs", images="", masks="", mask_type="binary",
+                     perm_seed=None, start=0, stop=None, label_ids=(1,),
+                     label_names=("foreground",), seg_type="semantic"),
+  }
+
+
+TASKS = tasks(common.data_dir())
 
 
 def _parse(arg):
@@ -40,6 +59,8 @@ def _parse(arg):
 def get_config(arg=None):
   a = _parse(arg)
   c = ml_collections.ConfigDict()
+  data = common.data_dir()
+  c.data_dir = data
   # run
   c.seed = 0
   c.total_steps = 300
@@ -48,11 +69,11 @@ def get_config(arg=None):
   c.keep_ckpts = 3
   # input: the task examples
   if a["task"].startswith("davis_"):
-    c.task = dict(reader="davis", root=f"{DATA}/davis2016_subset", split=None,
+    c.task = dict(reader="davis", root=f"{data}/davis2016_subset", split=None,
                   sequences=(a["task"][len("davis_"):],), start=0, stop=8, label_ids=(1,),
                   label_names=("object",), seg_type="instance", perm_seed=None)
   elif a["task"] in TASKS:
-    c.task = dict(TASKS[a["task"]])
+    c.task = tasks(data)[a["task"]]
   else:
     raise ValueError(f"prompt_tune config: unknown task {a['task']!r}; known: "
                      f"{sorted(TASKS)} or davis_SEQ")

@@ -88,7 +88,7 @@ def get_config(arg=None):
     c.loss.beta = 5.0
     c.evals.update(type="episodes", every=250, num_episodes=64, seed=0,
                    data=dict(source=dict(reader="coco128_seg",
-                                         root=f"{common.DATA}/coco128_seg"), fold=0))
+                                         root=f"{c.data_dir}/coco128_seg"), fold=0))
     c.ckpt.update(every=500, keep=2)
     c.log_every = 50
   if arg.runlocal:

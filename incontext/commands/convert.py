@@ -1,4 +1,10 @@
-"""`incontext convert --source FILE --out DIR`: official .pth / HF safetensors -> params dir."""
+"""`incontext convert --source SRC --out DIR`: official / transformers weights -> params dir.
+
+SRC is the official `seggpt_vit_large.pth`, a transformers `model.safetensors` (its
+`config.json` beside it, if any, is checked against the tensors), a transformers folder
+(`save_pretrained` output or a Hub snapshot), or `hf:REPO_ID` to download one
+(`hf:BAAI/seggpt-vit-large`). Relative paths are from the working folder.
+"""
 import os
 
 from flax import nnx
@@ -9,27 +15,44 @@ from incontext.models import convert, seggpt
 
 def register(sub):
   p = sub.add_parser("convert", help="convert official (.pth) or transformers "
-                     "(.safetensors) SegGPT weights to an incontext params directory")
-  p.add_argument("--source", required=True, help="seggpt_vit_large.pth or model.safetensors")
+                     "(.safetensors, folder, hf:REPO) SegGPT weights to an incontext params "
+                     "directory", description=__doc__)
+  p.add_argument("--source", required=True,
+                 help="seggpt_vit_large.pth, model.safetensors, a transformers folder "
+                 "(config.json + model.safetensors) or hf:REPO_ID "
+                 "(e.g. hf:BAAI/seggpt-vit-large)")
   p.add_argument("--out", required=True, help="output params directory")
   p.add_argument("--overwrite", action="store_true")
   p.set_defaults(func=run)
 
 
 def convert_file(source: str, out: str, *, overwrite: bool = False) -> dict:
-  """Converts one checkpoint file; returns the written metadata."""
+  """Converts one checkpoint (file, transformers folder or hf:REPO_ID); returns the written
+  metadata."""
   if os.path.exists(out) and not overwrite:
     raise checkpoint.CheckpointError(f"{out}: already exists (pass --overwrite)")
+  origin = source
+  source = convert.resolve_source(source)
   sd, layout = convert.read_state_dict(source)
+  cfg_path = convert.hf_config_path(source) if layout == "hf" else None
+  if os.path.isdir(origin) and layout == "hf" and cfg_path is None:
+    raise convert.ConversionError(f"{origin}: transformers folder has no config.json")
+  overrides = convert.read_hf_config(source) if layout == "hf" else {}
   try:
-    overrides = convert.read_hf_config(source) if layout == "hf" else {}
     cfg = convert.infer_config(sd, **overrides)
+  except convert.ConversionError as e:
+    raise convert.ConversionError(f"{source}: {e}") from None
+  if cfg_path is not None:
+    convert.check_hf_config(cfg_path, cfg)
+  try:
     model = seggpt.SegGPT(cfg, rngs=nnx.Rngs(0))
     convert.load_official(model, sd)
   except convert.ConversionError as e:
     raise convert.ConversionError(f"{source}: {e}") from None
   source_meta = {"path": os.path.abspath(source), "sha256": convert.file_sha256(source),
                  "layout": layout, "num_tensors": len(sd)}
+  if origin.startswith("hf:"):
+    source_meta["hub_repo"] = origin[len("hf:"):]
   return checkpoint.save_model(out, model, source=source_meta, overwrite=overwrite)
 
 

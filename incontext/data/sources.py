@@ -20,9 +20,10 @@ image; used to build pair-sampling indices) and attributes `name`, `kind` ('sema
 `has_instances` and `class_names` (dict label id -> name).
 
 Raw readers exist for the layouts in `../shared/data` and the usual public layouts:
-`image_mask_folder`, `coco_yolo` (coco128_seg), `coco_json`, `clothing_co_parsing`, `camvid`,
-`davis`, `kvasir_seg`, `weizmann_horse`, `fss1000`, `pascal_voc`, `ade20k`; `tfds_source` reads a
-dataset built by `data_prep/datasets/*`. `make_source(cfg)` builds one from a config dict.
+`image_mask_folder`, `image_mask_globs` (two globs paired by file stem), `coco_yolo`
+(coco128_seg), `coco_json`, `clothing_co_parsing`, `camvid`, `davis`, `kvasir_seg`,
+`weizmann_horse`, `fss1000`, `pascal_voc`, `ade20k`; `tfds_source` reads a dataset built by
+`data_prep/datasets/*`. `make_source(cfg)` builds one from a config dict.
 """
 from __future__ import annotations
 
@@ -377,6 +378,45 @@ def image_mask_folder(root: str, *, name: str = "image_mask_folder",
       has_instances=mask_type == "instance" or inst_paths is not None)
 
 
+def image_mask_globs(images: str, masks: str, *, name: str = "folder",
+                     mask_type: str = "binary", class_names: dict[int, str] | None = None,
+                     threshold: int = 128, resize_mask: bool = False) -> FolderSource:
+  """Images and masks from two glob patterns (relative to the working folder), paired by file
+  stem: `images='photos/*.jpg', masks='labels/*.png'` pairs photos/a.jpg with labels/a.png.
+
+  Every image needs a mask; masks without an image are ignored. `mask_type` as in
+  `image_mask_folder` ('binary' 0/255 or 0/1 masks, 'label' label-id maps, 'instance').
+  """
+  if not images or not masks:
+    raise DataError(f"folder task: both image and mask globs are needed (images={images!r}, "
+                    f"masks={masks!r})")
+  ims = sorted(os.path.abspath(p) for p in glob.glob(os.path.expanduser(images)))
+  if not ims:
+    raise DataError(f"no images match {images} (from {os.getcwd()})")
+  by_stem: dict[str, str] = {}
+  for p in sorted(glob.glob(os.path.expanduser(masks))):
+    by_stem.setdefault(_stem(p), os.path.abspath(p))
+  if not by_stem:
+    raise DataError(f"no masks match {masks} (from {os.getcwd()})")
+  stems = [_stem(p) for p in ims]
+  if len(set(stems)) < len(stems):
+    dup = sorted({s for s in stems if stems.count(s) > 1})[0]
+    raise DataError(f"{images}: several images have the stem {dup!r}; file stems pair "
+                    "images with masks")
+  missing = [p for p in ims if _stem(p) not in by_stem]
+  if missing:
+    raise DataError(f"no mask matching {masks} for image {missing[0]} ({len(missing)} of "
+                    f"{len(ims)} images have none; masks pair with images by file stem)")
+  mpaths = [by_stem[_stem(p)] for p in ims]
+  if class_names is None:
+    class_names = {1: "foreground"} if mask_type in ("binary", "instance") else {}
+  return FolderSource(
+      name=name, image_paths=ims, ids=stems, class_names=dict(class_names),
+      load_masks=_label_loader(mpaths, ims, mode=mask_type, threshold=threshold,
+                               resize_mask=resize_mask),
+      has_instances=mask_type == "instance")
+
+
 def kvasir_seg(root: str) -> FolderSource:
   """Kvasir-SEG: images/*.jpg + masks/*.png (0/255 polyp)."""
   return image_mask_folder(root, name="kvasir_seg", class_names={1: "polyp"})
@@ -693,7 +733,8 @@ def tfds_source(name: str, split: str = "train", data_dir: str | None = None) ->
 
 
 READERS: dict[str, Callable[..., Any]] = {
-    "image_mask_folder": image_mask_folder, "kvasir_seg": kvasir_seg,
+    "image_mask_folder": image_mask_folder, "image_mask_globs": image_mask_globs,
+    "kvasir_seg": kvasir_seg,
     "weizmann_horse": weizmann_horse, "clothing_co_parsing": clothing_co_parsing,
     "camvid": camvid, "coco128_seg": coco_yolo, "coco_yolo": coco_yolo, "coco_json": coco_json,
     "pascal_voc": pascal_voc, "ade20k": ade20k, "fss1000": fss1000, "davis": davis,

@@ -217,17 +217,27 @@ def file_sha256(path: str) -> str:
   return h.hexdigest()
 
 
-def read_hf_config(path: str) -> dict:
-  """Model-config overrides from a transformers `config.json` beside a safetensors file."""
-  cfg_path = os.path.join(os.path.dirname(os.path.abspath(path)), "config.json")
-  if not os.path.isfile(cfg_path):
-    return {}
+def _read_json(path: str) -> dict:
   import json
   try:
-    with open(cfg_path) as f:
-      hf = json.load(f)
+    with open(path) as f:
+      return json.load(f)
   except json.JSONDecodeError as e:
-    raise ConversionError(f"{cfg_path}: corrupt config.json ({e})") from None
+    raise ConversionError(f"{path}: corrupt config.json ({e})") from None
+
+
+def hf_config_path(path: str) -> str | None:
+  """The transformers `config.json` beside a weights file, if there is one."""
+  cfg_path = os.path.join(os.path.dirname(os.path.abspath(path)), "config.json")
+  return cfg_path if os.path.isfile(cfg_path) else None
+
+
+def read_hf_config(path: str) -> dict:
+  """Model-config overrides from a transformers `config.json` beside a safetensors file."""
+  cfg_path = hf_config_path(path)
+  if cfg_path is None:
+    return {}
+  hf = _read_json(cfg_path)
   if hf.get("model_type") != "seggpt":
     return {}
   out = {}
@@ -238,6 +248,64 @@ def read_hf_config(path: str) -> dict:
   if "layer_norm_eps" in hf:
     out["eps"] = hf["layer_norm_eps"]
   return out
+
+
+# transformers config fields fixed by the tensors' shapes (checked against them).
+_ARCH_FIELDS = ("hidden_size", "num_hidden_layers", "num_attention_heads", "patch_size",
+                "image_size", "mlp_dim", "decoder_hidden_size", "pretrain_image_size")
+
+
+def check_hf_config(cfg_path: str, cfg: seggpt.SegGPTConfig) -> None:
+  """Raises ConversionError when a transformers config.json disagrees with the model config
+  inferred from the tensors (a config.json from another model, or edited)."""
+  hf = _read_json(cfg_path)
+  if hf.get("model_type") not in (None, "seggpt"):
+    raise ConversionError(f"{cfg_path}: model_type {hf.get('model_type')!r}, expected 'seggpt'")
+  ours = hf_config_dict(cfg)
+  for k in _ARCH_FIELDS:
+    if hf.get(k) is None:
+      continue
+    want = list(ours[k]) if isinstance(ours[k], (list, tuple)) else ours[k]
+    got = list(hf[k]) if isinstance(hf[k], (list, tuple)) else hf[k]
+    if got != want:
+      raise ConversionError(f"{cfg_path}: {k} is {got} but the weights have {want}")
+
+
+def resolve_source(source: str) -> str:
+  """A weights file for `source`: a `.pth` / `.safetensors` file, a transformers folder
+  (config.json + model.safetensors, as `save_pretrained` or a Hub snapshot writes), or
+  `hf:REPO_ID` (downloaded with `huggingface_hub.snapshot_download` into its cache; the
+  official weights are `hf:BAAI/seggpt-vit-large`). A relative path is from the working
+  folder."""
+  if source.startswith("hf:"):
+    repo = source[len("hf:"):]
+    if not repo:
+      raise ConversionError(f"{source}: expected hf:OWNER/NAME")
+    try:
+      from huggingface_hub import snapshot_download  # only needed for downloads
+    except ImportError:
+      raise ConversionError(f"{source}: downloading needs huggingface_hub "
+                            "(pip install huggingface_hub)") from None
+    try:
+      folder = snapshot_download(repo_id=repo, allow_patterns=[
+          "config.json", "model.safetensors", "*.pth", "preprocessor_config.json"])
+    except Exception as e:  # network, unknown repo, offline without a cached copy
+      raise ConversionError(f"{source}: cannot download ({type(e).__name__}: "
+                            f"{str(e).splitlines()[0] if str(e) else ''})") from None
+    return resolve_source(folder)
+  if not os.path.isdir(source):
+    return source
+  for name in ("model.safetensors",):
+    if os.path.isfile(os.path.join(source, name)):
+      return os.path.join(source, name)
+  found = sorted(f for f in os.listdir(source) if f.endswith((".pth", ".safetensors")))
+  if len(found) == 1:
+    return os.path.join(source, found[0])
+  if not found:
+    raise ConversionError(f"{source}: folder has no model.safetensors or .pth weights "
+                          "(expected a transformers folder: config.json + model.safetensors)")
+  raise ConversionError(f"{source}: folder has several weight files {found[:4]}; "
+                        "name one of them")
 
 
 def read_state_dict(path: str) -> tuple[dict[str, np.ndarray], str]:

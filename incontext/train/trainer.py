@@ -136,7 +136,7 @@ def init_params(config, cfg: seggpt.SegGPTConfig, params_sh) -> Any:
     model = ckpt_lib.load_model(init.path, expect_variant=cfg, dtype=cfg.dtype, remat=cfg.remat,
                                 drop_path=cfg.drop_path)
   elif kind == "torch":
-    sd, _ = convert.read_state_dict(init.path)
+    sd, _ = convert.read_state_dict(convert.resolve_source(init.path))  # file, folder, hf:REPO
     model = seggpt.SegGPT(cfg, rngs=nnx.Rngs(config.seed))
     convert.load_official(model, sd, allow_missing=convert.OPTIONAL)
   else:
