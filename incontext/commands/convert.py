@@ -30,7 +30,8 @@ def convert_file(source: str, out: str, *, overwrite: bool = False) -> dict:
     raise convert.ConversionError(f"{source}: {e}") from None
   source_meta = {"path": os.path.abspath(source), "sha256": convert.file_sha256(source),
                  "layout": layout, "num_tensors": len(sd)}
-  return checkpoint.save_model(out, model, source=source_meta, overwrite=overwrite)
+  return checkpoint.save_model(out, model, source=source_meta, overwrite=overwrite,
+                               trained_on={"data": "converted weights", "layout": layout})
 
 
 def run(args) -> int:
