@@ -160,6 +160,6 @@ def procedural_only_warning(meta: dict) -> str | None:
   if t.get("data") != "procedural" or t.get("init") not in (None, "scratch"):
     return None
   steps = f" ({t['steps']} steps)" if "steps" in t else ""
-  return ("this model was trained on procedural shapes only" + steps + ": on photos it gives "
-          "near-empty or shape-like masks; for real images convert the official SegGPT "
+  return ("this model was trained on procedural shapes only" + steps + ": on photos expect "
+          "coarse, misplaced or empty masks; for real images convert the official SegGPT "
           "weights (README: Official weights)")

@@ -521,9 +521,10 @@ def save_results(results: Iterable[Result], directory, *, raw: bool = False) -> 
     legend = legend or r.legend()
     n += 1
   if legend is not None:
+    rows = ",\n".join("  " + json.dumps(r) for r in legend["labels"])
     with open(os.path.join(directory, "labels.json"), "w") as f:
-      json.dump(legend, f, indent=1)
-      f.write("\n")
+      f.write(f'{{"prompt_masks": {json.dumps(legend["prompt_masks"])}, "labels": [\n'
+              f'{rows}\n]}}\n')
   return n
 
 
