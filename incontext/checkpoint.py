@@ -2,7 +2,9 @@
 
 Layout of a params directory DIR (what `incontext convert` and the trainer's export write):
   DIR/incontext.json   {"kind": "incontext-seggpt-params", "config": {...SegGPTConfig...},
-                        "source": {...}, "weights_hash": "<sha256 of the params>"}
+                        "source": {...}, "weights_hash": "<sha256 of the params>",
+                        "trained_on": {"data": "procedural" | [dataset names] | ...,
+                                       "steps": N, ...}}
   DIR/params/          Orbax StandardCheckpointer tree of the NNX Param state
 
 Writes go to a temporary sibling first and are renamed into place, so a failed run leaves
@@ -64,9 +66,14 @@ def _pure(model: nnx.Module) -> dict:
 
 
 def save_model(directory: str, model: seggpt.SegGPT, *, source: dict | None = None,
-               overwrite: bool = False) -> dict:
+               overwrite: bool = False, trained_on: dict | None = None) -> dict:
   """Writes a params directory atomically; returns its metadata. A relative path is from the
-  working folder."""
+  working folder.
+
+  trained_on: what the weights were trained on, e.g. {"data": "procedural", "steps": 400}
+  (the trainer) or {"data": "official SegGPT weights"} (conversion); read back by
+  `procedural_only_warning`.
+  """
   directory = os.path.abspath(directory)
   if os.path.exists(directory):
     if not overwrite:
@@ -77,6 +84,8 @@ def save_model(directory: str, model: seggpt.SegGPT, *, source: dict | None = No
   try:
     meta = {"kind": KIND, "config": config_to_dict(model.cfg), "source": source or {},
             "weights_hash": params_hash(model)}
+    if trained_on is not None:
+      meta["trained_on"] = trained_on
     with ocp.StandardCheckpointer() as ckptr:
       ckptr.save(os.path.join(tmp, "params"), _pure(model))
       ckptr.wait_until_finished()
@@ -147,3 +156,15 @@ def _graph_and_state(cfg, pure):
   graphdef, state = nnx.split(model)
   nnx.replace_by_pure_dict(state, pure)
   return graphdef, state
+
+
+def procedural_only_warning(meta: dict) -> str | None:
+  """A one-line warning when a params directory's metadata says it was trained on procedural
+  shapes only (and not initialised from other weights); None otherwise (or when unknown)."""
+  t = meta.get("trained_on") or {}
+  if t.get("data") != "procedural" or t.get("init") not in (None, "scratch"):
+    return None
+  steps = f" ({t['steps']} steps)" if "steps" in t else ""
+  return ("this model was trained on procedural shapes only" + steps + ": on photos expect "
+          "coarse, misplaced or empty masks; for real images convert the official SegGPT "
+          "weights (README: Official weights)")

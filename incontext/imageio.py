@@ -6,9 +6,16 @@
   16-bit PNGs so that labels > 255 are seen and rejected later) or an RGB colour mask
   ([H, W, 3] uint8). Palette-mode PNGs are read as their indices; an RGB(A) file whose three
   channels are identical is read as a 2-D map (e.g. the official demo targets).
+* `mask_palette(path)` -> the colours of a palette-mode mask file ([256, 3]), else None.
+* `save_label_png(path, labels, palette)` -> a palette PNG whose indices are the label ids
+  and whose colours are `palette` (what every command and `Result.save` write);
+  `label_palette` picks those colours (the prompt file's palette when it shows every label,
+  else the colours the model painted); `overlay` tints an image by a colour mask.
+* `list_images(items)` -> image files from files, folders and glob patterns.
 
 Every failure is an `InputError` (a ValueError) whose message starts with the file name.
 """
+import glob
 import os
 
 import numpy as np
@@ -91,3 +98,113 @@ def save_png(path: str, arr: np.ndarray) -> None:
   if arr.dtype != np.uint8:
     raise ValueError(f"{path}: save_png needs uint8, got {arr.dtype}")
   Image.fromarray(arr).save(path, format="PNG")
+
+
+# -- label PNGs -------------------------------------------------------------------------------
+MIN_VISIBLE = 64   # a label colour whose brightest channel is below this looks black
+
+
+def mask_palette(path) -> np.ndarray | None:
+  """The palette [256, 3] uint8 of a palette-mode ('P') mask file, None for other modes."""
+  im = _open(path, "mask")
+  if im.mode != "P" or im.getpalette() is None:
+    return None
+  pal = np.zeros((256, 3), np.uint8)
+  flat = np.asarray(im.getpalette(), np.uint8).reshape(-1, 3)[:256]
+  pal[:len(flat)] = flat
+  return pal
+
+
+def label_palette(label_ids, colours, file_palette: np.ndarray | None = None) -> np.ndarray:
+  """The colour of each label id in a label PNG: [256, 3] uint8, index 0 black.
+
+  Args:
+    label_ids: the K label ids (1..255).
+    colours: [K, 3] the colours the model painted them with (colours[k] for label_ids[k]).
+    file_palette: the prompt mask file's own palette (`mask_palette`); used instead when it
+      gives every label a distinct colour that is not near-black, so a DAVIS-style mask keeps
+      its colours while a grey-palette 0/1 mask (label 1 drawn (1, 1, 1)) is shown visibly.
+  """
+  ids = [int(i) for i in label_ids]
+  colours = np.asarray(colours, np.uint8).reshape(-1, 3)
+  if len(colours) != len(ids):
+    raise ValueError(f"label_palette: {len(colours)} colours for {len(ids)} labels")
+  if any(not 0 < i <= 255 for i in ids):
+    raise ValueError(f"label_palette: label ids must be in 1..255, got {ids}")
+  pal = np.zeros((256, 3), np.uint8)
+  if file_palette is not None:
+    fp = np.asarray(file_palette, np.uint8)
+    own = fp[ids] if len(fp) > max(ids) else None
+    if (own is not None and own.max(axis=1).min() >= MIN_VISIBLE
+        and len(np.unique(own, axis=0)) == len(ids)):
+      colours = own
+  pal[ids] = colours
+  return pal
+
+
+def save_label_png(path, labels: np.ndarray, palette: np.ndarray) -> None:
+  """Writes [H, W] label ids (0..255) as a palette PNG: index = label id, colour = palette.
+
+  Reading the file with `load_mask` (or PIL) gives the ids back; viewing it (or PIL's
+  `.convert("RGB")`) shows palette[id]. palette: [N <= 256, 3] uint8.
+  """
+  labels = np.asarray(labels)
+  if labels.ndim != 2:
+    raise ValueError(f"{path}: label map must be [H, W], got shape {labels.shape}")
+  if labels.size and (labels.min() < 0 or labels.max() > 255):
+    raise ValueError(f"{path}: label ids must be in 0..255 for a palette PNG, got "
+                     f"{int(labels.min())}..{int(labels.max())}")
+  pal = np.asarray(palette, np.uint8).reshape(-1, 3)
+  if len(pal) > 256:
+    raise ValueError(f"{path}: palette has {len(pal)} colours; at most 256")
+  a = np.ascontiguousarray(labels, np.uint8)
+  im = Image.frombytes("P", (a.shape[1], a.shape[0]), a.tobytes())
+  im.putpalette(pal.reshape(-1).tolist())
+  im.save(os.fspath(path), format="PNG")
+
+
+def overlay(img: np.ndarray, colored: np.ndarray) -> np.ndarray:
+  """Official overlay: img * (0.6 * colour / 255 + 0.4), uint8 [H, W, 3].
+
+  The background (black) is darkened to 40 %, a white label keeps the image as it is and a
+  coloured one tints it.
+  """
+  out = np.asarray(img).astype(np.float32) * (
+      0.6 * np.asarray(colored).astype(np.float32) / 255.0 + 0.4)
+  return np.clip(np.round(out), 0, 255).astype(np.uint8)
+
+
+IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
+
+
+def _visible(name: str) -> bool:
+  return not os.path.basename(name).startswith(".")   # ._x (macOS), .DS_Store, ...
+
+
+def list_images(items, what: str = "query") -> list[str]:
+  """Image files from files, folders (their images, sorted) and glob patterns (sorted).
+
+  Hidden files (names starting with '.') inside folders and glob matches are skipped; a
+  file named directly is kept as given. Raises InputError naming the item that gives
+  nothing.
+  """
+  out = []
+  for item in items:
+    item = os.fspath(item)
+    if os.path.isdir(item):
+      found = sorted(os.path.join(item, f) for f in os.listdir(item)
+                     if _visible(f) and f.lower().endswith(IMAGE_EXTS)
+                     and os.path.isfile(os.path.join(item, f)))
+      if not found:
+        raise InputError(f"{item}: folder has no {what} images ({', '.join(IMAGE_EXTS)})")
+      out += found
+    elif os.path.exists(item):
+      out.append(item)
+    elif any(c in item for c in "*?["):
+      found = sorted(f for f in glob.glob(item) if _visible(f) and os.path.isfile(f))
+      if not found:
+        raise InputError(f"{item}: no {what} images match this pattern")
+      out += found
+    else:
+      raise InputError(f"{item}: no such {what} image file")
+  return out

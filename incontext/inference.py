@@ -3,6 +3,7 @@
     seg = Segmenter.from_checkpoint("params/", seg_type="instance")
     results = seg.segment(prompts=[("a.jpg", "a.png")], queries=["q1.jpg", "q2.jpg"])
     results[0].labels        # [H, W] label ids at q1's original size
+    results[0].save("out/")  # out/q1.png (palette PNG: index = label id) + q1_overlay.png
 
 Pipeline (as the official `inference_image` and the HF processor; docs/design.md#inference):
   1. images: PIL bicubic on uint8 to the model's `cfg.image_size` (448x448 for L/16), /255,
@@ -27,6 +28,8 @@ code does, and comes back as 0/255.
 """
 import dataclasses
 import functools
+import json
+import logging
 import math
 import os
 from typing import Iterable, Iterator, Sequence
@@ -37,16 +40,18 @@ import numpy as np
 from flax import nnx
 from PIL import Image
 
-from incontext import canvas, checkpoint
+from incontext import canvas, checkpoint, imageio
 from incontext.imageio import InputError, load_image, load_mask  # noqa: F401 (re-exported)
 
 __all__ = ["InputError", "load_image", "load_mask", "encode_masks", "prepare_image",
            "prepare_mask", "predict_canvas", "predict_canvas_batch", "spatial_ensemble",
            "labels_from_prediction", "resize_nearest_torch", "check_aspect", "Result",
-           "Segmenter"]
+           "save_results", "Segmenter"]
 
 MAX_LABEL = 255          # label ids are written as 8-bit PNGs
 ASPECT_TOL = 0.02        # relative aspect-ratio difference allowed between image and mask
+
+log = logging.getLogger(__name__)
 
 
 # -- masks ----------------------------------------------------------------------------------
@@ -428,6 +433,10 @@ class Result:
   raw: [h, w, 3] float32 normalised model output (the query half at the model's size).
   palette: [K+1, 3] uint8 colours (0 = black background); label_ids: K ids for palette[1:].
   colour_masks: True when the prompts were RGB colour masks (then `colored` is the output).
+  colours: [256, 3] uint8 colour of each label id in the saved label PNG and the overlay
+    (`imageio.label_palette`; None: the model's colours `palette`).
+  image: the query, uint8 [H, W, 3] (for `overlay`); name: the query's file stem (or
+    'query_<i>' for arrays), the default file name of `save`.
   """
   labels: np.ndarray
   rgb: np.ndarray
@@ -435,6 +444,9 @@ class Result:
   palette: np.ndarray
   label_ids: list
   colour_masks: bool = False
+  colours: np.ndarray | None = None
+  image: np.ndarray | None = dataclasses.field(default=None, repr=False)
+  name: str | None = None
 
   @property
   def colored(self) -> np.ndarray:
@@ -443,6 +455,79 @@ class Result:
     for k, i in enumerate(self.label_ids):
       lut[i] = self.palette[k + 1]
     return lut[self.labels]
+
+  @property
+  def empty(self) -> bool:
+    """True when every pixel was decoded as background."""
+    return not np.any(self.labels)
+
+  def label_colours(self) -> np.ndarray:
+    """[256, 3] uint8: the colour of each label id as shown in the label PNG (0 black)."""
+    if self.colours is not None:
+      return np.asarray(self.colours, np.uint8)
+    return imageio.label_palette(self.label_ids, np.asarray(self.palette)[1:])
+
+  def legend(self) -> dict:
+    """{'labels': [{'id': i, 'colour': [r, g, b]}, ...]}: what each label PNG index means.
+
+    For RGB colour-mask prompts the ids are 1..K and the colours are the prompt's colours.
+    """
+    cols = self.label_colours()
+    kind = "colour" if self.colour_masks else ("binary" if len(self.label_ids) == 1
+                                               else "labels")
+    return {"prompt_masks": kind,
+            "labels": [{"id": int(i), "colour": [int(v) for v in cols[int(i)]]}
+                       for i in self.label_ids]}
+
+  def overlay(self) -> np.ndarray:
+    """uint8 [H, W, 3]: the query tinted by the label colours (official overlay formula:
+    background darkened to 40 %, white labels keep the image, colours tint it)."""
+    if self.image is None:
+      raise ValueError("this Result has no query image (segment() keeps it); cannot overlay")
+    return imageio.overlay(self.image, self.label_colours()[self.labels])
+
+  def save(self, directory, name: str | None = None, *, raw: bool = False) -> list[str]:
+    """Writes NAME.png (palette PNG: index = label id, colours `label_colours()`),
+    NAME_overlay.png (when the query image is known) and, with raw, NAME.raw.npy (float32
+    model output) into `directory` (created if missing). Returns the written paths."""
+    name = name or self.name
+    if not name:
+      raise ValueError("Result.save: give a file name (this result has none)")
+    directory = os.fspath(directory)
+    os.makedirs(directory, exist_ok=True)
+    base = os.path.join(directory, name)
+    paths = [base + ".png"]
+    imageio.save_label_png(paths[0], self.labels, self.label_colours())
+    if self.image is not None:
+      paths.append(base + "_overlay.png")
+      imageio.save_png(paths[-1], self.overlay())
+    if raw:
+      paths.append(base + ".raw.npy")
+      np.save(paths[-1], np.asarray(self.raw, np.float32))
+    return paths
+
+
+def save_results(results: Iterable[Result], directory, *, raw: bool = False) -> int:
+  """Saves every Result (`Result.save`) and the label legend as `labels.json`.
+
+  Returns the number of results written; file names must be distinct.
+  """
+  directory = os.fspath(directory)
+  seen, n, legend = {}, 0, None
+  for i, r in enumerate(results):
+    name = r.name or f"query_{i}"
+    if name in seen:
+      raise InputError(f"{name}: two queries would write the same output name; rename one")
+    seen[name] = True
+    r.save(directory, name, raw=raw)
+    legend = legend or r.legend()
+    n += 1
+  if legend is not None:
+    rows = ",\n".join("  " + json.dumps(r) for r in legend["labels"])
+    with open(os.path.join(directory, "labels.json"), "w") as f:
+      f.write(f'{{"prompt_masks": {json.dumps(legend["prompt_masks"])}, "labels": [\n'
+              f'{rows}\n]}}\n')
+  return n
 
 
 def _name(x, i, what):
@@ -462,6 +547,35 @@ def _read_image(x, name):
 
 def _read_mask(x):
   return load_mask(x) if isinstance(x, (str, os.PathLike)) else np.asarray(x)
+
+
+def _is_one(x) -> bool:
+  """A single image/mask: a path or an array (not a list of them)."""
+  return isinstance(x, (str, os.PathLike, np.ndarray))
+
+
+def _as_query_list(queries) -> list:
+  """One query (a path, or one [H, W, 3] array) -> [it]; otherwise the queries as a list."""
+  if isinstance(queries, (str, os.PathLike)):
+    return [queries]
+  if isinstance(queries, np.ndarray) and queries.ndim == 3 and queries.shape[-1] == 3:
+    return [queries]
+  return list(queries)
+
+
+def _as_prompt_list(prompts) -> list:
+  """One (image, mask) pair -> [pair]; otherwise the pairs as a list."""
+  if isinstance(prompts, tuple) and len(prompts) == 2 and all(_is_one(x) for x in prompts):
+    return [prompts]
+  return list(prompts)
+
+
+def _prompt_file_palette(prompts) -> np.ndarray | None:
+  """The palette of the first prompt mask given as a palette-mode file, if any."""
+  for pair in prompts:
+    if len(pair) == 2 and isinstance(pair[1], (str, os.PathLike)):
+      return imageio.mask_palette(pair[1])
+  return None
 
 
 class Segmenter:
@@ -489,7 +603,9 @@ class Segmenter:
     if ensemble is not None:
       overrides["ensemble"] = ensemble
     model = checkpoint.load_model(directory, **overrides)
-    return cls(model, seg_type=seg_type, meta=meta)
+    seg = cls(model, seg_type=seg_type, meta=meta)
+    seg.directory = directory
+    return seg
 
   def load_learned_prompt(self, path: str):
     """Loads a learned prompt (`incontext.prompts`) checked against this model."""
@@ -569,10 +685,13 @@ class Segmenter:
       raise InputError(f"seg_type {seg_type!r} conflicts with the learned prompt's "
                        f"{lp.seg_type!r}")
     st = seg_type or (lp.seg_type if lp is not None else self.seg_type)
+    prompts = _as_prompt_list(prompts)
     pi, pt, palette, label_ids, colour = self.encode_prompts(
         prompts, ensemble=ensemble, learned_prompt=lp)
+    colours = imageio.label_palette(label_ids, palette[1:], _prompt_file_palette(prompts))
     size = tuple(self.cfg.image_size)
-    queries = list(queries)
+    queries = _as_query_list(queries)
+    self._warn_trained_on()
     bar = None
     if progress:
       from tqdm import tqdm
@@ -588,7 +707,15 @@ class Segmenter:
         if bar is not None:
           bar.update(len(chunk))
         for j, img in enumerate(raw_imgs):
-          yield self._result(raw[j], img.shape[:2], palette, label_ids, colour)
+          res = self._result(raw[j], img.shape[:2], palette, label_ids, colour)
+          q = chunk[j]
+          res.image, res.colours = img, colours
+          res.name = (os.path.splitext(os.path.basename(os.fspath(q)))[0]
+                      if isinstance(q, (str, os.PathLike)) else f"query_{start + j}")
+          if res.empty:
+            log.warning("%s: empty prediction (every pixel is background)",
+                        _name(q, start + j, "query"))
+          yield res
     finally:
       if bar is not None:
         bar.close()
@@ -601,9 +728,11 @@ class Segmenter:
     Args:
       prompts: [(image, mask), ...]: paths or arrays (uint8 [H, W, 3] images; masks as
         `load_mask` returns them). Empty list allowed with a learned prompt.
-      queries: image paths or uint8 [H, W, 3] arrays.
-      ensemble: 'feature' (all K prompts as a batch, query features averaged) or
-        'spatial' (the K prompts tiled into one n x n grid prompt; docs/design.md#ensembles).
+        A single (image, mask) pair may be given alone.
+      queries: image paths or uint8 [H, W, 3] arrays; a single path (or array) is one query.
+      ensemble: 'feature' (all K prompts as a batch, query features averaged;
+        docs/design.md#ensembles) or
+        'spatial' (the K prompts tiled into one n x n grid prompt).
       learned_prompt: an `incontext.prompts` learned prompt (from `load_learned_prompt`),
         used alone or as one more prompt next to `prompts`.
       seg_type: 'instance' or 'semantic' (default: the Segmenter's, or the learned prompt's).
@@ -611,11 +740,22 @@ class Segmenter:
     The feature ensemble is on iff more than one prompt slot is used (official rule; with
     the model's ensemble='hf' a single prompt is then HF's feature_ensemble=False).
     Returns:
-      one `Result` per query.
+      one `Result` per query (`Result.save(dir)` writes its label PNG and overlay).
+    Logs a warning naming each query whose prediction is empty (all background), and once
+    per Segmenter when its checkpoint was trained on procedural shapes only.
     """
     return list(self.segment_iter(prompts, queries, ensemble=ensemble,
                                   learned_prompt=learned_prompt, seg_type=seg_type,
                                   batch_size=batch_size, progress=progress))
+
+  def _warn_trained_on(self):
+    """Once per Segmenter: a model trained on procedural shapes only does not segment photos."""
+    if getattr(self, "_warned", False):
+      return
+    self._warned = True
+    msg = checkpoint.procedural_only_warning(self.meta)
+    if msg:
+      log.warning("%s: %s", getattr(self, "directory", "checkpoint"), msg)
 
   @staticmethod
   def _result(raw, orig_hw, palette, label_ids, colour) -> Result:

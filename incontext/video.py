@@ -159,9 +159,14 @@ def read_id_mask(path: str) -> np.ndarray:
   binary masks keep 255); an RGB colour mask gives ids 1..K for its distinct non-black colours
   in sorted colour order.
   """
+  return _read_first_mask(path)[0]
+
+
+def _read_first_mask(path: str):
+  """-> (ids [H, W] int32, colours [K, 3] of an RGB colour mask or None)."""
   m = np.asarray(imageio.load_mask(path))
   if m.ndim == 2:
-    return m.astype(np.int32)
+    return m.astype(np.int32), None
   cols = np.unique(m.reshape(-1, 3), axis=0)
   cols = cols[cols.any(axis=1)]
   if len(cols) > 254:
@@ -169,26 +174,40 @@ def read_id_mask(path: str) -> np.ndarray:
   out = np.zeros(m.shape[:2], np.int32)
   for k, c in enumerate(cols):
     out[np.all(m == c, axis=-1)] = k + 1
-  return out
+  return out, cols.astype(np.uint8)
 
 
-def save_id_png(path: str, ids: np.ndarray):
-  """DAVIS-format result: a palette PNG whose indices are the object ids."""
+def first_mask_colours(path: str, ids: Sequence[int]) -> np.ndarray:
+  """[256, 3] colours for the objects `ids` of a first-mask file, as `incontext segment` picks
+  them (`imageio.label_palette`): the file's own palette when it shows every object (DAVIS
+  masks keep their colours), an RGB mask's colours, else the colours the model paints (white
+  for one object, e.g. a 0/255 mask's object 255)."""
+  _, cols = _read_first_mask(path)
+  if cols is not None and len(cols) == len(ids):
+    return imageio.label_palette(ids, cols)
+  return imageio.label_palette(ids, id_palette(ids)[1:], imageio.mask_palette(path))
+
+
+def save_id_png(path: str, ids: np.ndarray, palette: np.ndarray | None = None):
+  """DAVIS-format result: a palette PNG whose indices are the object ids.
+
+  palette: [256, 3] colours (`first_mask_colours`); default the DAVIS colour map.
+  """
   ids = np.asarray(ids)
   if ids.max(initial=0) > 255 or ids.min(initial=0) < 0:
     raise ValueError(f"{path}: object ids must be in 0..255 for a palette PNG")
-  im = Image.fromarray(ids.astype(np.uint8), mode="P")
-  im.putpalette(davis_palette().reshape(-1).tolist())
-  im.save(path)
+  imageio.save_label_png(path, ids, davis_palette() if palette is None else palette)
 
 
-def overlay(frame: np.ndarray, ids: np.ndarray, alpha: float = 0.5) -> np.ndarray:
-  """uint8 [H, W, 3] frame with the objects tinted by their DAVIS colours."""
-  pal = davis_palette()
-  col = pal[np.asarray(ids, np.int64) % 256].astype(np.float32)
-  fg = (np.asarray(ids) != 0)[..., None]
-  out = np.where(fg, (1 - alpha) * frame + alpha * col, frame)
-  return np.clip(np.round(out), 0, 255).astype(np.uint8)
+def overlay(frame: np.ndarray, ids: np.ndarray, palette: np.ndarray | None = None
+            ) -> np.ndarray:
+  """uint8 [H, W, 3] frame tinted by the objects' colours (the official overlay of
+  `imageio.overlay`: background darkened, objects in their colour; white keeps the frame).
+
+  palette: [256, 3] colours by id (`first_mask_colours`); default the DAVIS colour map.
+  """
+  pal = davis_palette() if palette is None else np.asarray(palette, np.uint8)
+  return imageio.overlay(frame, pal[np.asarray(ids, np.int64) % 256])
 
 
 def save_gif(path: str, frames: Sequence[np.ndarray], fps: float = 10.0, max_side: int = 480):

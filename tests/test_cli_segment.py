@@ -1,4 +1,5 @@
 """`incontext segment`: outputs, label round trips, ensembles, learned prompts and bad input."""
+import json
 import os
 
 import numpy as np
@@ -50,7 +51,10 @@ def test_cli_outputs_match_the_api(ckpt, ex, tmp_path, capsys):
   assert "3/3" in err                                     # the progress bar reached the end
   _no_tmp(tmp_path)
   assert sorted(os.listdir(out)) == sorted(
-      f"{q.stem}{s}" for q in queries for s in (".png", "_overlay.png", ".raw.npy"))
+      [f"{q.stem}{s}" for q in queries for s in (".png", "_overlay.png", ".raw.npy")]
+      + ["labels.json"])
+  assert json.loads((out / "labels.json").read_text())["labels"] == [
+      {"id": 255, "colour": [255, 255, 255]}]              # grey 0/255 prompts: white
   api = I.Segmenter.from_checkpoint(ckpt).segment(prompts, queries, batch_size=2)
   for q, r in zip(queries, api):
     img = I.load_image(q)
@@ -113,6 +117,9 @@ def test_label_ids_round_trip_through_the_cli(ckpt, tmp_path, capsys, monkeypatc
   got = np.asarray(Image.open(tmp_path / "o" / "000000000009.png"))
   np.testing.assert_array_equal(got, _expected_labels(m, SIZE, m.shape))
   assert set(np.unique(got).tolist()) == ids              # the same label ids come back
+  # a grey label map: each id drawn in the colour the model painted it (distinct, visible)
+  pal = np.asarray(Image.open(tmp_path / "o" / "000000000009.png").getpalette()).reshape(-1, 3)
+  np.testing.assert_array_equal(pal[sorted(ids - {0})], canvas.build_palette(3)[1:])
   # Binary 0/1 palette PNG (PerSAM) -> 0/1; RGB colour mask -> the colour image.
   per = shared_data_dir("examples", "perseg_examples")
   pm = I.load_mask(per / "cat_00.png")
@@ -125,12 +132,23 @@ def test_label_ids_round_trip_through_the_cli(ckpt, tmp_path, capsys, monkeypatc
   got = np.asarray(Image.open(tmp_path / "p" / "cat_00.png"))
   np.testing.assert_array_equal(got, _expected_labels(pm, SIZE, pm.shape))
   assert set(np.unique(got).tolist()) == {0, 1}
+  # ... drawn in the prompt file's own palette colour (DAVIS dark red), not grey 1 on black.
+  pal = np.asarray(Image.open(tmp_path / "p" / "cat_00.png").getpalette()).reshape(-1, 3)
+  assert tuple(pal[1]) == tuple(np.asarray(Image.open(per / "cat_00.png").getpalette()
+                                           ).reshape(-1, 3)[1]) == (128, 0, 0)
   rc, err = _run(["segment", "--checkpoint", ckpt, "--prompt", img, tmp_path / "col.png",
                   "--query", img, "--out", tmp_path / "c"], capsys)
   assert rc == 0, err
-  got = np.asarray(Image.open(tmp_path / "c" / "000000000009.png"))
-  assert got.shape == col.shape
-  np.testing.assert_array_equal(got, _expected_labels(col, SIZE, m.shape))
+  im = Image.open(tmp_path / "c" / "000000000009.png")
+  assert im.mode == "P"                                   # indices 1..K, palette = the colours
+  np.testing.assert_array_equal(np.asarray(im.convert("RGB")),
+                                _expected_labels(col, SIZE, m.shape))
+  legend = json.loads((tmp_path / "c" / "labels.json").read_text())
+  assert legend["prompt_masks"] == "colour"
+  cols = np.unique(col.reshape(-1, 3), axis=0)[1:]         # sorted non-black colours
+  assert legend["labels"] == [{"id": k + 1, "colour": c.tolist()} for k, c in enumerate(cols)]
+  np.testing.assert_array_equal(np.asarray(im), I.load_mask(tmp_path / "c" / "000000000009.png"))
+  assert set(np.unique(np.asarray(im)).tolist()) <= {0, 1, 2, 3}
 
 
 def test_label_ids_real_model_structure(ckpt, tmp_path, capsys):
@@ -143,7 +161,7 @@ def test_label_ids_real_model_structure(ckpt, tmp_path, capsys):
                   "--out", tmp_path / "o", "--seg-type", "semantic"], capsys)
   assert rc == 0, err
   im = Image.open(tmp_path / "o" / "000000000074.png")
-  assert im.mode == "L" and im.size == Image.open(query).size
+  assert im.mode == "P" and im.size == Image.open(query).size
   assert set(np.unique(np.asarray(im)).tolist()) <= set(np.unique(I.load_mask(mask)).tolist())
 
 

@@ -53,7 +53,8 @@ def convert_file(source: str, out: str, *, overwrite: bool = False) -> dict:
                  "layout": layout, "num_tensors": len(sd)}
   if origin.startswith("hf:"):
     source_meta["hub_repo"] = origin[len("hf:"):]
-  return checkpoint.save_model(out, model, source=source_meta, overwrite=overwrite)
+  return checkpoint.save_model(out, model, source=source_meta, overwrite=overwrite,
+                               trained_on={"data": "converted weights", "layout": layout})
 
 
 def run(args) -> int:

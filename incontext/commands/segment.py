@@ -1,10 +1,15 @@
 """`incontext segment`: segment query images from in-context (image, mask) prompts.
 
-For each query NAME.ext it writes into --out:
-  NAME.png          label map at the query's original size, with the prompt masks' label ids
-                    (binary masks: the same 0/1 or 0/255; RGB colour masks: a colour image)
+--query takes image files, folders (their images, sorted; hidden files skipped) and quoted
+glob patterns. For each query NAME.ext it writes into --out:
+  NAME.png          palette PNG at the query's original size: index = the prompt masks' label
+                    id (binary masks: the same 0/1 or 0/255; RGB colour masks: 1..K), colour =
+                    the prompt's colour (the prompt file's palette, the RGB mask's colours, or
+                    the colours the model painted: white for binary masks), so the file both
+                    reads back as ids and is visible in an image viewer
   NAME_overlay.png  the query tinted by the prediction (official overlay: img * (0.6 c + 0.4))
   NAME.raw.npy      with --raw: float32 [h, w, 3] normalised model output for the query half
+and labels.json: each label id with its colour (for colour masks: id k <-> the k-th colour).
 
 Everything is written to a temporary folder next to --out and moved into place at the end, so
 a failed run leaves no partial outputs (and files already in --out are kept).
@@ -12,8 +17,6 @@ a failed run leaves no partial outputs (and files already in --out are kept).
 import os
 import shutil
 import tempfile
-
-import numpy as np
 
 from incontext import imageio
 from incontext.imageio import InputError
@@ -24,7 +27,8 @@ def register(sub):
   p.add_argument("--checkpoint", required=True, help="incontext params directory")
   p.add_argument("--prompt", nargs=2, action="append", default=[], metavar=("IMG", "MASK"),
                  help="a prompt image and its mask (repeat for several prompts)")
-  p.add_argument("--query", nargs="+", required=True, metavar="IMG", help="images to segment")
+  p.add_argument("--query", nargs="+", required=True, metavar="IMG",
+                 help="images to segment: files, folders or quoted globs ('imgs/*.jpg')")
   p.add_argument("--out", required=True, help="output folder")
   p.add_argument("--ensemble", choices=("feature", "spatial"), default="feature",
                  help="combine several prompts by feature ensemble (default) or as one "
@@ -51,12 +55,6 @@ def _stems(queries):
   return list(stems)
 
 
-def overlay(img: np.ndarray, colored: np.ndarray) -> np.ndarray:
-  """Official overlay: img * (0.6 * colour / 255 + 0.4), uint8 [H, W, 3]."""
-  out = img.astype(np.float32) * (0.6 * colored.astype(np.float32) / 255.0 + 0.4)
-  return np.clip(np.round(out), 0, 255).astype(np.uint8)
-
-
 def _move_into(tmp: str, out: str) -> None:
   if not os.path.exists(out):
     os.replace(tmp, out)
@@ -67,16 +65,14 @@ def _move_into(tmp: str, out: str) -> None:
 
 
 def run(args) -> int:
-  from incontext.inference import Segmenter
+  from incontext.inference import Segmenter, save_results
   if args.batch_size < 1:
     raise InputError(f"--batch-size must be >= 1, got {args.batch_size}")
   out = os.path.abspath(args.out)
   if os.path.exists(out) and not os.path.isdir(out):
     raise InputError(f"{args.out}: exists and is not a directory")
-  for q in args.query:
-    if not os.path.isfile(q):
-      raise InputError(f"{q}: no such query image file")
-  stems = _stems(args.query)
+  queries = imageio.list_images(args.query)
+  _stems(queries)
   if not args.prompt and not args.learned_prompt:
     raise InputError("give at least one --prompt IMG MASK or a --learned-prompt")
   seg = Segmenter.from_checkpoint(args.checkpoint, seg_type=args.seg_type or "instance",
@@ -90,19 +86,10 @@ def run(args) -> int:
     umask = os.umask(0)
     os.umask(umask)
     os.chmod(tmp, 0o777 & ~umask)      # mkdtemp makes 0700; --out gets the usual mode
-    results = seg.segment_iter(prompts, args.query, ensemble=args.ensemble, learned_prompt=lp,
+    results = seg.segment_iter(prompts, queries, ensemble=args.ensemble, learned_prompt=lp,
                                seg_type=args.seg_type, batch_size=args.batch_size,
                                progress=True)
-    n = 0
-    for stem, q, res in zip(stems, args.query, results):
-      colored = res.colored
-      label_img = colored if res.colour_masks else res.labels
-      imageio.save_png(os.path.join(tmp, stem + ".png"), label_img)
-      imageio.save_png(os.path.join(tmp, stem + "_overlay.png"),
-                       overlay(imageio.load_image(q), colored))
-      if args.raw:
-        np.save(os.path.join(tmp, stem + ".raw.npy"), res.raw.astype(np.float32))
-      n += 1
+    n = save_results(results, tmp, raw=args.raw)
     _move_into(tmp, out)
   except BaseException:
     shutil.rmtree(tmp, ignore_errors=True)

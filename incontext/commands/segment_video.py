@@ -3,9 +3,11 @@
 Propagates the first frame's mask through a video (docs/design.md#video; `incontext.video`):
 prompts are the first frame with its mask plus the last K frames with their predicted masks,
 combined by the feature ensemble. Writes OUT/<frame name>.png (DAVIS format: palette PNG,
-index = object id, the first mask's ids kept) and OUT/overlay.gif. OUT is written to a temporary
-sibling and renamed into place, so a failed run leaves nothing behind.
+index = object id, the first mask's ids kept; colours: the first mask's own palette, or its
+RGB colours, or white for a single grey 0/1 or 0/255 object) and OUT/overlay.gif. OUT is written to a
+temporary sibling and renamed into place, so a failed run leaves nothing behind.
 """
+import logging
 import os
 import shutil
 import tempfile
@@ -55,6 +57,10 @@ def run(args) -> int:
     raise ValueError(f"--threshold needs a single-object --first-mask; {args.first_mask} has "
                      f"objects {video.object_ids(first_ids)}")
   model = checkpoint.load_model(args.checkpoint)
+  warn = checkpoint.procedural_only_warning(checkpoint.read_meta(args.checkpoint))
+  if warn:
+    logging.getLogger("incontext").warning("%s: %s", args.checkpoint, warn)
+  colours = video.first_mask_colours(args.first_mask, video.object_ids(first_ids))
 
   def frames():
     yield first
@@ -74,9 +80,9 @@ def run(args) -> int:
     for p, ids in tqdm(zip(paths, stream), total=len(paths), desc="segment-video",
                        unit="frame"):
       name = os.path.splitext(os.path.basename(p))[0] + ".png"
-      video.save_id_png(os.path.join(tmp, name), ids)
+      video.save_id_png(os.path.join(tmp, name), ids, colours)
       if not args.no_gif:
-        gif.append(video.overlay(imageio.load_image(p), ids))
+        gif.append(video.overlay(imageio.load_image(p), ids, colours))
     if gif:
       video.save_gif(os.path.join(tmp, "overlay.gif"), gif, fps=args.fps)
     if os.path.exists(out):

@@ -312,8 +312,26 @@ def run(config, workdir: str) -> dict[str, Any]:
     model = nnx.merge(graphdef, jax.device_get(state["params"]))
     ckpt_lib.save_model(os.path.join(workdir, "params"), model, overwrite=True,
                         source={"trainer": workdir, "step": total,
-                                "loss": dict(config.loss)})
+                                "loss": dict(config.loss)},
+                        trained_on=trained_on(config, total))
   return {"step": total, "history": history, "eval": last_eval}
+
+
+def trained_on(config, steps: int) -> dict:
+  """What a run trains on, for the params metadata: {"data": "procedural" or the dataset
+  names (+ "procedural" when mixed in), "steps", "init": "scratch" or the init path}."""
+  inp = config.input.to_dict() if hasattr(config.input, "to_dict") else dict(config.input)
+  if inp.get("type", "procedural") == "procedural":
+    data = "procedural"
+  else:
+    data = [d.get("name") or (d.get("source") or {}).get("reader") or d.get("reader") or "?"
+            for d in inp.get("datasets", [])]
+    if inp.get("procedural_frac", 0.0):
+      data.append("procedural")
+  init = config.get("init", None)
+  kind = init.get("kind", "scratch") if init else "scratch"
+  return {"data": data, "steps": int(steps),
+          "init": "scratch" if kind == "scratch" else f"{kind}:{init.get('path', '')}"}
 
 
 def _baselines(res: dict) -> str:
