@@ -4,8 +4,8 @@ Propagates the first frame's mask through a video (docs/design.md#video; `incont
 prompts are the first frame with its mask plus the last K frames with their predicted masks,
 combined by the feature ensemble. Writes OUT/<frame name>.png (DAVIS format: palette PNG,
 index = object id, the first mask's ids kept; colours: the first mask's own palette, or its
-RGB colours, or white for a single grey 0/1 or 0/255 object) and OUT/overlay.gif. OUT is written to a
-temporary sibling and renamed into place, so a failed run leaves nothing behind.
+RGB colours, or white for a single grey 0/1 or 0/255 object) and OUT/overlay.gif. OUT is
+written to a temporary sibling and renamed into place, so a failed run leaves nothing behind.
 """
 import logging
 import os
