@@ -315,7 +315,7 @@ class PairSampler:
 
   def _instances_pair(self, rng, d, idx: DatasetIndex, kind: str, recs, ex_p, ex_q):
     inst = ex_p["instances"]
-    ids = np.unique(inst)
+    ids = np.flatnonzero(np.bincount(inst.ravel(), minlength=ops.IGNORE + 1))  # sorted, fast
     ids = ids[(ids > 0) & (ids != ops.IGNORE)]
     # Only instances whose class is not held out may be painted.
     cls = dict(zip(ids.tolist(), instance_classes(inst, ex_p["mask"], ids)))
