@@ -23,30 +23,29 @@ def _sel(n: int, sel: dict | None) -> list[int]:
 
 
 def fewshot_benchmark(model, bench: dict, *, seed: int = 0) -> dict:
-  """One few-shot benchmark (see experiments/configs/seggpt_eval.py for the keys)."""
-  from incontext.data import folds, sources
+  """One few-shot benchmark (see experiments/configs/seggpt_eval.py for the keys); the same
+  function runs the trainer's periodic evaluation (incontext.train.trainer)."""
+  from incontext.data import episodes, sources
   from incontext.evaluators import fewshot
   src = sources.make_source(dict(bench["source"]))
   idx = _sel(len(src), bench.get("select"))
-  if bench.get("classes"):
-    classes = [int(c) for c in bench["classes"]]
-  else:
-    all_ids = sorted(int(c) for c in src.class_names if int(c) > 0)
-    classes = folds.fold_classes(all_ids, int(bench["fold"]), int(bench.get("num_folds", 4)),
-                                 bench.get("scheme", "interleaved"))
-  index = fewshot.class_index(src, classes, idx)
   shots = int(bench.get("shots", 1))
-  eps = fewshot.make_episodes(index, shots=shots, num_episodes=int(bench["episodes"]),
-                              seed=seed)
+  classes = [int(c) for c in bench["classes"]] if bench.get("classes") else None
+  eps = episodes.SemanticEpisodes(
+      src, fold=int(bench.get("fold", 0)), shots=shots, num_episodes=int(bench["episodes"]),
+      seed=seed, num_folds=int(bench.get("num_folds", 4)),
+      scheme=bench.get("scheme", "interleaved"), classes=classes,
+      indices=None if not bench.get("select") else idx)
   methods = [("1-shot", 1, "feature")]
   if shots > 1:
     methods += [(f"{shots}-shot {e}", shots, e) for e in bench.get("ensembles", ("feature",))]
-  res = fewshot.evaluate_fewshot(model, src, eps, methods=methods,
+  res = fewshot.evaluate_fewshot(model, src, eps.episodes, methods=methods,
                                  seg_type=bench.get("seg_type", "semantic"),
                                  desc=bench.get("name", "fewshot"))
   for r in res.values():
     r["per_class"] = {str(k): v for k, v in r["per_class"].items()}
-  res["_info"] = {"classes": classes, "examples": len(idx), "episodes": len(eps), "shots": shots}
+  res["_info"] = {"classes": eps.fold_classes, "examples": len(idx), "episodes": len(eps),
+                  "shots": shots, "seed": seed}
   return res
 
 
