@@ -691,18 +691,10 @@ def youtube_vos(root: str, split: str = "train",
         masks.append(m)
         vid_of.append(v)
         fidx.append(k)
-  base = _label_loader(masks, images, mode="instance")
-
-  def load(i, image):
-    return base(i, image)
-
-  def meta(i):
-    c, n = base.meta(i)
-    return c, n
-  load.meta = meta
   return FolderSource(name="youtube_vos", image_paths=images,
                       ids=[f"{v}/{_stem(p)}" for v, p in zip(vid_of, images)],
-                      class_names={1: "object"}, load_masks=load, kind="video",
+                      class_names={1: "object"},
+                      load_masks=_label_loader(masks, images, mode="instance"), kind="video",
                       has_instances=True, video_ids=vid_of, frame_indices=fidx)
 
 
