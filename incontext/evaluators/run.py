@@ -2,8 +2,10 @@
 
 Loads a params directory (`config.init`: converted official weights or a trained checkpoint),
 runs every few-shot benchmark in `config.fewshot`, the DAVIS evaluation in `config.davis` and
-the YouTube-VOS submission in `config.youtube_vos`, and writes WORKDIR/results.json and WORKDIR/results.md (a table); each result sits next to its
-baseline (copy the prompt mask / copy the first mask).
+the YouTube-VOS submission in `config.youtube_vos`, and writes WORKDIR/results.json and
+WORKDIR/results.md (a table); each result sits next to its baseline (copy the prompt mask /
+copy the first mask), each mIoU has its 95% bootstrap interval over the episodes, and a paper
+benchmark has the paper's number for the same row.
 """
 from __future__ import annotations
 
