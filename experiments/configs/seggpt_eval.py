@@ -35,7 +35,9 @@ function of the data, the protocol and the seed, see incontext.data.episodes):
   pascal5i   PASCAL-5i (Shaban et al., BMVC 2017): VOC 2012 classes 1..20, fold f holds
              5f+1..5f+5 (blocks); PASCAL VOC 2012 val (ROOT/JPEGImages,
              ROOT/SegmentationClass, ROOT/ImageSets/Segmentation/val.txt); 1000 episodes per
-             fold (HSNet), 4 folds, 1- and 5-shot. Paper: Table 1 (83.2 / 89.8).
+             fold (HSNet), 4 folds, 1- and 5-shot; every val image containing the class is a
+             candidate (HSNet's per-fold lists also drop tiny objects). Paper: Table 1
+             (83.2 / 89.8).
   fss1000    FSS-1000 (Li et al., CVPR 2020): the 240 official test classes
              (experiments/configs/fss1000_test_classes.txt, from the authors' repository
              github.com/HKUSTCV/FSS-1000, fss_test_set.txt), ROOT/CLASS/N.jpg + N.png; 1000
@@ -47,7 +49,9 @@ function of the data, the protocol and the seed, see incontext.data.episodes):
              lvis_v1_val.json over ROOT/train2017, ROOT/val2017); the classes with more than
              `shots` val images, in category-id order, are split into 10 interleaved folds of
              n // 10 classes (fold f: classes f, f + 10, ...); 2300 episodes per fold; the
-             mask of a class is the union of its instances. 1- and 5-shot. Paper numbers from
+             mask of a class is the union of its instances (one label per pixel here: where
+             instances of two classes overlap the later annotation wins, whereas Matcher
+             keeps both). 1- and 5-shot. Paper numbers from
              SINE (NeurIPS 2024), Table 1: SegGPT 18.6 / 25.4 (not in the SegGPT paper).
   davis2017  DAVIS 2017 val, semi-supervised (Pont-Tuset et al., arXiv 1704.00675): every
              object of the first frame propagated (ImageSets/2017/val.txt, 480p); J&F over
