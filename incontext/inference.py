@@ -383,6 +383,14 @@ def _forward(graphdef, state, prompt_imgs, prompt_tgts, queries, seg_type, *,
   return jax.vmap(one)(queries)
 
 
+def feature_ensemble_on(num_prompts: int) -> bool:
+  """The one rule for the feature ensemble, shared by `Segmenter`, `video.propagate` and the
+  evaluators: on iff more than one prompt (the official code's rule; a single prompt is plain
+  one-shot for both ensemble variants, whereas HF's variant with the flag set would average
+  at the merge layer even for one prompt)."""
+  return int(num_prompts) > 1
+
+
 def _seg_type_id(seg_type) -> int:
   if isinstance(seg_type, str):
     if seg_type not in canvas.SEG_TYPES:
@@ -703,7 +711,7 @@ class Segmenter:
         qs = [prepare_image(a, size) for a in raw_imgs]
         qs += [qs[-1]] * (batch_size - len(qs))          # pad: one compiled shape
         raw = predict_canvas_batch(self.model, pi, pt, np.stack(qs), seg_type=st,
-                                   feature_ensemble=len(pi) > 1)
+                                   feature_ensemble=feature_ensemble_on(len(pi)))
         if bar is not None:
           bar.update(len(chunk))
         for j, img in enumerate(raw_imgs):

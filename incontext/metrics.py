@@ -48,6 +48,7 @@ class IoUAccumulator:
   def __init__(self):
     self.inter: dict[int, float] = {}
     self.union: dict[int, float] = {}
+    self.rows: list[tuple[int, float, float]] = []   # (class, intersection, union) per episode
     self.fb_inter = np.zeros(2)   # [background, foreground]
     self.fb_union = np.zeros(2)
     self.count = 0
@@ -63,16 +64,39 @@ class IoUAccumulator:
     c = int(class_id)
     self.inter[c] = self.inter.get(c, 0.0) + i
     self.union[c] = self.union.get(c, 0.0) + u
+    self.rows.append((c, i, u))
     self.fb_inter += [np.sum(~pred & ~gt & keep), i]
     self.fb_union += [np.sum((~pred | ~gt) & keep), u]
     self.count += 1
 
+  def bootstrap_miou(self, num: int = 1000, seed: int = 0, level: float = 0.95
+                     ) -> tuple[float, float]:
+    """Percentile bootstrap interval of the mIoU (in %) over episodes: `num` resamples of the
+    episodes with replacement, each scored like `result` (per-class sums, then the mean over
+    the classes it contains)."""
+    if not self.rows:
+      return float("nan"), float("nan")
+    cls = np.array([r[0] for r in self.rows])
+    classes, ci = np.unique(cls, return_inverse=True)
+    onehot = np.eye(len(classes))[ci]                                   # [E, C]
+    inter = onehot * np.array([r[1] for r in self.rows])[:, None]
+    union = onehot * np.array([r[2] for r in self.rows])[:, None]
+    rng = np.random.default_rng(seed)
+    w = rng.multinomial(len(self.rows), np.full(len(self.rows), 1 / len(self.rows)), size=num)
+    n, i, u = w @ onehot, w @ inter, w @ union                          # [B, C]
+    iou = np.where(u > 0, i / np.maximum(u, 1e-12), 1.0)
+    miou = 100 * (iou * (n > 0)).sum(1) / (n > 0).sum(1)
+    a = (1 - level) / 2
+    return float(np.quantile(miou, a)), float(np.quantile(miou, 1 - a))
+
   def result(self) -> dict:
-    """{'miou', 'fb_iou', 'per_class': {id: iou}, 'episodes'} with IoUs in percent."""
+    """{'miou', 'miou_ci95' (bootstrap_miou), 'fb_iou', 'per_class': {id: iou}, 'episodes'}
+    with IoUs in percent."""
     per_class = {c: 100.0 * (self.inter[c] / self.union[c] if self.union[c] else 1.0)
                  for c in sorted(self.inter)}
     fb = np.where(self.fb_union > 0, self.fb_inter / np.maximum(self.fb_union, 1), 1.0)
     return {"miou": float(np.mean(list(per_class.values()))) if per_class else float("nan"),
+            "miou_ci95": list(self.bootstrap_miou()),
             "fb_iou": 100.0 * float(fb.mean()) if self.count else float("nan"),
             "per_class": per_class, "episodes": self.count}
 

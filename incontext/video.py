@@ -124,7 +124,8 @@ def propagate(model, frames: Iterable[np.ndarray], first_ids: np.ndarray, *, mem
     q = inference.prepare_image(frame, size)
     imgs = np.stack([p_img] + [m[0] for m in fifo])
     tgts = np.stack([p_tgt] + [m[1] for m in fifo])
-    pred = predict_fn(model, imgs, tgts, q, seg_type=seg_type, feature_ensemble=len(imgs) > 1)
+    pred = predict_fn(model, imgs, tgts, q, seg_type=seg_type,
+                      feature_ensemble=inference.feature_ensemble_on(len(imgs)))
     small = colours_to_ids(canvas.denormalize(pred), ids, pal, threshold)  # [h, w] ids
     if use_fifo:
       # Keep the decoded colours (not the official binarisation): objects stay apart.

@@ -6,6 +6,7 @@ import os
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
 from incontext import config_lib
@@ -96,12 +97,23 @@ def test_real_config_never_trains_on_what_is_evaluated():
   assert ev.fewshot.coco128_fold0.fold == 0 and c.evals.data.fold == 0
   cfg["datasets"] = [dict(d, root=str(shared_data_dir(d["name"])))
                      for d in cfg["datasets"] if d["name"] in ("coco128_seg", "davis2016_subset")]
+  for d in cfg["datasets"]:
+    d["instance_prob"] = 1.0                          # COCO: instance pairs only
   s = pipeline.make_sampler(cfg, seed=0)
   coco, davis = s.indices
   episodes = SemanticEpisodes(s.srcs[0], fold=0, shots=1, num_episodes=4)
   assert set(episodes.classes) <= coco.excluded       # every evaluated class is held out
   assert not coco.excluded & {int(x) for x in coco.class_list}
   assert set(davis.videos) == set(common.DAVIS_TRAIN)
+  # Instance and video pairs too (not only the semantic index): what they paint is checked
+  # pixel by pixel in tests/test_data_leaks.py; here their metadata.
+  for k in range(40):
+    meta = s.sample_pair(np.random.default_rng([0, k]))["meta"]
+    assert meta.kind in ("instance", "video")
+    if meta.dataset == "coco128_seg":
+      assert not set(meta.classes) & set(episodes.classes), meta
+    else:
+      assert not {i.split("/")[0] for i in meta.ids} & set(common.DAVIS_HELD_OUT), meta
 
 
 def test_real_config_video_args():

@@ -240,3 +240,55 @@ def test_pipeline_reads_built_tfds(out_dir):
       dict(name="davis/2016", reader="tfds", split="train", data_dir=str(b.data_dir_root))]}
   batch = next(pipeline.make_train_iterator(cfg, seed=0, batch_size=2))
   assert batch["image"].shape == (2, 32, 16, 3) and (batch["seg_type"] == 1).all()
+
+
+def test_lvis(out_dir, tmp_path):
+  """LVIS json (images found by coco_url, category ids kept, 255 shifted past the ignore)."""
+  coco = sources.coco_yolo(str(shared_data_dir("coco128_seg")))
+  root = tmp_path / "lvis"
+  (root / "annotations").mkdir(parents=True)
+  images, anns = [], []
+  for k in range(2):
+    ex = coco[k]
+    h, w = ex["mask"].shape
+    folder = ("train2017", "val2017")[k]
+    (root / folder).mkdir()
+    Image.fromarray(ex["image"]).save(root / folder / f"{ex['id']}.jpg")
+    images.append({"id": k + 1, "height": h, "width": w,
+                   "coco_url": f"http://images.cocodataset.org/{folder}/{ex['id']}.jpg"})
+    for j, cat in enumerate((7, 255)):
+      anns.append({"id": len(anns) + 1, "image_id": k + 1, "category_id": cat,
+                   "segmentation": [[10 + 40 * j, 10, 40 + 40 * j, 10, 40 + 40 * j, 40,
+                                     10 + 40 * j, 40]]})
+  (root / "annotations/lvis_v1_val.json").write_text(json.dumps(
+      {"images": images, "annotations": anns,
+       "categories": [{"id": 7, "name": "a"}, {"id": 255, "name": "b"}]}))
+  b = build("lvis", root, out_dir)
+  src = read(b, "validation")
+  check_records(src, 2, max_label=256, has_instances=True)
+  assert src[0]["classes"].tolist() == [7, 256] and src.class_names[256] == "b"
+
+
+def test_youtube_vos(out_dir, tmp_path):
+  """YouTube-VOS layout: train (all annotated) and valid (first-appearance frames only)."""
+  src16 = sources.davis(str(shared_data_dir("davis2016_subset")), split=None,
+                        sequences=["boat"])
+  root = tmp_path / "ytvos"
+  for split, annotated in (("train", (0, 1, 2)), ("valid", (0,))):
+    for d in ("JPEGImages", "Annotations"):
+      (root / split / d / "v1").mkdir(parents=True)
+    for k in range(3):
+      ex = src16[k]
+      Image.fromarray(ex["image"]).save(root / split / "JPEGImages/v1" / f"{5 * k:05d}.jpg")
+      if k in annotated:
+        m = ex["mask"].astype(np.uint8)
+        m[:40, :40] = 2
+        p = Image.fromarray(m, "P")
+        p.putpalette([0, 0, 0, 128, 0, 0, 0, 128, 0] + [0] * 759)
+        p.save(root / split / "Annotations/v1" / f"{5 * k:05d}.png")
+  b = build("youtube_vos", root, out_dir)
+  assert {k: v.num_examples for k, v in b.info.splits.items()} == {"train": 3, "validation": 1}
+  src = read(b, "train")
+  check_records(src, 3, max_label=1, has_instances=True, video=True)
+  assert set(np.unique(src[1]["instances"])) == {0, 1, 2} and src[1]["video_id"] == "v1"
+  assert src[2]["frame_index"] == 2

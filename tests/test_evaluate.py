@@ -8,6 +8,7 @@ from PIL import Image
 
 from experiments.configs import seggpt_eval
 from incontext import checkpoint, metrics
+from incontext.data import episodes
 from incontext.evaluators import davis, fewshot, run
 from incontext.models import seggpt
 
@@ -51,21 +52,23 @@ def _source(n=8, same_mask=False, seed=0):
 
 def test_episodes_are_deterministic_and_valid():
   src = _source(10)
-  index = fewshot.class_index(src, [1, 2])
+  index = episodes.class_index(src, [1, 2])
   assert index == {1: [0, 2, 4, 6, 8], 2: [1, 3, 5, 7, 9]}
-  eps = fewshot.make_episodes(index, shots=3, num_episodes=6, seed=1)
-  assert eps == fewshot.make_episodes(index, shots=3, num_episodes=6, seed=1)
+  eps = episodes.make_episodes(index, shots=3, num_episodes=6, seed=1)
+  assert eps == episodes.make_episodes(index, shots=3, num_episodes=6, seed=1)
+  assert eps == episodes.SemanticEpisodes(src, classes=[1, 2], shots=3, num_episodes=6,
+                                          seed=1).episodes
   assert [e["class"] for e in eps] == [1, 2, 1, 2, 1, 2]
   for e in eps:
     assert len(e["supports"]) == 3 and e["query"] not in e["supports"]
     assert all(i in index[e["class"]] for i in [e["query"], *e["supports"]])
   with pytest.raises(ValueError, match="no class has 6 examples for 5-shot episodes"):
-    fewshot.make_episodes(index, shots=5, num_episodes=2)
+    episodes.make_episodes(index, shots=5, num_episodes=2)
 
 
 def test_fewshot_scores_and_baseline(model):
   src = _source(8, same_mask=True)
-  eps = fewshot.make_episodes(fewshot.class_index(src, [1]), shots=2, num_episodes=3)
+  eps = episodes.make_episodes(episodes.class_index(src, [1]), shots=2, num_episodes=3)
   res = fewshot.evaluate_fewshot(model, src, eps, methods=[("1-shot", 1, "feature"),
                                                            ("2-shot feature", 2, "feature"),
                                                            ("2-shot spatial", 2, "spatial")])

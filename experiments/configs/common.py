@@ -179,6 +179,7 @@ def real_data_input(image_size: int = 32, patch_size: int = 4, procedural_frac: 
       d["exclude_fold"] = 0
     if d["name"] == "davis2016_subset":
       d["sequences"] = DAVIS_TRAIN
+      d["exclude_examples"] = DAVIS_HELD_OUT    # also held out if `sequences` is overridden
       d["weight"] = float(davis_weight)
       d["max_frame_gap"] = int(frame_gap) or None
   return cfg

@@ -1,16 +1,24 @@
-"""Fixed-seed evaluation episodes: k-shot semantic episodes over class folds, and video episodes.
+"""Fixed-seed evaluation episodes: the one generator of k-shot semantic episodes (used by the
+evaluators, `experiments/evaluate.py` and the trainer's periodic evaluation), and video episodes.
 
-Semantic (COCO-20i / PASCAL-5i / FSS-1000 style):
+Semantic (COCO-20i / PASCAL-5i / FSS-1000 / LVIS-92i style):
 
   eps = SemanticEpisodes(source, fold=0, shots=1, num_episodes=1000, seed=0)
-  ep = eps[i]   # {"support": [(image uint8 HxWx3, mask uint8 HxW 0/1)] * shots,
-                #  "query": (image, mask), "class_id": int, "class_name": str, "fold": int}
+  eps.episodes[i]  # {"class": c, "query": example index, "supports": [shots example indices]}
+  ep = eps[i]      # {"support": [(image uint8 HxWx3, mask uint8 HxW 0/1)] * shots,
+                   #  "query": (image, mask), "class_id": int, "class_name": str, "fold": int}
 
 Class folds come from `incontext.data.folds` (fold_classes; DEFAULT_FOLDS per dataset name), or
-pass `classes=` explicitly (e.g. all classes of an FSS-1000 test split). Episode i uses class
-`classes[i % len(classes)]` (balanced) and images drawn from `np.random.default_rng([seed, fold,
-shots, i])`, so every evaluation sees the same episodes, independent of how many are read.
-Train on the same dataset with `exclude_fold=fold` (pipeline config) to keep the classes unseen.
+pass `classes=` explicitly (e.g. all classes of an FSS-1000 test split); `indices=` restricts the
+examples (e.g. a held-out slice). Classes with fewer than shots + 1 examples are skipped. Episode
+i uses class `usable[i % len(usable)]` (balanced over classes) and its query and supports are
+drawn without replacement among the examples containing that class, by one
+`np.random.default_rng(seed)` consumed in episode order (`make_episodes`): the episodes are a
+pure function of (source, classes, indices, shots, num_episodes, seed). Train on the same
+dataset with `exclude_fold=fold` (pipeline config) to keep the classes unseen.
+
+Procedural episodes (synthetic held-out classes, drawn with the training pairs' generator) are
+`procedural_episodes` (canvases at model resolution; see incontext.data.procedural).
 
 Video (DAVIS): VideoEpisodes(source)[i] -> {"video_id", "prompt": (first image, first mask),
 "frames": [images of frames 1..], "masks": [gt masks of frames 1..], "object_ids": [...]} where
@@ -26,30 +34,67 @@ from incontext.data import folds as folds_lib
 from incontext.data import sources
 
 
+def class_index(source, classes: Sequence[int], indices: Sequence[int] | None = None) -> dict:
+  """{class: [example indices containing it]} over `indices` (default all) of a source."""
+  want = {int(c) for c in classes}
+  out = {c: [] for c in sorted(want)}
+  idx = range(len(source)) if indices is None else indices
+  for i in idx:
+    for c in source.meta(int(i))["classes"]:
+      if int(c) in want:
+        out[int(c)].append(int(i))
+  return out
+
+
+def make_episodes(index: dict, *, shots: int, num_episodes: int, seed: int = 0) -> list[dict]:
+  """[{class, query, supports [shots]}] (example indices) from a `class_index`; classes with
+  fewer than shots + 1 examples are skipped."""
+  rng = np.random.default_rng(seed)
+  usable = [c for c, ex in index.items() if len(ex) >= shots + 1]
+  if not usable:
+    raise ValueError(f"no class has {shots + 1} examples for {shots}-shot episodes")
+  eps = []
+  for i in range(num_episodes):
+    c = usable[i % len(usable)]
+    pick = rng.choice(len(index[c]), size=shots + 1, replace=False)
+    ex = [index[c][j] for j in pick]
+    eps.append({"class": c, "query": ex[0], "supports": ex[1:]})
+  return eps
+
+
+def fold_class_ids(source, fold: int, num_folds: int | None = None, scheme: str | None = None,
+                   dataset_name: str | None = None) -> list[int]:
+  """The label ids of class fold `fold` over all of the source's classes (its `class_names`
+  and the classes present), with the dataset's default fold scheme unless given."""
+  name = dataset_name or getattr(source, "name", "")
+  fdef = folds_lib.DEFAULT_FOLDS.get(name, {})
+  nf = num_folds or fdef.get("num_folds", 4)
+  sch = scheme or fdef.get("scheme", "interleaved")
+  ids = {int(c) for c in (getattr(source, "class_names", {}) or {}) if int(c) > 0}
+  if not ids:
+    ids = {int(c) for i in range(len(source)) for c in source.meta(i)["classes"]}
+  return folds_lib.fold_classes(sorted(ids), int(fold), nf, sch)
+
+
 class SemanticEpisodes:
-  """Deterministic k-shot episodes over the classes of one fold of a semantic source."""
+  """Deterministic k-shot episodes over the classes of one fold (or a class list) of a
+  semantic source."""
 
   def __init__(self, source, *, fold: int = 0, shots: int = 1, num_episodes: int = 1000,
                seed: int = 0, num_folds: int | None = None, scheme: str | None = None,
-               classes: Sequence[int] | None = None, dataset_name: str | None = None):
+               classes: Sequence[int] | None = None, dataset_name: str | None = None,
+               indices: Sequence[int] | None = None):
     self.source, self.fold, self.shots, self.seed = source, int(fold), int(shots), int(seed)
-    metas = [source.meta(i) for i in range(len(source))]
-    by_class: dict[int, list[int]] = {}
-    for i, m in enumerate(metas):
-      for c in m["classes"]:
-        by_class.setdefault(int(c), []).append(i)
     if classes is None:
-      name = dataset_name or getattr(source, "name", "")
-      fdef = folds_lib.DEFAULT_FOLDS.get(name, {})
-      nf = num_folds or fdef.get("num_folds", 4)
-      sch = scheme or fdef.get("scheme", "interleaved")
-      all_ids = sorted(set(getattr(source, "class_names", {}) or {}) | set(by_class))
-      classes = folds_lib.fold_classes(all_ids, self.fold, nf, sch)
-    # A class needs shots + 1 distinct images.
-    self.classes = [int(c) for c in classes if len(by_class.get(int(c), [])) >= self.shots + 1]
+      classes = fold_class_ids(source, fold, num_folds, scheme, dataset_name)
+    self.fold_classes = [int(c) for c in classes]
+    self.index = class_index(source, self.fold_classes, indices)
+    self.classes = [c for c, ex in self.index.items() if len(ex) >= self.shots + 1]
     if not self.classes:
-      raise ValueError(f"no class of fold {fold} has {shots + 1} images in {source.name}")
-    self.by_class = {c: np.array(by_class[c]) for c in self.classes}
+      raise ValueError(f"no class of fold {fold} has {shots + 1} images in "
+                       f"{getattr(source, 'name', 'the source')}")
+    self.episodes = make_episodes(self.index, shots=self.shots, num_episodes=int(num_episodes),
+                                  seed=self.seed)
     self.num_episodes = int(num_episodes)
 
   def __len__(self) -> int:
@@ -57,10 +102,8 @@ class SemanticEpisodes:
 
   def spec(self, i: int) -> tuple[int, list[int], int]:
     """(class id, support indices, query index) of episode i."""
-    c = self.classes[i % len(self.classes)]
-    rng = np.random.default_rng([self.seed, self.fold, self.shots, i])
-    pick = rng.choice(self.by_class[c], self.shots + 1, replace=False)
-    return c, [int(x) for x in pick[1:]], int(pick[0])
+    e = self.episodes[i]
+    return e["class"], list(e["supports"]), e["query"]
 
   def __getitem__(self, i: int) -> dict[str, Any]:
     if not 0 <= i < self.num_episodes:
@@ -73,6 +116,12 @@ class SemanticEpisodes:
     names = getattr(self.source, "class_names", {}) or {}
     return {"support": [load(k) for k in sup], "query": load(q), "class_id": c,
             "class_name": names.get(c, str(c)), "fold": self.fold}
+
+
+def procedural_episodes(config, *, seed: int = 1234, per_class: int = 4) -> list[dict]:
+  """Canvas episodes on procedural held-out classes (`incontext.data.procedural`)."""
+  from incontext.data import procedural
+  return procedural.make_episodes(config, seed=seed, per_class=per_class)
 
 
 class VideoEpisodes:

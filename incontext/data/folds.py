@@ -2,6 +2,8 @@
 
 Schemes (over a sorted list of label ids):
   'interleaved' (COCO-20i): class at position i is in fold i % num_folds.
+  'interleaved_equal' (LVIS-92i): interleaved, each fold cut to len(ids) // num_folds classes
+    (fold f: positions f, f + F, ..., f + F * (n // F - 1)).
   'blocks' (PASCAL-5i): contiguous blocks; fold f holds positions [f*n/F, (f+1)*n/F).
   'list': an explicit list of class names/ids is the test fold (FSS-1000 official test classes);
     fold 0 is that list, fold 1 the rest.
@@ -18,6 +20,8 @@ def fold_classes(class_ids: Sequence[int], fold: int, num_folds: int = 4,
     raise ValueError(f"fold {fold} not in [0, {num_folds})")
   if scheme == "interleaved":
     return [c for i, c in enumerate(ids) if i % num_folds == fold]
+  if scheme == "interleaved_equal":
+    return [ids[fold + num_folds * v] for v in range(len(ids) // num_folds)]
   if scheme == "blocks":
     n = len(ids)
     return ids[fold * n // num_folds:(fold + 1) * n // num_folds]

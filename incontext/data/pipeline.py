@@ -10,6 +10,16 @@ Output batch (numpy), exactly the keys of `incontext.canvas`:
 With `procedural_frac` > 0 that share of the samples are procedural pairs
 (incontext.data.procedural, at the same image and patch size) instead of real ones.
 
+Held-out data (one mechanism for every kind of pair): a dataset's held-out classes
+(`exclude_classes`, `exclude_fold`) and held-out examples (`exclude_examples`: example ids or
+video ids) are removed from its `DatasetIndex`, so no pair kind (semantic, mix-context,
+instance, video) can draw a held-out example or choose a held-out class to paint: an instance is
+painted only if the class under it (the most frequent label of `mask` inside the instance) is
+not held out. Every pair carries `meta` (`PairMeta`: dataset name, source example ids, painted
+class ids, kind), and `PairSampler.sample_pair` checks it against the index before returning
+(`HeldOutLeak` otherwise), so a future pair kind that forgets the filter fails loudly.
+`PairSampler.sample(index)` returns (training example, meta).
+
 Sample k of the global stream is a pure function of (seed, k): its own
 `np.random.default_rng([seed, k])` picks the dataset (by weight), the pair and every augmentation.
 The stream is `MapDataset.range(...)[process_index::process_count]`, so hosts get disjoint sample
@@ -37,6 +47,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import copy
+import dataclasses
 from typing import Any, Mapping, Sequence
 
 import grain
@@ -75,6 +86,7 @@ DATASET_DEFAULTS: dict[str, Any] = dict(
     max_frame_gap=None,      # video: max |i - j| between prompt and query frames (None = any)
     exclude_classes=(),      # label ids never coloured (held-out classes)
     exclude_fold=None,       # or: hold out this fold's classes (folds.fold_classes)
+    exclude_examples=(),     # example ids (source `id`) or video ids never used in any pair
     num_folds=None,          # default from folds.DEFAULT_FOLDS[name] or 4
     fold_scheme=None,        # 'interleaved' | 'blocks'
     excluded_as="background",  # held-out pixels: 'background' (FSS convention) or 'ignore'
@@ -119,8 +131,25 @@ def excluded_classes(dcfg: Mapping[str, Any], class_ids: Sequence[int]) -> set[i
   return ex
 
 
+class HeldOutLeak(RuntimeError):
+  """A sampled training pair uses a held-out example or paints a held-out class."""
+
+
+def held_out_examples(dcfg: Mapping[str, Any]) -> set[str]:
+  ex = dcfg.get("exclude_examples") or ()
+  if isinstance(ex, str):
+    raise ValueError(f"dataset {dcfg.get('name')!r}: exclude_examples must be a list of ids, "
+                     f"got the string {ex!r}")
+  return {str(x) for x in ex}
+
+
 class DatasetIndex:
-  """Per-source lookup tables for pair sampling, built once from `source.meta(i)`."""
+  """Per-source lookup tables for pair sampling, built once from `source.meta(i)`.
+
+  Held-out examples (ids or video ids in `exclude_examples`) are left out of every table, and
+  held-out classes out of `allowed` / `by_class`; records whose classes are all held out are in
+  no table (`usable` lists the records that are in some).
+  """
 
   def __init__(self, source, dcfg, *, record_shard: tuple[int, int] | None = None):
     n = len(source)
@@ -129,7 +158,13 @@ class DatasetIndex:
       metas = dict(zip(recs, pool.map(source.meta, recs)))
     all_classes = sorted(set(getattr(source, "class_names", {}) or {})
                          | {int(c) for m in metas.values() for c in m["classes"]})
+    self.name = dcfg["name"]
     self.excluded = excluded_classes(dcfg, all_classes)
+    self.excluded_examples = held_out_examples(dcfg)
+    held = lambda m: (str(m.get("id")) in self.excluded_examples
+                      or str(m.get("video_id")) in self.excluded_examples)
+    metas = {i: m for i, m in metas.items() if not held(m)}
+    self.ids = {i: str(m.get("id", i)) for i, m in metas.items()}
     self.kind = getattr(source, "kind", "semantic")
     self.has_instances = bool(getattr(source, "has_instances", False))
     self.allowed: dict[int, np.ndarray] = {}
@@ -143,21 +178,61 @@ class DatasetIndex:
     self.class_list = np.array(sorted(self.by_class), np.int32)
     self.with_class = np.array([i for i in metas if len(self.allowed[i])], np.int64)
     self.with_instances = np.array(
-        [i for i, m in metas.items() if m.get("num_instances", 0) > 0], np.int64)
+        [i for i, m in metas.items() if m.get("num_instances", 0) > 0 and len(self.allowed[i])],
+        np.int64)
+    self.usable = set(int(i) for i in self.with_class)
     self.videos: dict[str, np.ndarray] = {}
     self.video_has_obj: dict[str, np.ndarray] = {}
     if self.kind == "video":
       vids: dict[str, list] = {}
       for i, m in metas.items():
-        vids.setdefault(m["video_id"], []).append((m["frame_index"], i,
-                                                  m.get("num_instances", 0) > 0))
+        vids.setdefault(m["video_id"], []).append(
+            (m["frame_index"], i, m.get("num_instances", 0) > 0 and len(self.allowed[i]) > 0))
       for v, fr in sorted(vids.items()):
         fr.sort()
         self.videos[v] = np.array([f[1] for f in fr])
         self.video_has_obj[v] = np.array([f[2] for f in fr])
       self.video_names = [v for v in self.videos if self.video_has_obj[v].any()]
+      self.usable |= {int(i) for v in self.video_names for i in self.videos[v]}
     if not len(self.with_class) and not (self.kind == "video" and self.videos):
       raise ValueError(f"dataset {dcfg['name']!r} has no examples with a usable class")
+
+  def check(self, meta: "PairMeta") -> None:
+    """Raises HeldOutLeak if `meta` uses a held-out or unindexed example or paints a held-out
+    class."""
+    bad_cls = set(meta.classes) & self.excluded
+    bad_rec = [r for r in meta.records if r not in self.usable]
+    if bad_cls or bad_rec:
+      raise HeldOutLeak(f"dataset {self.name!r}: a {meta.kind} pair paints held-out classes "
+                        f"{sorted(bad_cls)} or uses held-out examples "
+                        f"{[self.ids.get(r, r) for r in bad_rec]}")
+
+
+@dataclasses.dataclass(frozen=True)
+class PairMeta:
+  """Where a training pair comes from.
+
+  dataset: the dataset's config name ('procedural' for procedural pairs).
+  kind: 'semantic', 'mix_context', 'instance', 'video' or 'procedural'.
+  ids: source example ids of the pair's images (prompt side first).
+  records: their record indices in the source.
+  classes: the label ids of the painted objects (an instance's is the label under it).
+  """
+  dataset: str
+  kind: str
+  ids: tuple[str, ...]
+  records: tuple[int, ...]
+  classes: tuple[int, ...]
+
+
+def instance_classes(instances: np.ndarray, mask: np.ndarray, ids: Sequence[int]) -> list[int]:
+  """The label id under each instance: the most frequent value of `mask` (ignoring IGNORE)
+  inside it; 0 if none. instances, mask: int [H, W]."""
+  out = []
+  for i in ids:
+    vals = mask[(instances == i) & (mask != ops.IGNORE)]
+    out.append(int(np.bincount(vals).argmax()) if vals.size else 0)
+  return out
 
 
 class PairSampler:
@@ -227,13 +302,25 @@ class PairSampler:
     ids = prompts + q
     exs = [load(i) for i in ids]
     area = float(np.mean(exs[0]["mask"] == c)) if d["min_area"] > 0 else 0.0
+    meta = self._meta(d, idx, "mix_context" if n > 1 else "semantic", ids, objects)
     return dict(images=[e["image"] for e in exs], labels=[lut[e["mask"]] for e in exs],
-                n_prompt=n, num_objects=len(objects), seg_type=canvas.SEMANTIC), area
+                n_prompt=n, num_objects=len(objects), seg_type=canvas.SEMANTIC,
+                meta=meta), area
 
-  def _instances_pair(self, rng, d, ex_p, ex_q):
+  @staticmethod
+  def _meta(d, idx: DatasetIndex, kind: str, records, classes) -> PairMeta:
+    records = tuple(int(r) for r in records)
+    return PairMeta(dataset=d["name"], kind=kind, ids=tuple(idx.ids.get(r, str(r))
+                                                            for r in records),
+                    records=records, classes=tuple(sorted({int(c) for c in classes})))
+
+  def _instances_pair(self, rng, d, idx: DatasetIndex, kind: str, recs, ex_p, ex_q):
     inst = ex_p["instances"]
-    ids = np.unique(inst)
+    ids = np.flatnonzero(np.bincount(inst.ravel(), minlength=ops.IGNORE + 1))  # sorted, fast
     ids = ids[(ids > 0) & (ids != ops.IGNORE)]
+    # Only instances whose class is not held out may be painted.
+    cls = dict(zip(ids.tolist(), instance_classes(inst, ex_p["mask"], ids)))
+    ids = np.array([i for i in ids if cls[int(i)] not in idx.excluded], ids.dtype)
     if d["min_area"] > 0 and len(ids):
       area = np.array([np.mean(inst == i) for i in ids])
       big = ids[area >= d["min_area"]]
@@ -241,19 +328,23 @@ class PairSampler:
     k = int(rng.integers(1, min(d["max_objects"], len(ids)) + 1)) if len(ids) else 0
     objects = [int(x) for x in rng.choice(ids, k, replace=False)] if k else []
     lut = self._lut(objects, set(), "background")
-    # Semantic ignore regions (crowd, void) stay ignored.
+    # Semantic ignore regions (crowd, void) stay ignored, and so do held-out classes with
+    # excluded_as='ignore'.
+    sem_ignore = self._lut([], idx.excluded, d["excluded_as"])
     labs = []
     for e in (ex_p, ex_q):
       l = lut[e["instances"]]
-      l[e["mask"] == ops.IGNORE] = ops.IGNORE
+      l[sem_ignore[e["mask"]] == ops.IGNORE] = ops.IGNORE
       labs.append(l)
     return dict(images=[ex_p["image"], ex_q["image"]], labels=labs, n_prompt=1,
-                num_objects=len(objects), seg_type=canvas.INSTANCE)
+                num_objects=len(objects), seg_type=canvas.INSTANCE,
+                meta=self._meta(d, idx, kind, recs, [cls[o] for o in objects]))
 
   def _instance(self, rng, d, src, idx):
     p = int(rng.choice(idx.with_instances))
     ex = src[p]
-    return self._instances_pair(rng, d, ex, ex)  # two augmented views of the same image
+    # two augmented views of the same image
+    return self._instances_pair(rng, d, idx, "instance", [p, p], ex, ex)
 
   def _video(self, rng, d, src, idx):
     v = idx.video_names[int(rng.integers(len(idx.video_names)))]
@@ -263,9 +354,12 @@ class PairSampler:
     lo, hi = max(0, a - gap), min(len(frames), a + gap + 1)
     cands = [j for j in range(lo, hi) if j != a] or [a]
     b = int(rng.choice(cands))
-    return self._instances_pair(rng, d, src[int(frames[a])], src[int(frames[b])])
+    fa, fb = int(frames[a]), int(frames[b])
+    return self._instances_pair(rng, d, idx, "video", [fa, fb], src[fa], src[fb])
 
   def sample_pair(self, rng) -> dict:
+    """A pair (keys of incontext.data.ops plus `dataset` and `meta`, a PairMeta), checked
+    against the dataset's held-out classes and examples."""
     di = int(rng.choice(len(self.srcs), p=self.weights))
     d, src, idx = self.dcfgs[di], self.srcs[di], self.indices[di]
     if idx.kind == "video":
@@ -274,17 +368,28 @@ class PairSampler:
       pair = self._instance(rng, d, src, idx)
     else:
       pair = self._semantic(rng, d, src, idx)
+    meta = pair.get("meta")
+    if not isinstance(meta, PairMeta):
+      raise HeldOutLeak(f"dataset {d['name']!r}: a pair without PairMeta cannot be checked "
+                        "against the held-out classes and examples")
+    idx.check(meta)
     pair["dataset"] = di
     return pair
 
-  def __call__(self, index: int) -> dict[str, np.ndarray]:
+  def sample(self, index: int) -> tuple[dict[str, np.ndarray], PairMeta]:
+    """Sample `index` of the stream: (finalized training example, its PairMeta)."""
     rng = np.random.default_rng([self.seed, int(index)])
     if self.procedural is not None and rng.random() < self.procedural_frac:
-      return self.procedural(index)      # easy synthetic matching pairs mixed in
+      # easy synthetic matching pairs mixed in (their own train/held-out class split)
+      return self.procedural(index), PairMeta("procedural", "procedural", (), (), ())
     ex = self.sample_pair(rng)
+    meta = ex.pop("meta")
     for op in self.ops:
       ex = op(ex, rng)
-    return ops.finalize(ex)
+    return ops.finalize(ex), meta
+
+  def __call__(self, index: int) -> dict[str, np.ndarray]:
+    return self.sample(index)[0]
 
 
 def build_sources(cfg: dict, sources_override: Mapping[str, Any] | None = None) -> list:

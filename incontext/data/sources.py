@@ -21,9 +21,9 @@ image; used to build pair-sampling indices) and attributes `name`, `kind` ('sema
 
 Raw readers exist for the layouts in `../shared/data` and the usual public layouts:
 `image_mask_folder`, `image_mask_globs` (two globs paired by file stem), `coco_yolo`
-(coco128_seg), `coco_json`, `clothing_co_parsing`, `camvid`, `davis`, `kvasir_seg`,
-`weizmann_horse`, `fss1000`, `pascal_voc`, `ade20k`; `tfds_source` reads a dataset built by
-`data_prep/datasets/*`. `make_source(cfg)` builds one from a config dict.
+(coco128_seg), `coco_json`, `lvis`, `clothing_co_parsing`, `camvid`, `davis`, `youtube_vos`,
+`kvasir_seg`, `weizmann_horse`, `fss1000`, `pascal_voc`, `ade20k`; `tfds_source` reads a dataset
+built by `data_prep/datasets/*`. `make_source(cfg)` builds one from a config dict.
 """
 from __future__ import annotations
 
@@ -495,25 +495,22 @@ def coco_yolo(root: str, split: str = "train2017") -> FolderSource:
                       class_names=names, load_masks=load, has_instances=True)
 
 
-def coco_json(root: str, split: str = "train2017", ann_file: str | None = None) -> FolderSource:
-  """COCO instances json: {root}/{split}/*.jpg + annotations/instances_{split}.json.
+def _coco_like(name: str, ann_file: str, image_path, label_of: dict[int, int],
+               names: dict[int, str]) -> FolderSource:
+  """A COCO-format instances json (COCO, LVIS) -> FolderSource with semantic + instance maps.
 
-  Semantic label = contiguous index of the category (1..80) so ids stay < 255; crowd regions and
-  instance overlaps beyond MAX_INSTANCES are IGNORE. Instance k = k-th non-crowd annotation.
-  """
-  ann_file = ann_file or os.path.join(root, "annotations", f"instances_{split}.json")
+  image_path(image record) -> file path; label_of[category id] -> label id. Crowd regions and
+  instances beyond MAX_INSTANCES are IGNORE; later annotations overwrite earlier ones where they
+  overlap. `meta` reads the classes from the json without rasterising."""
   if not os.path.exists(ann_file):
-    raise DataError(f"missing COCO annotation file: {ann_file}")
+    raise DataError(f"missing {name} annotation file: {ann_file}")
   with open(ann_file) as f:
     js = json.load(f)
-  cats = sorted(c["id"] for c in js["categories"])
-  cat_to_label = {c: k + 1 for k, c in enumerate(cats)}
-  names = {cat_to_label[c["id"]]: c["name"] for c in js["categories"]}
   imgs = sorted(js["images"], key=lambda d: d["id"])
   anns: dict[int, list] = {}
   for a in js["annotations"]:
     anns.setdefault(a["image_id"], []).append(a)
-  paths = [os.path.join(root, split, d["file_name"]) for d in imgs]
+  paths = [image_path(d) for d in imgs]
 
   def load(i, image):
     d = imgs[i]
@@ -532,13 +529,62 @@ def coco_json(root: str, split: str = "train2017", ann_file: str | None = None) 
         ins[m] = IGNORE
         continue
       n += 1
-      sem[m] = cat_to_label[a["category_id"]]
+      sem[m] = label_of[a["category_id"]]
       ins[m] = n if n <= MAX_INSTANCES else IGNORE
     if image is not None and image.shape[:2] != (h, w):
       raise DataError(f"image {paths[i]} has size {image.shape[:2]}, {ann_file} says {(h, w)}")
     return sem, ins
-  return FolderSource(name="coco", image_paths=paths, ids=[_stem(p) for p in paths],
+
+  def meta(i):
+    a = [x for x in anns.get(imgs[i]["id"], []) if not x.get("iscrowd", 0)]
+    return (np.array(sorted({label_of[x["category_id"]] for x in a}), np.int32),
+            min(len(a), MAX_INSTANCES))
+  load.meta = meta
+  return FolderSource(name=name, image_paths=paths, ids=[_stem(p) for p in paths],
                       class_names=names, load_masks=load, has_instances=True)
+
+
+def coco_json(root: str, split: str = "train2017", ann_file: str | None = None) -> FolderSource:
+  """COCO instances json: {root}/{split}/*.jpg + annotations/instances_{split}.json.
+
+  Semantic label = contiguous index of the category (1..80) so ids stay < 255 (the order of the
+  category ids, which is the COCO-20i class order); crowd regions and instance overlaps beyond
+  MAX_INSTANCES are IGNORE. Instance k = k-th non-crowd annotation.
+  """
+  ann_file = ann_file or os.path.join(root, "annotations", f"instances_{split}.json")
+  if not os.path.exists(ann_file):
+    raise DataError(f"missing COCO annotation file: {ann_file}")
+  with open(ann_file) as f:
+    cats = json.load(f)["categories"]
+  label_of = {c: k + 1 for k, c in enumerate(sorted(c["id"] for c in cats))}
+  names = {label_of[c["id"]]: c["name"] for c in cats}
+  return _coco_like("coco", ann_file, lambda d: os.path.join(root, split, d["file_name"]),
+                    label_of, names)
+
+
+def lvis_label(category_id: int) -> int:
+  """LVIS category id (1..1203) -> label id, skipping IGNORE (255)."""
+  return int(category_id) + (int(category_id) >= IGNORE)
+
+
+def lvis(root: str, split: str = "val", ann_file: str | None = None) -> FolderSource:
+  """LVIS v1: {root}/annotations/lvis_v1_{split}.json over the COCO 2017 images
+  ({root}/train2017/*.jpg, {root}/val2017/*.jpg; the folder and file come from each image's
+  `coco_url`). Label = category id (id 255 and above shifted by one: 255 is IGNORE)."""
+  ann_file = ann_file or os.path.join(root, "annotations", f"lvis_v1_{split}.json")
+  if not os.path.exists(ann_file):
+    raise DataError(f"missing LVIS annotation file: {ann_file}")
+  with open(ann_file) as f:
+    cats = json.load(f)["categories"]
+  label_of = {c["id"]: lvis_label(c["id"]) for c in cats}
+  names = {label_of[c["id"]]: c["name"] for c in cats}
+
+  def path(d):
+    if "file_name" in d:
+      return os.path.join(root, d["file_name"])
+    folder, file = d["coco_url"].split("/")[-2:]
+    return os.path.join(root, folder, file)
+  return _coco_like("lvis", ann_file, path, label_of, names)
 
 
 def pascal_voc(root: str, split: str = "train") -> FolderSource:
@@ -675,6 +721,32 @@ def davis(root: str, *, split: str | None = "train", resolution: str = "480p",
                       has_instances=True, video_ids=vids, frame_indices=fidx)
 
 
+def youtube_vos(root: str, split: str = "train",
+                videos: Sequence[str] | None = None) -> FolderSource:
+  """YouTube-VOS (2018/2019) frame-level video source: {split}/JPEGImages/VID/F.jpg +
+  {split}/Annotations/VID/F.png (palette index = object id). Only annotated frames are records
+  (every frame of a 'train' video; in 'valid', the frames where objects first appear)."""
+  jdir, adir = os.path.join(root, split, "JPEGImages"), os.path.join(root, split, "Annotations")
+  _require_dir(jdir, "YouTube-VOS JPEGImages")
+  _require_dir(adir, "YouTube-VOS Annotations")
+  vids = sorted(os.listdir(adir)) if videos is None else list(videos)
+  images, masks, vid_of, fidx = [], [], [], []
+  for v in vids:
+    _require_dir(os.path.join(jdir, v), "YouTube-VOS video")
+    for k, p in enumerate(sorted(glob.glob(os.path.join(jdir, v, "*.jpg")))):
+      m = os.path.join(adir, v, _stem(p) + ".png")
+      if os.path.exists(m):
+        images.append(p)
+        masks.append(m)
+        vid_of.append(v)
+        fidx.append(k)
+  return FolderSource(name="youtube_vos", image_paths=images,
+                      ids=[f"{v}/{_stem(p)}" for v, p in zip(vid_of, images)],
+                      class_names={1: "object"},
+                      load_masks=_label_loader(masks, images, mode="instance"), kind="video",
+                      has_instances=True, video_ids=vid_of, frame_indices=fidx)
+
+
 # ---------------------------------------------------------------------------------------------
 # Built TFDS datasets (array_record) via tfds.data_source.
 
@@ -738,6 +810,7 @@ READERS: dict[str, Callable[..., Any]] = {
     "weizmann_horse": weizmann_horse, "clothing_co_parsing": clothing_co_parsing,
     "camvid": camvid, "coco128_seg": coco_yolo, "coco_yolo": coco_yolo, "coco_json": coco_json,
     "pascal_voc": pascal_voc, "ade20k": ade20k, "fss1000": fss1000, "davis": davis,
+    "lvis": lvis, "youtube_vos": youtube_vos,
     "davis2016_subset": davis, "tfds": tfds_source,
 }
 

@@ -16,6 +16,22 @@ from tqdm import tqdm
 from incontext import imageio, metrics, video
 
 
+def split_sequences(root: str, *, year: int | str = 2017, split: str = "val") -> list[str]:
+  """The sequence names of ROOT/ImageSets/{year}/{split}.txt (the official split files)."""
+  path = os.path.join(root, "ImageSets", str(year), f"{split}.txt")
+  if not os.path.exists(path):
+    raise FileNotFoundError(f"missing DAVIS split file: {path}")
+  with open(path) as f:
+    return [l.strip() for l in f if l.strip()]
+
+
+def frame_names(root: str, seq: str, resolution: str = "480p",
+                max_frames: int | None = None) -> list[str]:
+  """File stems of the sequence's frames (the names the official evaluation expects)."""
+  paths = video.list_frames(os.path.join(root, "JPEGImages", resolution, seq))[:max_frames]
+  return [os.path.splitext(os.path.basename(p))[0] for p in paths]
+
+
 def read_sequence(root: str, seq: str, resolution: str = "480p", max_frames: int | None = None):
   """(frames [N] uint8 [H, W, 3], gt ids [N] int [H, W]) of one DAVIS sequence."""
   jdir = os.path.join(root, "JPEGImages", resolution, seq)
@@ -39,6 +55,9 @@ def evaluate_davis(model, root: str, sequences: Sequence[str], *, memories: Sequ
   """{'K=<k>': {'J&F', 'J', 'F', 'per_sequence'}, 'copy first mask (baseline)': {...}} in %.
 
   threshold: the single-object decision threshold of `video.propagate` (None: nearest colour).
+  save_dir: write SAVE_DIR/K{k}/SEQ/FRAME.png (palette PNGs of object ids, named like the
+    sequence's frames): each K{k} folder is a results folder in the layout of the official
+    davis2017-evaluation code (semi-supervised task).
   """
   accs = {f"K={k}": metrics.JFAccumulator() for k in memories}
   base = metrics.JFAccumulator()
@@ -53,8 +72,8 @@ def evaluate_davis(model, root: str, sequences: Sequence[str], *, memories: Sequ
       if save_dir:
         d = os.path.join(save_dir, f"K{k}", seq)
         os.makedirs(d, exist_ok=True)
-        for t, p in enumerate(preds):
-          video.save_id_png(os.path.join(d, f"{t:05d}.png"), p)
+        for name, p in zip(frame_names(root, seq, resolution, max_frames), preds):
+          video.save_id_png(os.path.join(d, f"{name}.png"), p)
   out = {name: a.result() for name, a in accs.items()}
   out["copy first mask (baseline)"] = base.result()
   return out

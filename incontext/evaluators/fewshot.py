@@ -7,8 +7,10 @@ support), next to the copy-the-prompt-mask baseline (the first support's mask, r
 query, used as the prediction). IoUs are computed at the query's original resolution (the model
 output is upsampled with legacy nearest, docs/design.md#label-maps).
 
-Episodes are a pure function of (source, classes, seed): class c_i = classes[i % len(classes)],
-query and supports drawn without replacement among the examples containing c_i.
+Episodes come from `incontext.data.episodes` (the one generator, shared with the trainer's
+periodic evaluation): a pure function of (source, classes, shots, seed). The feature ensemble is
+on iff more than one prompt is used (`inference.feature_ensemble_on`, the rule of `Segmenter`
+and `video.propagate` too).
 """
 from __future__ import annotations
 
@@ -18,34 +20,6 @@ import numpy as np
 from tqdm import tqdm
 
 from incontext import canvas, inference, metrics
-
-
-def class_index(source, classes: Sequence[int], indices: Sequence[int] | None = None) -> dict:
-  """{class: [example indices containing it]} over `indices` (default all) of a source."""
-  want = {int(c) for c in classes}
-  out = {c: [] for c in sorted(want)}
-  idx = range(len(source)) if indices is None else indices
-  for i in idx:
-    for c in source.meta(int(i))["classes"]:
-      if int(c) in want:
-        out[int(c)].append(int(i))
-  return out
-
-
-def make_episodes(index: dict, *, shots: int, num_episodes: int, seed: int = 0) -> list[dict]:
-  """[{class, query, supports [shots]}] (example indices); classes with fewer than shots + 1
-  examples are skipped."""
-  rng = np.random.default_rng(seed)
-  usable = [c for c, ex in index.items() if len(ex) >= shots + 1]
-  if not usable:
-    raise ValueError(f"no class has {shots + 1} examples for {shots}-shot episodes")
-  eps = []
-  for i in range(num_episodes):
-    c = usable[i % len(usable)]
-    pick = rng.choice(len(index[c]), size=shots + 1, replace=False)
-    ex = [index[c][j] for j in pick]
-    eps.append({"class": c, "query": ex[0], "supports": ex[1:]})
-  return eps
 
 
 def _binary(ex: dict, c: int) -> tuple[np.ndarray, np.ndarray]:
@@ -71,8 +45,9 @@ def predict_binary(model, support_imgs: Sequence[np.ndarray], support_fgs: Seque
     raise ValueError(f"unknown ensemble {ensemble!r}; expected 'feature' or 'spatial'")
   pred = inference.predict_canvas(model, canvas.normalize(imgs), canvas.normalize(tgts),
                                   inference.prepare_image(query, size), seg_type=seg_type,
-                                  feature_ensemble=True)
-  lab = inference.labels_from_prediction(canvas.denormalize(pred), canvas.BINARY_PALETTE, [1])
+                                  feature_ensemble=inference.feature_ensemble_on(len(imgs)))
+  lab = inference.labels_from_prediction(canvas.denormalize(pred), canvas.BINARY_PALETTE,
+                                         [1])
   return inference.resize_nearest_torch(lab, query.shape[:2]) == 1
 
 
@@ -84,7 +59,8 @@ def evaluate_fewshot(model, source, episodes: list[dict], *,
   Args:
     model: SegGPT.
     source: random-access examples {'image', 'mask'} (incontext.data.sources schema).
-    episodes: from `make_episodes` with as many supports as the largest shot count.
+    episodes: `incontext.data.episodes.make_episodes` dicts {class, query, supports} with as
+      many supports as the largest shot count.
     methods: (name, shots, ensemble) triples, e.g. ('1-shot', 1, 'feature'),
       ('4-shot feature', 4, 'feature'), ('4-shot spatial', 4, 'spatial').
   Returns:

@@ -1,20 +1,25 @@
 """`run_eval(config, workdir)`: the evaluation harness behind experiments/evaluate.py.
 
 Loads a params directory (`config.init`: converted official weights or a trained checkpoint),
-runs every few-shot benchmark in `config.fewshot` and the DAVIS evaluation in `config.davis`,
-and writes WORKDIR/results.json and WORKDIR/results.md (a table); each result sits next to its
-baseline (copy the prompt mask / copy the first mask).
+runs every few-shot benchmark in `config.fewshot`, the DAVIS evaluation in `config.davis` and
+the YouTube-VOS submission in `config.youtube_vos`, and writes WORKDIR/results.json and
+WORKDIR/results.md (a table); each result sits next to its baseline (copy the prompt mask /
+copy the first mask), each mIoU has its 95% bootstrap interval over the episodes, and a paper
+benchmark has the paper's number for the same row.
 """
 from __future__ import annotations
 
 import json
+import logging
 import os
 
 import numpy as np
 
 from incontext import checkpoint
-from incontext.data import folds, selection, sources
-from incontext.evaluators import davis, fewshot
+from incontext.data import episodes, folds, selection, sources
+from incontext.evaluators import davis, fewshot, youtube_vos
+
+log = logging.getLogger(__name__)
 
 
 def _sel(n: int, sel: dict | None) -> list[int]:
@@ -23,43 +28,100 @@ def _sel(n: int, sel: dict | None) -> list[int]:
   return selection.select_indices(n, dict(sel))
 
 
+def _classes(src, bench: dict, shots: int, indices) -> tuple[list[int] | None, list[str]]:
+  """(class ids of the benchmark or None for the fold's, names in `class_names` that the
+  source lacks)."""
+  if bench.get("classes"):
+    return [int(c) for c in bench["classes"]], []
+  if bench.get("class_names"):
+    by_name = {v: int(k) for k, v in (src.class_names or {}).items()}
+    want = list(bench["class_names"])
+    return [by_name[n] for n in want if n in by_name], [n for n in want if n not in by_name]
+  if bench.get("folds_over_usable"):
+    # LVIS-92i: folds over the classes that have more than `shots` examples.
+    ids = sorted(int(c) for c in src.class_names if int(c) > 0)
+    index = episodes.class_index(src, ids, indices)
+    usable = [c for c, ex in index.items() if len(ex) >= shots + 1]
+    return folds.fold_classes(usable, int(bench.get("fold", 0)), int(bench["num_folds"]),
+                              bench.get("scheme", "interleaved")), []
+  return None, []
+
+
 def fewshot_benchmark(model, bench: dict, *, seed: int = 0) -> dict:
-  """One few-shot benchmark (see experiments/configs/seggpt_eval.py for the keys)."""
+  """One few-shot benchmark (see experiments/configs/seggpt_eval.py for the keys); the same
+  function runs the trainer's periodic evaluation (incontext.train.trainer)."""
   src = sources.make_source(dict(bench["source"]))
   idx = _sel(len(src), bench.get("select"))
-  if bench.get("classes"):
-    classes = [int(c) for c in bench["classes"]]
-  else:
-    all_ids = sorted(int(c) for c in src.class_names if int(c) > 0)
-    classes = folds.fold_classes(all_ids, int(bench["fold"]), int(bench.get("num_folds", 4)),
-                                 bench.get("scheme", "interleaved"))
-  index = fewshot.class_index(src, classes, idx)
+  indices = None if not bench.get("select") else idx
   shots = int(bench.get("shots", 1))
-  eps = fewshot.make_episodes(index, shots=shots, num_episodes=int(bench["episodes"]),
-                              seed=seed)
+  classes, missing = _classes(src, bench, shots, indices)
+  if missing:
+    log.warning("%s: %d of its classes are not in %s (first: %s)", bench.get("name", "fewshot"),
+                len(missing), bench["source"].get("root"), missing[0])
+  eps = episodes.SemanticEpisodes(
+      src, fold=int(bench.get("fold", 0)), shots=shots, num_episodes=int(bench["episodes"]),
+      seed=seed, num_folds=int(bench.get("num_folds", 4)),
+      scheme=bench.get("scheme", "interleaved"), classes=classes, indices=indices)
   methods = [("1-shot", 1, "feature")]
   if shots > 1:
     methods += [(f"{shots}-shot {e}", shots, e) for e in bench.get("ensembles", ("feature",))]
-  res = fewshot.evaluate_fewshot(model, src, eps, methods=methods,
+  res = fewshot.evaluate_fewshot(model, src, eps.episodes, methods=methods,
                                  seg_type=bench.get("seg_type", "semantic"),
                                  desc=bench.get("name", "fewshot"))
   for r in res.values():
     r["per_class"] = {str(k): v for k, v in r["per_class"].items()}
-  res["_info"] = {"classes": classes, "examples": len(idx), "episodes": len(eps), "shots": shots}
+  paper = dict(bench.get("paper") or {})
+  for name, r in res.items():
+    if name in paper:
+      r["paper"] = paper[name]
+    elif name != "1-shot" and "baseline" not in name and "few-shot" in paper:
+      r["paper_few_shot"] = paper["few-shot"]      # shots / ensemble not stated by the paper
+  res["_info"] = {"classes": eps.fold_classes, "examples": len(idx), "episodes": len(eps),
+                  "shots": shots, "seed": seed, "missing_classes": missing,
+                  "paper_source": paper.get("source")}
   return res
 
 
+def _fmt(r: dict, k: str) -> str:
+  v = r.get(k)
+  return f"{v:.1f}" if isinstance(v, (int, float)) and np.isfinite(v) else ""
+
+
 def table(results: dict) -> str:
-  """Markdown table of a results dict."""
-  lines = ["| benchmark | method | mIoU | FB-IoU | J&F | J | F |", "|---|---|---|---|---|---|---|"]
-  f = lambda r, k: f"{r[k]:.1f}" if k in r and np.isfinite(r[k]) else ""
+  """Markdown table of a results dict: each mIoU with its 95% bootstrap interval over the
+  episodes and the paper's number for the same row ('few-shot' rows of the paper, which state
+  neither shots nor ensemble, are marked *)."""
+  lines = ["| benchmark | method | mIoU [95% CI] | paper | FB-IoU | J&F | J | F |",
+           "|---|---|---|---|---|---|---|---|"]
+  sources_seen = []
   for bench, res in results.get("fewshot", {}).items():
+    src = res.get("_info", {}).get("paper_source")
+    if src and src not in sources_seen:
+      sources_seen.append(src)
     for m, r in res.items():
-      if not m.startswith("_"):
-        lines.append(f"| {bench} | {m} | {f(r, 'miou')} | {f(r, 'fb_iou')} | | | |")
-  for m, r in results.get("davis", {}).items():
-    lines.append(f"| davis | {m} | | | {f(r, 'J&F')} | {f(r, 'J')} | {f(r, 'F')} |")
-  return "\n".join(lines) + "\n"
+      if m.startswith("_"):
+        continue
+      ci = r.get("miou_ci95")
+      miou = _fmt(r, "miou")
+      if miou and ci and all(np.isfinite(ci)):
+        miou += f" [{ci[0]:.1f}, {ci[1]:.1f}]"
+      paper = _fmt(r, "paper") or (_fmt(r, "paper_few_shot") + "*" if "paper_few_shot" in r
+                                   else "")
+      lines.append(f"| {bench} | {m} | {miou} | {paper} | {_fmt(r, 'fb_iou')} | | | |")
+  for key in ("davis", "youtube_vos"):
+    for m, r in results.get(key, {}).items():
+      if m.startswith("_") or not isinstance(r, dict):
+        continue
+      lines.append(f"| {key} | {m} | | {_fmt(r, 'paper')} | | {_fmt(r, 'J&F')} | "
+                   f"{_fmt(r, 'J')} | {_fmt(r, 'F')} |")
+    src = results.get(key, {}).get("_info", {}).get("paper_source")
+    if src and src not in sources_seen:
+      sources_seen.append(src)
+  out = "\n".join(lines) + "\n"
+  if sources_seen:
+    out += ("\nPaper numbers: " + "; ".join(sources_seen) + ". * the paper's few-shot number "
+            "(shots and ensemble not stated).\n")
+  return out
 
 
 def write_results(workdir: str, results: dict):
@@ -72,8 +134,25 @@ def write_results(workdir: str, results: dict):
     os.replace(tmp, os.path.join(workdir, name))
 
 
+def davis_benchmark(model, d: dict, workdir: str) -> dict:
+  """`config.davis`: explicit `sequences`, or those of ImageSets/{year}/{split}.txt."""
+  seqs = list(d.get("sequences") or ()) or davis.split_sequences(
+      d["root"], year=d.get("year", 2017), split=d.get("split", "val"))
+  res = davis.evaluate_davis(
+      model, d["root"], seqs, memories=list(d.get("memories", (0, 8))),
+      resolution=d.get("resolution", "480p"), max_frames=d.get("max_frames"),
+      save_dir=os.path.join(workdir, "davis_masks") if d.get("save_masks") else None)
+  paper = dict(d.get("paper") or {})
+  for name, r in res.items():
+    if name in paper:
+      r["paper"] = paper[name]
+  res["_info"] = {"sequences": seqs, "paper_source": paper.get("source")}
+  return res
+
+
 def run_eval(config, workdir: str, model=None) -> dict:
-  """Runs config.fewshot and config.davis; returns and writes the results."""
+  """Runs config.fewshot, config.davis and config.youtube_vos; returns and writes the
+  results."""
   c = config
   if model is None:
     if not c.get("init"):
@@ -89,11 +168,17 @@ def run_eval(config, workdir: str, model=None) -> dict:
     bench.setdefault("name", name)
     results["fewshot"][name] = fewshot_benchmark(model, bench, seed=int(c.get("seed", 0)))
     write_results(workdir, results)
-  if c.get("davis") and c.davis.get("sequences"):
-    d = dict(c.davis)
-    results["davis"] = davis.evaluate_davis(
-        model, d["root"], list(d["sequences"]), memories=list(d.get("memories", (0, 8))),
-        resolution=d.get("resolution", "480p"), max_frames=d.get("max_frames"),
-        save_dir=os.path.join(workdir, "davis_masks") if d.get("save_masks") else None)
+  d = dict(c.get("davis") or {})
+  if d and (d.get("sequences") or d.get("split")):
+    results["davis"] = davis_benchmark(model, d, workdir)
+    write_results(workdir, results)
+  y = dict(c.get("youtube_vos") or {})
+  if y:
+    results["youtube_vos"] = youtube_vos.write_submission(
+        model, y["root"], os.path.join(workdir, "youtube_vos"), split=y.get("split", "valid"),
+        memories=list(y.get("memories", (0, 8))), max_frames=y.get("max_frames"),
+        videos=list(y.get("videos") or ()) or None)
+    results["youtube_vos"]["_info"] = {"paper_source": dict(y.get("paper") or {}).get("source"),
+                                       "paper_G": dict(y.get("paper") or {}).get("G")}
   write_results(workdir, results)
   return results

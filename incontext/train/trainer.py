@@ -30,11 +30,9 @@ import numpy as np
 import orbax.checkpoint as ocp
 from flax import nnx
 
-from incontext import canvas
 from incontext import checkpoint as ckpt_lib
 from incontext import mesh as mesh_lib
 from incontext import sharding
-from incontext.data import episodes, sources
 from incontext.models import convert, seggpt
 from incontext.train import fewshot, flops, optim, plots, steps
 
@@ -77,50 +75,47 @@ def make_train_iterator(config, *, seed: int, batch_size: int):
 
 
 def make_episodes(config) -> list[dict]:
-  """Few-shot evaluation episodes for `config.evals` (held-out classes)."""
+  """Procedural evaluation episodes for `config.evals` (held-out classes); [] for the
+  'episodes' type, which runs the evaluator on `eval_benchmark(config)` instead."""
   ev = config.evals
   kind = ev.get("type", "procedural")
   if kind == "procedural":
-    from incontext.data import procedural
+    from incontext.data import episodes
     src = ev.get("data", None) or config.input
     data_cfg = {k: v for k, v in src.to_dict().items() if k not in ("type",)}
-    return procedural.make_episodes(data_cfg, seed=ev.get("seed", 1234),
-                                    per_class=ev.get("per_class", 4))
+    return episodes.procedural_episodes(data_cfg, seed=ev.get("seed", 1234),
+                                        per_class=ev.get("per_class", 4))
   if kind == "episodes":
-    return real_episodes(ev.data.to_dict(), image_size=int(config.model.image_size[0]),
-                         patch=int(config.model.patch), num=int(ev.get("num_episodes", 64)),
-                         seed=int(ev.get("seed", 0)))
+    return []
   raise ValueError(f"config.evals.type: unknown {kind!r} (expected 'procedural' or 'episodes')")
 
 
-def real_episodes(data: dict, *, image_size: int, patch: int, num: int, seed: int) -> list[dict]:
-  """1-shot episodes of incontext.data.episodes.SemanticEpisodes as canvases.
+def eval_benchmark(config) -> dict:
+  """The few-shot benchmark of an 'episodes' evaluation: `config.evals.data` (keys of a
+  seggpt_eval.py few-shot entry: source, fold or classes, shots, ...) with `episodes` from
+  `config.evals.num_episodes` unless given. `experiments/evaluate.py` with this dict as a
+  benchmark and `config.evals.seed` as its seed gives the same numbers."""
+  bench = dict(config.evals.data.to_dict())
+  bench.setdefault("episodes", int(config.evals.get("num_episodes", 64)))
+  bench.setdefault("shots", 1)
+  bench.setdefault("name", "eval")
+  return bench
 
-  data: {'source': a source config (incontext.data.sources.make_source), 'fold': held-out
-  fold}. The prompt mask is painted white; the query half is hidden.
-  """
-  from PIL import Image
-  src = sources.make_source(dict(data["source"]))
-  eps = episodes.SemanticEpisodes(src, fold=int(data.get("fold", 0)), shots=1,
-                                  num_episodes=num, seed=seed)
-  size = (image_size, image_size)
-  img = lambda a: np.asarray(Image.fromarray(np.asarray(a, np.uint8)).resize(size, Image.BICUBIC))
-  lab = lambda a: (np.asarray(Image.fromarray(np.asarray(a, np.uint8)).resize(
-      size, Image.NEAREST)) == 1).astype(np.int32)
-  half = canvas.query_half_mask((2 * image_size // patch, image_size // patch))
-  out = []
-  for i in range(len(eps)):
-    ep = eps[i]
-    (p_img, p_m), (q_img, q_m) = ep["support"][0], ep["query"]
-    p_lab, q_lab = lab(p_m), lab(q_m)
-    pal = canvas.BINARY_PALETTE
-    tgt = np.concatenate([pal[p_lab], np.zeros(size + (3,), np.uint8)], 0)
-    out.append({"image": canvas.normalize(np.concatenate([img(p_img), img(q_img)], 0)),
-                "target": canvas.normalize(tgt), "mask": half,
-                "valid": np.ones((2 * image_size, image_size), np.float32),
-                "seg_type": np.int32(canvas.SEMANTIC), "query_label": q_lab,
-                "prompt_label": p_lab, "colours": canvas.BINARY_PALETTE[1:],
-                "class_ids": np.array([ep["class_id"]], np.int32)})
+
+def evaluate_benchmark(model, config) -> dict:
+  """{'miou', 'miou_ci_lo', 'miou_ci_hi', 'baseline_copy_miou', ...} of the 'episodes'
+  evaluation: the evaluator's own code (incontext.evaluators.run.fewshot_benchmark), so the
+  numbers in metrics.jsonl are those experiments/evaluate.py reports for the same params."""
+  from incontext.evaluators import run as eval_run
+  res = eval_run.fewshot_benchmark(model, eval_benchmark(config),
+                                   seed=int(config.evals.get("seed", 0)))
+  one = res["1-shot"]
+  out = {"miou": one["miou"], "miou_ci_lo": one["miou_ci95"][0],
+         "miou_ci_hi": one["miou_ci95"][1], "fb_iou": one["fb_iou"],
+         "baseline_copy_miou": res["copy prompt mask (baseline)"]["miou"]}
+  for name, r in res.items():
+    if name not in ("1-shot", "copy prompt mask (baseline)", "_info"):
+      out[f"{name.replace(' ', '_')}_miou"] = r["miou"]
   return out
 
 
@@ -207,8 +202,9 @@ def run(config, workdir: str) -> dict[str, Any]:
 
   # Data.
   it = make_train_iterator(config, seed=config.seed, batch_size=gbs // jax.process_count())
-  episodes = make_episodes(config) if config.evals.get("every", 0) or config.evals.get(
-      "at_end", True) else []
+  evaluating = bool(config.evals.get("every", 0) or config.evals.get("at_end", True))
+  episodes = make_episodes(config) if evaluating else []
+  evaluating = evaluating and (bool(episodes) or config.evals.get("type") == "episodes")
 
   # Model + optimiser (abstract first: nothing is allocated before the shardings are known).
   cfg = model_config(config)
@@ -267,7 +263,7 @@ def run(config, workdir: str) -> dict[str, Any]:
       if step == start + 1:
         jax.block_until_ready(m)            # exclude compilation from throughput
         t_last, n_last = time.perf_counter(), step
-      do_eval = bool(episodes) and ((eval_every and step % eval_every == 0) or
+      do_eval = evaluating and ((eval_every and step % eval_every == 0) or
                                     (step == total and config.evals.get("at_end", True)))
       if step % log_every == 0 or step == total or do_eval:
         rows = _check_finite(pending)
@@ -283,16 +279,22 @@ def run(config, workdir: str) -> dict[str, Any]:
             rec["train/mfu"] = rec["train/flops_per_s_per_device"] / peak
         t_last, n_last = now, step
         if do_eval:
-          res, preds = run_eval(predict_fn, state["params"], episodes,
-                                batch_size=_eval_bs(config, mesh), batch_sh=batch_sh)
+          preds = None
+          if episodes:
+            res, preds = run_eval(predict_fn, state["params"], episodes,
+                                  batch_size=_eval_bs(config, mesh), batch_sh=batch_sh)
+          else:
+            res = evaluate_benchmark(nnx.merge(graphdef, _host_params(state["params"])),
+                                     config)
           last_eval = {f"eval/{k}": v for k, v in res.items()}
           rec.update(last_eval)
           t_last = time.perf_counter()
           if is_main:
-            plots.predictions_png(os.path.join(workdir, "predictions", f"step_{step}.png"),
-                                  episodes, preds, n=config.evals.get("num_png", 8))
-            plots.predictions_png(os.path.join(workdir, "predictions.png"), episodes, preds,
-                                  n=config.evals.get("num_png", 8))
+            if preds is not None:
+              plots.predictions_png(os.path.join(workdir, "predictions", f"step_{step}.png"),
+                                    episodes, preds, n=config.evals.get("num_png", 8))
+              plots.predictions_png(os.path.join(workdir, "predictions.png"), episodes, preds,
+                                    n=config.evals.get("num_png", 8))
             bar.write(f"step {step}: few-shot mIoU {res['miou']:.2f}%" + _baselines(res))
         if is_main:
           history.append(rec)
@@ -332,6 +334,14 @@ def trained_on(config, steps: int) -> dict:
   kind = init.get("kind", "scratch") if init else "scratch"
   return {"data": data, "steps": int(steps),
           "init": "scratch" if kind == "scratch" else f"{kind}:{init.get('path', '')}"}
+
+
+def _host_params(params):
+  """Params as host numpy arrays (gathered across hosts when sharded over several)."""
+  if jax.process_count() > 1:
+    from jax.experimental import multihost_utils
+    return multihost_utils.process_allgather(params, tiled=True)
+  return jax.device_get(params)
 
 
 def _baselines(res: dict) -> str:
