@@ -20,13 +20,14 @@ import numpy as np
 import orbax.checkpoint as ocp
 from flax import nnx
 
+from incontext.errors import UserError
 from incontext.models import seggpt
 
 KIND = "incontext-seggpt-params"
 META = "incontext.json"
 
 
-class CheckpointError(ValueError):
+class CheckpointError(UserError):
   """A params directory that is missing, of another kind, or does not fit."""
 
 

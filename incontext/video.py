@@ -24,6 +24,11 @@ import numpy as np
 from PIL import Image
 
 from incontext import canvas
+from incontext.errors import UserError
+
+
+class VideoError(UserError):
+  """Frames or a first-frame mask that cannot be used (missing, empty, mismatched)."""
 
 
 def davis_palette() -> np.ndarray:
@@ -102,18 +107,18 @@ def propagate(model, frames: Iterable[np.ndarray], first_ids: np.ndarray, *, mem
   first_ids = np.asarray(first_ids)
   ids = object_ids(first_ids)
   if not ids:
-    raise ValueError("the first-frame mask has no object (all background)")
+    raise VideoError("the first-frame mask has no object (all background)")
   pal = id_palette(ids)
   if threshold is not None and len(ids) != 1:
-    raise ValueError(f"threshold={threshold} needs a single-object first mask; this one has "
+    raise VideoError(f"threshold={threshold} needs a single-object first mask; this one has "
                      f"objects {ids}")
   frames = iter(frames)
   if first_image is None:
     first_image = next(frames, None)
     if first_image is None:
-      raise ValueError("no frames")
+      raise VideoError("no frames")
     if first_image.shape[:2] != first_ids.shape:
-      raise ValueError(f"first frame is {first_image.shape[:2]}, first mask {first_ids.shape}")
+      raise VideoError(f"first frame is {first_image.shape[:2]}, first mask {first_ids.shape}")
     yield first_ids.astype(np.int32)
   p_img = inference.prepare_image(first_image, size)
   p_tgt = inference.prepare_mask(ids_to_colours(first_ids, ids, pal), size)
@@ -142,12 +147,12 @@ def copy_first_mask(first_ids: np.ndarray, num_frames: int) -> list[np.ndarray]:
 def list_frames(frames_dir: str) -> list[str]:
   """Sorted image files (.jpg/.jpeg/.png/.bmp) of a directory; errors name the directory."""
   if not os.path.isdir(frames_dir):
-    raise ValueError(f"--frames {frames_dir}: no such directory")
+    raise VideoError(f"--frames {frames_dir}: no such directory")
   exts = (".jpg", ".jpeg", ".png", ".bmp")
   out = sorted(os.path.join(frames_dir, f) for f in os.listdir(frames_dir)
                if f.lower().endswith(exts))
   if not out:
-    raise ValueError(f"--frames {frames_dir}: no image files (.jpg/.jpeg/.png/.bmp)")
+    raise VideoError(f"--frames {frames_dir}: no image files (.jpg/.jpeg/.png/.bmp)")
   return out
 
 
@@ -165,7 +170,7 @@ def read_id_mask(path: str) -> np.ndarray:
   cols = np.unique(m.reshape(-1, 3), axis=0)
   cols = cols[cols.any(axis=1)]
   if len(cols) > 254:
-    raise ValueError(f"{path}: {len(cols)} distinct colours; expected a mask with a few objects")
+    raise VideoError(f"{path}: {len(cols)} distinct colours; expected a mask with a few objects")
   out = np.zeros(m.shape[:2], np.int32)
   for k, c in enumerate(cols):
     out[np.all(m == c, axis=-1)] = k + 1
@@ -176,7 +181,7 @@ def save_id_png(path: str, ids: np.ndarray):
   """DAVIS-format result: a palette PNG whose indices are the object ids."""
   ids = np.asarray(ids)
   if ids.max(initial=0) > 255 or ids.min(initial=0) < 0:
-    raise ValueError(f"{path}: object ids must be in 0..255 for a palette PNG")
+    raise VideoError(f"{path}: object ids must be in 0..255 for a palette PNG")
   im = Image.fromarray(ids.astype(np.uint8), mode="P")
   im.putpalette(davis_palette().reshape(-1).tolist())
   im.save(path)

@@ -1,11 +1,6 @@
 """`incontext convert --source FILE --out DIR`: official .pth / HF safetensors -> params dir."""
 import os
 
-from flax import nnx
-
-from incontext import checkpoint
-from incontext.models import convert, seggpt
-
 
 def register(sub):
   p = sub.add_parser("convert", help="convert official (.pth) or transformers "
@@ -18,6 +13,10 @@ def register(sub):
 
 def convert_file(source: str, out: str, *, overwrite: bool = False) -> dict:
   """Converts one checkpoint file; returns the written metadata."""
+  from flax import nnx
+
+  from incontext import checkpoint
+  from incontext.models import convert, seggpt
   if os.path.exists(out) and not overwrite:
     raise checkpoint.CheckpointError(f"{out}: already exists (pass --overwrite)")
   sd, layout = convert.read_state_dict(source)
