@@ -12,15 +12,24 @@ here the FIFO stores the decoded *colour* mask, so each object keeps its own col
 through the memory. With one object both are the same up to the threshold vs nearest-colour
 decoding.
 
+The memory has a fixed shape: 1 + K prompt slots with a validity mask (slots not filled yet do
+not enter the feature ensemble), so the forward compiles once per memory size instead of once
+for each of the first K frames while the memory fills; the outputs are those of the growing
+prompt list (up to float rounding in the ensemble mean).
+
   seg = video.propagate(model, frames, first_ids, memory=8)     # iterator of [H, W] id maps
 """
 from __future__ import annotations
 
 import collections
+import functools
 import os
 from typing import Callable, Iterable, Iterator, Sequence
 
+import jax
+import jax.numpy as jnp
 import numpy as np
+from flax import nnx
 from PIL import Image
 
 from incontext import canvas
@@ -77,10 +86,55 @@ def colours_to_ids(pred_rgb: np.ndarray, ids: Sequence[int], palette: np.ndarray
 PredictFn = Callable[..., np.ndarray]
 
 
+@functools.partial(jax.jit, static_argnums=(0,))
+def _forward_slots(graphdef, state, prompt_imgs, prompt_tgts, valid, query, seg_type):
+  """[S, h, w, 3] x2 prompt slots, [S] 0/1 validity, [h, w, 3] query -> [h, w, 3].
+
+  One query against the valid slots, combined by the feature ensemble (slot 0, the first
+  frame, is always valid and is the entry whose output is taken, as in `predict_canvas`).
+  Compiled once per (model structure, S).
+  """
+  model = nnx.merge(graphdef, state)
+  s = prompt_imgs.shape[0]
+  mask = jnp.asarray(canvas.query_half_mask(model.cfg.grid))[None]
+  imgs = jnp.concatenate([prompt_imgs, jnp.broadcast_to(query, prompt_imgs.shape)], axis=1)
+  tgts = jnp.concatenate([prompt_tgts, prompt_tgts], axis=1)
+  st = jnp.full((s,), seg_type, jnp.int32)
+  out = model(imgs, tgts, mask, st, feature_ensemble=True, query_only=True, shared_query=True,
+              prompt_weights=valid)
+  return out[0]
+
+
+def predict_slots(model, prompt_imgs, prompt_tgts, valid, query, *, seg_type) -> np.ndarray:
+  """`inference.predict_canvas` over a fixed number of prompt slots, of which `valid` ([S]
+  bools, slot 0 True) are used: equals predict_canvas on the valid prompts (in slot order,
+  feature ensemble on when more than one), with one compiled shape for every count.
+
+  prompt_imgs, prompt_tgts: [S, h, w, 3] normalised (invalid slots: any finite values);
+  query: [h, w, 3] normalised. Returns [h, w, 3] float32 normalised.
+  """
+  from incontext import inference
+  valid = np.asarray(valid, bool)
+  if not valid[0]:
+    raise ValueError("predict_slots: slot 0 (the entry whose output is taken) must be valid")
+  if model.cfg.ensemble != "official" and valid.sum() == 1:
+    # HF's variant still mixes the two streams at the merge with one prompt under the
+    # ensemble; the growing list runs one prompt without it: do the same.
+    return inference.predict_canvas(model, prompt_imgs[:1], prompt_tgts[:1], query,
+                                    seg_type=seg_type, feature_ensemble=False)
+  graphdef, state = nnx.split(model)
+  out = _forward_slots(graphdef, state, jnp.asarray(prompt_imgs, jnp.float32),
+                       jnp.asarray(prompt_tgts, jnp.float32), jnp.asarray(valid, jnp.float32),
+                       jnp.asarray(query, jnp.float32),
+                       jnp.int32(inference._seg_type_id(seg_type)))
+  return np.asarray(out, np.float32)
+
+
 def propagate(model, frames: Iterable[np.ndarray], first_ids: np.ndarray, *, memory: int = 8,
               seg_type: str = "instance", predict_fn: PredictFn | None = None,
               first_image: np.ndarray | None = None,
-              threshold: float | None = None) -> Iterator[np.ndarray]:
+              threshold: float | None = None,
+              fixed_memory: bool = True) -> Iterator[np.ndarray]:
   """Segments a video from its first frame's mask.
 
   Args:
@@ -97,11 +151,16 @@ def propagate(model, frames: Iterable[np.ndarray], first_ids: np.ndarray, *, mem
     threshold: one object only: foreground where the output's channel mean / 255 (the
       projection on the object's colour) is >= threshold, for the outputs and the memory
       alike (None: the nearest colour, i.e. 0.5; the official video cache uses > 128 / 255).
+    fixed_memory: run the default predictor on 1 + K prompt slots with a validity mask (one
+      compiled shape); False: on the growing prompt list (one compile per prompt count
+      while the memory fills; the same outputs, kept for comparisons). A custom
+      `predict_fn` always gets the growing list.
   Yields:
     [H, W] int32 id maps, one per frame (the first frame's is `first_ids` itself unless
     `first_image` is given).
   """
   from incontext import inference
+  slots = predict_fn is None and fixed_memory and int(memory) > 0
   predict_fn = predict_fn or inference.predict_canvas
   size = tuple(model.cfg.image_size)
   first_ids = np.asarray(first_ids)
@@ -124,11 +183,19 @@ def propagate(model, frames: Iterable[np.ndarray], first_ids: np.ndarray, *, mem
   p_tgt = inference.prepare_mask(ids_to_colours(first_ids, ids, pal), size)
   fifo: collections.deque = collections.deque(maxlen=max(int(memory), 0) or None)
   use_fifo = int(memory) > 0
+  blank = np.zeros_like(p_img)
   for frame in frames:
     q = inference.prepare_image(frame, size)
-    imgs = np.stack([p_img] + [m[0] for m in fifo])
-    tgts = np.stack([p_tgt] + [m[1] for m in fifo])
-    pred = predict_fn(model, imgs, tgts, q, seg_type=seg_type, feature_ensemble=len(imgs) > 1)
+    imgs = [p_img] + [m[0] for m in fifo]
+    tgts = [p_tgt] + [m[1] for m in fifo]
+    if slots:                                   # 1 + K slots, the unfilled ones masked out
+      n = len(imgs)
+      pad = [blank] * (1 + int(memory) - n)
+      pred = predict_slots(model, np.stack(imgs + pad), np.stack(tgts + pad),
+                           np.arange(1 + int(memory)) < n, q, seg_type=seg_type)
+    else:
+      pred = predict_fn(model, np.stack(imgs), np.stack(tgts), q, seg_type=seg_type,
+                        feature_ensemble=len(imgs) > 1)
     small = colours_to_ids(canvas.denormalize(pred), ids, pal, threshold)  # [h, w] ids
     if use_fifo:
       # Keep the decoded colours (not the official binarisation): objects stay apart.
