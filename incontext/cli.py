@@ -6,7 +6,7 @@ jax, flax, orbax and the model are imported inside `run`, so `incontext --help` 
 `incontext CMD --help` answer at once (tests/test_cli_conventions.py checks it).
 
 Conventions shared by every command:
-  exit status  0 success; 2 the user's input is wrong: a `incontext.errors.UserError` (bad
+  exit status  0 success; 2 the user's input is wrong: an `incontext.errors.UserError` (bad
                file, setting or checkpoint) or an OSError about a file (missing, exists, no
                permission, is / is not a directory, disk full or read-only), printed as ONE
                line `incontext CMD: error: MESSAGE`, as are argparse's usage errors; 1 any

@@ -77,6 +77,33 @@ def test_predict_slots_equals_the_valid_prompts(ensemble):
     np.testing.assert_allclose(got, ref, atol=ATOL, rtol=0)
 
 
+@pytest.mark.parametrize("ensemble", [pytest.param("official", marks=pytest.mark.slow), "hf"])
+def test_prompt_weights_in_the_per_entry_path(ensemble):
+  """The per-entry encoder (shared_query=False) honours prompt_weights like the shared one."""
+  import jax
+  import jax.numpy as jnp
+  from flax import nnx
+
+  from incontext import canvas
+  m = seggpt.create("test", image_size=SIZE, patch=8, drop_path=0.0, seed=5, ensemble=ensemble)
+  rng = np.random.default_rng(2)
+  imgs, tgts = (rng.normal(size=(3, 2 * SIZE[0], SIZE[1], 3)).astype(np.float32)
+                for _ in range(2))
+  imgs[:, SIZE[0]:] = imgs[:1, SIZE[0]:]                      # one shared query half
+  mask = jnp.asarray(canvas.query_half_mask(m.cfg.grid))[None]
+  st = jnp.ones((3,), jnp.int32)
+  graphdef, state = nnx.split(m)
+
+  @jax.jit
+  def run(state, imgs, tgts, st, w):
+    return nnx.merge(graphdef, state)(imgs, tgts, mask, st, feature_ensemble=True,
+                                      query_only=True, prompt_weights=w)[0]
+
+  ref = run(state, imgs[:2], tgts[:2], st[:2], None)
+  got = run(state, imgs, tgts, st, jnp.asarray([1.0, 1.0, 0.0]))
+  np.testing.assert_allclose(np.asarray(got), np.asarray(ref), atol=ATOL, rtol=0)
+
+
 def _moving_squares(n, h=40, w=48):
   rng = np.random.default_rng(0)
   frames, ids = [], []
