@@ -134,12 +134,13 @@ def load_model(directory: str, *, expect_variant: seggpt.SegGPTConfig | None = N
       restored = ckptr.restore(os.path.join(directory, "params"), target)
   except Exception as e:
     raise CheckpointError(f"{directory}: cannot restore params ({type(e).__name__}: {e})") from None
-  model = nnx.merge(*_graph_and_state(cfg, restored))
+  model = nnx.merge(*_graph_and_state(cfg, restored, model))
   return model
 
 
-def _graph_and_state(cfg, pure):
-  model = seggpt.abstract(cfg)
+def _graph_and_state(cfg, pure, abstract_model=None):
+  # Tracing the abstract model takes seconds at L/16: reuse the restore target's.
+  model = abstract_model if abstract_model is not None else seggpt.abstract(cfg)
   graphdef, state = nnx.split(model)
   nnx.replace_by_pure_dict(state, pure)
   return graphdef, state
