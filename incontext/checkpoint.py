@@ -22,13 +22,14 @@ import numpy as np
 import orbax.checkpoint as ocp
 from flax import nnx
 
+from incontext.errors import UserError
 from incontext.models import seggpt
 
 KIND = "incontext-seggpt-params"
 META = "incontext.json"
 
 
-class CheckpointError(ValueError):
+class CheckpointError(UserError):
   """A params directory that is missing, of another kind, or does not fit."""
 
 
@@ -147,12 +148,13 @@ def load_model(directory: str, *, expect_variant: seggpt.SegGPTConfig | None = N
       restored = ckptr.restore(os.path.join(directory, "params"), target)
   except Exception as e:
     raise CheckpointError(f"{directory}: cannot restore params ({type(e).__name__}: {e})") from None
-  model = nnx.merge(*_graph_and_state(cfg, restored))
+  model = nnx.merge(*_graph_and_state(cfg, restored, model))
   return model
 
 
-def _graph_and_state(cfg, pure):
-  model = seggpt.abstract(cfg)
+def _graph_and_state(cfg, pure, abstract_model=None):
+  # Tracing the abstract model takes seconds at L/16: reuse the restore target's.
+  model = abstract_model if abstract_model is not None else seggpt.abstract(cfg)
   graphdef, state = nnx.split(model)
   nnx.replace_by_pure_dict(state, pure)
   return graphdef, state

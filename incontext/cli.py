@@ -1,24 +1,62 @@
 """`incontext` command line: one sub-command per module in `incontext/commands/`.
 
-Each command module defines `register(subparsers)` (adds its parser and sets
-`func=run`) and `run(args) -> int`. Errors that users cause (bad files, wrong
-checkpoint kind, ...) are `UserError`s or `ValueError`s: they print one line naming the
-problem and exit with status 2; nothing half-written is left behind by the commands.
+Each command module defines `register(subparsers)` (adds its parser and sets `func=run`) and
+`run(args) -> int`. Command modules import only light modules at the top (argparse, os, ...):
+jax, flax, orbax and the model are imported inside `run`, so `incontext --help` and
+`incontext CMD --help` answer at once (tests/test_cli_conventions.py checks it).
+
+Conventions shared by every command:
+  exit status  0 success; 2 the user's input is wrong: an `incontext.errors.UserError` (bad
+               file, setting or checkpoint) or an OSError about a file (missing, exists, no
+               permission, is / is not a directory, disk full or read-only), printed as ONE
+               line `incontext CMD: error: MESSAGE`, as are argparse's usage errors; 1 any
+               other exception: a bug, printed with its full traceback; 130 interrupted.
+  console      quiet by default: the INFO lines of orbax / absl, the TensorFlow C++ logs and
+               the JAX backend warnings (e.g. "An NVIDIA GPU may be present on this machine, but
+               a CUDA-enabled jaxlib is not installed") are hidden; `-v` shows them (and the
+               traceback of user errors), `-vv` adds DEBUG logs. Results, warnings about the
+               results and progress bars are always shown.
+  compile cache  compiled XLA programs are kept on disk (`incontext.compile_cache`), so a
+               repeated call does not compile again: `--no-compile-cache` or
+               INCONTEXT_COMPILE_CACHE=0 turn it off, INCONTEXT_CACHE_DIR moves it.
 """
 import argparse
+import errno
 import importlib
+import logging
+import os
 import sys
+import traceback
+import warnings
+
+from incontext.errors import UserError
 
 COMMANDS = ("convert", "export_hf", "segment", "export_prompt", "segment_video")
 
+# OSErrors that are about a file the user named or about the user's disk, not bugs.
+_FILE_ERRORS = (FileNotFoundError, FileExistsError, PermissionError, IsADirectoryError,
+                NotADirectoryError)
+_DISK_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EROFS)
 
-class UserError(ValueError):
-  """An error in the user's input: printed without a traceback."""
+# Libraries whose INFO logs and warnings are hidden unless -v.
+_NOISY_LOGGERS = ("absl", "orbax", "jax", "jax._src.xla_bridge", "flax", "tensorflow", "h5py")
+_NOISY_MODULES = r"(absl|orbax|jax|jaxlib|flax|tensorflow|google|tensorstore)(\.|$)"
+
+
+def _add_common(p: argparse.ArgumentParser, top: bool) -> None:
+  """-v and --no-compile-cache, accepted before and after the command name."""
+  # Sub-parsers use SUPPRESS defaults so they do not overwrite what the top level parsed.
+  d = {} if top else {"default": argparse.SUPPRESS}
+  p.add_argument("-v", "--verbose", action="count", help="show library logs and warnings "
+                 "(-vv: debug logs)", **({"default": 0} if top else d))
+  p.add_argument("--no-compile-cache", action="store_true", help="do not read or write the "
+                 "on-disk XLA compilation cache (also INCONTEXT_COMPILE_CACHE=0)", **d)
 
 
 def build_parser() -> argparse.ArgumentParser:
   parser = argparse.ArgumentParser(
       prog="incontext", description="In-context segmentation with SegGPT in JAX.")
+  _add_common(parser, top=True)
   sub = parser.add_subparsers(dest="command", required=True)
   for name in COMMANDS:
     try:
@@ -28,16 +66,70 @@ def build_parser() -> argparse.ArgumentParser:
         continue  # command not built yet
       raise
     mod.register(sub)
+  for p in sub.choices.values():
+    _add_common(p, top=False)
   return parser
+
+
+def configure_logging(verbose: int = 0) -> None:
+  """Quiet console (verbose=0) or library logs shown (1: INFO, 2: DEBUG).
+
+  Sets the TensorFlow C++ log level (unless TF_CPP_MIN_LOG_LEVEL is set), the levels of the
+  absl / orbax / jax loggers and the Python warnings filters of those libraries. Call it
+  before the libraries log anything (their modules may be imported already).
+  """
+  if verbose <= 0:
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    for name in _NOISY_LOGGERS:
+      logging.getLogger(name).setLevel(logging.ERROR)
+    warnings.filterwarnings("ignore", module=_NOISY_MODULES)
+    return
+  os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "0")
+  level = logging.INFO if verbose == 1 else logging.DEBUG
+  logging.basicConfig(level=level, format="%(levelname).1s %(name)s: %(message)s", force=True)
+  for name in _NOISY_LOGGERS:
+    logging.getLogger(name).setLevel(level)
+
+
+def _is_user_error(e: BaseException) -> bool:
+  if isinstance(e, UserError):
+    return True
+  if isinstance(e, _FILE_ERRORS):
+    return True
+  return isinstance(e, OSError) and e.errno in _DISK_ERRNOS
+
+
+def _one_line(e: BaseException) -> str:
+  msg = str(e) if not isinstance(e, OSError) or e.filename is None else (
+      f"{e.filename}: {e.strerror or e}")
+  return " ".join(msg.split()) or type(e).__name__
 
 
 def main(argv=None) -> int:
   parser = build_parser()
   args = parser.parse_args(argv)
+  configure_logging(args.verbose)
+  cache_dir = None
+  if not args.no_compile_cache:
+    from incontext import compile_cache
+    cache_dir = compile_cache.enable_from_env()
   try:
-    return int(args.func(args) or 0)
-  except (ValueError, FileNotFoundError, OSError) as e:
-    print(f"incontext {args.command}: error: {e}", file=sys.stderr)
+    rc = int(args.func(args) or 0)
+    if cache_dir:
+      s = compile_cache.stats()
+      logging.getLogger("incontext").info("compilation cache %s: %d programs loaded, %d "
+                                          "compiled and written", cache_dir, s["hits"],
+                                          s["writes"])
+    return rc
+  except KeyboardInterrupt:
+    print(f"incontext {args.command}: interrupted", file=sys.stderr)
+    return 130
+  except Exception as e:                  # noqa: BLE001 (sorted into user errors and bugs)
+    if not _is_user_error(e):
+      raise                                # a bug: Python prints the traceback, status 1
+    if args.verbose:
+      traceback.print_exc()
+    print(f"incontext {args.command}: error: {_one_line(e)}", file=sys.stderr)
     return 2
 
 

@@ -21,8 +21,10 @@ import os
 import numpy as np
 from PIL import Image, ImageOps
 
+from incontext.errors import UserError
 
-class InputError(ValueError):
+
+class InputError(UserError):
   """Bad user input (file missing, unreadable, or not what was expected)."""
 
 

@@ -708,8 +708,9 @@ class Segmenter:
       for start in range(0, len(queries), batch_size):
         chunk = queries[start:start + batch_size]
         raw_imgs = [_read_image(q, _name(q, start + j, "query")) for j, q in enumerate(chunk)]
+        # Not padded to batch_size: a lone query costs one query's compute; a stream of
+        # queries compiles two shapes at most (full batches and the last remainder).
         qs = [prepare_image(a, size) for a in raw_imgs]
-        qs += [qs[-1]] * (batch_size - len(qs))          # pad: one compiled shape
         raw = predict_canvas_batch(self.model, pi, pt, np.stack(qs), seg_type=st,
                                    feature_ensemble=feature_ensemble_on(len(pi)))
         if bar is not None:
@@ -744,7 +745,8 @@ class Segmenter:
       learned_prompt: an `incontext.prompts` learned prompt (from `load_learned_prompt`),
         used alone or as one more prompt next to `prompts`.
       seg_type: 'instance' or 'semantic' (default: the Segmenter's, or the learned prompt's).
-      batch_size: queries per forward (the last batch is padded; one compile per shape).
+      batch_size: queries per forward (the last batch holds the remainder, not padded:
+        one compile per batch shape).
     The feature ensemble is on iff more than one prompt slot is used (official rule; with
     the model's ensemble='hf' a single prompt is then HF's feature_ensemble=False).
     Returns:

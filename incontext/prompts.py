@@ -35,6 +35,7 @@ import numpy as np
 from PIL import Image
 
 from incontext import canvas
+from incontext.errors import UserError
 
 KIND = "incontext-learned-prompt"
 FORMAT_VERSION = 1
@@ -43,7 +44,7 @@ SEG_TYPE_NAMES = ("semantic", "instance")
 _RUNTIME_FIELDS = ("dtype", "ensemble", "remat", "drop_path")
 
 
-class PromptError(ValueError):
+class PromptError(UserError):
   """A learned-prompt file that is corrupt or made for another model."""
 
 

@@ -13,18 +13,32 @@ here the FIFO stores the decoded *colour* mask, so each object keeps its own col
 through the memory. With one object both are the same up to the threshold vs nearest-colour
 decoding.
 
+The memory has a fixed shape: 1 + K prompt slots with a validity mask (slots not filled yet do
+not enter the feature ensemble), so the forward compiles once per memory size instead of once
+for each of the first K frames while the memory fills; the outputs are those of the growing
+prompt list (up to float rounding in the ensemble mean).
+
   seg = video.propagate(model, frames, first_ids, memory=8)     # iterator of [H, W] id maps
 """
 from __future__ import annotations
 
 import collections
+import functools
 import os
 from typing import Callable, Iterable, Iterator, Sequence
 
+import jax
+import jax.numpy as jnp
 import numpy as np
+from flax import nnx
 from PIL import Image
 
 from incontext import canvas, imageio
+from incontext.errors import UserError
+
+
+class VideoError(UserError):
+  """Frames or a first-frame mask that cannot be used (missing, empty, mismatched)."""
 
 
 def davis_palette() -> np.ndarray:
@@ -73,10 +87,55 @@ def colours_to_ids(pred_rgb: np.ndarray, ids: Sequence[int], palette: np.ndarray
 PredictFn = Callable[..., np.ndarray]
 
 
+@functools.partial(jax.jit, static_argnums=(0,))
+def _forward_slots(graphdef, state, prompt_imgs, prompt_tgts, valid, query, seg_type):
+  """[S, h, w, 3] x2 prompt slots, [S] 0/1 validity, [h, w, 3] query -> [h, w, 3].
+
+  One query against the valid slots, combined by the feature ensemble (slot 0, the first
+  frame, is always valid and is the entry whose output is taken, as in `predict_canvas`).
+  Compiled once per (model structure, S).
+  """
+  model = nnx.merge(graphdef, state)
+  s = prompt_imgs.shape[0]
+  mask = jnp.asarray(canvas.query_half_mask(model.cfg.grid))[None]
+  imgs = jnp.concatenate([prompt_imgs, jnp.broadcast_to(query, prompt_imgs.shape)], axis=1)
+  tgts = jnp.concatenate([prompt_tgts, prompt_tgts], axis=1)
+  st = jnp.full((s,), seg_type, jnp.int32)
+  out = model(imgs, tgts, mask, st, feature_ensemble=True, query_only=True, shared_query=True,
+              prompt_weights=valid)
+  return out[0]
+
+
+def predict_slots(model, prompt_imgs, prompt_tgts, valid, query, *, seg_type) -> np.ndarray:
+  """`inference.predict_canvas` over a fixed number of prompt slots, of which `valid` ([S]
+  bools, slot 0 True) are used: equals predict_canvas on the valid prompts (in slot order,
+  feature ensemble on when more than one), with one compiled shape for every count.
+
+  prompt_imgs, prompt_tgts: [S, h, w, 3] normalised (invalid slots: any finite values);
+  query: [h, w, 3] normalised. Returns [h, w, 3] float32 normalised.
+  """
+  from incontext import inference
+  valid = np.asarray(valid, bool)
+  if not valid[0]:
+    raise ValueError("predict_slots: slot 0 (the entry whose output is taken) must be valid")
+  if model.cfg.ensemble != "official" and valid.sum() == 1:
+    # HF's variant still mixes the two streams at the merge with one prompt under the
+    # ensemble; the growing list runs one prompt without it: do the same.
+    return inference.predict_canvas(model, prompt_imgs[:1], prompt_tgts[:1], query,
+                                    seg_type=seg_type, feature_ensemble=False)
+  graphdef, state = nnx.split(model)
+  out = _forward_slots(graphdef, state, jnp.asarray(prompt_imgs, jnp.float32),
+                       jnp.asarray(prompt_tgts, jnp.float32), jnp.asarray(valid, jnp.float32),
+                       jnp.asarray(query, jnp.float32),
+                       jnp.int32(inference._seg_type_id(seg_type)))
+  return np.asarray(out, np.float32)
+
+
 def propagate(model, frames: Iterable[np.ndarray], first_ids: np.ndarray, *, memory: int = 8,
               seg_type: str = "instance", predict_fn: PredictFn | None = None,
               first_image: np.ndarray | None = None,
-              threshold: float | None = None) -> Iterator[np.ndarray]:
+              threshold: float | None = None,
+              fixed_memory: bool = True) -> Iterator[np.ndarray]:
   """Segments a video from its first frame's mask.
 
   Args:
@@ -93,39 +152,51 @@ def propagate(model, frames: Iterable[np.ndarray], first_ids: np.ndarray, *, mem
     threshold: one object only: foreground where the output's channel mean / 255 (the
       projection on the object's colour) is >= threshold, for the outputs and the memory
       alike (None: the nearest colour, i.e. 0.5; the official video cache uses > 128 / 255).
+    fixed_memory: run the default predictor on 1 + K prompt slots with a validity mask (one
+      compiled shape); False: on the growing prompt list (one compile per prompt count
+      while the memory fills; the same outputs, kept for comparisons). A custom
+      `predict_fn` always gets the growing list.
   Yields:
     [H, W] int32 id maps, one per frame (the first frame's is `first_ids` itself unless
     `first_image` is given).
   """
   from incontext import inference   # jax/flax load only when a model runs
+  slots = predict_fn is None and fixed_memory and int(memory) > 0
   predict_fn = predict_fn or inference.predict_canvas
   size = tuple(model.cfg.image_size)
   first_ids = np.asarray(first_ids)
   ids = object_ids(first_ids)
   if not ids:
-    raise ValueError("the first-frame mask has no object (all background)")
+    raise VideoError("the first-frame mask has no object (all background)")
   pal = id_palette(ids)
   if threshold is not None and len(ids) != 1:
-    raise ValueError(f"threshold={threshold} needs a single-object first mask; this one has "
+    raise VideoError(f"threshold={threshold} needs a single-object first mask; this one has "
                      f"objects {ids}")
   frames = iter(frames)
   if first_image is None:
     first_image = next(frames, None)
     if first_image is None:
-      raise ValueError("no frames")
+      raise VideoError("no frames")
     if first_image.shape[:2] != first_ids.shape:
-      raise ValueError(f"first frame is {first_image.shape[:2]}, first mask {first_ids.shape}")
+      raise VideoError(f"first frame is {first_image.shape[:2]}, first mask {first_ids.shape}")
     yield first_ids.astype(np.int32)
   p_img = inference.prepare_image(first_image, size)
   p_tgt = inference.prepare_mask(ids_to_colours(first_ids, ids, pal), size)
   fifo: collections.deque = collections.deque(maxlen=max(int(memory), 0) or None)
   use_fifo = int(memory) > 0
+  blank = np.zeros_like(p_img)
   for frame in frames:
     q = inference.prepare_image(frame, size)
-    imgs = np.stack([p_img] + [m[0] for m in fifo])
-    tgts = np.stack([p_tgt] + [m[1] for m in fifo])
-    pred = predict_fn(model, imgs, tgts, q, seg_type=seg_type,
-                      feature_ensemble=inference.feature_ensemble_on(len(imgs)))
+    imgs = [p_img] + [m[0] for m in fifo]
+    tgts = [p_tgt] + [m[1] for m in fifo]
+    if slots:                                   # 1 + K slots, the unfilled ones masked out
+      n = len(imgs)
+      pad = [blank] * (1 + int(memory) - n)
+      pred = predict_slots(model, np.stack(imgs + pad), np.stack(tgts + pad),
+                           np.arange(1 + int(memory)) < n, q, seg_type=seg_type)
+    else:
+      pred = predict_fn(model, np.stack(imgs), np.stack(tgts), q, seg_type=seg_type,
+                        feature_ensemble=inference.feature_ensemble_on(len(imgs)))
     small = colours_to_ids(canvas.denormalize(pred), ids, pal, threshold)  # [h, w] ids
     if use_fifo:
       # Keep the decoded colours (not the official binarisation): objects stay apart.
@@ -144,12 +215,12 @@ def copy_first_mask(first_ids: np.ndarray, num_frames: int) -> list[np.ndarray]:
 def list_frames(frames_dir: str) -> list[str]:
   """Sorted image files (.jpg/.jpeg/.png/.bmp) of a directory; errors name the directory."""
   if not os.path.isdir(frames_dir):
-    raise ValueError(f"frames directory {frames_dir}: no such directory")
+    raise VideoError(f"frames directory {frames_dir}: no such directory")
   exts = (".jpg", ".jpeg", ".png", ".bmp")
   out = sorted(os.path.join(frames_dir, f) for f in os.listdir(frames_dir)
                if f.lower().endswith(exts))
   if not out:
-    raise ValueError(f"frames directory {frames_dir}: no image files (.jpg/.jpeg/.png/.bmp)")
+    raise VideoError(f"frames directory {frames_dir}: no image files (.jpg/.jpeg/.png/.bmp)")
   return out
 
 
@@ -171,7 +242,7 @@ def _read_first_mask(path: str):
   cols = np.unique(m.reshape(-1, 3), axis=0)
   cols = cols[cols.any(axis=1)]
   if len(cols) > 254:
-    raise ValueError(f"{path}: {len(cols)} distinct colours; expected a mask with a few objects")
+    raise VideoError(f"{path}: {len(cols)} distinct colours; expected a mask with a few objects")
   out = np.zeros(m.shape[:2], np.int32)
   for k, c in enumerate(cols):
     out[np.all(m == c, axis=-1)] = k + 1
@@ -196,7 +267,7 @@ def save_id_png(path: str, ids: np.ndarray, palette: np.ndarray | None = None):
   """
   ids = np.asarray(ids)
   if ids.max(initial=0) > 255 or ids.min(initial=0) < 0:
-    raise ValueError(f"{path}: object ids must be in 0..255 for a palette PNG")
+    raise VideoError(f"{path}: object ids must be in 0..255 for a palette PNG")
   imageio.save_label_png(path, ids, davis_palette() if palette is None else palette)
 
 

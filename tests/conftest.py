@@ -3,6 +3,8 @@ import os
 
 os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=8")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+# The CLI keeps compiled programs in ~/.cache by default; tests leave no files there.
+os.environ.setdefault("INCONTEXT_COMPILE_CACHE", "0")
 
 import jax  # noqa: E402
 

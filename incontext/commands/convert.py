@@ -7,11 +7,6 @@ SRC is the official `seggpt_vit_large.pth`, a transformers `model.safetensors` (
 """
 import os
 
-from flax import nnx
-
-from incontext import checkpoint
-from incontext.models import convert, seggpt
-
 
 def register(sub):
   p = sub.add_parser("convert", help="convert official (.pth) or transformers "
@@ -29,6 +24,10 @@ def register(sub):
 def convert_file(source: str, out: str, *, overwrite: bool = False) -> dict:
   """Converts one checkpoint (file, transformers folder or hf:REPO_ID); returns the written
   metadata."""
+  from flax import nnx
+
+  from incontext import checkpoint
+  from incontext.models import convert, seggpt
   if os.path.exists(out) and not overwrite:
     raise checkpoint.CheckpointError(f"{out}: already exists (pass --overwrite)")
   origin = source

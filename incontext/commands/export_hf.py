@@ -11,11 +11,6 @@ import os
 import shutil
 import tempfile
 
-import numpy as np
-
-from incontext import checkpoint
-from incontext.models import convert
-
 
 def register(sub):
   p = sub.add_parser("export-hf", help="write a params directory as a transformers "
@@ -48,7 +43,11 @@ def preprocessor_config(cfg) -> dict:
 
 
 def export_hf(checkpoint_dir: str, out: str, *, overwrite: bool = False) -> None:
+  import numpy as np
   from safetensors.numpy import save_file
+
+  from incontext import checkpoint
+  from incontext.models import convert
   out = os.path.abspath(out)
   if os.path.exists(out) and not overwrite:
     raise checkpoint.CheckpointError(f"{out}: already exists (pass --overwrite)")

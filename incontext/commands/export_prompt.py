@@ -6,6 +6,8 @@ file (incontext.prompts format: tensors + JSON metadata + PNG previews), for
 """
 import os
 
+from incontext.errors import UserError
+
 
 def register(sub):
   p = sub.add_parser("export-prompt", help="export the learned prompt of an in-context tuning "
@@ -21,9 +23,9 @@ def run(args) -> int:
   from incontext import prompts
   from incontext.train import tuner
   if not args.out.endswith(".npz"):
-    raise ValueError(f"--out {args.out}: a learned-prompt file must end with .npz")
+    raise UserError(f"--out {args.out}: a learned-prompt file must end with .npz")
   if os.path.exists(args.out) and not args.overwrite:
-    raise ValueError(f"--out {args.out}: already exists (pass --overwrite)")
+    raise UserError(f"--out {args.out}: already exists (pass --overwrite)")
   meta = tuner.export(args.workdir, args.out, step=args.step)
   img, tgt = prompts.preview_paths(args.out)
   print(f"wrote {args.out} (step {meta['made_by']['step']}, canvas {meta['canvas']}, "

@@ -12,6 +12,8 @@ import os
 import shutil
 import tempfile
 
+from incontext.errors import UserError
+
 
 def register(sub):
   p = sub.add_parser("segment-video", help="propagate a first-frame mask through a video "
@@ -39,22 +41,22 @@ def run(args) -> int:
 
   from incontext import checkpoint, imageio, video
   if args.memory < 0:
-    raise ValueError(f"--memory {args.memory}: must be >= 0")
+    raise UserError(f"--memory {args.memory}: must be >= 0")
   if args.threshold is not None and not 0 < args.threshold < 1:
-    raise ValueError(f"--threshold {args.threshold}: must be in (0, 1)")
+    raise UserError(f"--threshold {args.threshold}: must be in (0, 1)")
   out = os.path.abspath(args.out)
   if os.path.exists(out) and not args.overwrite:
-    raise ValueError(f"--out {args.out}: already exists (pass --overwrite)")
+    raise UserError(f"--out {args.out}: already exists (pass --overwrite)")
   paths = video.list_frames(args.frames)
   first_ids = video.read_id_mask(args.first_mask)
   first = imageio.load_image(paths[0])
   if first.shape[:2] != first_ids.shape:
-    raise ValueError(f"--first-mask {args.first_mask}: size {first_ids.shape[::-1]} (w, h) does "
+    raise UserError(f"--first-mask {args.first_mask}: size {first_ids.shape[::-1]} (w, h) does "
                      f"not match the first frame {paths[0]} {first.shape[1::-1]}")
   if not video.object_ids(first_ids):
-    raise ValueError(f"--first-mask {args.first_mask}: no object (all background)")
+    raise UserError(f"--first-mask {args.first_mask}: no object (all background)")
   if args.threshold is not None and len(video.object_ids(first_ids)) > 1:
-    raise ValueError(f"--threshold needs a single-object --first-mask; {args.first_mask} has "
+    raise UserError(f"--threshold needs a single-object --first-mask; {args.first_mask} has "
                      f"objects {video.object_ids(first_ids)}")
   model = checkpoint.load_model(args.checkpoint)
   warn = checkpoint.procedural_only_warning(checkpoint.read_meta(args.checkpoint))
@@ -67,7 +69,7 @@ def run(args) -> int:
     for p in paths[1:]:
       f = imageio.load_image(p)
       if f.shape[:2] != first.shape[:2]:
-        raise ValueError(f"{p}: frame size {f.shape[1::-1]} differs from the first frame's "
+        raise UserError(f"{p}: frame size {f.shape[1::-1]} differs from the first frame's "
                          f"{first.shape[1::-1]}")
       yield f
 

@@ -20,6 +20,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from incontext.errors import UserError
 from incontext.models import seggpt
 
 # Official name prefix <-> HF name prefix (docs/design.md#weight-names); "#" is a block index.
@@ -59,7 +60,7 @@ _OFFICIAL_TO_HF = _regex_table(0)
 _HF_TO_OFFICIAL = _regex_table(1)
 
 
-class ConversionError(ValueError):
+class ConversionError(UserError):
   """A checkpoint that does not fit the model (names, shapes, kind)."""
 
 

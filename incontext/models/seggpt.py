@@ -241,13 +241,25 @@ def _drop_path(x: Array, rate: float, rng) -> Array:
   return jnp.where(keep, x / (1.0 - rate), jnp.zeros_like(x))
 
 
+def _prompt_mean(x: Array, axis: int, weights: Array | None) -> Array:
+  """Mean of x over its prompt axis (keepdims); with weights [n] (0/1 validity of the prompt
+  slots, tiled when the axis holds both streams) the mean over the valid slots only."""
+  if weights is None:
+    return x.mean(axis=axis, keepdims=True)
+  n = x.shape[axis]
+  w = jnp.tile(weights.astype(x.dtype), n // weights.shape[0])
+  w = w.reshape((1,) * axis + (n,) + (1,) * (x.ndim - axis - 1))
+  return (x * w).sum(axis=axis, keepdims=True) / w.sum()
+
+
 def _ensemble_query_half(a: Array, mode: str | None, num_prompts: int,
-                         half: int | None = None) -> Array:
+                         half: int | None = None, weights: Array | None = None) -> Array:
   """Averages the query half (bottom token rows) of the attention output over prompts.
 
   mode: None (off), "stream" (batch is [x_1..x_N, y_1..y_N]: mean within each stream)
   or "all" (mean over the whole batch). half: first query-half row of `a` (default: the
-  middle row; differs when `a` holds only the bottom rows of the canvas).
+  middle row; differs when `a` holds only the bottom rows of the canvas). weights: [N]
+  0/1 prompt-slot validity: the mean runs over the valid slots only (None: all).
   """
   if mode is None:
     return a
@@ -256,9 +268,9 @@ def _ensemble_query_half(a: Array, mode: str | None, num_prompts: int,
   top, bot = a[:, :half], a[:, half:]
   if mode == "stream":
     s = bot.reshape(2, num_prompts, *bot.shape[1:])
-    bot = jnp.broadcast_to(s.mean(axis=1, keepdims=True), s.shape).reshape(bot.shape)
+    bot = jnp.broadcast_to(_prompt_mean(s, 1, weights), s.shape).reshape(bot.shape)
   else:
-    bot = jnp.broadcast_to(bot.mean(axis=0, keepdims=True), bot.shape)
+    bot = jnp.broadcast_to(_prompt_mean(bot, 0, weights), bot.shape)
   return jnp.concatenate([top, bot], axis=1)
 
 
@@ -276,17 +288,21 @@ class Block(nnx.Module):
     self.drop_path = drop_path
 
   def __call__(self, x: Array, ensemble: str | None = None, num_prompts: int = 1,
-               rng=None, row0: int = 0) -> Array:
-    """x: [B, gh, gw, D] -> [B, gh - row0, gw, D] (row0 > 0: only rows row0: computed)."""
+               rng=None, row0: int = 0, weights: Array | None = None) -> Array:
+    """x: [B, gh, gw, D] -> [B, gh - row0, gw, D] (row0 > 0: only rows row0: computed).
+
+    weights: [num_prompts] 0/1 prompt-slot validity for the ensemble (None: all valid).
+    """
     a = self.attn(self.norm1(x), row0)
-    a = _ensemble_query_half(a, ensemble, num_prompts, x.shape[1] // 2 - row0)
+    a = _ensemble_query_half(a, ensemble, num_prompts, x.shape[1] // 2 - row0, weights)
     r1 = r2 = None
     if rng is not None:
       r1, r2 = jax.random.split(rng)
     x = x[:, row0:] + _drop_path(a, self.drop_path, r1)
     return x + _drop_path(self.mlp(self.norm2(x)), self.drop_path, r2)
 
-  def shared(self, xp: Array, xq: Array, ensemble: str, row0: int = 0) -> tuple[Array, Array]:
+  def shared(self, xp: Array, xq: Array, ensemble: str, row0: int = 0,
+             weights: Array | None = None) -> tuple[Array, Array]:
     """The block under feature ensemble when all entries of a stream share the query half.
 
     xp: [B, hp, gw, D] prompt rows of each entry (streams stacked: B = S * n);
@@ -294,6 +310,7 @@ class Block(nnx.Module):
     concatenated canvases: the query rows' qkv, proj (of the prompt-mean, by linearity)
     and MLP are computed once per stream instead of once per entry; only their attention
     (whose keys differ per prompt) is per entry. row0 < hp: only rows row0: of xp come back.
+    weights: [n] 0/1 prompt-slot validity for the ensemble mean (None: all valid).
     """
     b, hp = xp.shape[:2]
     s = xq.shape[0]
@@ -303,9 +320,9 @@ class Block(nnx.Module):
     o = self.attn.mix(qkv, row0)                            # [B, gh - row0, gw, D]
     op, oq = o[:, :hp - row0], o[:, hp - row0:]
     if ensemble == "stream":
-      oq = oq.reshape(s, b // s, *oq.shape[1:]).mean(axis=1)
+      oq = _prompt_mean(oq.reshape(s, b // s, *oq.shape[1:]), 1, weights)[:, 0]
     else:                                                   # "all"
-      oq = jnp.broadcast_to(oq.mean(axis=0, keepdims=True), (s,) + oq.shape[1:])
+      oq = jnp.broadcast_to(_prompt_mean(oq, 0, weights), (s,) + oq.shape[1:])
     xp = xp[:, row0:] + self.attn.proj(op)
     xq = xq + self.attn.proj(oq)
     return xp + self.mlp(self.norm2(xp)), xq + self.mlp(self.norm2(xq))
@@ -313,8 +330,8 @@ class Block(nnx.Module):
 
 def _remat_block(ensemble: str | None, num_prompts: int, row0: int):
   """nnx.remat of a block call (static options closed over, not passed as arguments)."""
-  def f(block, x, rng):
-    return block(x, ensemble, num_prompts, rng, row0=row0)
+  def f(block, x, rng, weights):
+    return block(x, ensemble, num_prompts, rng, row0=row0, weights=weights)
   return nnx.remat(f)
 
 
@@ -394,7 +411,8 @@ class SegGPT(nnx.Module):
     return modes
 
   def encode(self, imgs: Array, tgts: Array, mask: Array, seg_type: Array, *,
-             feature_ensemble: bool = False, rng=None, query_only: bool = False) -> list[Array]:
+             feature_ensemble: bool = False, rng=None, query_only: bool = False,
+             prompt_weights: Array | None = None) -> list[Array]:
     """Runs the ViT; returns the normed decoder features, each [N, gh, gw, D].
 
     Blocks after the last feature layer cannot affect the output and are skipped.
@@ -414,9 +432,9 @@ class SegGPT(nnx.Module):
         break
       row0 = r0 if i == last else 0
       if cfg.remat:
-        h = _remat_block(modes[i], n, row0)(blk, h, rngs[i])
+        h = _remat_block(modes[i], n, row0)(blk, h, rngs[i], prompt_weights)
       else:
-        h = blk(h, modes[i], n, rngs[i], row0=row0)
+        h = blk(h, modes[i], n, rngs[i], row0=row0, weights=prompt_weights)
       if i == cfg.merge_index:
         h = 0.5 * (h[:n] + h[n:])
       if i in cfg.feature_layers:
@@ -424,7 +442,7 @@ class SegGPT(nnx.Module):
     return feats
 
   def _encode_shared(self, imgs: Array, tgts: Array, mask: Array, seg_type: Array, *,
-                     query_only: bool):
+                     query_only: bool, prompt_weights: Array | None = None):
     """Feature-ensemble encoder computing the shared query half once per stream.
 
     Assumes every entry has the same query half (image, mask and type token), as in
@@ -442,7 +460,8 @@ class SegGPT(nnx.Module):
     for i, blk in enumerate(self.blocks):
       if i > last:
         break
-      xp, xq = blk.shared(xp, xq, modes[i], hp - 1 if (query_only and i == last) else 0)
+      xp, xq = blk.shared(xp, xq, modes[i], hp - 1 if (query_only and i == last) else 0,
+                          prompt_weights)
       if i == cfg.merge_index:
         xp, xq = 0.5 * (xp[:n] + xp[n:]), 0.5 * (xq[:1] + xq[1:])
       if i in cfg.feature_layers:
@@ -497,7 +516,7 @@ class SegGPT(nnx.Module):
 
   def __call__(self, imgs: Array, tgts: Array, mask: Array, seg_type: Array, *,
                feature_ensemble: bool = False, query_only: bool = False, rng=None,
-               shared_query: bool = False) -> Array:
+               shared_query: bool = False, prompt_weights: Array | None = None) -> Array:
     """Predicts the target canvas.
 
     Args:
@@ -513,6 +532,10 @@ class SegGPT(nnx.Module):
         (image, mask, seg_type), as in k-prompt inference: its per-token work (qkv, proj,
         MLP, norms, decoder) is then done once instead of N times. Same result up to float
         rounding; wrong results if the promise does not hold. Inference only (rng=None).
+      prompt_weights: [N] 0/1 validity of the prompt slots: the feature ensemble averages
+        over the valid slots only, so a fixed number of slots (one compiled shape) serves a
+        growing prompt memory; invalid slots only need finite content and their own outputs
+        are meaningless. None: all N prompts are valid.
     Returns:
       [N, 2H, W, 3] (or [N, H, W, 3]) float32 prediction in normalised pixel space.
     """
@@ -520,14 +543,15 @@ class SegGPT(nnx.Module):
         self._ensemble_modes(imgs.shape[0], True)):
       if rng is not None:
         raise ValueError("shared_query is an inference path: drop path (rng) is not supported")
-      fp, fq = self._encode_shared(imgs, tgts, mask, seg_type, query_only=query_only)
+      fp, fq = self._encode_shared(imgs, tgts, mask, seg_type, query_only=query_only,
+                                   prompt_weights=prompt_weights)
       if query_only:
         return self._decode_shared(fp, fq)
       n = imgs.shape[0]
       return self.decode([jnp.concatenate([a, jnp.broadcast_to(b, (n,) + b.shape[1:])], axis=1)
                           for a, b in zip(fp, fq)])
     feats = self.encode(imgs, tgts, mask, seg_type, feature_ensemble=feature_ensemble, rng=rng,
-                        query_only=query_only)
+                        query_only=query_only, prompt_weights=prompt_weights)
     return self.decode(feats, query_only=query_only)
 
 

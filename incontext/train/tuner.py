@@ -36,6 +36,7 @@ from tqdm import tqdm
 from incontext import canvas, checkpoint, mesh as mesh_lib, prompts
 from incontext.data import ops, sources
 from incontext.data.selection import select_indices
+from incontext.errors import UserError
 from incontext.train import tune_steps
 
 
@@ -161,14 +162,14 @@ def restore_prompt(workdir: str, step: int | None = None) -> tuple[dict, int]:
   """({'image', 'target'} numpy, step) of a tuning checkpoint (the latest if step is None)."""
   ckdir = os.path.join(workdir, "checkpoints")
   if not os.path.isdir(ckdir):
-    raise ValueError(f"{workdir}: not a tuning workdir (no checkpoints/ directory)")
+    raise UserError(f"{workdir}: not a tuning workdir (no checkpoints/ directory)")
   with checkpoint_manager(workdir) as mngr:
     steps = mngr.all_steps()
     if not steps:
-      raise ValueError(f"{ckdir}: no checkpoints")
+      raise UserError(f"{ckdir}: no checkpoints")
     step = max(steps) if step is None else int(step)
     if step not in steps:
-      raise ValueError(f"{ckdir}: no checkpoint for step {step}; have {sorted(steps)}")
+      raise UserError(f"{ckdir}: no checkpoint for step {step}; have {sorted(steps)}")
     # Restore just the prompt leaves (no optimiser template needed).
     tree = mngr.restore(step, args=ocp.args.StandardRestore())
   p = tree["prompt"]
@@ -179,7 +180,7 @@ def restore_prompt(workdir: str, step: int | None = None) -> tuple[dict, int]:
 def read_tune_meta(workdir: str) -> dict:
   path = os.path.join(workdir, "tune_meta.json")
   if not os.path.isfile(path):
-    raise ValueError(f"{workdir}: not a tuning workdir (no tune_meta.json)")
+    raise UserError(f"{workdir}: not a tuning workdir (no tune_meta.json)")
   with open(path) as f:
     return json.load(f)
 
