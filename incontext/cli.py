@@ -9,7 +9,7 @@ import argparse
 import importlib
 import sys
 
-COMMANDS = ("convert", "export_hf", "segment", "export_prompt", "segment_video")
+COMMANDS = ("convert", "export_hf", "segment", "export_prompt", "segment_video", "label", "demo")
 
 
 class UserError(ValueError):
