@@ -265,6 +265,37 @@ def build_coco(items: Sequence[tuple[str, str]], masks_dir: str, categories: Seq
                          for k, n in enumerate(categories)]}
 
 
+def load_segmenter(directory: str, *, seg_type: str, dtype: str = "float32"):
+  """A Segmenter from a params directory, restored onto this process's first local device.
+
+  Single process: `Segmenter.from_checkpoint`. Under `jax.distributed` the params are
+  restored with an explicit local-device target (the default restore assumes the topology
+  the checkpoint was saved with), so every process holds its own replica.
+  """
+  import jax
+  from incontext import checkpoint, inference
+  if jax.process_count() == 1:
+    return inference.Segmenter.from_checkpoint(directory, seg_type=seg_type, dtype=dtype)
+  import orbax.checkpoint as ocp
+  from flax import nnx
+  from incontext.models import seggpt
+  meta = checkpoint.read_meta(directory)
+  cfg = checkpoint.config_from_dict(dict(meta["config"], dtype=dtype))
+  model = seggpt.abstract(cfg)
+  dev = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+  target = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=dev),
+                        nnx.to_pure_dict(nnx.state(model, nnx.Param)))
+  try:
+    with ocp.StandardCheckpointer() as ckptr:
+      restored = ckptr.restore(os.path.join(directory, "params"), target)
+  except Exception as e:
+    raise checkpoint.CheckpointError(f"{directory}: cannot restore params "
+                                     f"({type(e).__name__}: {e})") from None
+  graphdef, state = nnx.split(model)
+  nnx.replace_by_pure_dict(state, restored)
+  return inference.Segmenter(nnx.merge(graphdef, state), seg_type=seg_type, meta=meta)
+
+
 # -- the labeller ---------------------------------------------------------------------------
 @dataclasses.dataclass
 class Summary:

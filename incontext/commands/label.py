@@ -72,7 +72,6 @@ def run(args) -> int:
     jax.distributed.initialize(args.coordinator, num_processes=args.num_processes,
                                process_id=args.process_id)
   from incontext import labelling
-  from incontext.inference import Segmenter
 
   paths = labelling.list_images(args.images)
   stems = labelling.output_stems(paths)
@@ -81,7 +80,7 @@ def run(args) -> int:
     raise ValueError(f"--out {args.out}: exists and is not a directory")
   root = args.images if os.path.isdir(args.images) else None
   files = [os.path.relpath(p, root) if root else p for p in paths]
-  seg = Segmenter.from_checkpoint(args.checkpoint, seg_type=args.seg_type, dtype=args.dtype)
+  seg = labelling.load_segmenter(args.checkpoint, seg_type=args.seg_type, dtype=args.dtype)
   lp = seg.load_learned_prompt(args.learned_prompt) if args.learned_prompt else None
   names = [n.strip() for n in args.names.split(",")] if args.names else None
   lab = labelling.Labeller(seg, [tuple(p) for p in args.prompt], seg_type=args.seg_type,
