@@ -346,7 +346,8 @@ def build_app(seg, *, max_video_frames: int = MAX_VIDEO_FRAMES, examples: bool =
           seg_type = gr.Radio(["instance", "semantic"], value="instance", label="Seg type")
           run = gr.Button("Segment", variant="primary", elem_id="run")
           status = gr.Markdown(elem_id="status")
-          gallery = gr.Gallery(label="Overlays", format="png", elem_id="overlays", columns=2)
+          gallery = gr.Gallery(label="Overlays", format="png", elem_id="overlays", columns=2,
+                               object_fit="contain", height=320)
           labels = gr.File(label="Label PNGs (palette = painted colours)",
                            file_count="multiple", elem_id="labels")
       run.click(run_images, [ed1, mask1, ed2, mask2, queries, ensemble, seg_type],
@@ -380,7 +381,8 @@ def build_app(seg, *, max_video_frames: int = MAX_VIDEO_FRAMES, examples: bool =
           lrun = gr.Button("Segment", variant="primary")
         with gr.Column():
           lstatus = gr.Markdown()
-          lgal = gr.Gallery(label="Overlays", format="png", columns=2)
+          lgal = gr.Gallery(label="Overlays", format="png", columns=2, object_fit="contain",
+                            height=320)
           lfiles = gr.File(label="Label PNGs", file_count="multiple")
       lrun.click(run_learned, [lp_file, lq], [lgal, lfiles, lstatus])
   return app

@@ -1,4 +1,4 @@
-"""`incontext segment-video --checkpoint DIR (--frames DIR | --video MP4) --first-mask PNG --out DIR`.
+"""`incontext segment-video --checkpoint DIR (--frames DIR | --video MP4) --first-mask PNG --out D`.
 
 Propagates the first frame's mask through a video (spec 3.2; `incontext.video`): prompts are the
 first frame with its mask plus the last K frames with their predicted masks, combined by the
