@@ -95,6 +95,9 @@ def run(args) -> int:
       "dtype": args.dtype,
   }
   labelling.prepare_out(out, settings, writer=pid == 0)
+  if nproc > 1:      # process 0 removes stale temporaries before anyone writes
+    from jax.experimental import multihost_utils
+    multihost_utils.sync_global_devices("incontext label: output folder ready")
   my_paths = labelling.shard(paths, pid, nproc)
   my_stems = labelling.shard(stems, pid, nproc)
   t0 = time.perf_counter()
