@@ -11,6 +11,11 @@ Ours labels one image first for each prompt count (warm-up: compilation), transf
 with one prompt (eager: its first call only), then the timed images; the two sides alternate
 per prompt count, so machine load hits both alike.
 
+Measured (2026-12-02, L/16, 2-core CPU shared with other jobs, so absolute times are slow
+and noisy; `--images 2 --ks 1`): 1 prompt: transformers 421.9 s for 2 photos (0.0047 img/s),
+ours 110.3 s (0.018 img/s, 3.8x; one-image warm-up with compilation 83.8 s). The 4-prompt row
+did not finish in the time the shared machine allowed (transformers ~4 x 211 s per photo).
+
   python experiments/bench_label.py                      # L/16, 1 and 4 prompts, 4 images
   python experiments/bench_label.py --variant B/16 --depth 4 --images 8   # quick look
 """
