@@ -31,7 +31,7 @@ import warnings
 
 from incontext.errors import UserError
 
-COMMANDS = ("convert", "export_hf", "segment", "export_prompt", "segment_video")
+COMMANDS = ("convert", "export_hf", "segment", "export_prompt", "segment_video", "label", "demo")
 
 # OSErrors that are about a file the user named or about the user's disk, not bugs.
 _FILE_ERRORS = (FileNotFoundError, FileExistsError, PermissionError, IsADirectoryError,

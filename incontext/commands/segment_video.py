@@ -1,10 +1,12 @@
-"""`incontext segment-video --checkpoint DIR --frames DIR --first-mask PNG --out DIR [--memory K]`.
+"""`incontext segment-video --checkpoint DIR (--frames DIR | --video MP4) --first-mask PNG --out D`.
 
 Propagates the first frame's mask through a video (docs/design.md#video; `incontext.video`):
 prompts are the first frame with its mask plus the last K frames with their predicted masks,
 combined by the feature ensemble. Writes OUT/<frame name>.png (DAVIS format: palette PNG,
 index = object id, the first mask's ids kept; colours: the first mask's own palette, or its
-RGB colours, or white for a single grey 0/1 or 0/255 object) and OUT/overlay.gif. OUT is
+RGB colours, or white for a single grey 0/1 or 0/255 object) and OUT/overlay.gif; with
+--video IN.mp4 the frames are decoded as a stream (never all in memory), the masks are named
+00000.png, 00001.png, ... and the overlay is OUT/overlay.mp4 at the source frame rate. OUT is
 written to a temporary sibling and renamed into place, so a failed run leaves nothing behind.
 """
 import logging
@@ -19,7 +21,10 @@ def register(sub):
   p = sub.add_parser("segment-video", help="propagate a first-frame mask through a video "
                      "(DAVIS-format PNGs + overlay GIF)")
   p.add_argument("--checkpoint", required=True, help="incontext params directory")
-  p.add_argument("--frames", required=True, help="folder of frames (sorted by file name)")
+  src = p.add_mutually_exclusive_group(required=True)
+  src.add_argument("--frames", help="folder of frames (sorted by file name)")
+  src.add_argument("--video", help="a video file (MP4 or anything FFmpeg reads); needs the "
+                   "video extra (PyAV)")
   p.add_argument("--first-mask", required=True, help="mask of the first frame: DAVIS palette "
                  "PNG (index = object id), grey 0/255, or an RGB colour mask (one colour per "
                  "object)")
@@ -30,8 +35,9 @@ def register(sub):
   p.add_argument("--threshold", type=float, default=None, help="one object only: foreground "
                  "where the output's channel mean / 255 is >= this (default: nearest colour, "
                  "i.e. 0.5; lower it for a model whose uncertain pixels come out grey)")
-  p.add_argument("--no-gif", action="store_true", help="skip the overlay GIF")
-  p.add_argument("--fps", type=float, default=10.0, help="overlay GIF frame rate")
+  p.add_argument("--no-gif", action="store_true", help="skip the overlay GIF / MP4")
+  p.add_argument("--fps", type=float, default=10.0, help="overlay GIF frame rate (--frames; "
+                 "with --video the overlay MP4 keeps the source frame rate)")
   p.add_argument("--overwrite", action="store_true")
   p.set_defaults(func=run)
 
@@ -47,6 +53,8 @@ def run(args) -> int:
   out = os.path.abspath(args.out)
   if os.path.exists(out) and not args.overwrite:
     raise UserError(f"--out {args.out}: already exists (pass --overwrite)")
+  if args.video:
+    return _run_video(args, out)
   paths = video.list_frames(args.frames)
   first_ids = video.read_id_mask(args.first_mask)
   first = imageio.load_image(paths[0])
@@ -95,4 +103,55 @@ def run(args) -> int:
     raise
   print(f"wrote {len(paths)} DAVIS-format masks (objects {video.object_ids(first_ids)}, memory "
         f"{args.memory}) to {args.out}" + ("" if args.no_gif else ", overlay.gif"))
+  return 0
+
+
+def _run_video(args, out: str) -> int:
+  """--video: decode, propagate and encode frame by frame (one frame held at a time)."""
+  from tqdm import tqdm
+
+  from incontext import checkpoint, video, videoio
+  info = videoio.probe(args.video)
+  first_ids = video.read_id_mask(args.first_mask)
+  if (info.height, info.width) != first_ids.shape:
+    raise UserError(f"--first-mask {args.first_mask}: size {first_ids.shape[::-1]} (w, h) does "
+                     f"not match the video {args.video} ({info.width}, {info.height})")
+  ids = video.object_ids(first_ids)
+  if not ids:
+    raise UserError(f"--first-mask {args.first_mask}: no object (all background)")
+  if args.threshold is not None and len(ids) > 1:
+    raise UserError(f"--threshold needs a single-object --first-mask; {args.first_mask} has "
+                     f"objects {ids}")
+  model = checkpoint.load_model(args.checkpoint)
+  current = [None]
+
+  def frames():
+    for f in videoio.read_frames(args.video):
+      current[0] = f
+      yield f
+
+  os.makedirs(os.path.dirname(out) or ".", exist_ok=True)
+  tmp = tempfile.mkdtemp(prefix=".tmp_" + os.path.basename(out) + "_", dir=os.path.dirname(out))
+  n = 0
+  try:
+    writer = None if args.no_gif else videoio.VideoWriter(os.path.join(tmp, "overlay.mp4"),
+                                                          fps=info.fps)
+    stream = video.propagate(model, frames(), first_ids, memory=args.memory,
+                             seg_type=args.seg_type, threshold=args.threshold)
+    # propagate yields frame t's ids right after pulling frame t: `current` is that frame.
+    for n, m in enumerate(tqdm(stream, total=info.num_frames or None, desc="segment-video",
+                               unit="frame"), 1):
+      video.save_id_png(os.path.join(tmp, f"{n - 1:05d}.png"), m)
+      if writer is not None:
+        writer.write(video.overlay(current[0], m))
+    if writer is not None:
+      writer.close()
+    if os.path.exists(out):
+      shutil.rmtree(out)
+    os.replace(tmp, out)
+  except BaseException:
+    shutil.rmtree(tmp, ignore_errors=True)
+    raise
+  print(f"wrote {n} DAVIS-format masks (objects {ids}, memory {args.memory}) to {args.out}"
+        + ("" if args.no_gif else f", overlay.mp4 at {float(info.fps):.3g} fps"))
   return 0
