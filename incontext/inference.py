@@ -26,7 +26,6 @@ of anti-aliased edge values (the official demo targets) is used as-is, like the 
 code does, and comes back as 0/255.
 """
 import dataclasses
-import functools
 import math
 import os
 from typing import Iterable, Iterator, Sequence
@@ -37,7 +36,7 @@ import numpy as np
 from flax import nnx
 from PIL import Image
 
-from incontext import canvas, checkpoint
+from incontext import accel, canvas, checkpoint
 from incontext.imageio import InputError, load_image, load_mask  # noqa: F401 (re-exported)
 
 __all__ = ["InputError", "load_image", "load_mask", "encode_masks", "prepare_image",
@@ -352,9 +351,16 @@ def labels_from_prediction(pred_rgb: np.ndarray, palette: np.ndarray,
 
 
 # -- the forward ----------------------------------------------------------------------------
-@functools.partial(jax.jit, static_argnums=(0,), static_argnames=("feature_ensemble",))
 def _forward(graphdef, state, prompt_imgs, prompt_tgts, queries, seg_type, *,
              feature_ensemble):
+  """The jitted forward; off CPU the queries' buffer is donated (reused for the output)."""
+  fn = _forward_keep if jax.default_backend() == "cpu" else _forward_donate
+  return fn(graphdef, state, prompt_imgs, prompt_tgts, queries, seg_type,
+            feature_ensemble=feature_ensemble)
+
+
+def _forward_impl(graphdef, state, prompt_imgs, prompt_tgts, queries, seg_type, *,
+                  feature_ensemble):
   """[K,h,w,3] x2, [B,h,w,3] -> [B,h,w,3]: each query against all K prompts (vmap over B).
 
   Jitted once per (model structure, shapes); weights are an argument, so models of the
@@ -374,6 +380,11 @@ def _forward(graphdef, state, prompt_imgs, prompt_tgts, queries, seg_type, *,
     return out[0]                      # batch entry 0, like the official code
 
   return jax.vmap(one)(queries)
+
+
+_forward_keep = jax.jit(_forward_impl, static_argnums=(0,), static_argnames=("feature_ensemble",))
+_forward_donate = jax.jit(_forward_impl, static_argnums=(0,),
+                          static_argnames=("feature_ensemble",), donate_argnames=("queries",))
 
 
 def _seg_type_id(seg_type) -> int:
@@ -557,10 +568,10 @@ class Segmenter:
     return np.stack(pimgs), np.stack(ptgts), palette, label_ids, colour
 
   def segment_iter(self, prompts: Sequence, queries: Iterable, *, ensemble: str = "feature",
-                   learned_prompt=None, seg_type: str | None = None, batch_size: int = 4,
-                   progress: bool = False) -> Iterator[Result]:
+                   learned_prompt=None, seg_type: str | None = None,
+                   batch_size: int | None = None, progress: bool = False) -> Iterator[Result]:
     """Like `segment`, yielding one Result per query as batches finish."""
-    if batch_size < 1:
+    if batch_size is not None and batch_size < 1:
       raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     lp = learned_prompt
     if lp is not None and seg_type is not None and seg_type != lp.seg_type:
@@ -569,6 +580,8 @@ class Segmenter:
     st = seg_type or (lp.seg_type if lp is not None else self.seg_type)
     pi, pt, palette, label_ids, colour = self.encode_prompts(
         prompts, ensemble=ensemble, learned_prompt=lp)
+    if batch_size is None:
+      batch_size = accel.default_batch_size(self.cfg, len(pi))
     size = tuple(self.cfg.image_size)
     queries = list(queries)
     bar = None
@@ -592,8 +605,8 @@ class Segmenter:
         bar.close()
 
   def segment(self, prompts: Sequence, queries: Iterable, *, ensemble: str = "feature",
-              learned_prompt=None, seg_type: str | None = None, batch_size: int = 4,
-              progress: bool = False) -> list[Result]:
+              learned_prompt=None, seg_type: str | None = None,
+              batch_size: int | None = None, progress: bool = False) -> list[Result]:
     """Segments each query from the prompts.
 
     Args:
@@ -605,7 +618,9 @@ class Segmenter:
       learned_prompt: an `incontext.prompts` learned prompt (from `load_learned_prompt`),
         used alone or as one more prompt next to `prompts`.
       seg_type: 'instance' or 'semantic' (default: the Segmenter's, or the learned prompt's).
-      batch_size: queries per forward (the last batch is padded; one compile per shape).
+      batch_size: queries per forward (the last batch is padded; one compile per shape);
+        None: 4 on CPU, on an accelerator as many as half its memory holds
+        (`incontext.accel.default_batch_size`).
     The feature ensemble is on iff more than one prompt slot is used (official rule; with
     the model's ensemble='hf' a single prompt is then HF's feature_ensemble=False).
     Returns:

@@ -4,6 +4,11 @@ The lowering tests export for `cuda` and `tpu` on this CPU (no device needed): t
 inference forward and the sharded train step lower, and their attention has no loop.
 """
 import functools
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import jax
 import jax.numpy as jnp
@@ -250,3 +255,70 @@ def test_full_l16_lowers_and_cpu_compile_memory():
                   step.lower(*args).compile())
   fwd, args = _inference_fn(seggpt.get_config("L/16", attention="fused", dtype="bfloat16"), 8)
   _print_memory("L/16 bf16 inference forward, k=8", fwd.lower(*args).compile())
+
+
+@pytest.mark.slow
+def test_device_check_runs_end_to_end_on_cpu_tiny(tmp_path):
+  """experiments/device_check.py --tiny: every section runs and the JSON is complete."""
+  from experiments import device_check
+  out = tmp_path / "dc.json"
+  res = device_check.main(["--tiny", "--out", str(out), "--reps", "1", "--steps", "1",
+                           "--ks", "1,2", "--batches", "2"])
+  assert json.loads(out.read_text()) == json.loads(json.dumps(res))
+  rows = res["inference"]["rows"]
+  assert [(r["dtype"], r["k"]) for r in rows] == [("float32", 1), ("float32", 2),
+                                                  ("bfloat16", 1), ("bfloat16", 2)]
+  for r in rows:
+    assert "error" not in r and r["ours_s"] > 0 and r["transformers_s"] > 0, r
+  # Same random weights in both implementations: float32 parity as in test_model_parity.
+  assert rows[0]["max_abs_diff_vs_transformers"] < 1e-4
+  assert rows[-1]["ours_fused_max_abs_diff_vs_auto"] < 0.05      # bf16 rounding only
+  assert res["parity"]["float32_k1_device_vs_cpu_max_abs"] == 0.0   # CPU is the device here
+  assert [(r["remat"], r["batch"]) for r in res["train"]] == [(True, 2), (False, 2)]
+  for r in res["train"]:
+    assert "error" not in r and np.isfinite(r["loss"]) and r["memory_gib"]["temp"] > 0, r
+
+
+@pytest.mark.slow
+def test_bf16_quickstart_learns_like_float32(tmp_path):
+  """The quickstart (150 steps, as tests/test_procedural.py) in bf16 and float32: the bf16
+  run learns in-context matching too, its held-out mIoU within 5 points of float32 (bf16
+  rounds every step differently, so the runs drift apart like runs with different seeds)."""
+  root = Path(__file__).resolve().parents[1]
+  env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=1")
+  ev = {}
+  for dt in ("float32", "bfloat16"):
+    wd = tmp_path / dt
+    r = subprocess.run([sys.executable, "-m", "experiments.train",
+                        "--config", "experiments/configs/seggpt_train.py:quickstart",
+                        "--config.total_steps=150", "--config.optim.warmup_steps=20",
+                        f"--config.model.dtype={dt}", "--config.evals.every=0",
+                        "--config.ckpt.every=0", "--config.export_params=False",
+                        "--workdir", str(wd)],
+                       cwd=root, env=env, capture_output=True, text=True, timeout=1800)
+    assert r.returncode == 0, r.stderr[-3000:]
+    ev[dt] = [json.loads(line) for line in open(wd / "metrics.jsonl")][-1]
+  print({dt: round(e["eval/miou"], 1) for dt, e in ev.items()})
+  assert ev["bfloat16"]["eval/miou"] > 2 * ev["bfloat16"]["eval/baseline_copy_miou"], ev
+  assert abs(ev["bfloat16"]["eval/miou"] - ev["float32"]["eval/miou"]) < 5, ev
+
+
+def test_inference_batch_from_memory_budget_and_donation():
+  from incontext import accel, inference
+  l16 = seggpt.get_config("L/16", dtype="bfloat16")
+  assert accel.default_batch_size(l16, 8, backend="cpu") == accel.CPU_BATCH
+  h200 = 141 * 2 ** 30
+  b8 = accel.default_batch_size(l16, 8, backend="gpu", memory_bytes=h200)
+  b1 = accel.default_batch_size(l16, 1, backend="tpu", memory_bytes=h200)
+  # k=8: 16 entries x 16 heads x 1568^2 logits (f32 + bf16) ~ 3.8 GB a query: 70 GB -> 18.
+  assert 10 <= b8 <= 25 and b1 == accel.MAX_BATCH
+  assert accel.query_batch_size(l16, 8, 1) == 1
+  # The accelerator forward donates the queries' buffer (aliased to the same-shape output).
+  cfg = seggpt.get_config("test", image_size=(16, 16), patch=8)
+  gd, state = nnx.split(seggpt.SegGPT(cfg, rngs=nnx.Rngs(0)))
+  s = lambda *a: jax.ShapeDtypeStruct(a, jnp.float32)
+  args = (gd, state, s(2, 16, 16, 3), s(2, 16, 16, 3), s(3, 16, 16, 3), jnp.int32(1))
+  txt = inference._forward_donate.lower(*args, feature_ensemble=True).as_text()
+  assert "tf.aliasing_output" in txt or "jax.buffer_donor" in txt
+  assert "tf.aliasing_output" not in inference._forward_keep.lower(
+      *args, feature_ensemble=True).as_text()
