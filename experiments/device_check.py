@@ -22,12 +22,10 @@ import functools
 import json
 import os
 import statistics
-import sys
 import tempfile
 import time
 
 import jax
-import jax.numpy as jnp
 import ml_collections
 import numpy as np
 from flax import nnx
@@ -256,4 +254,3 @@ def main(argv=None):
 
 if __name__ == "__main__":
   main()
-  sys.exit(0)
