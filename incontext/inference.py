@@ -27,7 +27,6 @@ of anti-aliased edge values (the official demo targets) is used as-is, like the 
 code does, and comes back as 0/255.
 """
 import dataclasses
-import functools
 import json
 import logging
 import math
@@ -40,7 +39,7 @@ import numpy as np
 from flax import nnx
 from PIL import Image
 
-from incontext import canvas, checkpoint, imageio
+from incontext import accel, canvas, checkpoint, imageio
 from incontext.imageio import InputError, load_image, load_mask  # noqa: F401 (re-exported)
 
 __all__ = ["InputError", "load_image", "load_mask", "encode_masks", "prepare_image",
@@ -359,9 +358,16 @@ def labels_from_prediction(pred_rgb: np.ndarray, palette: np.ndarray,
 
 
 # -- the forward ----------------------------------------------------------------------------
-@functools.partial(jax.jit, static_argnums=(0,), static_argnames=("feature_ensemble",))
 def _forward(graphdef, state, prompt_imgs, prompt_tgts, queries, seg_type, *,
              feature_ensemble):
+  """The jitted forward; off CPU the queries' buffer is donated (reused for the output)."""
+  fn = _forward_keep if jax.default_backend() == "cpu" else _forward_donate
+  return fn(graphdef, state, prompt_imgs, prompt_tgts, queries, seg_type,
+            feature_ensemble=feature_ensemble)
+
+
+def _forward_impl(graphdef, state, prompt_imgs, prompt_tgts, queries, seg_type, *,
+                  feature_ensemble):
   """[K,h,w,3] x2, [B,h,w,3] -> [B,h,w,3]: each query against all K prompts (vmap over B).
 
   Jitted once per (model structure, shapes); weights are an argument, so models of the
@@ -389,6 +395,11 @@ def feature_ensemble_on(num_prompts: int) -> bool:
   one-shot for both ensemble variants, whereas HF's variant with the flag set would average
   at the merge layer even for one prompt)."""
   return int(num_prompts) > 1
+
+
+_forward_keep = jax.jit(_forward_impl, static_argnums=(0,), static_argnames=("feature_ensemble",))
+_forward_donate = jax.jit(_forward_impl, static_argnums=(0,),
+                          static_argnames=("feature_ensemble",), donate_argnames=("queries",))
 
 
 def _seg_type_id(seg_type) -> int:
@@ -683,10 +694,10 @@ class Segmenter:
     return np.stack(pimgs), np.stack(ptgts), palette, label_ids, colour
 
   def segment_iter(self, prompts: Sequence, queries: Iterable, *, ensemble: str = "feature",
-                   learned_prompt=None, seg_type: str | None = None, batch_size: int = 4,
-                   progress: bool = False) -> Iterator[Result]:
+                   learned_prompt=None, seg_type: str | None = None,
+                   batch_size: int | None = None, progress: bool = False) -> Iterator[Result]:
     """Like `segment`, yielding one Result per query as batches finish."""
-    if batch_size < 1:
+    if batch_size is not None and batch_size < 1:
       raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     lp = learned_prompt
     if lp is not None and seg_type is not None and seg_type != lp.seg_type:
@@ -697,6 +708,8 @@ class Segmenter:
     pi, pt, palette, label_ids, colour = self.encode_prompts(
         prompts, ensemble=ensemble, learned_prompt=lp)
     colours = imageio.label_palette(label_ids, palette[1:], _prompt_file_palette(prompts))
+    if batch_size is None:
+      batch_size = accel.default_batch_size(self.cfg, len(pi))
     size = tuple(self.cfg.image_size)
     queries = _as_query_list(queries)
     self._warn_trained_on()
@@ -730,8 +743,8 @@ class Segmenter:
         bar.close()
 
   def segment(self, prompts: Sequence, queries: Iterable, *, ensemble: str = "feature",
-              learned_prompt=None, seg_type: str | None = None, batch_size: int = 4,
-              progress: bool = False) -> list[Result]:
+              learned_prompt=None, seg_type: str | None = None,
+              batch_size: int | None = None, progress: bool = False) -> list[Result]:
     """Segments each query from the prompts.
 
     Args:
@@ -746,7 +759,8 @@ class Segmenter:
         used alone or as one more prompt next to `prompts`.
       seg_type: 'instance' or 'semantic' (default: the Segmenter's, or the learned prompt's).
       batch_size: queries per forward (the last batch holds the remainder, not padded:
-        one compile per batch shape).
+        one compile per batch shape); None: 4 on CPU, on an accelerator as many as half its
+        memory holds (`incontext.accel.default_batch_size`).
     The feature ensemble is on iff more than one prompt slot is used (official rule; with
     the model's ensemble='hf' a single prompt is then HF's feature_ensemble=False).
     Returns:

@@ -328,10 +328,12 @@ class Labeller:
     rep = mesh_lib.replicated(self.mesh)
     self._batch = mesh_lib.batch_sharding(self.mesh)
     from flax import nnx
+
+    from incontext import inference
     self._graphdef, state = nnx.split(segmenter.model)
     self._state = jax.device_put(state, rep)
     self._pi, self._pt = jax.device_put(pi, rep), jax.device_put(pt, rep)
-    self._fe = len(pi) > 1
+    self._fe = inference.feature_ensemble_on(len(pi))
 
   def _forward(self, qs: np.ndarray):
     import jax

@@ -22,6 +22,9 @@ from incontext.models import posemb
 
 Array = jax.Array
 
+ATTENTION = ("auto", "chunked", "fused", "cudnn")
+_HALF = (jnp.dtype(jnp.bfloat16), jnp.dtype(jnp.float16))
+
 
 @dataclasses.dataclass(frozen=True)
 class SegGPTConfig:
@@ -40,6 +43,12 @@ class SegGPTConfig:
   ensemble: str = "official"       # feature-ensemble variant: "official" or "hf"
   dtype: str = "float32"           # compute dtype; params stay float32
   remat: bool = False              # rematerialise each block in the backward pass
+  # Attention implementation: "auto" (by backend: "chunked" on CPU, "cudnn" on GPU for
+  # bf16/f16 shapes cuDNN supports, else "fused"), "chunked" (L2-sized query chunks in a
+  # loop; fastest on CPU), "fused" (one batched XLA attention over all entries and
+  # queries), "cudnn" (cuDNN flash attention with the relative bias; GPU, bf16/f16 only).
+  # Same outputs up to float rounding; a runtime choice that does not change the weights.
+  attention: str = "auto"
   eps: float = 1e-6
 
   @property
@@ -66,6 +75,10 @@ class SegGPTConfig:
                        f"{self.merge_index} out of range for depth {self.depth}")
     if self.ensemble not in ("official", "hf"):
       raise ValueError(f"ensemble must be 'official' or 'hf', got {self.ensemble!r}")
+    if self.attention not in ATTENTION:
+      raise ValueError(f"attention must be one of {ATTENTION}, got {self.attention!r}")
+    if self.attention == "cudnn" and jnp.dtype(self.dtype) not in _HALF:
+      raise ValueError(f"attention 'cudnn' needs dtype bfloat16 or float16, got {self.dtype!r}")
     return self
 
 
@@ -143,26 +156,32 @@ def _chunk_rows(num_q: int, num_k: int, num_heads: int) -> tuple[int, int]:
   return -(-num_q // n), n
 
 
-def _attend(q: Array, k: Array, v: Array, rel_h: Array, rel_w: Array) -> Array:
-  """Softmax attention with the decomposed relative bias, in L2-sized query chunks.
+def _logits_probs(q, k, rel_h, rel_w, gh, gw):
+  """Softmax over keys of q.k + rel_h + rel_w, logits and softmax in float32.
 
-  q: [B, nh, Lq, c] (already scaled); k, v: [B, nh, L, c]; rel_h: [B, nh, Lq, gh];
-  rel_w: [B, nh, Lq, gw] with L = gh * gw. Returns [B, nh, Lq, c].
+  q: [..., r, c] (scaled); k: [..., L, c]; rel_h: [..., r, gh]; rel_w: [..., r, gw]
+  -> probs [..., r, L] in q's dtype. The bias is broadcast onto the [gh, gw] key grid, never
+  materialised as an [r, L] array of its own (XLA fuses the add into the softmax).
+  """
+  lg = jnp.einsum("...qc,...kc->...qk", q, k, preferred_element_type=jnp.float32)
+  lg = lg.reshape(*lg.shape[:-1], gh, gw)
+  lg = lg + rel_h[..., :, None].astype(jnp.float32) + rel_w[..., None, :].astype(jnp.float32)
+  probs = jax.nn.softmax(lg.reshape(*lg.shape[:-2], gh * gw), axis=-1)   # float32 softmax
+  return probs.astype(q.dtype)
+
+
+def _attend_chunked(q: Array, k: Array, v: Array, rel_h: Array, rel_w: Array) -> Array:
+  """The attention in L2-sized query chunks, one batch entry at a time (`lax.map` loops).
 
   The [Lq, L] logits are never materialised whole: XLA:CPU writes each chunk's logits,
   bias, softmax and P.V while they are cache resident (about 5x faster than the plain
-  [B, nh, L, L] formulation at L/16 sizes, same arithmetic per element).
+  [B, nh, L, L] formulation at L/16 sizes on CPU, same arithmetic per element).
   """
   b, nh, lq, c = q.shape
   gh, gw = rel_h.shape[-1], rel_w.shape[-1]
-  dt = q.dtype
 
   def one(qc, kc, vc, rhc, rwc):          # [nh, r, c], [nh, L, c], ..., [nh, r, gh], [nh, r, gw]
-    r = qc.shape[1]
-    lg = jnp.einsum("nqc,nkc->nqk", qc, kc).reshape(nh, r, gh, gw)
-    lg = (lg + rhc[..., :, None] + rwc[..., None, :]).reshape(nh, r, gh * gw)
-    probs = jax.nn.softmax(lg.astype(jnp.float32), axis=-1).astype(dt)   # f32 softmax, as HF
-    return jnp.einsum("nqk,nkc->nqc", probs, vc)
+    return jnp.einsum("nqk,nkc->nqc", _logits_probs(qc, kc, rhc, rwc, gh, gw), vc)
 
   rows, n = _chunk_rows(lq, gh * gw, nh)
   if n == 1:
@@ -182,12 +201,74 @@ def _attend(q: Array, k: Array, v: Array, rel_h: Array, rel_w: Array) -> Array:
   return out[:, :, :lq] if pad else out
 
 
+def _attend_fused(q: Array, k: Array, v: Array, rel_h: Array, rel_w: Array) -> Array:
+  """One batched attention over all entries, heads and queries (no loop): for GPU/TPU."""
+  gh, gw = rel_h.shape[-1], rel_w.shape[-1]
+  return jnp.einsum("bnqk,bnkc->bnqc", _logits_probs(q, k, rel_h, rel_w, gh, gw), v)
+
+
+def _attend_cudnn(q: Array, k: Array, v: Array, rel_h: Array, rel_w: Array) -> Array:
+  """cuDNN flash attention (`jax.nn.dot_product_attention`) with the relative bias.
+
+  cuDNN takes an additive bias as a [B, nh, Lq, L] array, so the decomposed terms are
+  summed into one (in the compute dtype); softmax is float32 inside cuDNN.
+  """
+  b, nh, lq, c = q.shape
+  gh, gw = rel_h.shape[-1], rel_w.shape[-1]
+  bias = (rel_h[..., :, None] + rel_w[..., None, :]).reshape(b, nh, lq, gh * gw)
+  t = lambda a: a.transpose(0, 2, 1, 3)                            # [B, nh, T, c] <-> BTNH
+  out = jax.nn.dot_product_attention(t(q), t(k), t(v), bias=bias.astype(q.dtype), scale=1.0,
+                                     implementation="cudnn")
+  return t(out)
+
+
+def _cudnn_usable(dtype, lq: int, num_k: int, head_dim: int) -> bool:
+  """Whether "auto" may use cuDNN here: half-precision, supported head dim and lengths."""
+  if jnp.dtype(dtype) not in _HALF or head_dim % 8 or head_dim > 128 or lq % 2 or num_k % 2:
+    return False
+  try:
+    from jax._src.cudnn import fused_attention_stablehlo as fa
+    fa.check_cudnn_version()
+  except Exception:   # noqa: BLE001 -- no cuDNN (or no jax CUDA plugin): use XLA
+    return False
+  return True
+
+
+def attention_impl(setting: str, dtype, lq: int, num_k: int, head_dim: int,
+                   backend: str | None = None) -> str:
+  """The implementation `setting` ("auto" or explicit) runs on `backend` (default: JAX's)."""
+  if setting != "auto":
+    return setting
+  backend = backend or jax.default_backend()
+  if backend == "cpu":
+    return "chunked"
+  if backend in ("gpu", "cuda") and _cudnn_usable(dtype, lq, num_k, head_dim):
+    return "cudnn"
+  return "fused"
+
+
+_ATTEND = {"chunked": _attend_chunked, "fused": _attend_fused, "cudnn": _attend_cudnn}
+
+
+def _attend(q: Array, k: Array, v: Array, rel_h: Array, rel_w: Array,
+            impl: str = "auto") -> Array:
+  """Softmax attention with the decomposed relative bias.
+
+  q: [B, nh, Lq, c] (already scaled); k, v: [B, nh, L, c]; rel_h: [B, nh, Lq, gh];
+  rel_w: [B, nh, Lq, gw] with L = gh * gw. Returns [B, nh, Lq, c]. impl: an ATTENTION
+  setting; every implementation computes the same function.
+  """
+  name = attention_impl(impl, q.dtype, q.shape[2], k.shape[2], q.shape[3])
+  return _ATTEND[name](q, k, v, rel_h, rel_w)
+
+
 class Attention(nnx.Module):
   """Global MHSA with decomposed relative positions (MViTv2/ViTDet; docs/design.md#attention)."""
 
   def __init__(self, cfg: SegGPTConfig, *, rngs: nnx.Rngs):
     d, dt = cfg.width, jnp.dtype(cfg.dtype)
     self.num_heads = cfg.num_heads
+    self.attention = cfg.attention
     self.qkv = nnx.Linear(d, 3 * d, kernel_init=_dense_init(), dtype=dt, rngs=rngs)
     self.proj = nnx.Linear(d, d, kernel_init=_dense_init(), dtype=dt, rngs=rngs)
     hd = d // cfg.num_heads
@@ -220,7 +301,8 @@ class Attention(nnx.Module):
     qg = q.reshape(b, nh, gq, gw, hd)
     rel_h = jnp.einsum("bnijc,ikc->bnijk", qg, rh).reshape(b, nh, gq * gw, gh)
     rel_w = jnp.einsum("bnijc,jlc->bnijl", qg, rw).reshape(b, nh, gq * gw, gw)
-    out = _attend(q * jnp.asarray(hd ** -0.5, dt), k, v, rel_h, rel_w)   # [B, nh, Lq, hd]
+    out = _attend(q * jnp.asarray(hd ** -0.5, dt), k, v, rel_h, rel_w,   # [B, nh, Lq, hd]
+                  self.attention)
     return out.transpose(0, 2, 1, 3).reshape(b, gq, gw, d)
 
 
