@@ -176,6 +176,18 @@ def _find(shot: np.ndarray, colour, tol=40):
   return ys.min(), ys.max(), xs.min(), xs.max()
 
 
+def _wait_shown(locator, colour, timeout=120.0):
+  """Waits until `colour` shows in the element's screenshot (an upload is drawn once the
+  browser has the file; on a loaded machine that takes seconds)."""
+  end = time.monotonic() + timeout
+  while True:
+    shot = np.asarray(Image.open(io.BytesIO(locator.screenshot())))
+    if (np.abs(shot[..., :3].astype(int) - colour).sum(-1) < 40).any():
+      return
+    assert time.monotonic() < end, f"colour {colour} never shown in the element"
+    time.sleep(0.5)
+
+
 def _status(page, previous=""):
   """The status line once it is set (and differs from `previous`)."""
   sel = "#status [data-testid=markdown]"
@@ -207,7 +219,8 @@ def test_browser_paint_and_segment(tmp_path):
       page.locator("#queries input[type=file]").first.set_input_files(str(tmp_path / "query.png"))
       page.wait_for_selector("#prompt1 canvas")
       page.wait_for_function("document.querySelector('#queries').innerText.includes('.png')")
-      time.sleep(2)
+      _wait_shown(page.locator("#prompt1"), blue)   # the upload has reached the editor
+      time.sleep(1)
       page.click("#run")
       status = _status(page)
       assert "prompt 1: no mask painted" in status, status
