@@ -5,21 +5,22 @@ Layout of a params directory DIR (what `incontext convert` and the trainer's exp
                         "source": {...}, "weights_hash": "<sha256 of the params>"}
   DIR/params/          Orbax StandardCheckpointer tree of the NNX Param state
 
-Writes go to a temporary sibling first and are renamed into place, so a failed run leaves
-no half-written directory.
+Writes are staged inside DIR and moved into place at the end (incontext.outputs), so a failed
+run leaves no half-written directory; overwriting replaces only what an earlier save wrote.
+Loading checks the weights against `weights_hash` and that they are finite (`verify=False` skips
+it), hashing one array at a time.
 """
 import dataclasses
 import hashlib
 import json
 import os
-import shutil
-import tempfile
 
 import jax
 import numpy as np
 import orbax.checkpoint as ocp
 from flax import nnx
 
+from incontext import outputs
 from incontext.models import seggpt
 
 KIND = "incontext-seggpt-params"
@@ -44,8 +45,12 @@ def config_from_dict(d: dict) -> seggpt.SegGPTConfig:
   return seggpt.SegGPTConfig(**kw).validate()
 
 
-def params_hash(model_or_state) -> str:
-  """sha256 over the params (names, shapes and float32 bytes), independent of storage."""
+def params_hash(model_or_state, *, nonfinite: list | None = None) -> str:
+  """sha256 over the params (names, shapes and float32 bytes), independent of storage.
+
+  Streams: one array at a time is brought to the host. `nonfinite`, if given, collects the
+  names of arrays holding NaN or inf.
+  """
   state = model_or_state
   if isinstance(state, nnx.Module):
     state = nnx.state(state, nnx.Param)
@@ -56,7 +61,18 @@ def params_hash(model_or_state) -> str:
     h.update(str(path).encode())
     h.update(str(arr.shape).encode())
     h.update(arr.tobytes())
+    if nonfinite is not None and not np.isfinite(arr).all():
+      nonfinite.append("/".join(str(p) for p in path))
   return h.hexdigest()
+
+
+def _owned_params_dir(directory: str) -> list[str]:
+  """Entries of a params directory saved before output manifests existed."""
+  try:
+    read_meta(directory)
+  except CheckpointError:
+    return []
+  return [META, "params"]
 
 
 def _pure(model: nnx.Module) -> dict:
@@ -64,29 +80,21 @@ def _pure(model: nnx.Module) -> dict:
 
 
 def save_model(directory: str, model: seggpt.SegGPT, *, source: dict | None = None,
-               overwrite: bool = False) -> dict:
-  """Writes a params directory atomically; returns its metadata."""
+               overwrite: bool = False, hint: str = "overwrite") -> dict:
+  """Writes a params directory atomically; returns its metadata.
+
+  An existing non-empty `directory` needs `overwrite` (`hint` says how the user sets it).
+  """
   directory = os.path.abspath(directory)
-  if os.path.exists(directory):
-    if not overwrite:
-      raise CheckpointError(f"{directory}: already exists (pass overwrite)")
-  parent = os.path.dirname(directory)
-  os.makedirs(parent, exist_ok=True)
-  tmp = tempfile.mkdtemp(prefix=".tmp_" + os.path.basename(directory) + "_", dir=parent)
-  try:
+  with outputs.OutputDir(directory, command="params", overwrite=overwrite, hint=hint,
+                         names=(META, "params"), owned=_owned_params_dir) as out:
     meta = {"kind": KIND, "config": config_to_dict(model.cfg), "source": source or {},
             "weights_hash": params_hash(model)}
     with ocp.StandardCheckpointer() as ckptr:
-      ckptr.save(os.path.join(tmp, "params"), _pure(model))
+      ckptr.save(out.path("params"), _pure(model))
       ckptr.wait_until_finished()
-    with open(os.path.join(tmp, META), "w") as f:
+    with open(out.path(META), "w") as f:
       json.dump(meta, f, indent=2)
-    if os.path.exists(directory):
-      shutil.rmtree(directory)
-    os.replace(tmp, directory)
-  except BaseException:
-    shutil.rmtree(tmp, ignore_errors=True)
-    raise
   return meta
 
 
@@ -108,11 +116,13 @@ def read_meta(directory: str) -> dict:
 
 
 def load_model(directory: str, *, expect_variant: seggpt.SegGPTConfig | None = None,
-               **config_overrides) -> seggpt.SegGPT:
+               verify: bool = True, **config_overrides) -> seggpt.SegGPT:
   """Loads a params directory into a new SegGPT.
 
   `config_overrides` change runtime-only fields (dtype, ensemble, remat, drop_path);
-  `expect_variant` raises if the stored architecture differs from it.
+  `expect_variant` raises if the stored architecture differs from it; `verify` checks the
+  weights against the stored sha256 and that they are finite (CheckpointError naming the
+  directory otherwise).
   """
   meta = read_meta(directory)
   cfg_dict = dict(meta["config"])
@@ -134,7 +144,24 @@ def load_model(directory: str, *, expect_variant: seggpt.SegGPTConfig | None = N
   except Exception as e:
     raise CheckpointError(f"{directory}: cannot restore params ({type(e).__name__}: {e})") from None
   model = nnx.merge(*_graph_and_state(cfg, restored))
+  if verify:
+    verify_model(directory, model, meta)
   return model
+
+
+def verify_model(directory: str, model: seggpt.SegGPT, meta: dict) -> None:
+  """Raises CheckpointError if `model`'s weights are not finite or do not match the sha256
+  recorded in `meta` (params directories without a recorded hash get the finiteness check)."""
+  bad: list[str] = []
+  digest = params_hash(model, nonfinite=bad)
+  want = meta.get("weights_hash")
+  if want and digest != want:
+    raise CheckpointError(
+        f"{directory}: weights do not match their recorded sha256 ({digest[:12]}... vs "
+        f"{want[:12]}...): the params files are corrupt or were changed"
+        + (f"; non-finite values in {len(bad)} arrays, e.g. {bad[0]}" if bad else ""))
+  if bad:
+    raise CheckpointError(f"{directory}: non-finite weights in {len(bad)} arrays, e.g. {bad[0]}")
 
 
 def _graph_and_state(cfg, pure):

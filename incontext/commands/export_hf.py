@@ -1,12 +1,10 @@
 """`incontext export-hf --checkpoint DIR --out DIR`: params dir -> transformers layout."""
 import json
 import os
-import shutil
-import tempfile
 
 import numpy as np
 
-from incontext import checkpoint
+from incontext import checkpoint, outputs
 from incontext.models import convert
 
 
@@ -15,34 +13,29 @@ def register(sub):
                      "SegGptForImageSegmentation (config.json + model.safetensors)")
   p.add_argument("--checkpoint", required=True, help="incontext params directory")
   p.add_argument("--out", required=True, help="output directory (from_pretrained-able)")
-  p.add_argument("--overwrite", action="store_true")
+  p.add_argument("--overwrite", action="store_true", help="replace the outputs of an earlier "
+                 "export in --out (files it did not write are kept)")
   p.set_defaults(func=run)
 
 
-def export_hf(checkpoint_dir: str, out: str, *, overwrite: bool = False) -> None:
+def export_hf(checkpoint_dir: str, out: str, *, overwrite: bool = False,
+              hint: str = "overwrite") -> None:
+  """Writes `out` (config.json + model.safetensors); outputs are staged inside `out`
+  (incontext.outputs), overwrite replaces only what an earlier export wrote there."""
   from safetensors.numpy import save_file
-  out = os.path.abspath(out)
-  if os.path.exists(out) and not overwrite:
-    raise checkpoint.CheckpointError(f"{out}: already exists (pass --overwrite)")
+  outdir = outputs.OutputDir(out, command="export-hf", overwrite=overwrite, hint=hint,
+                             names=("model.safetensors", "config.json"))
   model = checkpoint.load_model(checkpoint_dir)
   sd = convert.official_to_hf(convert.model_to_official(model))
-  parent = os.path.dirname(out)
-  os.makedirs(parent, exist_ok=True)
-  tmp = tempfile.mkdtemp(prefix=".tmp_export_", dir=parent)
-  try:
+  with outdir:
+    tmp = outdir.staging
     save_file({k: np.ascontiguousarray(v, np.float32) for k, v in sd.items()},
               os.path.join(tmp, "model.safetensors"), metadata={"format": "pt"})
     with open(os.path.join(tmp, "config.json"), "w") as f:
       json.dump(convert.hf_config_dict(model.cfg), f, indent=2)
-    if os.path.exists(out):
-      shutil.rmtree(out)
-    os.replace(tmp, out)
-  except BaseException:
-    shutil.rmtree(tmp, ignore_errors=True)
-    raise
 
 
 def run(args) -> int:
-  export_hf(args.checkpoint, args.out, overwrite=args.overwrite)
+  export_hf(args.checkpoint, args.out, overwrite=args.overwrite, hint="--overwrite")
   print(f"wrote {args.out} (config.json, model.safetensors)")
   return 0

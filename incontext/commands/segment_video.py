@@ -3,12 +3,11 @@
 Propagates the first frame's mask through a video (spec 3.2; `incontext.video`): prompts are the
 first frame with its mask plus the last K frames with their predicted masks, combined by the
 feature ensemble. Writes OUT/<frame name>.png (DAVIS format: palette PNG, index = object id,
-the first mask's ids kept) and OUT/overlay.gif. OUT is written to a temporary sibling and renamed
-into place, so a failed run leaves nothing behind.
+the first mask's ids kept) and OUT/overlay.gif. Outputs are staged inside OUT and moved into
+place at the end (incontext.outputs), so a failed run leaves nothing behind; --overwrite replaces
+only what an earlier `segment-video` run wrote in OUT.
 """
 import os
-import shutil
-import tempfile
 
 
 def register(sub):
@@ -28,22 +27,26 @@ def register(sub):
                  "i.e. 0.5; lower it for a model whose uncertain pixels come out grey)")
   p.add_argument("--no-gif", action="store_true", help="skip the overlay GIF")
   p.add_argument("--fps", type=float, default=10.0, help="overlay GIF frame rate")
-  p.add_argument("--overwrite", action="store_true")
+  p.add_argument("--overwrite", action="store_true", help="replace the outputs of an earlier "
+                 "run in --out (files it did not write are kept)")
+  p.add_argument("--no-verify", action="store_true", help="skip the weights checksum check "
+                 "on load (faster for large models)")
   p.set_defaults(func=run)
 
 
 def run(args) -> int:
   from tqdm import tqdm
 
-  from incontext import checkpoint, imageio, video
+  from incontext import checkpoint, imageio, outputs, video
   if args.memory < 0:
     raise ValueError(f"--memory {args.memory}: must be >= 0")
   if args.threshold is not None and not 0 < args.threshold < 1:
     raise ValueError(f"--threshold {args.threshold}: must be in (0, 1)")
-  out = os.path.abspath(args.out)
-  if os.path.exists(out) and not args.overwrite:
-    raise ValueError(f"--out {args.out}: already exists (pass --overwrite)")
   paths = video.list_frames(args.frames)
+  names = [os.path.splitext(os.path.basename(p))[0] + ".png" for p in paths]
+  outdir = outputs.OutputDir(args.out, command="segment-video", overwrite=args.overwrite,
+                             names=names + ([] if args.no_gif else ["overlay.gif"]),
+                             hint="--overwrite")
   first_ids = video.read_id_mask(args.first_mask)
   first = imageio.load_image(paths[0])
   if first.shape[:2] != first_ids.shape:
@@ -54,7 +57,7 @@ def run(args) -> int:
   if args.threshold is not None and len(video.object_ids(first_ids)) > 1:
     raise ValueError(f"--threshold needs a single-object --first-mask; {args.first_mask} has "
                      f"objects {video.object_ids(first_ids)}")
-  model = checkpoint.load_model(args.checkpoint)
+  model = checkpoint.load_model(args.checkpoint, verify=not args.no_verify)
 
   def frames():
     yield first
@@ -65,9 +68,8 @@ def run(args) -> int:
                          f"{first.shape[1::-1]}")
       yield f
 
-  os.makedirs(os.path.dirname(out) or ".", exist_ok=True)
-  tmp = tempfile.mkdtemp(prefix=".tmp_" + os.path.basename(out) + "_", dir=os.path.dirname(out))
-  try:
+  with outdir:
+    tmp = outdir.staging
     gif = []
     stream = video.propagate(model, frames(), first_ids, memory=args.memory,
                              seg_type=args.seg_type, threshold=args.threshold)
@@ -79,12 +81,6 @@ def run(args) -> int:
         gif.append(video.overlay(imageio.load_image(p), ids))
     if gif:
       video.save_gif(os.path.join(tmp, "overlay.gif"), gif, fps=args.fps)
-    if os.path.exists(out):
-      shutil.rmtree(out)
-    os.replace(tmp, out)
-  except BaseException:
-    shutil.rmtree(tmp, ignore_errors=True)
-    raise
   print(f"wrote {len(paths)} DAVIS-format masks (objects {video.object_ids(first_ids)}, memory "
         f"{args.memory}) to {args.out}" + ("" if args.no_gif else ", overlay.gif"))
   return 0
