@@ -142,7 +142,9 @@ def load_model(directory: str, *, expect_variant: seggpt.SegGPTConfig | None = N
     with ocp.StandardCheckpointer() as ckptr:
       restored = ckptr.restore(os.path.join(directory, "params"), target)
   except Exception as e:
-    raise CheckpointError(f"{directory}: cannot restore params ({type(e).__name__}: {e})") from None
+    first = (str(e).strip().splitlines() or [""])[0][:300]     # tensorstore errors span pages
+    raise CheckpointError(f"{directory}: cannot restore params, the files are corrupt or "
+                          f"incomplete ({type(e).__name__}: {first})") from None
   model = nnx.merge(*_graph_and_state(cfg, restored))
   if verify:
     verify_model(directory, model, meta)

@@ -101,8 +101,10 @@ class MetricsLog:
       return []
     with open(self.path, "rb") as f:
       lines = f.read().split(b"\n")
-    rows, dropped = [], []
+    rows, dropped, ends = [], [], []
+    pos = 0
     for i, line in enumerate(lines, 1):
+      pos += len(line) + 1
       if not line.strip():
         continue
       try:
@@ -113,14 +115,23 @@ class MetricsLog:
         dropped.append(i)
         continue
       rows.append(row)
+      ends.append((i, pos))
     if dropped:
       last = dropped == [len(lines) - (lines[-1] == b"")]
       log.warning("%s: dropped %s line%s %s (%s)", self.path,
                   "the partial last" if last else "corrupt", "" if len(dropped) == 1 else "s",
                   dropped, "a crash or full disk while appending" if last else "unreadable JSON")
-    kept = [r for r in rows if r["step"] <= upto]
+    keep = [r["step"] <= upto for r in rows]
+    kept = [r for r, k in zip(rows, keep) if k]
     if is_main() and (dropped or len(kept) != len(rows)):
-      outputs.write_bytes(self.path, "".join(json.dumps(r) + "\n" for r in kept).encode())
+      n = keep.index(False) if False in keep else len(rows)
+      prefix = all(keep[:n]) and not any(keep[n:]) and all(
+          d > (ends[n - 1][0] if n else 0) for d in dropped)
+      if prefix:     # only trailing lines go: cut the file in place (works on a full disk)
+        with open(self.path, "r+b") as f:
+          f.truncate(ends[n - 1][1] if n else 0)
+      else:
+        outputs.write_bytes(self.path, "".join(json.dumps(r) + "\n" for r in kept).encode())
     return kept
 
   def append(self, row: dict) -> None:
