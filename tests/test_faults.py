@@ -475,46 +475,55 @@ def test_huge_mask_is_rejected_from_its_header(tmp_path):
 
 
 # -- trainer: SIGKILL at random moments, bit-identical resume -------------------------------------
+TOTAL = 5
+
+
+def _train_config(total=TOTAL):
+  from experiments.configs import seggpt_train
+  c = seggpt_train.get_config("quickstart,runlocal")
+  c.total_steps = total
+  c.model.drop_path = 0.1            # exercises the per-step RNG
+  c.evals.every = 0
+  c.evals.at_end = False
+  c.ckpt.every = 1
+  c.ckpt.keep = 2
+  c.mesh = [("data", -1)]
+  c.sharding_rules = "replicate"
+  return c
+
+
+# Every run is a separate process running exactly the configuration above on one CPU device
+# (compiles much faster than the 8 fake devices of the test process).
 _TRAIN = r"""
-import os, sys
+import sys
 sys.path.insert(0, {root!r})
-from experiments.configs import seggpt_train
+sys.path.insert(0, {tests!r})
+import test_faults
 from incontext.train import trainer
-c = seggpt_train.get_config("quickstart,runlocal")
-c.total_steps = {total}
-c.model.drop_path = 0.1
-c.evals.every = 0
-c.evals.at_end = False
-c.ckpt.every = 1
-c.ckpt.keep = 2
-c.ckpt["async"] = {async_}
-c.mesh = [("data", -1)]
-c.sharding_rules = "replicate"
-trainer.run(c, sys.argv[1])
+trainer.run(test_faults._train_config(), sys.argv[1])
 print("DONE", flush=True)
 """
 
 
-def _train_cmd(total, async_=True):
-  return [sys.executable, "-c", _TRAIN.format(root=ROOT, total=total, async_=async_)]
+def _train_cmd():
+  return [sys.executable, "-c", _TRAIN.format(root=ROOT, tests=os.path.join(ROOT, "tests"))]
 
 
 def _env():
-  env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=2",
-             TF_CPP_MIN_LOG_LEVEL="3", JAX_PLATFORMS="cpu")
-  return env
+  return dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=1",
+              TF_CPP_MIN_LOG_LEVEL="3", JAX_PLATFORMS="cpu")
 
 
-def _run_train(workdir, total, timeout=300):
-  r = subprocess.run(_train_cmd(total) + [str(workdir)], env=_env(), capture_output=True,
-                     text=True, timeout=timeout, cwd=ROOT)
+def _run_train(workdir, timeout=900):
+  r = subprocess.run(_train_cmd() + [str(workdir)], env=_env(), capture_output=True, text=True,
+                     timeout=timeout, cwd=ROOT)
   assert r.returncode == 0 and "DONE" in r.stdout, r.stderr[-3000:]
 
 
-def _kill_at(workdir, total, rng, timeout=300):
+def _kill_at(workdir, total, rng, timeout=600):
   """Starts a run and SIGKILLs it at a seeded moment: after a seeded number of checkpoint
   folders has appeared, plus a seeded fraction of the time one step takes."""
-  p = subprocess.Popen(_train_cmd(total) + [str(workdir)], env=_env(), cwd=ROOT,
+  p = subprocess.Popen(_train_cmd() + [str(workdir)], env=_env(), cwd=ROOT,
                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
   ck = os.path.join(workdir, "checkpoints")
   after = int(rng.integers(1, total - 1))
@@ -545,17 +554,25 @@ def _result(workdir):
   return {r["step"]: r["train/loss"] for r in rows}, meta["weights_hash"]
 
 
-def _kill_resume_cases(tmp_path, kills, seed, total):
-  straight = tmp_path / "straight"
-  _run_train(straight, total)
-  want_loss, want_hash = _result(straight)
-  assert sorted(want_loss) == list(range(1, total + 1))
+@pytest.fixture(scope="module")
+def straight(tmp_path_factory):
+  """An uninterrupted run: per-step losses and the final weights hash."""
+  w = tmp_path_factory.mktemp("straight") / "w"
+  _run_train(w)
+  want_loss, want_hash = _result(w)
+  assert sorted(want_loss) == list(range(1, TOTAL + 1))
+  assert len(set(want_loss.values())) == TOTAL        # the losses differ per step
+  return want_loss, want_hash
+
+
+def _kill_resume_cases(tmp_path, straight, kills, seed):
+  want_loss, want_hash = straight
   rng = np.random.default_rng(seed)
   n = clean = 0
   for k in range(kills):
     w = tmp_path / f"killed{k}"
-    how = _kill_at(str(w), total, rng)
-    _run_train(w, total)                       # the same command again resumes
+    how = _kill_at(str(w), TOTAL, rng)
+    _run_train(w)                              # the same command again resumes
     got_loss, got_hash = _result(w)
     n += 1
     assert got_loss == want_loss, (how, got_loss, want_loss)       # bit-identical
@@ -564,13 +581,13 @@ def _kill_resume_cases(tmp_path, kills, seed, total):
   FAULTS.add("SIGKILL of training + resume", n, clean)
 
 
-def test_sigkill_during_training_resumes_bit_identically(tmp_path):
-  _kill_resume_cases(tmp_path, kills=1, seed=0, total=5)
+def test_sigkill_during_training_resumes_bit_identically(tmp_path, straight):
+  _kill_resume_cases(tmp_path, straight, kills=1, seed=0)
 
 
 @pytest.mark.slow
-def test_sigkill_at_many_moments_resumes_bit_identically(tmp_path):
-  _kill_resume_cases(tmp_path, kills=3, seed=1, total=6)
+def test_sigkill_at_more_moments_resumes_bit_identically(tmp_path, straight):
+  _kill_resume_cases(tmp_path, straight, kills=2, seed=1)
 
 
 # -- the tally ------------------------------------------------------------------------------------
