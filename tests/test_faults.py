@@ -14,7 +14,6 @@ import signal
 import subprocess
 import sys
 import time
-import zipfile
 
 import numpy as np
 import pytest
@@ -99,7 +98,7 @@ def params_dir(tmp_path_factory):
   return str(d)
 
 
-# -- weights ----------------------------------------------------------------------------------------
+# -- weights ---------------------------------------------------------------------------------------
 def _corrupt_params_cases(params_dir, tmp_path):
   """(case name, corrupted copy) for a byte flip and a truncation of every params file."""
   rng = np.random.default_rng(0)
@@ -240,7 +239,7 @@ def test_partial_or_corrupt_metrics_lines_are_dropped_with_a_warning(tmp_path, c
   FAULTS.add("metrics.jsonl partial / corrupt lines", n, clean)
 
 
-# -- tuning checkpoints -------------------------------------------------------------------------------
+# -- tuning checkpoints ----------------------------------------------------------------------------
 def _tune_config(params_dir, total=6):
   from experiments.configs import prompt_tune
   c = prompt_tune.get_config("task=kvasir")
@@ -362,7 +361,7 @@ def test_pipeline_dataset_key_typo_is_an_error():
   FAULTS.add("per-dataset config key typo", 1, 1)
 
 
-# -- outputs on mounts, full disks ---------------------------------------------------------------------
+# -- outputs on mounts, full disks -----------------------------------------------------------------
 def _segment_argv(params_dir, tmp_path, out, *extra):
   from PIL import Image
   rng = np.random.default_rng(0)
@@ -562,11 +561,11 @@ def straight(tmp_path_factory):
   want_loss, want_hash = _result(w)
   assert sorted(want_loss) == list(range(1, TOTAL + 1))
   assert len(set(want_loss.values())) == TOTAL        # the losses differ per step
-  return want_loss, want_hash
+  return want_loss, want_hash, str(w)
 
 
 def _kill_resume_cases(tmp_path, straight, kills, seed):
-  want_loss, want_hash = straight
+  want_loss, want_hash, _ = straight
   rng = np.random.default_rng(seed)
   n = clean = 0
   for k in range(kills):
@@ -588,6 +587,59 @@ def test_sigkill_during_training_resumes_bit_identically(tmp_path, straight):
 @pytest.mark.slow
 def test_sigkill_at_more_moments_resumes_bit_identically(tmp_path, straight):
   _kill_resume_cases(tmp_path, straight, kills=2, seed=1)
+
+
+def test_trainer_settings_are_validated_before_compiling(tmp_path, straight):
+  """Against a workdir whose checkpoints are at step 5: one line naming the setting."""
+  from incontext.train import trainer
+  w = str(tmp_path / "w")
+  shutil.copytree(straight[2], w)
+  cases = [
+      (dict(total_steps=3), r"config.total_steps=3 is below the step of the checkpoint in "
+       rf"{w}/checkpoints \(5\)"),
+      (dict(total_steps=0), r"config.total_steps=0: must be > 0"),
+      (dict(log_every=0), r"config.log_every=0: must be > 0"),
+      (dict(model__width=48), r"config.model.width=48 differs from the model the checkpoints "
+       rf"in {w}/checkpoints were trained with \(width=\d+\)"),
+      (dict(totl_steps=9), r"config: unknown key \['totl_steps'\]"),
+      (dict(ckpt__evry=9), r"config.ckpt: unknown key \['evry'\]"),
+  ]
+  n = clean = 0
+  for change, msg in cases:
+    c = _train_config()
+    with c.unlocked():
+      for k, v in change.items():
+        sect, _, key = k.rpartition("__")
+        (c[sect] if sect else c)[key] = v
+    n += 1
+    with pytest.raises(ValueError, match=msg) as e:
+      trainer.run(c, w)
+    assert _one_line(e.value)
+    clean += 1
+  FAULTS.add("training settings (steps, model shape, keys)", n, clean)
+
+
+@pytest.mark.slow
+def test_trainer_falls_back_from_a_corrupt_latest_checkpoint(tmp_path, straight, caplog):
+  """Truncated data-iterator state in the newest training checkpoint: the run resumes from the
+  one before (moving the bad one aside) and ends bit-identical to the uninterrupted run."""
+  want_loss, want_hash, w0 = straight
+  n = clean = 0
+  for fault in ("iterator json", "state arrays"):
+    w = str(tmp_path / fault.replace(" ", "_"))
+    shutil.copytree(w0, w)
+    sub = "data" if fault == "iterator json" else "state"
+    files = _files(os.path.join(w, "checkpoints", str(TOTAL), sub))
+    if fault == "iterator json":
+      files = [f for f in files if f.endswith(".json")] or files
+    _truncate(max(files, key=os.path.getsize), 0.5)
+    _run_train(w)
+    n += 1
+    got_loss, got_hash = _result(w)
+    assert got_loss == want_loss and got_hash == want_hash, fault
+    assert os.path.isdir(os.path.join(w, "checkpoints", f"corrupt-{TOTAL}")), fault
+    clean += 1
+  FAULTS.add("training checkpoint truncation (iterator JSON, state)", n, clean)
 
 
 # -- the tally ------------------------------------------------------------------------------------
