@@ -118,12 +118,16 @@ def _corrupt_params_cases(params_dir, tmp_path):
       yield f"params {kind} {rel}", str(dst)
 
 
-def test_corrupt_weights_are_refused_or_identical(params_dir, tmp_path):
+@pytest.mark.parametrize("every", [4, pytest.param(1, marks=pytest.mark.slow)])
+def test_corrupt_weights_are_refused_or_identical(params_dir, tmp_path, every):
   """Byte flips and truncations anywhere in a params folder: loading either fails with one line
-  naming the folder, or (a flip in bytes that do not matter) gives the exact weights."""
+  naming the folder, or (a flip in bytes that do not matter) gives the exact weights. The
+  default run tries every 4th case, the slow run all of them."""
   want = checkpoint.read_meta(params_dir)["weights_hash"]
   n = clean = 0
-  for case, d in _corrupt_params_cases(params_dir, tmp_path):
+  for k, (case, d) in enumerate(_corrupt_params_cases(params_dir, tmp_path)):
+    if k % every:
+      continue
     n += 1
     try:
       model = checkpoint.load_model(d)
@@ -133,7 +137,7 @@ def test_corrupt_weights_are_refused_or_identical(params_dir, tmp_path):
       continue
     assert checkpoint.params_hash(model) == want, case
     clean += 1
-  assert n >= 8
+  assert n >= 32 // every
   FAULTS.add("params byte flips / truncations", n, clean)
 
 
