@@ -28,14 +28,13 @@ from __future__ import annotations
 import functools
 import json
 import os
-from typing import Any, Sequence
+from typing import Sequence
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import orbax.checkpoint as ocp
 from flax import nnx
-from jax.sharding import NamedSharding, PartitionSpec as P
 from PIL import Image
 from tqdm import tqdm
 
