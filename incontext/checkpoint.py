@@ -7,21 +7,22 @@ Layout of a params directory DIR (what `incontext convert` and the trainer's exp
                                        "steps": N, ...}}
   DIR/params/          Orbax StandardCheckpointer tree of the NNX Param state
 
-Writes go to a temporary sibling first and are renamed into place, so a failed run leaves
-no half-written directory.
+Writes are staged inside DIR and moved into place at the end (incontext.outputs), so a failed
+run leaves no half-written directory; overwriting replaces only what an earlier save wrote.
+Loading checks the weights against `weights_hash` and that they are finite (`verify=False` skips
+it), hashing one array at a time.
 """
 import dataclasses
 import hashlib
 import json
 import os
-import shutil
-import tempfile
 
 import jax
 import numpy as np
 import orbax.checkpoint as ocp
 from flax import nnx
 
+from incontext import outputs
 from incontext.errors import UserError
 from incontext.models import seggpt
 
@@ -47,8 +48,12 @@ def config_from_dict(d: dict) -> seggpt.SegGPTConfig:
   return seggpt.SegGPTConfig(**kw).validate()
 
 
-def params_hash(model_or_state) -> str:
-  """sha256 over the params (names, shapes and float32 bytes), independent of storage."""
+def params_hash(model_or_state, *, nonfinite: list | None = None) -> str:
+  """sha256 over the params (names, shapes and float32 bytes), independent of storage.
+
+  Streams: one array at a time is brought to the host. `nonfinite`, if given, collects the
+  names of arrays holding NaN or inf.
+  """
   state = model_or_state
   if isinstance(state, nnx.Module):
     state = nnx.state(state, nnx.Param)
@@ -59,7 +64,18 @@ def params_hash(model_or_state) -> str:
     h.update(str(path).encode())
     h.update(str(arr.shape).encode())
     h.update(arr.tobytes())
+    if nonfinite is not None and not np.isfinite(arr).all():
+      nonfinite.append("/".join(str(p) for p in path))
   return h.hexdigest()
+
+
+def _owned_params_dir(directory: str) -> list[str]:
+  """Entries of a params directory saved before output manifests existed."""
+  try:
+    read_meta(directory)
+  except CheckpointError:
+    return []
+  return [META, "params"]
 
 
 def _pure(model: nnx.Module) -> dict:
@@ -67,37 +83,28 @@ def _pure(model: nnx.Module) -> dict:
 
 
 def save_model(directory: str, model: seggpt.SegGPT, *, source: dict | None = None,
-               overwrite: bool = False, trained_on: dict | None = None) -> dict:
+               overwrite: bool = False, hint: str = "overwrite",
+               trained_on: dict | None = None) -> dict:
   """Writes a params directory atomically; returns its metadata. A relative path is from the
   working folder.
 
+  An existing non-empty `directory` needs `overwrite` (`hint` says how the user sets it).
   trained_on: what the weights were trained on, e.g. {"data": "procedural", "steps": 400}
   (the trainer) or {"data": "official SegGPT weights"} (conversion); read back by
   `procedural_only_warning`.
   """
   directory = os.path.abspath(directory)
-  if os.path.exists(directory):
-    if not overwrite:
-      raise CheckpointError(f"{directory}: already exists (pass overwrite)")
-  parent = os.path.dirname(directory)
-  os.makedirs(parent, exist_ok=True)
-  tmp = tempfile.mkdtemp(prefix=".tmp_" + os.path.basename(directory) + "_", dir=parent)
-  try:
+  with outputs.OutputDir(directory, command="params", overwrite=overwrite, hint=hint,
+                         names=(META, "params"), owned=_owned_params_dir) as out:
     meta = {"kind": KIND, "config": config_to_dict(model.cfg), "source": source or {},
             "weights_hash": params_hash(model)}
     if trained_on is not None:
       meta["trained_on"] = trained_on
     with ocp.StandardCheckpointer() as ckptr:
-      ckptr.save(os.path.join(tmp, "params"), _pure(model))
+      ckptr.save(out.path("params"), _pure(model))
       ckptr.wait_until_finished()
-    with open(os.path.join(tmp, META), "w") as f:
+    with open(out.path(META), "w") as f:
       json.dump(meta, f, indent=2)
-    if os.path.exists(directory):
-      shutil.rmtree(directory)
-    os.replace(tmp, directory)
-  except BaseException:
-    shutil.rmtree(tmp, ignore_errors=True)
-    raise
   return meta
 
 
@@ -121,12 +128,14 @@ def read_meta(directory: str) -> dict:
 
 
 def load_model(directory: str, *, expect_variant: seggpt.SegGPTConfig | None = None,
-               **config_overrides) -> seggpt.SegGPT:
+               verify: bool = True, **config_overrides) -> seggpt.SegGPT:
   """Loads a params directory into a new SegGPT.
 
   `directory` may be relative to the working folder (Orbax itself needs absolute paths).
   `config_overrides` change runtime-only fields (dtype, ensemble, remat, drop_path);
-  `expect_variant` raises if the stored architecture differs from it.
+  `expect_variant` raises if the stored architecture differs from it; `verify` checks the
+  weights against the stored sha256 and that they are finite (CheckpointError naming the
+  directory otherwise).
   """
   directory = os.path.abspath(directory)
   meta = read_meta(directory)
@@ -147,9 +156,28 @@ def load_model(directory: str, *, expect_variant: seggpt.SegGPTConfig | None = N
     with ocp.StandardCheckpointer() as ckptr:
       restored = ckptr.restore(os.path.join(directory, "params"), target)
   except Exception as e:
-    raise CheckpointError(f"{directory}: cannot restore params ({type(e).__name__}: {e})") from None
+    first = (str(e).strip().splitlines() or [""])[0][:300]     # tensorstore errors span pages
+    raise CheckpointError(f"{directory}: cannot restore params, the files are corrupt or "
+                          f"incomplete ({type(e).__name__}: {first})") from None
   model = nnx.merge(*_graph_and_state(cfg, restored, model))
+  if verify:
+    verify_model(directory, model, meta)
   return model
+
+
+def verify_model(directory: str, model: seggpt.SegGPT, meta: dict) -> None:
+  """Raises CheckpointError if `model`'s weights are not finite or do not match the sha256
+  recorded in `meta` (params directories without a recorded hash get the finiteness check)."""
+  bad: list[str] = []
+  digest = params_hash(model, nonfinite=bad)
+  want = meta.get("weights_hash")
+  if want and digest != want:
+    raise CheckpointError(
+        f"{directory}: weights do not match their recorded sha256 ({digest[:12]}... vs "
+        f"{want[:12]}...): the params files are corrupt or were changed"
+        + (f"; non-finite values in {len(bad)} arrays, e.g. {bad[0]}" if bad else ""))
+  if bad:
+    raise CheckpointError(f"{directory}: non-finite weights in {len(bad)} arrays, e.g. {bad[0]}")
 
 
 def _graph_and_state(cfg, pure, abstract_model=None):

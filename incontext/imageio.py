@@ -28,6 +28,11 @@ class InputError(UserError):
   """Bad user input (file missing, unreadable, or not what was expected)."""
 
 
+# Largest mask accepted, in pixels (about 40 megapixels): checked from the file header before
+# decoding, so that a photo passed as a mask by mistake fails at once.
+MAX_MASK_PIXELS = 40_000_000
+
+
 def _open(path: str, what: str) -> Image.Image:
   path = os.fspath(path)
   if not os.path.exists(path):
@@ -35,9 +40,16 @@ def _open(path: str, what: str) -> Image.Image:
   if os.path.isdir(path):
     raise InputError(f"{path}: is a directory, expected an {what} file")
   try:
-    im = Image.open(path)
+    im = Image.open(path)      # lazy: reads the header only
+    w, h = im.size
+    if what == "mask" and w * h > MAX_MASK_PIXELS:
+      raise InputError(f"{path}: mask of {w}x{h} pixels ({w * h / 1e6:.0f} megapixels) is "
+                       f"larger than the {MAX_MASK_PIXELS / 1e6:.0f}-megapixel limit; is it a "
+                       "photo rather than a mask?")
     im.load()   # decode now: truncated/corrupt files fail here, not later
     return ImageOps.exif_transpose(im)
+  except InputError:
+    raise
   except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
     raise InputError(f"{path}: cannot read {what} ({type(e).__name__}: {e})") from None
 

@@ -609,8 +609,12 @@ class Segmenter:
 
   @classmethod
   def from_checkpoint(cls, directory: str, *, seg_type: str = "instance",
-                      dtype: str = "float32", ensemble: str | None = None) -> "Segmenter":
-    """Loads a params directory (`incontext convert` output). ensemble: 'official'|'hf'."""
+                      dtype: str = "float32", ensemble: str | None = None,
+                      verify: bool = True) -> "Segmenter":
+    """Loads a params directory (`incontext convert` output). ensemble: 'official'|'hf'.
+
+    verify: check the weights against their stored sha256 (and that they are finite).
+    """
     directory = os.fspath(directory)
     if os.path.isfile(directory):
       hint = (" (a checkpoint file: convert it to a params directory first, `incontext convert`)"
@@ -621,7 +625,7 @@ class Segmenter:
     overrides = {"dtype": dtype}
     if ensemble is not None:
       overrides["ensemble"] = ensemble
-    model = checkpoint.load_model(directory, **overrides)
+    model = checkpoint.load_model(directory, verify=verify, **overrides)
     seg = cls(model, seg_type=seg_type, meta=meta)
     seg.directory = directory
     return seg

@@ -13,7 +13,8 @@ File format (`FILE.npz`, written atomically; no pickles):
       model: {variant config fields (architecture only)}, weights_hash (sha256 of the params),
       image_size [h, w], canvas [2h, w], patch, seg_type 'instance'|'semantic',
       label_ids [K] (dataset label id of palette row k+1), label_names [K],
-      made_by {how it was made: tuning workdir, step, init, data, loss, ...}, created (UTC ISO)
+      made_by {how it was made: tuning workdir, step, init, data, loss, ...}, created (UTC ISO),
+      arrays_sha256 (sha256 of image, target and palette: an edited array is refused on read)
 Previews are written next to it: `FILE_image.png` and `FILE_target.png` (de-normalised RGB).
 
 Use:
@@ -24,10 +25,10 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
+import hashlib
 import io
 import json
 import os
-import tempfile
 import zipfile
 from typing import Any
 
@@ -97,17 +98,20 @@ def _check_prompt(lp: LearnedPrompt, model_cfg, where: str):
 
 
 def _atomic_write_bytes(path: str, data: bytes):
-  d = os.path.dirname(os.path.abspath(path))
-  os.makedirs(d, exist_ok=True)
-  fd, tmp = tempfile.mkstemp(prefix=".tmp_" + os.path.basename(path) + "_", dir=d)
-  try:
-    with os.fdopen(fd, "wb") as f:
-      f.write(data)
-    os.replace(tmp, path)
-  except BaseException:
-    if os.path.exists(tmp):
-      os.remove(tmp)
-    raise
+  from incontext import outputs
+  outputs.write_bytes(path, data)     # temp file + rename, usual permissions
+
+
+def arrays_sha256(image: np.ndarray, target: np.ndarray, palette: np.ndarray) -> str:
+  """sha256 over the prompt arrays (name, shape, dtype and bytes of each)."""
+  h = hashlib.sha256()
+  for name, a in (("image", np.asarray(image, np.float32)),
+                  ("target", np.asarray(target, np.float32)),
+                  ("palette", np.asarray(palette, np.uint8))):
+    a = np.ascontiguousarray(a)
+    h.update(f"{name}{a.shape}{a.dtype.str}".encode())
+    h.update(a.tobytes())
+  return h.hexdigest()
 
 
 def preview_paths(path: str) -> tuple[str, str]:
@@ -148,6 +152,7 @@ def save(path: str, lp: LearnedPrompt, *, model_cfg, weights_hash: str | None,
       "label_names": [str(n) for n in lp.label_names],
       "made_by": made_by or {},
       "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+      "arrays_sha256": arrays_sha256(lp.image, lp.target, lp.palette),
   }
   buf = io.BytesIO()
   np.savez(buf, image=np.asarray(lp.image, np.float32), target=np.asarray(lp.target, np.float32),
@@ -185,6 +190,10 @@ def read(path: str) -> LearnedPrompt:
   if meta.get("format_version") != FORMAT_VERSION:
     raise PromptError(f"{path}: format version {meta.get('format_version')!r}, this code reads "
                       f"{FORMAT_VERSION}")
+  want = meta.get("arrays_sha256")     # absent in files written before checksums
+  if want is not None and arrays_sha256(image, target, palette) != want:
+    raise PromptError(f"{path}: the prompt arrays do not match their recorded sha256 "
+                      "(the file is corrupt or was edited)")
   try:
     return LearnedPrompt(image=image, target=target, seg_type=meta["seg_type"], palette=palette,
                          label_ids=[int(i) for i in meta["label_ids"]],

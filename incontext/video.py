@@ -213,12 +213,17 @@ def copy_first_mask(first_ids: np.ndarray, num_frames: int) -> list[np.ndarray]:
 # Files.
 
 def list_frames(frames_dir: str) -> list[str]:
-  """Sorted image files (.jpg/.jpeg/.png/.bmp) of a directory; errors name the directory."""
+  """Sorted image files (.jpg/.jpeg/.png/.bmp) of a directory; errors name the directory.
+
+  Hidden files (names starting with '.', e.g. macOS `._frame.jpg` resource forks and
+  `.DS_Store`) are not frames.
+  """
   if not os.path.isdir(frames_dir):
     raise VideoError(f"frames directory {frames_dir}: no such directory")
   exts = (".jpg", ".jpeg", ".png", ".bmp")
   out = sorted(os.path.join(frames_dir, f) for f in os.listdir(frames_dir)
-               if f.lower().endswith(exts))
+               if f.lower().endswith(exts) and not f.startswith(".")
+               and os.path.isfile(os.path.join(frames_dir, f)))
   if not out:
     raise VideoError(f"frames directory {frames_dir}: no image files (.jpg/.jpeg/.png/.bmp)")
   return out

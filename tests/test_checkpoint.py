@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from incontext import checkpoint
+from incontext import checkpoint, outputs
 from incontext.models import convert, seggpt
 
 
@@ -44,7 +44,7 @@ def test_errors_name_the_directory(tmp_path):
     checkpoint.load_model(str(d))
   model = _model()
   checkpoint.save_model(str(tmp_path / "p"), model)
-  with pytest.raises(checkpoint.CheckpointError, match="already exists"):
+  with pytest.raises(outputs.OutputError, match="already exists"):
     checkpoint.save_model(str(tmp_path / "p"), model)
   want = seggpt.get_config("test", image_size=(32, 32), patch=8)
   with pytest.raises(checkpoint.CheckpointError, match="does not match the expected variant"):

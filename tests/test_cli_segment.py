@@ -52,7 +52,7 @@ def test_cli_outputs_match_the_api(ckpt, ex, tmp_path, capsys):
   _no_tmp(tmp_path)
   assert sorted(os.listdir(out)) == sorted(
       [f"{q.stem}{s}" for q in queries for s in (".png", "_overlay.png", ".raw.npy")]
-      + ["labels.json"])
+      + ["labels.json", ".incontext-outputs.json"])
   assert json.loads((out / "labels.json").read_text())["labels"] == [
       {"id": 255, "colour": [255, 255, 255]}]              # grey 0/255 prompts: white
   api = I.Segmenter.from_checkpoint(ckpt).segment(prompts, queries, batch_size=2)
@@ -290,20 +290,22 @@ def test_good_odd_inputs_are_accepted(ckpt, ex, tmp_path, capsys):
 
 def test_failure_mid_run_leaves_existing_outputs_alone(ckpt, ex, tmp_path, capsys):
   out = tmp_path / "out"
-  out.mkdir()
-  (out / "hmbb_2.png").write_bytes(b"old result")
+  prompt = ["--prompt", ex / "hmbb_1.jpg", ex / "hmbb_1_target.png"]
+  rc, err = _run(["segment", "--checkpoint", ckpt, *prompt, "--query", ex / "hmbb_2.jpg",
+                  "--out", out], capsys)
+  assert rc == 0, err
   (out / "notes.txt").write_text("keep me")
+  before = {f: (out / f).read_bytes() for f in os.listdir(out)}
   files = _bad_files(tmp_path, ex)
   bad_query = tmp_path / "zz_bad.png"
   bad_query.write_bytes(files["trunc"].read_bytes())
   # Batch 1 (two good queries) succeeds, batch 2 hits the corrupt query.
-  rc, err = _run(["segment", "--checkpoint", ckpt, "--prompt", ex / "hmbb_1.jpg",
-                  ex / "hmbb_1_target.png", "--query", ex / "hmbb_2.jpg", ex / "video_1.jpg",
-                  bad_query, "--batch-size", "2", "--out", out], capsys)
+  rc, err = _run(["segment", "--checkpoint", ckpt, *prompt, "--query", ex / "hmbb_2.jpg",
+                  ex / "video_1.jpg", bad_query, "--batch-size", "2", "--out", out,
+                  "--overwrite"], capsys)
   assert rc == 2
   assert "zz_bad.png" in err.strip().splitlines()[-1]
-  assert sorted(os.listdir(out)) == ["hmbb_2.png", "notes.txt"]
-  assert (out / "hmbb_2.png").read_bytes() == b"old result"
+  assert {f: (out / f).read_bytes() for f in os.listdir(out)} == before
   _no_tmp(tmp_path)
   # Duplicate output names are refused before anything runs.
   rc, err = _run(["segment", "--checkpoint", ckpt, "--prompt", ex / "hmbb_1.jpg",

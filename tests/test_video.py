@@ -155,8 +155,8 @@ def test_cli_segment_video(model, tmp_path):
   argv = ["segment-video", "--checkpoint", params, "--frames", str(fdir), "--first-mask",
           str(tmp_path / "first.png"), "--out", str(out), "--memory", "2"]
   assert cli.main(argv) == 0
-  assert sorted(os.listdir(out)) == ["00000.png", "00001.png", "00002.png", "00003.png",
-                                     "overlay.gif"]
+  assert sorted(os.listdir(out)) == [".incontext-outputs.json", "00000.png", "00001.png",
+                                     "00002.png", "00003.png", "overlay.gif"]
   np.testing.assert_array_equal(np.asarray(Image.open(out / "00000.png")), ids[0])
   for t in range(1, 4):
     got = np.asarray(Image.open(out / f"{t:05d}.png"))

@@ -17,19 +17,21 @@ def register(sub):
                  "(config.json + model.safetensors) or hf:REPO_ID "
                  "(e.g. hf:BAAI/seggpt-vit-large)")
   p.add_argument("--out", required=True, help="output params directory")
-  p.add_argument("--overwrite", action="store_true")
+  p.add_argument("--overwrite", action="store_true", help="replace the outputs of an earlier "
+                 "run in --out (files it did not write are kept)")
   p.set_defaults(func=run)
 
 
-def convert_file(source: str, out: str, *, overwrite: bool = False) -> dict:
+def convert_file(source: str, out: str, *, overwrite: bool = False,
+                 hint: str = "overwrite") -> dict:
   """Converts one checkpoint (file, transformers folder or hf:REPO_ID); returns the written
   metadata."""
   from flax import nnx
 
-  from incontext import checkpoint
+  from incontext import checkpoint, outputs
   from incontext.models import convert, seggpt
-  if os.path.exists(out) and not overwrite:
-    raise checkpoint.CheckpointError(f"{out}: already exists (pass --overwrite)")
+  outputs.OutputDir(out, command="params", overwrite=overwrite, hint=hint,
+                    names=(checkpoint.META, "params"))      # refuse before reading the source
   origin = source
   source = convert.resolve_source(source)
   sd, layout = convert.read_state_dict(source)
@@ -52,12 +54,12 @@ def convert_file(source: str, out: str, *, overwrite: bool = False) -> dict:
                  "layout": layout, "num_tensors": len(sd)}
   if origin.startswith("hf:"):
     source_meta["hub_repo"] = origin[len("hf:"):]
-  return checkpoint.save_model(out, model, source=source_meta, overwrite=overwrite,
+  return checkpoint.save_model(out, model, source=source_meta, overwrite=overwrite, hint=hint,
                                trained_on={"data": "converted weights", "layout": layout})
 
 
 def run(args) -> int:
-  meta = convert_file(args.source, args.out, overwrite=args.overwrite)
+  meta = convert_file(args.source, args.out, overwrite=args.overwrite, hint="--overwrite")
   c = meta["config"]
   print(f"wrote {args.out}: width {c['width']}, depth {c['depth']}, canvas "
         f"{2 * c['image_size'][0]}x{c['image_size'][1]}, {meta['source']['num_tensors']} "

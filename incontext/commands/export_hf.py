@@ -8,8 +8,6 @@ working folder.
 """
 import json
 import os
-import shutil
-import tempfile
 
 
 def register(sub):
@@ -18,7 +16,8 @@ def register(sub):
                      "preprocessor_config.json)", description=__doc__)
   p.add_argument("--checkpoint", required=True, help="incontext params directory")
   p.add_argument("--out", required=True, help="output directory (from_pretrained-able)")
-  p.add_argument("--overwrite", action="store_true")
+  p.add_argument("--overwrite", action="store_true", help="replace the outputs of an earlier "
+                 "export in --out (files it did not write are kept)")
   p.set_defaults(func=run)
 
 
@@ -42,36 +41,32 @@ def preprocessor_config(cfg) -> dict:
   }
 
 
-def export_hf(checkpoint_dir: str, out: str, *, overwrite: bool = False) -> None:
+def export_hf(checkpoint_dir: str, out: str, *, overwrite: bool = False,
+              hint: str = "overwrite") -> None:
+  """Writes `out` (config.json, model.safetensors, preprocessor_config.json); outputs are
+  staged inside `out` (incontext.outputs), overwrite replaces only what an earlier export
+  wrote there."""
   import numpy as np
   from safetensors.numpy import save_file
 
-  from incontext import checkpoint
+  from incontext import checkpoint, outputs
   from incontext.models import convert
-  out = os.path.abspath(out)
-  if os.path.exists(out) and not overwrite:
-    raise checkpoint.CheckpointError(f"{out}: already exists (pass --overwrite)")
+  outdir = outputs.OutputDir(out, command="export-hf", overwrite=overwrite, hint=hint,
+                             names=("model.safetensors", "config.json",
+                                    "preprocessor_config.json"))
   model = checkpoint.load_model(checkpoint_dir)
   sd = convert.official_to_hf(convert.model_to_official(model))
-  parent = os.path.dirname(out)
-  os.makedirs(parent, exist_ok=True)
-  tmp = tempfile.mkdtemp(prefix=".tmp_export_", dir=parent)
-  try:
+  with outdir:
+    tmp = outdir.staging
     save_file({k: np.ascontiguousarray(v, np.float32) for k, v in sd.items()},
               os.path.join(tmp, "model.safetensors"), metadata={"format": "pt"})
     with open(os.path.join(tmp, "config.json"), "w") as f:
       json.dump(convert.hf_config_dict(model.cfg), f, indent=2)
     with open(os.path.join(tmp, "preprocessor_config.json"), "w") as f:
       json.dump(preprocessor_config(model.cfg), f, indent=2)
-    if os.path.exists(out):
-      shutil.rmtree(out)
-    os.replace(tmp, out)
-  except BaseException:
-    shutil.rmtree(tmp, ignore_errors=True)
-    raise
 
 
 def run(args) -> int:
-  export_hf(args.checkpoint, args.out, overwrite=args.overwrite)
+  export_hf(args.checkpoint, args.out, overwrite=args.overwrite, hint="--overwrite")
   print(f"wrote {args.out} (config.json, model.safetensors, preprocessor_config.json)")
   return 0

@@ -4,7 +4,6 @@ Writes the learned prompt of an in-context tuning run (experiments/tune.py) as a
 file (incontext.prompts format: tensors + JSON metadata + PNG previews), for
 `incontext segment --learned-prompt FILE.npz`.
 """
-import os
 
 from incontext.errors import UserError
 
@@ -15,17 +14,18 @@ def register(sub):
   p.add_argument("--workdir", required=True, help="tuning workdir (experiments/tune.py)")
   p.add_argument("--out", required=True, help="output .npz file")
   p.add_argument("--step", type=int, default=None, help="checkpoint step (default: latest)")
-  p.add_argument("--overwrite", action="store_true")
+  p.add_argument("--overwrite", action="store_true", help="replace an existing --out file "
+                 "(and its PNG previews)")
   p.set_defaults(func=run)
 
 
 def run(args) -> int:
-  from incontext import prompts
+  from incontext import outputs, prompts
   from incontext.train import tuner
   if not args.out.endswith(".npz"):
     raise UserError(f"--out {args.out}: a learned-prompt file must end with .npz")
-  if os.path.exists(args.out) and not args.overwrite:
-    raise UserError(f"--out {args.out}: already exists (pass --overwrite)")
+  for path in (args.out,) + prompts.preview_paths(args.out):
+    outputs.check_file(path, overwrite=args.overwrite, hint="--overwrite")
   meta = tuner.export(args.workdir, args.out, step=args.step)
   img, tgt = prompts.preview_paths(args.out)
   print(f"wrote {args.out} (step {meta['made_by']['step']}, canvas {meta['canvas']}, "

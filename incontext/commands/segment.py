@@ -11,12 +11,11 @@ glob patterns. For each query NAME.ext it writes into --out:
   NAME.raw.npy      with --raw: float32 [h, w, 3] normalised model output for the query half
 and labels.json: each label id with its colour (for colour masks: id k <-> the k-th colour).
 
-Everything is written to a temporary folder next to --out and moved into place at the end, so
-a failed run leaves no partial outputs (and files already in --out are kept).
+Everything is staged inside --out and moved into place at the end (incontext.outputs), so a
+failed run leaves no partial outputs; an --out that holds files needs --overwrite, which replaces
+only what an earlier `segment` run wrote there.
 """
 import os
-import shutil
-import tempfile
 
 from incontext import imageio
 from incontext.imageio import InputError
@@ -38,9 +37,14 @@ def register(sub):
   p.add_argument("--raw", action="store_true", help="also write NAME.raw.npy")
   p.add_argument("--learned-prompt", default=None, metavar="FILE",
                  help="a learned prompt (alone or with --prompt; feature ensemble over all)")
-  p.add_argument("--batch-size", type=int, default=4, help="queries per forward (default 4)")
+  p.add_argument("--batch-size", type=int, default=None, help="queries per forward (default "
+                 "4 on CPU; on an accelerator as many as half its memory holds)")
   p.add_argument("--dtype", choices=("float32", "bfloat16"), default="float32",
                  help="compute dtype (default float32)")
+  p.add_argument("--overwrite", action="store_true", help="replace the outputs of an earlier "
+                 "run in --out (files it did not write are kept)")
+  p.add_argument("--no-verify", action="store_true", help="skip the weights checksum check "
+                 "on load (faster for large models)")
   p.set_defaults(func=run)
 
 
@@ -55,44 +59,27 @@ def _stems(queries):
   return list(stems)
 
 
-def _move_into(tmp: str, out: str) -> None:
-  if not os.path.exists(out):
-    os.replace(tmp, out)
-    return
-  for f in sorted(os.listdir(tmp)):
-    os.replace(os.path.join(tmp, f), os.path.join(out, f))
-  os.rmdir(tmp)
-
-
 def run(args) -> int:
+  from incontext import outputs
   from incontext.inference import Segmenter, save_results
-  if args.batch_size < 1:
+  if args.batch_size is not None and args.batch_size < 1:
     raise InputError(f"--batch-size must be >= 1, got {args.batch_size}")
-  out = os.path.abspath(args.out)
-  if os.path.exists(out) and not os.path.isdir(out):
-    raise InputError(f"{args.out}: exists and is not a directory")
   queries = imageio.list_images(args.query)
-  _stems(queries)
+  stems = _stems(queries)
+  names = [s + suffix for s in stems for suffix in
+           (".png", "_overlay.png") + ((".raw.npy",) if args.raw else ())] + ["labels.json"]
+  outdir = outputs.OutputDir(args.out, command="segment", overwrite=args.overwrite,
+                             names=names, hint="--overwrite")
   if not args.prompt and not args.learned_prompt:
     raise InputError("give at least one --prompt IMG MASK or a --learned-prompt")
   seg = Segmenter.from_checkpoint(args.checkpoint, seg_type=args.seg_type or "instance",
-                                  dtype=args.dtype)
+                                  dtype=args.dtype, verify=not args.no_verify)
   lp = seg.load_learned_prompt(args.learned_prompt) if args.learned_prompt else None
   prompts = [tuple(p) for p in args.prompt]
-  parent = os.path.dirname(out)
-  os.makedirs(parent, exist_ok=True)
-  tmp = tempfile.mkdtemp(prefix=".tmp_segment_", dir=parent)
-  try:
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp, 0o777 & ~umask)      # mkdtemp makes 0700; --out gets the usual mode
+  with outdir:
     results = seg.segment_iter(prompts, queries, ensemble=args.ensemble, learned_prompt=lp,
                                seg_type=args.seg_type, batch_size=args.batch_size,
                                progress=True)
-    n = save_results(results, tmp, raw=args.raw)
-    _move_into(tmp, out)
-  except BaseException:
-    shutil.rmtree(tmp, ignore_errors=True)
-    raise
+    n = save_results(results, outdir.staging, raw=args.raw)
   print(f"wrote {n} segmentations to {args.out}")
   return 0

@@ -6,13 +6,12 @@ combined by the feature ensemble. Writes OUT/<frame name>.png (DAVIS format: pal
 index = object id, the first mask's ids kept; colours: the first mask's own palette, or its
 RGB colours, or white for a single grey 0/1 or 0/255 object) and OUT/overlay.gif; with
 --video IN.mp4 the frames are decoded as a stream (never all in memory), the masks are named
-00000.png, 00001.png, ... and the overlay is OUT/overlay.mp4 at the source frame rate. OUT is
-written to a temporary sibling and renamed into place, so a failed run leaves nothing behind.
+00000.png, 00001.png, ... and the overlay is OUT/overlay.mp4 at the source frame rate.
+Outputs are staged inside OUT and moved into place at the end (incontext.outputs), so a failed run
+leaves nothing behind; --overwrite replaces only what an earlier `segment-video` run wrote.
 """
 import logging
 import os
-import shutil
-import tempfile
 
 from incontext.errors import UserError
 
@@ -28,7 +27,8 @@ def register(sub):
   p.add_argument("--first-mask", required=True, help="mask of the first frame: DAVIS palette "
                  "PNG (index = object id), grey 0/255, or an RGB colour mask (one colour per "
                  "object)")
-  p.add_argument("--out", required=True, help="output folder (must not exist unless --overwrite)")
+  p.add_argument("--out", required=True,
+                 help="output folder (one that holds files needs --overwrite)")
   p.add_argument("--memory", type=int, default=8, help="K previous frames used as extra prompts "
                  "(paper Table 4b: 8 best; 0 = first frame only)")
   p.add_argument("--seg-type", choices=("instance", "semantic"), default="instance")
@@ -38,24 +38,28 @@ def register(sub):
   p.add_argument("--no-gif", action="store_true", help="skip the overlay GIF / MP4")
   p.add_argument("--fps", type=float, default=10.0, help="overlay GIF frame rate (--frames; "
                  "with --video the overlay MP4 keeps the source frame rate)")
-  p.add_argument("--overwrite", action="store_true")
+  p.add_argument("--overwrite", action="store_true", help="replace the outputs of an earlier "
+                 "run in --out (files it did not write are kept)")
+  p.add_argument("--no-verify", action="store_true", help="skip the weights checksum check "
+                 "on load (faster for large models)")
   p.set_defaults(func=run)
 
 
 def run(args) -> int:
   from tqdm import tqdm
 
-  from incontext import checkpoint, imageio, video
+  from incontext import checkpoint, imageio, outputs, video
   if args.memory < 0:
     raise UserError(f"--memory {args.memory}: must be >= 0")
   if args.threshold is not None and not 0 < args.threshold < 1:
     raise UserError(f"--threshold {args.threshold}: must be in (0, 1)")
-  out = os.path.abspath(args.out)
-  if os.path.exists(out) and not args.overwrite:
-    raise UserError(f"--out {args.out}: already exists (pass --overwrite)")
   if args.video:
-    return _run_video(args, out)
+    return _run_video(args)
   paths = video.list_frames(args.frames)
+  names = [os.path.splitext(os.path.basename(p))[0] + ".png" for p in paths]
+  outdir = outputs.OutputDir(args.out, command="segment-video", overwrite=args.overwrite,
+                             names=names + ([] if args.no_gif else ["overlay.gif"]),
+                             hint="--overwrite")
   first_ids = video.read_id_mask(args.first_mask)
   first = imageio.load_image(paths[0])
   if first.shape[:2] != first_ids.shape:
@@ -66,10 +70,8 @@ def run(args) -> int:
   if args.threshold is not None and len(video.object_ids(first_ids)) > 1:
     raise UserError(f"--threshold needs a single-object --first-mask; {args.first_mask} has "
                      f"objects {video.object_ids(first_ids)}")
-  model = checkpoint.load_model(args.checkpoint)
-  warn = checkpoint.procedural_only_warning(checkpoint.read_meta(args.checkpoint))
-  if warn:
-    logging.getLogger("incontext").warning("%s: %s", args.checkpoint, warn)
+  model = checkpoint.load_model(args.checkpoint, verify=not args.no_verify)
+  _warn_procedural(args.checkpoint)
   colours = video.first_mask_colours(args.first_mask, video.object_ids(first_ids))
 
   def frames():
@@ -81,9 +83,8 @@ def run(args) -> int:
                          f"{first.shape[1::-1]}")
       yield f
 
-  os.makedirs(os.path.dirname(out) or ".", exist_ok=True)
-  tmp = tempfile.mkdtemp(prefix=".tmp_" + os.path.basename(out) + "_", dir=os.path.dirname(out))
-  try:
+  with outdir:
+    tmp = outdir.staging
     gif = []
     stream = video.propagate(model, frames(), first_ids, memory=args.memory,
                              seg_type=args.seg_type, threshold=args.threshold)
@@ -95,34 +96,39 @@ def run(args) -> int:
         gif.append(video.overlay(imageio.load_image(p), ids, colours))
     if gif:
       video.save_gif(os.path.join(tmp, "overlay.gif"), gif, fps=args.fps)
-    if os.path.exists(out):
-      shutil.rmtree(out)
-    os.replace(tmp, out)
-  except BaseException:
-    shutil.rmtree(tmp, ignore_errors=True)
-    raise
   print(f"wrote {len(paths)} DAVIS-format masks (objects {video.object_ids(first_ids)}, memory "
         f"{args.memory}) to {args.out}" + ("" if args.no_gif else ", overlay.gif"))
   return 0
 
 
-def _run_video(args, out: str) -> int:
+def _warn_procedural(ckpt: str) -> None:
+  from incontext import checkpoint
+  warn = checkpoint.procedural_only_warning(checkpoint.read_meta(ckpt))
+  if warn:
+    logging.getLogger("incontext").warning("%s: %s", ckpt, warn)
+
+
+def _run_video(args) -> int:
   """--video: decode, propagate and encode frame by frame (one frame held at a time)."""
   from tqdm import tqdm
 
-  from incontext import checkpoint, video, videoio
+  from incontext import checkpoint, outputs, video, videoio
   info = videoio.probe(args.video)
   first_ids = video.read_id_mask(args.first_mask)
   if (info.height, info.width) != first_ids.shape:
     raise UserError(f"--first-mask {args.first_mask}: size {first_ids.shape[::-1]} (w, h) does "
-                     f"not match the video {args.video} ({info.width}, {info.height})")
+                    f"not match the video {args.video} ({info.width}, {info.height})")
   ids = video.object_ids(first_ids)
   if not ids:
     raise UserError(f"--first-mask {args.first_mask}: no object (all background)")
   if args.threshold is not None and len(ids) > 1:
     raise UserError(f"--threshold needs a single-object --first-mask; {args.first_mask} has "
-                     f"objects {ids}")
-  model = checkpoint.load_model(args.checkpoint)
+                    f"objects {ids}")
+  outdir = outputs.OutputDir(args.out, command="segment-video", overwrite=args.overwrite,
+                             names=[] if args.no_gif else ["overlay.mp4"], hint="--overwrite")
+  model = checkpoint.load_model(args.checkpoint, verify=not args.no_verify)
+  _warn_procedural(args.checkpoint)
+  colours = video.first_mask_colours(args.first_mask, ids)
   current = [None]
 
   def frames():
@@ -130,10 +136,9 @@ def _run_video(args, out: str) -> int:
       current[0] = f
       yield f
 
-  os.makedirs(os.path.dirname(out) or ".", exist_ok=True)
-  tmp = tempfile.mkdtemp(prefix=".tmp_" + os.path.basename(out) + "_", dir=os.path.dirname(out))
   n = 0
-  try:
+  with outdir:
+    tmp = outdir.staging
     writer = None if args.no_gif else videoio.VideoWriter(os.path.join(tmp, "overlay.mp4"),
                                                           fps=info.fps)
     stream = video.propagate(model, frames(), first_ids, memory=args.memory,
@@ -141,17 +146,11 @@ def _run_video(args, out: str) -> int:
     # propagate yields frame t's ids right after pulling frame t: `current` is that frame.
     for n, m in enumerate(tqdm(stream, total=info.num_frames or None, desc="segment-video",
                                unit="frame"), 1):
-      video.save_id_png(os.path.join(tmp, f"{n - 1:05d}.png"), m)
+      video.save_id_png(os.path.join(tmp, f"{n - 1:05d}.png"), m, colours)
       if writer is not None:
-        writer.write(video.overlay(current[0], m))
+        writer.write(video.overlay(current[0], m, colours))
     if writer is not None:
       writer.close()
-    if os.path.exists(out):
-      shutil.rmtree(out)
-    os.replace(tmp, out)
-  except BaseException:
-    shutil.rmtree(tmp, ignore_errors=True)
-    raise
   print(f"wrote {n} DAVIS-format masks (objects {ids}, memory {args.memory}) to {args.out}"
         + ("" if args.no_gif else f", overlay.mp4 at {float(info.fps):.3g} fps"))
   return 0

@@ -101,6 +101,20 @@ def _to_dict(cfg) -> dict:
   return dict(cfg)
 
 
+def _check_dataset_keys(d: dict, i: int) -> None:
+  """A dataset entry's keys must be DATASET_DEFAULTS keys or its reader's arguments (a typo
+  such as `exclude_fol` would otherwise be dropped silently)."""
+  import inspect
+  reader = sources.READERS.get(d.get("reader"))
+  if reader is None:
+    return                      # an unknown reader is reported when the source is made
+  known = set(DATASET_DEFAULTS) | set(inspect.signature(reader).parameters)
+  unknown = sorted(set(d) - known)
+  if unknown:
+    raise ValueError(f"datasets[{i}] ({d.get('name') or d.get('reader')}): unknown key"
+                     f"{'s' if len(unknown) > 1 else ''} {unknown}; known: {sorted(known)}")
+
+
 def resolve_config(config) -> dict[str, Any]:
   cfg = {**DEFAULTS, **_to_dict(config)}
   unknown = set(cfg) - set(DEFAULTS)
@@ -110,8 +124,9 @@ def resolve_config(config) -> dict[str, Any]:
   if isinstance(ds, Mapping):
     ds = [{"name": k, **_to_dict(v)} for k, v in ds.items()]
   out = []
-  for d in ds:
+  for i, d in enumerate(ds):
     d = _to_dict(d)
+    _check_dataset_keys(d, i)
     d = {**DATASET_DEFAULTS, **d}
     d["name"] = d["name"] or d["reader"]
     out.append(d)

@@ -185,14 +185,19 @@ def load_official(model: seggpt.SegGPT, sd: dict[str, np.ndarray], *,
   if missing:
     raise ConversionError(f"checkpoint lacks {len(missing)} tensors: {missing[:8]}")
   flat = dict(nnx.to_flat_state(nnx.state(model, nnx.Param)))
-  for name, (path, (to_nnx, _)) in table.items():
+  for name, (path, (to_nnx, from_nnx)) in table.items():
     if name not in sd:
       continue
-    val = np.asarray(to_nnx(np.asarray(sd[name])))
+    src = np.asarray(sd[name])
+    if src.dtype.kind != "f" and "float" not in src.dtype.name:   # bfloat16 has kind 'V'
+      raise ConversionError(f"tensor {name!r}: dtype {src.dtype}, expected floating point "
+                            "weights (converting would truncate them)")
+    val = np.asarray(to_nnx(src))
     var = flat[path]
     if tuple(var.shape) != val.shape:
-      raise ConversionError(f"tensor {name!r}: shape {tuple(np.asarray(sd[name]).shape)} "
-                            f"does not fit the model's {tuple(var.shape)} (after layout change)")
+      want = np.shape(from_nnx(np.broadcast_to(np.float32(0), tuple(var.shape))))
+      raise ConversionError(f"tensor {name!r}: shape {tuple(src.shape)}, expected "
+                            f"{tuple(want)} for this model")
     if not np.all(np.isfinite(val)):
       raise ConversionError(f"tensor {name!r} has non-finite values")
     var[...] = jnp.asarray(val, var[...].dtype)

@@ -13,14 +13,16 @@ Where the state comes from, in order:
 
 Outputs in `workdir`: config.json, metrics.jsonl (one JSON object per log/eval step),
 curve.png, predictions/step_N.png (+ predictions.png, the latest), checkpoints/, and at
-the end params/ (an `incontext.checkpoint` params dir of the final model).
+the end params/ (an `incontext.checkpoint` params dir of the final model). The workdir
+plumbing (atomic config dump, metrics repair, falling back from a corrupt checkpoint, process 0
+writes) is `incontext.train.workdir`, shared with the tuner. Settings are checked before
+anything is compiled: unknown keys, non-positive steps, a total below the checkpoint's step and
+a model that differs from the one the checkpoints were trained with are one-line errors.
 """
 from __future__ import annotations
 
 import functools
-import json
 import logging
-import math
 import os
 import time
 from typing import Any
@@ -35,12 +37,19 @@ from incontext import mesh as mesh_lib
 from incontext import sharding
 from incontext.models import convert, seggpt
 from incontext.train import fewshot, flops, optim, plots, steps
+from incontext.train import workdir as wd
+from incontext.train.workdir import RunError, TrainingDiverged  # noqa: F401 (re-exported)
 
 log = logging.getLogger(__name__)
 
-
-class TrainingDiverged(FloatingPointError):
-  """A non-finite loss or gradient norm."""
+# Config keys the trainer reads (top level and the sections read with .get()).
+KNOWN_KEYS = ("batch_size", "ckpt", "evals", "export_params", "init", "input", "log_every",
+              "loss", "mesh", "model", "optim", "seed", "sharding_rules", "total_steps")
+KNOWN_CKPT = ("async", "best_metric", "best_mode", "every", "keep")
+KNOWN_EVALS = ("at_end", "batch_size", "data", "every", "num_episodes", "num_png", "per_class",
+               "seed", "type")
+# Model fields that may change between runs of one workdir (they do not change the params).
+RUNTIME_MODEL_FIELDS = ("dtype", "remat", "drop_path", "ensemble")
 
 
 # -- setup ----------------------------------------------------------------------------------
@@ -51,10 +60,44 @@ def model_config(config) -> seggpt.SegGPTConfig:
 
 
 def write_json_atomic(path: str, obj) -> None:
-  tmp = path + ".tmp"
-  with open(tmp, "w") as f:
-    json.dump(obj, f, indent=2, default=str)
-  os.replace(tmp, path)
+  wd.write_json(path, obj)
+
+
+def validate(config, workdir: str) -> int | None:
+  """Checks the settings against each other and against the workdir's checkpoints before
+  anything is compiled; returns the newest checkpoint step (None without checkpoints)."""
+  wd.check_keys(config, KNOWN_KEYS, "config")
+  wd.check_keys(config.ckpt, KNOWN_CKPT, "config.ckpt")
+  wd.check_keys(config.evals, KNOWN_EVALS, "config.evals")
+  wd.check_positive(total_steps=config.total_steps, log_every=config.log_every,
+                    batch_size=config.batch_size)
+  if config.input.get("type", "procedural") == "pipeline":
+    from incontext.data import pipeline
+    pipeline.resolve_config({k: v for k, v in config.input.to_dict().items() if k != "type"})
+  ckdir = os.path.join(workdir, "checkpoints")
+  newest = wd.newest_step(ckdir)
+  if newest is None:
+    return None
+  if int(config.total_steps) < newest:
+    raise RunError(f"config.total_steps={config.total_steps} is below the step of the "
+                   f"checkpoint in {ckdir} ({newest}); raise it or use another workdir")
+  prev = wd.read_json(os.path.join(workdir, "config.json"))
+  if prev and isinstance(prev.get("model"), dict):
+    arch = lambda m: {k: (list(v) if isinstance(v, tuple) else v) for k, v in
+                      ckpt_lib.config_to_dict(model_config(m)).items()
+                      if k not in RUNTIME_MODEL_FIELDS}
+    try:
+      old = arch(type(config)({"model": prev["model"]}))
+    except (TypeError, ValueError, KeyError):
+      old = None
+    if old is not None:
+      new = arch(config)
+      diff = [k for k in new if new[k] != old.get(k)]
+      if diff:
+        k = diff[0]
+        raise RunError(f"config.model.{k}={new[k]} differs from the model the checkpoints in "
+                       f"{ckdir} were trained with ({k}={old.get(k)}); use another workdir")
+  return newest
 
 
 def make_train_iterator(config, *, seed: int, batch_size: int):
@@ -184,11 +227,10 @@ def run_eval(predict_fn, params, episodes, *, batch_size: int, batch_sh) -> tupl
 # -- the loop ---------------------------------------------------------------------------------
 def run(config, workdir: str) -> dict[str, Any]:
   """Trains per `config`; returns {'step', 'history': [per-log-step metrics], 'eval': {...}}."""
-  workdir = os.path.abspath(workdir)
-  is_main = jax.process_index() == 0
-  os.makedirs(workdir, exist_ok=True)
-  if is_main:
-    write_json_atomic(os.path.join(workdir, "config.json"), config.to_dict())
+  workdir = wd.prepare(workdir)
+  is_main = wd.is_main()
+  validate(config, workdir)
+  wd.write_json(os.path.join(workdir, "config.json"), config.to_dict())
 
   # Mesh.
   mesh = mesh_lib.make_mesh(config.mesh)
@@ -219,21 +261,21 @@ def run(config, workdir: str) -> dict[str, Any]:
 
   # Restore or init.
   mngr = checkpoint_manager(config, workdir)
-  start = mngr.latest_step()
   import grain
+  abstract = jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
+                          abs_state, state_sh)
+  start, restored = wd.restore_latest(mngr, lambda step: mngr.restore(
+      step, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract),
+                                    data=grain.checkpoint.CheckpointRestore(it))))
   if start is not None:
-    abstract = jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
-                            abs_state, state_sh)
-    restored = mngr.restore(start, args=ocp.args.Composite(
-        state=ocp.args.StandardRestore(abstract), data=grain.checkpoint.CheckpointRestore(it)))
     state = restored["state"]
     log.info("resumed from %s at step %d", mngr.directory, start)
   else:
     start = 0
     params = init_params(config, cfg, state_sh["params"])
     state = jax.jit(lambda p: steps.init_state(p, tx, config.seed), out_shardings=state_sh)(params)
-  metrics_path = os.path.join(workdir, "metrics.jsonl")
-  history = _load_history(metrics_path, upto=start) if is_main else []
+  metrics = wd.MetricsLog(os.path.join(workdir, "metrics.jsonl"))
+  history = metrics.load(upto=start) if is_main else []
 
   # Jit with explicit shardings; the state is donated.
   step_fn = jax.jit(
@@ -298,8 +340,7 @@ def run(config, workdir: str) -> dict[str, Any]:
             bar.write(f"step {step}: few-shot mIoU {res['miou']:.2f}%" + _baselines(res))
         if is_main:
           history.append(rec)
-          with open(metrics_path, "a") as f:
-            f.write(json.dumps(rec) + "\n")
+          metrics.append(rec)
           bar.set_postfix(loss=f"{rec['train/loss']:.4f}", lr=f"{rec['train/lr']:.2e}")
       if (ckpt_every and step % ckpt_every == 0) or step == total:
         mngr.save(step, args=ocp.args.Composite(state=ocp.args.StandardSave(state),
@@ -308,8 +349,7 @@ def run(config, workdir: str) -> dict[str, Any]:
   bar.close()
   mngr.wait_until_finished()
   mngr.close()
-  if is_main:
-    plots.curve_png(os.path.join(workdir, "curve.png"), history)
+  wd.curve_png(os.path.join(workdir, "curve.png"), history)
   if config.get("export_params", True) and jax.process_count() == 1:
     model = nnx.merge(graphdef, jax.device_get(state["params"]))
     ckpt_lib.save_model(os.path.join(workdir, "params"), model, overwrite=True,
@@ -367,24 +407,7 @@ def _check_finite(pending: list[tuple[int, dict]]) -> list[dict]:
   rows = []
   for step, m in pending:
     row = {k: float(_host(v)) for k, v in m.items()}
-    bad = [k for k in ("loss", "grad_norm") if not math.isfinite(row[k])]
-    if bad:
-      raise TrainingDiverged(f"training diverged at step {step}: non-finite "
-                             + ", ".join(f"{k}={row[k]}" for k in bad)
-                             + " (lower optim.lr, raise optim.warmup_steps or set optim.clip)")
+    wd.check_finite(step, row, ("loss", "grad_norm"),
+                    "lower optim.lr, raise optim.warmup_steps or set optim.clip")
     rows.append(row)
-  return rows
-
-
-def _load_history(path: str, *, upto: int) -> list[dict]:
-  """Metrics of steps <= upto; the file is rewritten without later (uncheckpointed) steps."""
-  if not os.path.exists(path):
-    return []
-  with open(path) as f:
-    rows = [json.loads(line) for line in f if line.strip()]
-  rows = [r for r in rows if r["step"] <= upto]
-  tmp = path + ".tmp"
-  with open(tmp, "w") as f:
-    f.writelines(json.dumps(r) + "\n" for r in rows)
-  os.replace(tmp, path)
   return rows

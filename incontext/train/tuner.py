@@ -17,6 +17,11 @@ Workdir layout:
   metrics.jsonl          one line per logged step {'step', 'loss', 'grad_norm', 'update_norm'}
   curve.png              training curve; prompt_image.png / prompt_target.png: the prompt now
   prompt.npz             the learned prompt of the last step (incontext.prompts format)
+
+The workdir plumbing (atomic JSON, metrics repair, falling back from a corrupt checkpoint,
+process 0 writes) is `incontext.train.workdir`, shared with the trainer. Settings are checked
+before compiling: unknown keys, non-positive steps, a total below the checkpoint's step and a
+`config.init` whose weights differ from the ones the workdir was tuned with are errors.
 """
 from __future__ import annotations
 
@@ -30,7 +35,7 @@ import jax.numpy as jnp
 import numpy as np
 import orbax.checkpoint as ocp
 from flax import nnx
-from PIL import Image, ImageDraw
+from PIL import Image
 from tqdm import tqdm
 
 from incontext import canvas, checkpoint, mesh as mesh_lib, prompts
@@ -38,6 +43,8 @@ from incontext.data import ops, sources
 from incontext.data.selection import select_indices
 from incontext.errors import UserError
 from incontext.train import tune_steps
+from incontext.train import workdir as wd
+from incontext.train.workdir import RunError
 
 
 # ---------------------------------------------------------------------------------------------
@@ -105,51 +112,9 @@ def sample_batch(data: dict, step: int, batch_size: int, seed: int, hflip: bool)
 # ---------------------------------------------------------------------------------------------
 # Outputs.
 
-def write_curve(path: str, rows: list[dict], key: str = "loss", size=(480, 300)):
-  """Line plot of rows[key] over rows['step'] (log-y) as a PNG, drawn with PIL."""
-  w, h = size
-  im = Image.new("RGB", size, "white")
-  d = ImageDraw.Draw(im)
-  ml, mr, mt, mb = 56, 12, 24, 28
-  d.rectangle([ml, mt, w - mr, h - mb], outline="black")
-  pts = [(r["step"], r[key]) for r in rows if np.isfinite(r.get(key, np.nan)) and r[key] > 0]
-  d.text((ml, 4), f"{key} vs step", fill="black")
-  if pts:
-    xs = np.array([p[0] for p in pts], float)
-    ys = np.log10(np.array([p[1] for p in pts], float))
-    x0, x1 = xs.min(), max(xs.max(), xs.min() + 1)
-    y0, y1 = ys.min(), max(ys.max(), ys.min() + 1e-6)
-    fx = lambda x: ml + (x - x0) / (x1 - x0) * (w - ml - mr)
-    fy = lambda y: h - mb - (y - y0) / (y1 - y0) * (h - mt - mb)
-    d.line([(fx(x), fy(y)) for x, y in zip(xs, ys)], fill=(31, 119, 180), width=2)
-    d.text((4, mt), f"{10 ** y1:.3g}", fill="black")
-    d.text((4, h - mb - 10), f"{10 ** y0:.3g}", fill="black")
-    d.text((ml, h - mb + 6), f"{int(x0)}", fill="black")
-    d.text((w - mr - 40, h - mb + 6), f"{int(x1)}", fill="black")
-  tmp = path + ".tmp.png"
-  im.save(tmp)
-  os.replace(tmp, path)
-
-
 def _write_png(path: str, normalised: np.ndarray):
   tmp = path + ".tmp.png"
   Image.fromarray(np.round(canvas.denormalize(normalised)).astype(np.uint8)).save(tmp)
-  os.replace(tmp, path)
-
-
-def _read_metrics(path: str, upto: int) -> list[dict]:
-  if not os.path.exists(path):
-    return []
-  with open(path) as f:
-    rows = [json.loads(l) for l in f if l.strip()]
-  return [r for r in rows if r["step"] <= upto]
-
-
-def _write_jsonl(path: str, rows: list[dict]):
-  tmp = path + ".tmp"
-  with open(tmp, "w") as f:
-    for r in rows:
-      f.write(json.dumps(r) + "\n")
   os.replace(tmp, path)
 
 
@@ -181,8 +146,49 @@ def read_tune_meta(workdir: str) -> dict:
   path = os.path.join(workdir, "tune_meta.json")
   if not os.path.isfile(path):
     raise UserError(f"{workdir}: not a tuning workdir (no tune_meta.json)")
-  with open(path) as f:
-    return json.load(f)
+  meta = wd.read_json(path)
+  if meta is None:
+    raise UserError(f"{path}: corrupt (not a JSON object)")
+  return meta
+
+
+KNOWN_KEYS = ("ckpt_every", "init", "keep_ckpts", "log_every", "loss", "mesh",
+              "model_overrides", "optim", "seed", "task", "total_steps", "tune")
+KNOWN_TUNE = ("batch_size", "hflip", "init", "init_index", "learn_target")
+KNOWN_OPTIM = ("b1", "b2", "clip", "end_frac", "lr", "schedule", "warmup_steps")
+KNOWN_TASK = ("label_ids", "label_names", "perm_seed", "reader", "seg_type", "start", "stop")
+
+
+def validate(config, workdir: str, *, examples=None) -> None:
+  """Checks the settings before anything is loaded or compiled (RunError naming the setting)."""
+  c = config
+  wd.check_keys(c, KNOWN_KEYS, "config")
+  wd.check_keys(c.tune, KNOWN_TUNE, "config.tune")
+  wd.check_keys(c.optim, KNOWN_OPTIM, "config.optim")
+  if examples is None and c.task.get("reader"):
+    import inspect
+    from incontext.data import sources
+    reader = sources.READERS.get(c.task.reader)
+    if reader is not None:
+      wd.check_keys(c.task, set(KNOWN_TASK) | set(inspect.signature(reader).parameters),
+                    "config.task")
+  wd.check_positive(total_steps=c.total_steps, log_every=c.get("log_every", 10),
+                    ckpt_every=c.get("ckpt_every", 100), tune__batch_size=c.tune.batch_size)
+  if not c.get("init"):
+    raise RunError("config.init must name a params directory: tuning needs a trained model")
+  ckdir = os.path.join(workdir, "checkpoints")
+  newest = wd.newest_step(ckdir)
+  if newest is None:
+    return
+  if int(c.total_steps) < newest:
+    raise RunError(f"config.total_steps={c.total_steps} is below the step of the checkpoint "
+                   f"in {ckdir} ({newest}); raise it or use another workdir")
+  old = wd.read_json(os.path.join(workdir, "tune_meta.json")) or {}
+  new_hash = checkpoint.read_meta(c.init).get("weights_hash")
+  if old.get("weights_hash") and new_hash and old["weights_hash"] != new_hash:
+    raise RunError(f"config.init={c.init} (weights {new_hash[:12]}...) is not the model this "
+                   f"workdir was tuned with ({old.get('init')}, weights "
+                   f"{old['weights_hash'][:12]}...); use another workdir")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -222,10 +228,10 @@ def run_tune(config, workdir: str, *, examples: Sequence[dict] | None = None,
     stop_at: stop after this step (as if killed right after its checkpoint; tests use it).
   """
   c = config
-  os.makedirs(workdir, exist_ok=True)
-  with open(os.path.join(workdir, "config.json"), "w") as f:
-    f.write(c.to_json_best_effort(indent=2) if hasattr(c, "to_json_best_effort")
-            else json.dumps(dict(c), indent=2, default=str))
+  workdir = wd.prepare(workdir)
+  validate(c, workdir, examples=examples)
+  wd.write_json(os.path.join(workdir, "config.json"),
+                c.to_dict() if hasattr(c, "to_dict") else dict(c))
 
   # -- mesh ----------------------------------------------------------------------------------
   mesh = mesh_lib.make_mesh([tuple(a) for a in c.mesh])
@@ -237,8 +243,6 @@ def run_tune(config, workdir: str, *, examples: Sequence[dict] | None = None,
                      f"{mesh_lib.batch_size_multiple(mesh)} devices on the batch axes")
 
   # -- frozen model --------------------------------------------------------------------------
-  if not c.get("init"):
-    raise ValueError("config.init must name a params directory: tuning needs a trained model")
   model = checkpoint.load_model(c.init, **dict(c.get("model_overrides") or {}))
   cfg = model.cfg
   weights_hash = checkpoint.read_meta(c.init).get("weights_hash") or checkpoint.params_hash(model)
@@ -255,8 +259,7 @@ def run_tune(config, workdir: str, *, examples: Sequence[dict] | None = None,
           "label_names": desc["label_names"], "task": {k: v for k, v in dict(c.task).items()},
           "example_ids": desc["example_ids"], "tune": dict(c.tune),
           "loss_beta": beta}
-  with open(os.path.join(workdir, "tune_meta.json"), "w") as f:
-    json.dump(meta, f, indent=2, default=str)
+  wd.write_json(os.path.join(workdir, "tune_meta.json"), meta)
 
   # -- prompt + optimiser --------------------------------------------------------------------
   h, w = cfg.image_size
@@ -274,11 +277,14 @@ def run_tune(config, workdir: str, *, examples: Sequence[dict] | None = None,
   # -- restore -------------------------------------------------------------------------------
   mngr = checkpoint_manager(workdir, keep=int(c.get("keep_ckpts", 3)))
   start = 0
-  if mngr.latest_step() is not None:
-    abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, state)
-    state = mngr.restore(mngr.latest_step(), args=ocp.args.StandardRestore(abstract))
+  abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, state)
+  step0, restored = wd.restore_latest(
+      mngr, lambda step: mngr.restore(step, args=ocp.args.StandardRestore(abstract)))
+  if step0 is not None:
+    state = restored
     start = int(state["step"])
-  rows = _read_metrics(os.path.join(workdir, "metrics.jsonl"), start)
+  metrics = wd.MetricsLog(os.path.join(workdir, "metrics.jsonl"))
+  rows = metrics.load(upto=start)
 
   # -- jit -----------------------------------------------------------------------------------
   step_fn = _jitted_step(graphdef, json.dumps(dict(c.optim), sort_keys=True), total,
@@ -296,13 +302,12 @@ def run_tune(config, workdir: str, *, examples: Sequence[dict] | None = None,
       state, m = step_fn(state, batch, params)
       if step % log_every == 0 or step == total or step == 1:
         m = {k: float(v) for k, v in jax.device_get(m).items()}
-        if not all(np.isfinite(v) for v in m.values()):
-          raise FloatingPointError(f"non-finite tuning metrics at step {step}: {m}")
+        wd.check_finite(step, m, list(m), "lower optim.lr or set optim.clip")
         rows.append({"step": step, **m})
+        metrics.append(rows[-1])
         bar.set_postfix(loss=f"{m['loss']:.4f}")
       if step % ckpt_every == 0 or step == end:
         mngr.save(step, args=ocp.args.StandardSave(state))
-        _write_jsonl(os.path.join(workdir, "metrics.jsonl"), rows)
       bar.update(1)
   bar.close()
   mngr.wait_until_finished()
@@ -310,13 +315,13 @@ def run_tune(config, workdir: str, *, examples: Sequence[dict] | None = None,
 
   # -- outputs -------------------------------------------------------------------------------
   prompt = jax.tree.map(lambda a: np.asarray(jax.device_get(a), np.float32), state["prompt"])
-  _write_jsonl(os.path.join(workdir, "metrics.jsonl"), rows)
-  write_curve(os.path.join(workdir, "curve.png"), rows)
-  _write_png(os.path.join(workdir, "prompt_image.png"), prompt["image"])
-  _write_png(os.path.join(workdir, "prompt_target.png"), prompt["target"])
   final = int(jax.device_get(state["step"]))
-  if final == total:
-    export(workdir, os.path.join(workdir, "prompt.npz"))
+  if wd.is_main():
+    wd.curve_png(os.path.join(workdir, "curve.png"), rows, key="loss")
+    _write_png(os.path.join(workdir, "prompt_image.png"), prompt["image"])
+    _write_png(os.path.join(workdir, "prompt_target.png"), prompt["target"])
+    if final == total:
+      export(workdir, os.path.join(workdir, "prompt.npz"))
   return {"losses": [r["loss"] for r in rows], "rows": rows, "prompt": prompt, "step": final,
           "params": params, "weights_hash": weights_hash}
 
