@@ -10,6 +10,7 @@ installed, writes a tiny random SegGPT as a transformers-layout `model.safetenso
 (`incontext export-hf`), converts it back with `incontext convert` and runs
 `incontext segment` on a real photo, all through the installed `incontext` command.
 """
+
 import importlib.util
 import os
 import shutil
@@ -22,31 +23,50 @@ HEAVY = ("tensorflow", "tensorflow_datasets", "grain", "torch", "transformers")
 def main(data: str, work: str) -> int:
   present = [m for m in HEAVY if importlib.util.find_spec(m) is not None]
   if present:
-    print(f"core_smoke: expected a core-only install, but {present} are installed",
-          file=sys.stderr)
+    print(f"core_smoke: expected a core-only install, but {present} are installed", file=sys.stderr)
     return 1
   from flax import nnx
 
   from incontext import checkpoint
   from incontext.commands import export_hf
   from incontext.models import seggpt
+
   shutil.rmtree(work, ignore_errors=True)
   os.makedirs(work)
   # depth 12: the feature layers (3, 5, 8, 11) are what `convert` infers from the weights.
-  cfg = seggpt.get_config("test", depth=12, feature_layers=seggpt._layers(12),
-                          image_size=(32, 32), patch=8)
+  cfg = seggpt.get_config(
+    "test", depth=12, feature_layers=seggpt._layers(12), image_size=(32, 32), patch=8
+  )
   checkpoint.save_model(os.path.join(work, "tiny"), seggpt.SegGPT(cfg, rngs=nnx.Rngs(0)))
   export_hf.export_hf(os.path.join(work, "tiny"), os.path.join(work, "hf"))
   ex = os.path.join(data, "examples", "seggpt_examples", "examples")
-  exe = os.path.join(os.path.dirname(sys.executable), "incontext")   # this environment's
+  exe = os.path.join(os.path.dirname(sys.executable), "incontext")  # this environment's
   if not os.path.exists(exe):
     print(f"core_smoke: no {exe}; is incontext installed in this environment?", file=sys.stderr)
     return 1
-  cmds = [[exe, "convert", "--source", os.path.join(work, "hf", "model.safetensors"),
-           "--out", os.path.join(work, "ckpt")],
-          [exe, "segment", "--checkpoint", os.path.join(work, "ckpt"),
-           "--prompt", os.path.join(ex, "hmbb_1.jpg"), os.path.join(ex, "hmbb_1_target.png"),
-           "--query", os.path.join(ex, "hmbb_2.jpg"), "--out", os.path.join(work, "out")]]
+  cmds = [
+    [
+      exe,
+      "convert",
+      "--source",
+      os.path.join(work, "hf", "model.safetensors"),
+      "--out",
+      os.path.join(work, "ckpt"),
+    ],
+    [
+      exe,
+      "segment",
+      "--checkpoint",
+      os.path.join(work, "ckpt"),
+      "--prompt",
+      os.path.join(ex, "hmbb_1.jpg"),
+      os.path.join(ex, "hmbb_1_target.png"),
+      "--query",
+      os.path.join(ex, "hmbb_2.jpg"),
+      "--out",
+      os.path.join(work, "out"),
+    ],
+  ]
   for cmd in cmds:
     print("+", " ".join(cmd), flush=True)
     rc = subprocess.call(cmd)
@@ -54,6 +74,7 @@ def main(data: str, work: str) -> int:
       print(f"core_smoke: {cmd[1]} exited with {rc}", file=sys.stderr)
       return 1
   from PIL import Image
+
   out = os.path.join(work, "out")
   got = sorted(os.listdir(out))
   want = ["hmbb_2.png", "hmbb_2_overlay.png", "labels.json"]

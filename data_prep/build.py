@@ -6,6 +6,7 @@ r"""Build one of the TFDS datasets in data_prep/datasets without the `tfds` CLI.
 Same result as `tfds build data_prep/datasets/camvid --manual_dir RAW --data_dir OUT` (whose CLI
 in tensorflow-datasets 4.9.10 imports apache_beam at start-up). Format: array_record.
 """
+
 import argparse
 import importlib
 
@@ -16,16 +17,24 @@ def builder_cls(name: str):
   return importlib.import_module(f"data_prep.datasets.{name}.{name}_dataset_builder").Builder
 
 
-def build(name: str, manual_dir: str, data_dir: str, config: str | None = None,
-          max_examples: int | None = None):
+def build(
+  name: str,
+  manual_dir: str,
+  data_dir: str,
+  config: str | None = None,
+  max_examples: int | None = None,
+):
   """Build (or reuse) dataset `name` and return the builder."""
   cls = builder_cls(name)
   kw = {"config": config} if config else {}
   if cls.BUILDER_CONFIGS and not config:
     kw["config"] = cls.BUILDER_CONFIGS[0].name
   b = cls(data_dir=data_dir, **kw)
-  b.download_and_prepare(download_config=tfds.download.DownloadConfig(
-      manual_dir=manual_dir, max_examples_per_split=max_examples))
+  b.download_and_prepare(
+    download_config=tfds.download.DownloadConfig(
+      manual_dir=manual_dir, max_examples_per_split=max_examples
+    )
+  )
   return b
 
 

@@ -22,6 +22,7 @@ Prints, in one run:
 Query and prompt are ../shared/data/examples/seggpt_examples/examples/hmbb_{2,1}.jpg when
 present (the prompt mask binarised from hmbb_1_target.png), else random images.
 """
+
 import argparse
 import json
 import os
@@ -35,7 +36,7 @@ import numpy as np
 from PIL import Image
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))       # this checkout's incontext, in process as in the subprocesses
+sys.path.insert(0, str(ROOT))  # this checkout's incontext, in process as in the subprocesses
 EXAMPLES = ROOT.parent / "shared" / "data" / "examples" / "seggpt_examples" / "examples"
 
 HF_SCRIPT = r"""
@@ -69,8 +70,7 @@ def _env(extra=None):
 
 def _timed(cmd, env=None) -> float:
   t0 = time.perf_counter()
-  r = subprocess.run([str(c) for c in cmd], cwd=ROOT, env=_env(env), capture_output=True,
-                     text=True)
+  r = subprocess.run([str(c) for c in cmd], cwd=ROOT, env=_env(env), capture_output=True, text=True)
   dt = time.perf_counter() - t0
   if r.returncode:
     raise SystemExit(f"failed ({r.returncode}): {' '.join(map(str, cmd))}\n{r.stderr[-3000:]}")
@@ -101,10 +101,13 @@ def make_weights(tmp: pathlib.Path, tiny: bool) -> tuple[pathlib.Path, pathlib.P
 
   from incontext.commands import convert as convert_cmd
   from incontext.models import convert, seggpt
-  cfg = (seggpt.get_config("test", image_size=(32, 32), patch=8) if tiny
-         else seggpt.get_config("L/16"))
-  kw = {k: v for k, v in convert.hf_config_dict(cfg).items()
-        if k not in ("architectures", "model_type")}
+
+  cfg = (
+    seggpt.get_config("test", image_size=(32, 32), patch=8) if tiny else seggpt.get_config("L/16")
+  )
+  kw = {
+    k: v for k, v in convert.hf_config_dict(cfg).items() if k not in ("architectures", "model_type")
+  }
   torch.manual_seed(0)
   hf = tmp / "hf"
   SegGptForImageSegmentation(SegGptConfig(**kw)).eval().save_pretrained(hf)
@@ -117,8 +120,21 @@ def bench_segment(tmp: pathlib.Path, tiny: bool) -> dict:
   prompt, mask, query = make_inputs(tmp, tiny)
   hf, params, size = make_weights(tmp, tiny)
   hf_cmd = [sys.executable, "-c", HF_SCRIPT, hf, size, prompt, mask, query, tmp / "hf.png"]
-  cli = lambda out: [sys.executable, "-m", "incontext.cli", "segment", "--checkpoint", params,
-                     "--prompt", prompt, mask, "--query", query, "--out", out]
+  cli = lambda out: [
+    sys.executable,
+    "-m",
+    "incontext.cli",
+    "segment",
+    "--checkpoint",
+    params,
+    "--prompt",
+    prompt,
+    mask,
+    "--query",
+    query,
+    "--out",
+    out,
+  ]
   cache = {"INCONTEXT_CACHE_DIR": str(tmp / "jax_cache"), "INCONTEXT_COMPILE_CACHE": "1"}
   t_hf1 = _timed(hf_cmd)
   t_cold = _timed(cli(tmp / "cold"), cache)
@@ -128,10 +144,14 @@ def bench_segment(tmp: pathlib.Path, tiny: bool) -> dict:
   ours = np.asarray(Image.open(tmp / "warm" / (query.stem + ".png")))
   theirs = np.asarray(Image.open(tmp / "hf.png"))
   agree = float(((ours > 0) == (theirs > 0)).mean())
-  return {"transformers_s": [round(t_hf1, 2), round(t_hf2, 2)], "cli_cold_s": round(t_cold, 2),
-          "cli_warm_s": round(t_warm, 2), "warm_speedup_vs_transformers": round(t_hf / t_warm, 2),
-          "cold_speedup_vs_transformers": round(t_hf / t_cold, 2),
-          "mask_agreement": round(agree, 4)}
+  return {
+    "transformers_s": [round(t_hf1, 2), round(t_hf2, 2)],
+    "cli_cold_s": round(t_cold, 2),
+    "cli_warm_s": round(t_warm, 2),
+    "warm_speedup_vs_transformers": round(t_hf / t_warm, 2),
+    "cold_speedup_vs_transformers": round(t_hf / t_cold, 2),
+    "mask_agreement": round(agree, 4),
+  }
 
 
 def _video(n: int, h: int, w: int):
@@ -139,15 +159,16 @@ def _video(n: int, h: int, w: int):
   frames, first = [], np.zeros((h, w), np.int32)
   for t in range(n):
     f = rng.integers(90, 110, (h, w, 3)).astype(np.uint8)
-    f[h // 8:h // 2, w // 10 + 3 * t:w // 3 + 3 * t] = (220, 30, 30)
+    f[h // 8 : h // 2, w // 10 + 3 * t : w // 3 + 3 * t] = (220, 30, 30)
     frames.append(f)
-  first[h // 8:h // 2, w // 10:w // 3] = 1
+  first[h // 8 : h // 2, w // 10 : w // 3] = 1
   return frames, first
 
 
 def bench_video(variant: str, size: int, n_frames: int, memories, tiny: bool) -> dict:
   from incontext import inference, video
   from incontext.models import seggpt
+
   kw = dict(image_size=(size, size), drop_path=0.0)
   if tiny:
     kw["patch"] = 8
@@ -156,7 +177,7 @@ def bench_video(variant: str, size: int, n_frames: int, memories, tiny: bool) ->
   out = {}
   for k in memories:
     for name, fixed in (("before", False), ("after", True)):
-      inference._forward.clear_cache()           # compilation counts, as in a fresh process
+      inference._forward.clear_cache()  # compilation counts, as in a fresh process
       video._forward_slots.clear_cache()
       t0 = time.perf_counter()
       n = sum(1 for _ in video.propagate(model, frames, first, memory=k, fixed_memory=fixed))
@@ -183,17 +204,23 @@ def main(argv=None):
     if not args.skip_segment:
       res["segment"] = bench_segment(pathlib.Path(tmp), args.tiny)
       s = res["segment"]
-      print(f"segment, 1 query, {res['model']}: transformers script {min(s['transformers_s'])} s"
-            f" | incontext cold {s['cli_cold_s']} s ({s['cold_speedup_vs_transformers']}x) | "
-            f"warm {s['cli_warm_s']} s ({s['warm_speedup_vs_transformers']}x)", flush=True)
+      print(
+        f"segment, 1 query, {res['model']}: transformers script {min(s['transformers_s'])} s"
+        f" | incontext cold {s['cli_cold_s']} s ({s['cold_speedup_vs_transformers']}x) | "
+        f"warm {s['cli_warm_s']} s ({s['warm_speedup_vs_transformers']}x)",
+        flush=True,
+      )
   if not args.skip_video:
     mems = [int(k) for k in args.memories.split(",")]
     res["video"] = bench_video(args.video_variant, args.video_size, args.frames, mems, args.tiny)
     res["video_setup"] = f"{args.video_variant} {args.video_size}px, {args.frames} frames"
     v = res["video"]
     for k in mems:
-      print(f"video {res['video_setup']}, K={k}: before {v[f'K={k} before']} frames/s, after "
-            f"{v[f'K={k} after']} frames/s ({v[f'K={k} speedup']}x)", flush=True)
+      print(
+        f"video {res['video_setup']}, K={k}: before {v[f'K={k} before']} frames/s, after "
+        f"{v[f'K={k} after']} frames/s ({v[f'K={k} speedup']}x)",
+        flush=True,
+      )
   print(json.dumps(res, indent=1))
   return res
 

@@ -7,6 +7,7 @@ Random weights (the cost does not depend on them), episodes of COCO fold 0 from
 next `--episodes` are, and the time is scaled to 100 episodes. A video frame costs one
 1-prompt (K = 0) or (1 + K)-prompt forward, like a 1-shot or (1 + K)-shot feature episode.
 """
+
 import argparse
 import time
 
@@ -24,10 +25,14 @@ def main(argv=None):
   a = ap.parse_args(argv)
   model = seggpt.create(a.variant, drop_path=0.0, seed=0)
   src = sources.coco_yolo(f"{a.data}/coco128_seg")
-  eps = episodes.SemanticEpisodes(src, fold=0, shots=a.shots, num_episodes=a.episodes + 1,
-                                  seed=0).episodes
-  methods = [("1-shot", 1, "feature"), (f"{a.shots}-shot feature", a.shots, "feature"),
-             (f"{a.shots}-shot spatial", a.shots, "spatial")]
+  eps = episodes.SemanticEpisodes(
+    src, fold=0, shots=a.shots, num_episodes=a.episodes + 1, seed=0
+  ).episodes
+  methods = [
+    ("1-shot", 1, "feature"),
+    (f"{a.shots}-shot feature", a.shots, "feature"),
+    (f"{a.shots}-shot spatial", a.shots, "spatial"),
+  ]
   total = 0.0
   for m in methods:
     fewshot.evaluate_fewshot(model, src, eps[:1], methods=[m], desc="compile")

@@ -22,6 +22,7 @@ and norms not counted), so GFLOP/s is the achieved rate on the work actually don
   python experiments/bench_inference.py --ks 1 --reps 5
   python experiments/bench_inference.py --variant B/16 --depth 7 --ks 1,2   # quick look
 """
+
 import argparse
 import os
 import statistics
@@ -36,8 +37,9 @@ from incontext import canvas
 from incontext.models import convert, seggpt
 
 
-def model_flops(cfg: seggpt.SegGPTConfig, k: int, *, reference: bool,
-                shared: bool = False) -> float:
+def model_flops(
+  cfg: seggpt.SegGPTConfig, k: int, *, reference: bool, shared: bool = False
+) -> float:
   """Analytic matmul/conv FLOPs of one forward with k prompts.
 
   reference=True: transformers' work (all blocks, full-canvas decoder, k decoded entries);
@@ -51,26 +53,31 @@ def model_flops(cfg: seggpt.SegGPTConfig, k: int, *, reference: bool,
   last = max(cfg.feature_layers)
   nblocks = cfg.depth if reference else last + 1
   rows_q = gh if reference else gh // 2 + 1
-  fl = 2 * k * t * 2 * (p * p * 3) * d                     # patch embed, both streams
+  fl = 2 * k * t * 2 * (p * p * 3) * d  # patch embed, both streams
   shared = shared and k > 1 and not reference
-  tqh = (gh - gh // 2) * gw                                 # query-half tokens
+  tqh = (gh - gh // 2) * gw  # query-half tokens
   for i in range(nblocks):
     b = 2 * k if i <= cfg.merge_index else k
-    s = 2 if i <= cfg.merge_index else 1                    # streams
+    s = 2 if i <= cfg.merge_index else 1  # streams
     tq = t if (reference or i < last) else rows_q * gw
     tok = (b * (tq - tqh) + s * tqh) if shared else b * tq  # rows through proj and MLP
-    kv = (b * (t - tqh) + s * tqh) if shared else b * t     # rows through qkv
-    fl += (2 * kv * d * 3 * d                               # qkv
-           + b * 2 * tq * d * (gh + gw)                     # decomposed relative terms
-           + b * 2 * 2 * tq * t * d                         # q.k and p.v
-           + 2 * tok * d * d                                # proj
-           + 2 * 2 * tok * d * m)                           # mlp
+    kv = (b * (t - tqh) + s * tqh) if shared else b * t  # rows through qkv
+    fl += (
+      2 * kv * d * 3 * d  # qkv
+      + b * 2 * tq * d * (gh + gw)  # decomposed relative terms
+      + b * 2 * 2 * tq * t * d  # q.k and p.v
+      + 2 * tok * d * d  # proj
+      + 2 * 2 * tok * d * m
+    )  # mlp
   r = gh if reference else rows_q
 
   def dec(rows, n):
-    return n * (2 * rows * gw * len(cfg.feature_layers) * d * p * p * dd   # decoder_embed
-                + 2 * (rows * p) * (gw * p) * 9 * dd * dd                 # 3x3 conv
-                + 2 * (rows * p) * (gw * p) * dd * 3)                     # 1x1 head
+    return n * (
+      2 * rows * gw * len(cfg.feature_layers) * d * p * p * dd  # decoder_embed
+      + 2 * (rows * p) * (gw * p) * 9 * dd * dd  # 3x3 conv
+      + 2 * (rows * p) * (gw * p) * dd * 3
+    )  # 1x1 head
+
   if shared:
     return fl + dec(gh - gh // 2, 1) + k * dec(1, 1)
   return fl + dec(r, k)
@@ -80,11 +87,13 @@ def build(cfg: seggpt.SegGPTConfig, seed: int = 0):
   """(transformers model, our model) with the same random weights."""
   import torch
   from transformers import SegGptConfig, SegGptForImageSegmentation
-  kw = {k: v for k, v in convert.hf_config_dict(cfg).items()
-        if k not in ("architectures", "model_type")}
+
+  kw = {
+    k: v for k, v in convert.hf_config_dict(cfg).items() if k not in ("architectures", "model_type")
+  }
   torch.manual_seed(seed)
   hm = SegGptForImageSegmentation(SegGptConfig(**kw)).eval()
-  with torch.no_grad():                      # non-trivial values for every parameter
+  with torch.no_grad():  # non-trivial values for every parameter
     for name, prm in hm.named_parameters():
       if name.endswith(("layernorm_before.weight", "layernorm_after.weight", "layernorm.weight")):
         prm.copy_(1.0 + 0.1 * torch.randn_like(prm))
@@ -108,21 +117,26 @@ def inputs(cfg: seggpt.SegGPTConfig, k: int, seed: int = 0):
 
 def hf_runner(hm, imgs, tgts, ensemble: bool):
   import torch
+
   h = imgs.shape[1] // 2
   t = lambda a: torch.from_numpy(np.ascontiguousarray(a.transpose(0, 3, 1, 2)))
-  args = dict(pixel_values=t(imgs[:, h:]), prompt_pixel_values=t(imgs[:, :h]),
-              prompt_masks=t(tgts[:, :h]), feature_ensemble=ensemble,
-              embedding_type="instance")
+  args = dict(
+    pixel_values=t(imgs[:, h:]),
+    prompt_pixel_values=t(imgs[:, :h]),
+    prompt_masks=t(tgts[:, :h]),
+    feature_ensemble=ensemble,
+    embedding_type="instance",
+  )
 
   def run():
     with torch.no_grad():
       out = hm(**args).pred_masks
-    return out.numpy().transpose(0, 2, 3, 1)[:, h:]          # query half, NHWC
+    return out.numpy().transpose(0, 2, 3, 1)[:, h:]  # query half, NHWC
+
   return run
 
 
-def ours_runner(model, imgs, tgts, ensemble: bool, query_only: bool = True,
-                shared: bool = True):
+def ours_runner(model, imgs, tgts, ensemble: bool, query_only: bool = True, shared: bool = True):
   cfg = model.cfg
   graphdef, state = nnx.split(model)
   mask = canvas.query_half_mask(cfg.grid)[None]
@@ -131,8 +145,15 @@ def ours_runner(model, imgs, tgts, ensemble: bool, query_only: bool = True,
   @jax.jit
   def fwd(state, imgs, tgts):
     m = nnx.merge(graphdef, state)
-    return m(imgs, tgts, mask, st, feature_ensemble=ensemble, query_only=query_only,
-             shared_query=shared and ensemble)
+    return m(
+      imgs,
+      tgts,
+      mask,
+      st,
+      feature_ensemble=ensemble,
+      query_only=query_only,
+      shared_query=shared and ensemble,
+    )
 
   h = imgs.shape[1] // 2
   imgs_d, tgts_d = jax.device_put(imgs), jax.device_put(tgts)
@@ -140,6 +161,7 @@ def ours_runner(model, imgs, tgts, ensemble: bool, query_only: bool = True,
   def run():
     out = np.asarray(fwd(state, imgs_d, tgts_d))
     return out if query_only else out[:, h:]
+
   return run
 
 
@@ -154,15 +176,29 @@ def main(argv=None):
   ap.add_argument("--variant", default="L/16", help="model variant (default L/16)")
   ap.add_argument("--reps", type=int, default=3, help="timed runs per implementation and k")
   ap.add_argument("--ks", default="1,2,4,8", help="comma-separated prompt counts")
-  ap.add_argument("--depth", type=int, default=None,
-                  help="override the block count (quick looks; not the official model)")
-  ap.add_argument("--full", action="store_true",
-                  help="also time our full-canvas forward (query_only=False) at k=1")
-  ap.add_argument("--no-shared", action="store_true",
-                  help="k > 1: time our per-entry ensemble path (no shared_query)")
-  ap.add_argument("--dtype", default="float32", choices=("float32", "bfloat16"),
-                  help="our compute dtype (transformers stays float32; bfloat16 is not "
-                       "the parity setting: read its max|diff| accordingly)")
+  ap.add_argument(
+    "--depth",
+    type=int,
+    default=None,
+    help="override the block count (quick looks; not the official model)",
+  )
+  ap.add_argument(
+    "--full",
+    action="store_true",
+    help="also time our full-canvas forward (query_only=False) at k=1",
+  )
+  ap.add_argument(
+    "--no-shared",
+    action="store_true",
+    help="k > 1: time our per-entry ensemble path (no shared_query)",
+  )
+  ap.add_argument(
+    "--dtype",
+    default="float32",
+    choices=("float32", "bfloat16"),
+    help="our compute dtype (transformers stays float32; bfloat16 is not "
+    "the parity setting: read its max|diff| accordingly)",
+  )
   ap.add_argument("--seed", type=int, default=0)
   args = ap.parse_args(argv)
   try:
@@ -182,15 +218,21 @@ def main(argv=None):
     ap.error(f"--variant/--depth: {e}")
 
   import torch
-  print(f"# {args.variant}{'' if args.depth is None else f' (depth {args.depth})'}, canvas "
-        f"{cfg.canvas[0]}x{cfg.canvas[1]}, transformers float32, ours {args.dtype}, "
-        f"{os.cpu_count()} CPUs; "
-        f"jax {jax.__version__} ({jax.default_backend()}), torch {torch.__version__} "
-        f"({torch.get_num_threads()} threads)", flush=True)
+
+  print(
+    f"# {args.variant}{'' if args.depth is None else f' (depth {args.depth})'}, canvas "
+    f"{cfg.canvas[0]}x{cfg.canvas[1]}, transformers float32, ours {args.dtype}, "
+    f"{os.cpu_count()} CPUs; "
+    f"jax {jax.__version__} ({jax.default_backend()}), torch {torch.__version__} "
+    f"({torch.get_num_threads()} threads)",
+    flush=True,
+  )
   t0 = time.perf_counter()
   hm, model = build(cfg, args.seed)
-  print(f"# built both models with the same random weights in {time.perf_counter() - t0:.0f}s",
-        flush=True)
+  print(
+    f"# built both models with the same random weights in {time.perf_counter() - t0:.0f}s",
+    flush=True,
+  )
 
   rows = []
   for k in ks:
@@ -198,7 +240,7 @@ def main(argv=None):
     ens = k > 1
     hf = hf_runner(hm, imgs, tgts, ens)
     ours = ours_runner(model, imgs, tgts, ens, shared=not args.no_shared)
-    tc, _ = timed(ours)                                  # compile + first run
+    tc, _ = timed(ours)  # compile + first run
     if k == 1:
       timed(hf)
     th, to = [], []
@@ -213,30 +255,43 @@ def main(argv=None):
     fh = model_flops(cfg, k, reference=True)
     fo = model_flops(cfg, k, reference=False, shared=not args.no_shared)
     rows.append((k, mh, mo, mh / mo, fh / 1e9, fh / mh / 1e9, fo / 1e9, fo / mo / 1e9, err))
-    print(f"# k={k}: transformers {[round(x, 2) for x in th]} s, ours {[round(x, 2) for x in to]}"
-          f" s (first call incl. compile {tc:.1f} s), max|diff| {err:.2e}", flush=True)
+    print(
+      f"# k={k}: transformers {[round(x, 2) for x in th]} s, ours {[round(x, 2) for x in to]}"
+      f" s (first call incl. compile {tc:.1f} s), max|diff| {err:.2e}",
+      flush=True,
+    )
     if args.full and k == 1:
       full = ours_runner(model, imgs, tgts, False, query_only=False)
       timed(full)
       tf = statistics.median(timed(full)[0] for _ in range(args.reps))
-      ff = model_flops(cfg, 1, reference=True) if cfg.depth == max(cfg.feature_layers) + 1 \
-          else None
-      print(f"# k=1 ours full canvas (query_only=False): {tf:.2f} s"
-            + (f", {ff / tf / 1e9:.1f} GFLOP/s" if ff else ""), flush=True)
+      ff = model_flops(cfg, 1, reference=True) if cfg.depth == max(cfg.feature_layers) + 1 else None
+      print(
+        f"# k=1 ours full canvas (query_only=False): {tf:.2f} s"
+        + (f", {ff / tf / 1e9:.1f} GFLOP/s" if ff else ""),
+        flush=True,
+      )
 
   print()
-  print(f"{'k':>2} | {'transformers s':>14} | {'ours s':>7} | {'speed-up':>8} | "
-        f"{'HF GFLOP':>8} | {'HF GFLOP/s':>10} | {'our GFLOP':>9} | {'our GFLOP/s':>11} | "
-        f"{'max|diff|':>9}")
+  print(
+    f"{'k':>2} | {'transformers s':>14} | {'ours s':>7} | {'speed-up':>8} | "
+    f"{'HF GFLOP':>8} | {'HF GFLOP/s':>10} | {'our GFLOP':>9} | {'our GFLOP/s':>11} | "
+    f"{'max|diff|':>9}"
+  )
   print("-" * 104)
   for k, mh, mo, r, gh_, rh, go, ro, err in rows:
-    print(f"{k:>2} | {mh:>14.2f} | {mo:>7.2f} | {r:>7.2f}x | {gh_:>8.0f} | {rh:>10.1f} | "
-          f"{go:>9.0f} | {ro:>11.1f} | {err:>9.2e}")
+    print(
+      f"{k:>2} | {mh:>14.2f} | {mo:>7.2f} | {r:>7.2f}x | {gh_:>8.0f} | {rh:>10.1f} | "
+      f"{go:>9.0f} | {ro:>11.1f} | {err:>9.2e}"
+    )
   base_h, base_o = rows[0][1] / rows[0][0], rows[0][2] / rows[0][0]
   print()
-  print("cost per prompt relative to the first row: "
-        + ", ".join(f"k={k}: transformers {mh / k / base_h:.2f}, ours {mo / k / base_o:.2f}"
-                    for k, mh, mo, *_ in rows))
+  print(
+    "cost per prompt relative to the first row: "
+    + ", ".join(
+      f"k={k}: transformers {mh / k / base_h:.2f}, ours {mo / k / base_o:.2f}"
+      for k, mh, mo, *_ in rows
+    )
+  )
   return rows
 
 

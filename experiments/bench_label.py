@@ -19,6 +19,7 @@ did not finish in the time the shared machine allowed (transformers ~4 x 211 s p
   python experiments/bench_label.py                      # L/16, 1 and 4 prompts, 4 images
   python experiments/bench_label.py --variant B/16 --depth 4 --images 8   # quick look
 """
+
 import argparse
 import glob
 import os
@@ -34,26 +35,35 @@ from incontext import checkpoint, labelling
 from incontext.inference import Segmenter, load_image, load_mask
 from incontext.models import seggpt
 
-SHARED = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "..",
-                      "shared", "data")
+SHARED = os.path.join(
+  os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "..", "shared", "data"
+)
 
 
 def hf_label(hm, processor, prompts, queries, out_dir):
   """The transformers loop: one query per forward (feature ensemble over the prompts)."""
   import torch
+
   p_imgs = [load_image(p) for p, _ in prompts]
-  p_masks = [(load_mask(m) > 0).astype(np.uint8) for _, m in prompts]   # label maps 0/1
+  p_masks = [(load_mask(m) > 0).astype(np.uint8) for _, m in prompts]  # label maps 0/1
   k = len(prompts)
   for q in queries:
     img = load_image(q)
-    inp = processor(images=[img] * k, prompt_images=p_imgs, prompt_masks=p_masks,
-                    num_labels=1, return_tensors="pt")
+    inp = processor(
+      images=[img] * k,
+      prompt_images=p_imgs,
+      prompt_masks=p_masks,
+      num_labels=1,
+      return_tensors="pt",
+    )
     with torch.no_grad():
       out = hm(**inp, feature_ensemble=k > 1, embedding_type="instance")
-    lab = processor.post_process_semantic_segmentation(out, target_sizes=[img.shape[:2]],
-                                                       num_labels=1)[0]
+    lab = processor.post_process_semantic_segmentation(
+      out, target_sizes=[img.shape[:2]], num_labels=1
+    )[0]
     Image.fromarray(lab.numpy().astype(np.uint8)).save(
-        os.path.join(out_dir, os.path.splitext(os.path.basename(q))[0] + ".png"))
+      os.path.join(out_dir, os.path.splitext(os.path.basename(q))[0] + ".png")
+    )
 
 
 def ours_label(lab, queries, out_dir):
@@ -66,8 +76,12 @@ def ours_label(lab, queries, out_dir):
 def main(argv=None):
   ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
   ap.add_argument("--variant", default="L/16")
-  ap.add_argument("--depth", type=int, default=None, help="override the block count (quick "
-                  "looks; not the official model)")
+  ap.add_argument(
+    "--depth",
+    type=int,
+    default=None,
+    help="override the block count (quick looks; not the official model)",
+  )
   ap.add_argument("--images", type=int, default=4, help="timed query images per side")
   ap.add_argument("--ks", default="1,4", help="prompt counts")
   ap.add_argument("--batch-per-device", type=int, default=1)
@@ -75,21 +89,26 @@ def main(argv=None):
   import jax
   import torch
   from transformers import SegGptImageProcessor
+
   ex = os.path.join(SHARED, "examples", "seggpt_examples", "examples")
   coco = sorted(glob.glob(os.path.join(SHARED, "coco128_seg", "images", "train2017", "*.jpg")))
   if not os.path.isdir(ex) or len(coco) < args.images + 1:
     sys.exit(f"needs the example photos and coco128_seg under {SHARED}")
-  all_prompts = [(os.path.join(ex, f"{n}.jpg"), os.path.join(ex, f"{n}_target.png"))
-                 for n in ("hmbb_1", "hmbb_2", "hmbb_3", "video_1")]
-  warm, queries = coco[:1], coco[1:args.images + 1]
+  all_prompts = [
+    (os.path.join(ex, f"{n}.jpg"), os.path.join(ex, f"{n}_target.png"))
+    for n in ("hmbb_1", "hmbb_2", "hmbb_3", "video_1")
+  ]
+  warm, queries = coco[:1], coco[1 : args.images + 1]
   over = dict(ensemble="hf")
   if args.depth is not None:
     over.update(depth=args.depth, feature_layers=seggpt._layers(args.depth))
   cfg = seggpt.get_config(args.variant, **over)
-  print(f"# {args.variant}{'' if args.depth is None else f' (depth {args.depth})'}, "
-        f"{args.images} COCO photos per side, float32, {os.cpu_count()} CPUs, "
-        f"{jax.local_device_count()} jax device(s), torch {torch.get_num_threads()} threads",
-        flush=True)
+  print(
+    f"# {args.variant}{'' if args.depth is None else f' (depth {args.depth})'}, "
+    f"{args.images} COCO photos per side, float32, {os.cpu_count()} CPUs, "
+    f"{jax.local_device_count()} jax device(s), torch {torch.get_num_threads()} threads",
+    flush=True,
+  )
   hm, model = bench_inference.build(cfg)
   processor = SegGptImageProcessor()
   rows = []
@@ -108,14 +127,16 @@ def main(argv=None):
       ours_label(lab, queries, d)
       to = time.perf_counter() - t0
       d = tempfile.mkdtemp(dir=tmp)
-      if not rows:                   # eager: one (one-prompt) warm-up call is enough
+      if not rows:  # eager: one (one-prompt) warm-up call is enough
         hf_label(hm, processor, prompts[:1], warm, d)
       t0 = time.perf_counter()
       hf_label(hm, processor, prompts, queries, d)
       th = time.perf_counter() - t0
       rows.append((k, args.images / th, args.images / to))
-      print(f"# k={k}: transformers {th:.1f} s, ours {to:.1f} s (warm-up incl. compile "
-            f"{tw:.1f} s)", flush=True)
+      print(
+        f"# k={k}: transformers {th:.1f} s, ours {to:.1f} s (warm-up incl. compile {tw:.1f} s)",
+        flush=True,
+      )
   print()
   print(f"{'prompts':>7} | {'transformers img/s':>18} | {'ours img/s':>10} | {'ratio':>6}")
   for k, rh, ro in rows:

@@ -13,6 +13,7 @@ Memory is `compiled.memory_analysis()` of the sharded, donated train step. On CP
 not lower it (XLA:CPU schedules the recomputation right after the forward, jax-ml/jax#19822;
 tests/test_fast_attention.py checks the saved residuals instead): measure remat on a GPU/TPU.
 """
+
 import argparse
 import functools
 import time
@@ -40,8 +41,10 @@ def model_cfg(args) -> seggpt.SegGPTConfig:
   if args.depth:
     d = args.depth
     if d < 5:
-      raise SystemExit(f"--depth {d}: at least 5 blocks are needed (the stream merge and "
-                       "4 decoder feature layers after it)")
+      raise SystemExit(
+        f"--depth {d}: at least 5 blocks are needed (the stream merge and "
+        "4 decoder feature layers after it)"
+      )
     m = min(2, d - 5)
     kw.update(depth=d, merge_index=m, feature_layers=seggpt._layers(d, m))
   if args.image_size:
@@ -50,7 +53,7 @@ def model_cfg(args) -> seggpt.SegGPTConfig:
 
 
 def _mib(x) -> str:
-  return f"{x / 2 ** 20:.1f} MiB"
+  return f"{x / 2**20:.1f} MiB"
 
 
 def main():
@@ -68,10 +71,12 @@ def main():
   args = p.parse_args()
 
   cfg = model_cfg(args)
-  mesh = mesh_lib.make_mesh([(k, int(v)) for k, v in
-                             (kv.split("=") for kv in args.mesh.split(","))])
-  o = ml_collections.ConfigDict(dict(lr=1e-4, warmup_steps=10, total_steps=1000, wd=0.05,
-                                     clip=3.0, layer_decay=0.8))
+  mesh = mesh_lib.make_mesh(
+    [(k, int(v)) for k, v in (kv.split("=") for kv in args.mesh.split(","))]
+  )
+  o = ml_collections.ConfigDict(
+    dict(lr=1e-4, warmup_steps=10, total_steps=1000, wd=0.05, clip=3.0, layer_decay=0.8)
+  )
   tx, sched = optim.make_tx(o, depth=cfg.depth)
   graphdef, abs_params = nnx.split(seggpt.abstract(cfg))
   abs_params = nnx.to_pure_dict(abs_params)
@@ -81,36 +86,52 @@ def main():
   n_params = sum(int(np.prod(x.shape)) for x in jax.tree.leaves(abs_params))
   h, w = cfg.canvas
   b = args.batch
-  batch = {"image": jnp.zeros((b, h, w, 3)), "target": jnp.zeros((b, h, w, 3)),
-           "mask": jnp.asarray(np.random.default_rng(0).random((b, cfg.num_tokens)) < 0.5),
-           "valid": jnp.ones((b, h, w)), "seg_type": jnp.zeros((b,), jnp.int32)}
+  batch = {
+    "image": jnp.zeros((b, h, w, 3)),
+    "target": jnp.zeros((b, h, w, 3)),
+    "mask": jnp.asarray(np.random.default_rng(0).random((b, cfg.num_tokens)) < 0.5),
+    "valid": jnp.ones((b, h, w)),
+    "seg_type": jnp.zeros((b,), jnp.int32),
+  }
   batch = jax.device_put(batch, bsh)
-  step = jax.jit(functools.partial(steps.train_step, graphdef=graphdef, tx=tx, schedule=sched,
-                                   patch=cfg.patch),
-                 in_shardings=(state_sh, bsh), out_shardings=(state_sh, repl), donate_argnums=(0,))
-  fwd = jax.jit(lambda prm, bt: steps.loss_fn(prm, bt, None, graphdef=graphdef,
-                                              patch=cfg.patch)[0],
-                in_shardings=(state_sh["params"], bsh), out_shardings=repl)
-  print(f"model {args.model} depth {cfg.depth} canvas {cfg.canvas} patch {cfg.patch} "
-        f"params {n_params / 1e6:.2f}M dtype {cfg.dtype} remat {cfg.remat} batch {b} "
-        f"devices {jax.device_count()} x {jax.devices()[0].device_kind} mesh {dict(mesh.shape)}")
+  step = jax.jit(
+    functools.partial(steps.train_step, graphdef=graphdef, tx=tx, schedule=sched, patch=cfg.patch),
+    in_shardings=(state_sh, bsh),
+    out_shardings=(state_sh, repl),
+    donate_argnums=(0,),
+  )
+  fwd = jax.jit(
+    lambda prm, bt: steps.loss_fn(prm, bt, None, graphdef=graphdef, patch=cfg.patch)[0],
+    in_shardings=(state_sh["params"], bsh),
+    out_shardings=repl,
+  )
+  print(
+    f"model {args.model} depth {cfg.depth} canvas {cfg.canvas} patch {cfg.patch} "
+    f"params {n_params / 1e6:.2f}M dtype {cfg.dtype} remat {cfg.remat} batch {b} "
+    f"devices {jax.device_count()} x {jax.devices()[0].device_kind} mesh {dict(mesh.shape)}"
+  )
   with jax.set_mesh(mesh):
     t = time.perf_counter()
     compiled = step.lower(abs_state, batch).compile()
     print(f"compile: {time.perf_counter() - t:.1f} s")
     ma = compiled.memory_analysis()
     if ma is not None:
-      print("memory (per device): "
-            f"arguments {_mib(ma.argument_size_in_bytes)}, "
-            f"outputs {_mib(ma.output_size_in_bytes)}, "
-            f"aliased {_mib(ma.alias_size_in_bytes)}, temp {_mib(ma.temp_size_in_bytes)}, "
-            f"generated code {_mib(ma.generated_code_size_in_bytes)}")
+      print(
+        "memory (per device): "
+        f"arguments {_mib(ma.argument_size_in_bytes)}, "
+        f"outputs {_mib(ma.output_size_in_bytes)}, "
+        f"aliased {_mib(ma.alias_size_in_bytes)}, temp {_mib(ma.temp_size_in_bytes)}, "
+        f"generated code {_mib(ma.generated_code_size_in_bytes)}"
+      )
     if args.compile_only:
       return
-    state = jax.jit(lambda: steps.init_state(jax.tree.map(
-        lambda a: jnp.full(a.shape, 0.01, a.dtype), abs_params), tx, 0),
-        out_shardings=state_sh)()
-    state, m = compiled(state, batch)                        # warm-up
+    state = jax.jit(
+      lambda: steps.init_state(
+        jax.tree.map(lambda a: jnp.full(a.shape, 0.01, a.dtype), abs_params), tx, 0
+      ),
+      out_shardings=state_sh,
+    )()
+    state, m = compiled(state, batch)  # warm-up
     jax.block_until_ready(m)
     t = time.perf_counter()
     for _ in range(args.steps):
@@ -126,8 +147,10 @@ def main():
     dt_fwd = (time.perf_counter() - t) / args.steps
   fl = flops.train_flops(cfg) * b
   per_dev = fl / dt / jax.device_count()
-  print(f"train step: {dt * 1e3:.1f} ms  ({b / dt:.2f} examples/s, "
-        f"{per_dev / 1e12:.3f} TFLOP/s per device, model FLOPs {fl / 1e12:.3f} TFLOP/step)")
+  print(
+    f"train step: {dt * 1e3:.1f} ms  ({b / dt:.2f} examples/s, "
+    f"{per_dev / 1e12:.3f} TFLOP/s per device, model FLOPs {fl / 1e12:.3f} TFLOP/step)"
+  )
   print(f"forward (peer): {dt_fwd * 1e3:.1f} ms  -> train/forward = {dt / dt_fwd:.2f}")
   peak = flops.peak_flops(jax.devices()[0].device_kind)
   if peak:

@@ -17,6 +17,7 @@ time a device is lent; out-of-memory and other failures are recorded, not raised
   python -m experiments.device_check --out /tmp/device_check.json       # one H200: < 8 min
   python -m experiments.device_check --tiny --out /tmp/dc.json          # CPU smoke (seconds)
 """
+
 import argparse
 import functools
 import json
@@ -35,7 +36,7 @@ from incontext import canvas
 from incontext.models import seggpt
 from incontext.train import flops, optim, steps
 
-TINY = dict(image_size=(32, 32), patch=8)     # the "test" variant on 64x32 canvases
+TINY = dict(image_size=(32, 32), patch=8)  # the "test" variant on 64x32 canvases
 
 
 def model_cfg(args, **kw) -> seggpt.SegGPTConfig:
@@ -45,7 +46,7 @@ def model_cfg(args, **kw) -> seggpt.SegGPTConfig:
 
 
 def _median_time(fn, reps: int) -> tuple[float, object]:
-  out = fn()                                                   # warm-up (compile)
+  out = fn()  # warm-up (compile)
   ts = []
   for _ in range(reps):
     t = time.perf_counter()
@@ -64,19 +65,26 @@ def _ours(model, imgs, tgts, device):
 
   @jax.jit
   def fwd(state, imgs, tgts):
-    return nnx.merge(gd, state)(imgs, tgts, mask, st, feature_ensemble=k > 1, query_only=True,
-                                shared_query=k > 1)
+    return nnx.merge(gd, state)(
+      imgs, tgts, mask, st, feature_ensemble=k > 1, query_only=True, shared_query=k > 1
+    )
+
   state, imgs, tgts = jax.device_put((state, imgs, tgts), device)
   return lambda: np.asarray(fwd(state, imgs, tgts))
 
 
 def _hf(hm, imgs, tgts, tdev, tdtype):
   import torch
+
   h = imgs.shape[1] // 2
   t = lambda a: torch.from_numpy(np.ascontiguousarray(a.transpose(0, 3, 1, 2))).to(tdev, tdtype)
-  args = dict(pixel_values=t(imgs[:, h:]), prompt_pixel_values=t(imgs[:, :h]),
-              prompt_masks=t(tgts[:, :h]), feature_ensemble=imgs.shape[0] > 1,
-              embedding_type="instance")
+  args = dict(
+    pixel_values=t(imgs[:, h:]),
+    prompt_pixel_values=t(imgs[:, :h]),
+    prompt_masks=t(tgts[:, :h]),
+    feature_ensemble=imgs.shape[0] > 1,
+    embedding_type="instance",
+  )
 
   def run():
     with torch.no_grad():
@@ -84,12 +92,14 @@ def _hf(hm, imgs, tgts, tdev, tdtype):
     if tdev != "cpu":
       torch.cuda.synchronize()
     return out.float().cpu().numpy().transpose(0, 2, 3, 1)[:, h:]
+
   return run
 
 
 def _with_dtype(model, dtype: str, attention: str = "auto"):
   """The same weights under another compute dtype / attention setting."""
   import dataclasses
+
   cfg = dataclasses.replace(model.cfg, dtype=dtype, attention=attention).validate()
   gd, _ = nnx.split(seggpt.abstract(cfg))
   return nnx.merge(gd, nnx.state(model))
@@ -109,6 +119,7 @@ def _err(e: Exception) -> str:
 
 def inference(args, budget: Budget) -> tuple[dict, dict]:
   import torch
+
   dev = jax.devices()[0]
   cpu = jax.devices("cpu")[0]
   tdev = "cuda" if torch.cuda.is_available() and not args.tiny else "cpu"
@@ -133,13 +144,18 @@ def inference(args, budget: Budget) -> tuple[dict, dict]:
         row["ours_first_call_s"] = time.perf_counter() - t0
         row["ours_s"], out = _median_time(ours, args.reps)
         row["ours_attention"] = seggpt.attention_impl(
-            "auto", dtype, (cfg.grid[0] // 2 + 1) * cfg.grid[1], cfg.num_tokens,
-            cfg.width // cfg.num_heads)
-        row["transformers_s"], ref = _median_time(_hf(hm_d, imgs, tgts, tdev,
-                                                      getattr(torch, dtype)), args.reps)
+          "auto",
+          dtype,
+          (cfg.grid[0] // 2 + 1) * cfg.grid[1],
+          cfg.num_tokens,
+          cfg.width // cfg.num_heads,
+        )
+        row["transformers_s"], ref = _median_time(
+          _hf(hm_d, imgs, tgts, tdev, getattr(torch, dtype)), args.reps
+        )
         row["speedup"] = row["transformers_s"] / row["ours_s"]
         row["max_abs_diff_vs_transformers"] = float(np.abs(out - ref).max())
-        if k == 1 and dtype == "float32":   # the same program on the CPU: the backend's error
+        if k == 1 and dtype == "float32":  # the same program on the CPU: the backend's error
           cpu_out = _ours(ours_model, imgs, tgts, cpu)()
           parity[f"{dtype}_k1_device_vs_cpu_max_abs"] = float(np.abs(out - cpu_out).max())
         if dtype == "bfloat16" and k == max(ks):
@@ -164,8 +180,9 @@ def inference(args, budget: Budget) -> tuple[dict, dict]:
 
 
 def train(args, budget: Budget) -> list[dict]:
-  o = ml_collections.ConfigDict(dict(lr=1e-4, warmup_steps=10, total_steps=1000, wd=0.05,
-                                     clip=3.0, layer_decay=0.8))
+  o = ml_collections.ConfigDict(
+    dict(lr=1e-4, warmup_steps=10, total_steps=1000, wd=0.05, clip=3.0, layer_decay=0.8)
+  )
   peak = flops.peak_flops(jax.devices()[0].device_kind)
   rows = []
   for b in [int(s) for s in args.batches.split(",")]:
@@ -182,20 +199,27 @@ def train(args, budget: Budget) -> list[dict]:
         state = steps.init_state(nnx.to_pure_dict(params), tx, 0)
         h, w = cfg.canvas
         rng = np.random.default_rng(0)
-        batch = {"image": rng.normal(size=(b, h, w, 3)).astype(np.float32),
-                 "target": rng.normal(size=(b, h, w, 3)).astype(np.float32),
-                 "mask": rng.random((b, cfg.num_tokens)) < 0.5,
-                 "valid": np.ones((b, h, w), np.float32), "seg_type": np.zeros((b,), np.int32)}
+        batch = {
+          "image": rng.normal(size=(b, h, w, 3)).astype(np.float32),
+          "target": rng.normal(size=(b, h, w, 3)).astype(np.float32),
+          "mask": rng.random((b, cfg.num_tokens)) < 0.5,
+          "valid": np.ones((b, h, w), np.float32),
+          "seg_type": np.zeros((b,), np.int32),
+        }
         batch = jax.device_put(batch)
-        step = jax.jit(functools.partial(steps.train_step, graphdef=gd, tx=tx, schedule=sched,
-                                         patch=cfg.patch), donate_argnums=(0,))
+        step = jax.jit(
+          functools.partial(steps.train_step, graphdef=gd, tx=tx, schedule=sched, patch=cfg.patch),
+          donate_argnums=(0,),
+        )
         t = time.perf_counter()
         compiled = step.lower(state, batch).compile()
         row["compile_s"] = time.perf_counter() - t
         ma = compiled.memory_analysis()
         if ma is not None:
-          row["memory_gib"] = {n: getattr(ma, f"{n}_size_in_bytes") / 2 ** 30
-                               for n in ("argument", "output", "alias", "temp")}
+          row["memory_gib"] = {
+            n: getattr(ma, f"{n}_size_in_bytes") / 2**30
+            for n in ("argument", "output", "alias", "temp")
+          }
         state, m = compiled(state, batch)
         jax.block_until_ready(m)
         t = time.perf_counter()
@@ -204,8 +228,7 @@ def train(args, budget: Budget) -> list[dict]:
         jax.block_until_ready(m)
         dt = (time.perf_counter() - t) / args.steps
         fl = flops.train_flops(cfg) * b
-        row.update(step_s=dt, examples_per_s=b / dt, tflops=fl / dt / 1e12,
-                   loss=float(m["loss"]))
+        row.update(step_s=dt, examples_per_s=b / dt, tflops=fl / dt / 1e12, loss=float(m["loss"]))
         if peak:
           row["mfu"] = fl / dt / peak
         del state, compiled
@@ -223,8 +246,9 @@ def main(argv=None):
   ap.add_argument("--batches", default="16,32,64", help="train-step batch sizes")
   ap.add_argument("--reps", type=int, default=5)
   ap.add_argument("--steps", type=int, default=5, help="timed train steps per configuration")
-  ap.add_argument("--budget_s", type=float, default=420.0,
-                  help="start no new measurement after this many seconds")
+  ap.add_argument(
+    "--budget_s", type=float, default=420.0, help="start no new measurement after this many seconds"
+  )
   ap.add_argument("--seed", type=int, default=0)
   ap.add_argument("--skip", default="", help="comma-separated sections to skip: inference,train")
   args = ap.parse_args(argv)
@@ -234,17 +258,21 @@ def main(argv=None):
   dev = jax.devices()[0]
   budget = Budget(args.budget_s)
   t0 = time.perf_counter()
-  res = {"device": dev.device_kind, "backend": jax.default_backend(),
-         "num_devices": jax.device_count(), "jax": jax.__version__,
-         "model": "test (tiny)" if args.tiny else "L/16",
-         "peak_bf16_tflops": (flops.peak_flops(dev.device_kind) or 0) / 1e12 or None}
+  res = {
+    "device": dev.device_kind,
+    "backend": jax.default_backend(),
+    "num_devices": jax.device_count(),
+    "jax": jax.__version__,
+    "model": "test (tiny)" if args.tiny else "L/16",
+    "peak_bf16_tflops": (flops.peak_flops(dev.device_kind) or 0) / 1e12 or None,
+  }
   skip = set(filter(None, args.skip.split(",")))
   if "inference" not in skip:
     res["inference"], res["parity"] = inference(args, budget)
   if "train" not in skip:
     res["train"] = train(args, budget)
   res["wall_s"] = time.perf_counter() - t0
-  fd, tmp = tempfile.mkstemp(dir=out_dir, suffix=".json.tmp")   # no half-written output
+  fd, tmp = tempfile.mkstemp(dir=out_dir, suffix=".json.tmp")  # no half-written output
   with os.fdopen(fd, "w") as f:
     json.dump(res, f, indent=1)
   os.replace(tmp, args.out)

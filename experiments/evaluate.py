@@ -7,6 +7,7 @@ Writes WORKDIR/results.json and WORKDIR/results.md (baselines beside every resul
 Relative paths (--config.init, --workdir, globs, --config.data_dir) are from the working
 folder; the config file is also found by name (`--config seggpt_eval:folder`).
 """
+
 from absl import flags
 from ml_collections import config_flags
 
@@ -15,8 +16,12 @@ from experiments.configs import seggpt_eval
 
 __doc__ = entry.usage(__doc__, seggpt_eval)
 
-config_flags.DEFINE_config_file("config", None, "seggpt_eval config file (path.py:ARG; args "
-                                "and benchmarks above)", lock_config=True)
+config_flags.DEFINE_config_file(
+  "config",
+  None,
+  "seggpt_eval config file (path.py:ARG; args and benchmarks above)",
+  lock_config=True,
+)
 flags.DEFINE_string("workdir", None, "output directory")
 flags.mark_flags_as_required(["config", "workdir"])
 
@@ -28,6 +33,7 @@ def main(argv):
   entry.require("evaluate", config.init, "--config.init", "a params directory to evaluate")
   with entry.user_errors("evaluate"):
     from incontext.evaluators import run
+
     results = run.run_eval(entry.prepare(config), flags.FLAGS.workdir)
   print(run.table(results))
 

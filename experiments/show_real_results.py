@@ -19,6 +19,7 @@ Splits (fixed; nothing evaluated is trained on, tests/test_configs.py checks it)
   * coco128_seg: fold-0 classes (COCO-20i interleaved) are held out of training; k-shot episodes
     of those classes.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -31,22 +32,24 @@ import numpy as np
 
 from experiments.configs import common
 
-DATA = common.data_dir()                 # $INCONTEXT_DATA_DIR or ../shared/data
-HELD_OUT_SEQS = common.DAVIS_HELD_OUT   # never in the `real` training mixture
+DATA = common.data_dir()  # $INCONTEXT_DATA_DIR or ../shared/data
+HELD_OUT_SEQS = common.DAVIS_HELD_OUT  # never in the `real` training mixture
 # Per tuning task (experiments/configs/prompt_tune.py TASKS: a seeded permutation, [0:64] tunes):
 # how many of the examples right after the tuning ones score the prompts.
 TUNE_EVAL = {"horse": 136, "kvasir": 100}
-UNTUNED_MEAN = 8     # also scored: each of the first 8 tuning examples as the one prompt
+UNTUNED_MEAN = 8  # also scored: each of the first 8 tuning examples as the one prompt
 
 
 def task_examples(task: dict, root: str, n_eval: int, index: int = 0) -> tuple[dict, list]:
   """(the raw tuning example `index`, the n_eval examples after `task`'s tuning slice in its
   permutation: never tuned on)."""
   from incontext.data import selection, sources
+
   src = sources.make_source(dict(task, root=root))
   tune = selection.select_indices(len(src), dict(task))
-  idx = selection.select_indices(len(src), dict(task, start=int(task["stop"]),
-                                                stop=int(task["stop"]) + n_eval))
+  idx = selection.select_indices(
+    len(src), dict(task, start=int(task["stop"]), stop=int(task["stop"]) + n_eval)
+  )
   if len(idx) < n_eval:
     raise ValueError(f"{root}: {len(idx)} examples after the tuning ones, need {n_eval}")
   return src[tune[index]], [src[i] for i in idx]
@@ -59,20 +62,34 @@ def main(argv=None):
   e.add_argument("--workdir", required=True)
   e.add_argument("--checkpoint", required=True)
   e.add_argument("--data", default=DATA)
-  e.add_argument("--tune_tasks", default="horse,kvasir",
-                 help="comma-separated prompt_tune tasks to tune and score (or 'none')")
+  e.add_argument(
+    "--tune_tasks",
+    default="horse,kvasir",
+    help="comma-separated prompt_tune tasks to tune and score (or 'none')",
+  )
   e.add_argument("--tune_steps", type=int, default=300)
-  e.add_argument("--tune_lr", type=float, default=None,
-                 help="prompt-tuning peak lr (default: experiments/configs/prompt_tune.py's)")
-  e.add_argument("--tune_beta", type=float, default=None,
-                 help="smooth-L1 beta of the tuning loss (default: the one the checkpoint was "
-                      "trained with, as recorded by the trainer; else 0.01)")
+  e.add_argument(
+    "--tune_lr",
+    type=float,
+    default=None,
+    help="prompt-tuning peak lr (default: experiments/configs/prompt_tune.py's)",
+  )
+  e.add_argument(
+    "--tune_beta",
+    type=float,
+    default=None,
+    help="smooth-L1 beta of the tuning loss (default: the one the checkpoint was "
+    "trained with, as recorded by the trainer; else 0.01)",
+  )
   e.add_argument("--shots", type=int, default=4)
   e.add_argument("--episodes", type=int, default=100)
   e.add_argument("--memory", type=int, default=8)
   e.add_argument("--max_frames", type=int, default=None)
-  e.add_argument("--no_calibrate", action="store_true",
-                 help="skip the DAVIS runs with a threshold calibrated on the training sequences")
+  e.add_argument(
+    "--no_calibrate",
+    action="store_true",
+    help="skip the DAVIS runs with a threshold calibrated on the training sequences",
+  )
   args = p.parse_args(argv)
   if not os.path.isdir(args.data):
     sys.exit(f"real data not found at {args.data} (expected ../shared/data next to the project)")
@@ -82,14 +99,20 @@ def main(argv=None):
 def _binary_scores(model, prompts, examples, seg_type="semantic"):
   """IoU results over examples of each (normalised) one-slot prompt (image, target)."""
   from incontext import canvas, inference, metrics
+
   size = tuple(model.cfg.image_size)
   qs = np.stack([inference.prepare_image(e["image"], size) for e in examples])
   out = []
   for lp_image, lp_target in prompts:
     acc = metrics.IoUAccumulator()
-    preds = np.concatenate([
-        inference.predict_canvas_batch(model, lp_image[None], lp_target[None], qs[i:i + 16],
-                                       seg_type=seg_type) for i in range(0, len(qs), 16)])
+    preds = np.concatenate(
+      [
+        inference.predict_canvas_batch(
+          model, lp_image[None], lp_target[None], qs[i : i + 16], seg_type=seg_type
+        )
+        for i in range(0, len(qs), 16)
+      ]
+    )
     for e, p in zip(examples, preds):
       lab = inference.labels_from_prediction(canvas.denormalize(p), canvas.BINARY_PALETTE, [1])
       fg = inference.resize_nearest_torch(lab, e["mask"].shape) == 1
@@ -105,12 +128,16 @@ def _heldout_losses(model, prompts, examples, beta):
   import jax.numpy as jnp
   from flax import nnx
   from incontext.train import tune_steps, tuner
+
   data, _ = tuner.load_task({"label_ids": (1,)}, tuple(model.cfg.image_size), examples)
   gd, params = nnx.split(model)
-  loss = jax.jit(lambda p, b, params: tune_steps.tune_loss(p, b, graphdef=gd, params=params,
-                                                           seg_type=0, beta=beta))
+  loss = jax.jit(
+    lambda p, b, params: tune_steps.tune_loss(
+      p, b, graphdef=gd, params=params, seg_type=0, beta=beta
+    )
+  )
   n = len(examples)
-  batches = [{k: jnp.asarray(v[i:i + 16]) for k, v in data.items()} for i in range(0, n, 16)]
+  batches = [{k: jnp.asarray(v[i : i + 16]) for k, v in data.items()} for i in range(0, n, 16)]
   out = []
   for prompt in prompts:
     p = {k: jnp.asarray(v) for k, v in prompt.items()}
@@ -125,6 +152,7 @@ def tuning_experiment(model, args, task_name):
   from experiments.configs import prompt_tune
   from incontext import inference, metrics
   from incontext.train import tuner
+
   c = prompt_tune.get_config(f"task={task_name}")
   c.init = args.checkpoint
   c.total_steps = args.tune_steps
@@ -142,28 +170,39 @@ def tuning_experiment(model, args, task_name):
   # the tuned prompt, then each of the first UNTUNED_MEAN tuning examples (and the init one)
   n_each = min(UNTUNED_MEAN, len(data["image"]))
   ex = sorted({i0, *range(n_each)})
-  scores = _binary_scores(model, [(out["prompt"]["image"], out["prompt"]["target"])]
-                          + [(data["image"][i], data["target"][i]) for i in ex], evals)
+  scores = _binary_scores(
+    model,
+    [(out["prompt"]["image"], out["prompt"]["target"])]
+    + [(data["image"][i], data["target"][i]) for i in ex],
+    evals,
+  )
   by_ex = dict(zip(ex, scores[1:]))
   each = [by_ex[i] for i in range(n_each)]
   res = {"tuned prompt": scores[0], "untuned example prompt": dict(by_ex[i0])}
   res[f"untuned, mean of {len(each)} example prompts"] = {
-      k: float(np.mean([r[k] for r in each])) for k in ("miou", "fb_iou")}
+    k: float(np.mean([r[k] for r in each])) for k in ("miou", "fb_iou")
+  }
   res[f"untuned, mean of {len(each)} example prompts"]["each_miou"] = [r["miou"] for r in each]
-  base = metrics.IoUAccumulator()          # the untuned prompt's mask copied to every query
+  base = metrics.IoUAccumulator()  # the untuned prompt's mask copied to every query
   for e in evals:
     m = inference.resize_nearest_torch((first["mask"] == 1).astype(np.uint8), e["mask"].shape)
     base.add(m == 1, e["mask"] == 1, 1, e["mask"] == 255)
   res["copy prompt mask (baseline)"] = base.result()
   beta = tuner.loss_beta(c)
   untuned = {"image": data["image"][i0], "target": data["target"][i0]}
-  (res["tuned prompt"]["heldout_loss"],
-   res["untuned example prompt"]["heldout_loss"]) = _heldout_losses(
-       model, [out["prompt"], untuned], evals, beta)
-  res["_info"] = {"tune_examples": len(data["image"]), "eval_examples": len(evals),
-                  "tune_steps": args.tune_steps, "tune_lr": float(c.optim.lr),
-                  "tune_beta": beta, "first_loss": out["losses"][0],
-                  "last_loss": out["losses"][-1], "workdir": wd}
+  (res["tuned prompt"]["heldout_loss"], res["untuned example prompt"]["heldout_loss"]) = (
+    _heldout_losses(model, [out["prompt"], untuned], evals, beta)
+  )
+  res["_info"] = {
+    "tune_examples": len(data["image"]),
+    "eval_examples": len(evals),
+    "tune_steps": args.tune_steps,
+    "tune_lr": float(c.optim.lr),
+    "tune_beta": beta,
+    "first_loss": out["losses"][0],
+    "last_loss": out["losses"][-1],
+    "workdir": wd,
+  }
   return res
 
 
@@ -172,12 +211,15 @@ def evaluate(args):
   from incontext import checkpoint
   from incontext.evaluators import davis, run
   from experiments.configs import seggpt_eval
+
   t0 = time.time()
   model = checkpoint.load_model(args.checkpoint)
-  results = {"checkpoint": os.path.abspath(args.checkpoint),
-             "weights_hash": checkpoint.read_meta(args.checkpoint).get("weights_hash"),
-             "train_source": checkpoint.read_meta(args.checkpoint).get("source"),
-             "model": checkpoint.config_to_dict(model.cfg)}
+  results = {
+    "checkpoint": os.path.abspath(args.checkpoint),
+    "weights_hash": checkpoint.read_meta(args.checkpoint).get("weights_hash"),
+    "train_source": checkpoint.read_meta(args.checkpoint).get("source"),
+    "model": checkpoint.config_to_dict(model.cfg),
+  }
   out_json = os.path.join(args.workdir, "real_results.json")
 
   def dump():
@@ -201,25 +243,29 @@ def evaluate(args):
   results["fewshot"] = {}
   for name, bench in ev.fewshot.items():
     bench = dict(bench)
-    bench["source"] = dict(bench["source"], root=os.path.join(args.data, bench["source"]["root"]
-                                                              .split("/")[-1]))
+    bench["source"] = dict(
+      bench["source"], root=os.path.join(args.data, bench["source"]["root"].split("/")[-1])
+    )
     bench["name"] = name
     results["fewshot"][name] = run.fewshot_benchmark(model, bench, seed=0)
     dump()
   # 3. video propagation vs copying the first mask (held-out DAVIS sequences)
   droot = os.path.join(args.data, "davis2016_subset")
-  results["davis"] = davis.evaluate_davis(model, droot, list(HELD_OUT_SEQS),
-                                          memories=(0, args.memory), max_frames=args.max_frames)
+  results["davis"] = davis.evaluate_davis(
+    model, droot, list(HELD_OUT_SEQS), memories=(0, args.memory), max_frames=args.max_frames
+  )
   dump()
   # ... and with the decision threshold calibrated on the training sequences (never on the
   # evaluated ones), per memory size
   if not args.no_calibrate:
     cal = {}
     for k in (0, args.memory):
-      t, scores = davis.calibrate_threshold(model, droot, list(common.DAVIS_TRAIN), memory=k,
-                                            max_frames=args.max_frames)
-      r = davis.evaluate_davis(model, droot, list(HELD_OUT_SEQS), memories=(k,),
-                               max_frames=args.max_frames, threshold=t)
+      t, scores = davis.calibrate_threshold(
+        model, droot, list(common.DAVIS_TRAIN), memory=k, max_frames=args.max_frames
+      )
+      r = davis.evaluate_davis(
+        model, droot, list(HELD_OUT_SEQS), memories=(k,), max_frames=args.max_frames, threshold=t
+      )
       cal[f"K={k}"] = dict(r[f"K={k}"], threshold=t, calibration_jf=scores)
     cal["copy first mask (baseline)"] = results["davis"]["copy first mask (baseline)"]
     results["davis_calibrated"] = cal
@@ -227,14 +273,16 @@ def evaluate(args):
   dump()
   text = run.table(results)
   if results.get("davis_calibrated"):
-    text += ("\n| davis, threshold calibrated on the training sequences | threshold | J&F | J | F |"
-             "\n|---|---|---|---|---|\n")
+    text += (
+      "\n| davis, threshold calibrated on the training sequences | threshold | J&F | J | F |"
+      "\n|---|---|---|---|---|\n"
+    )
     for m, r in results["davis_calibrated"].items():
-      text += (f"| {m} | {r.get('threshold', '')} | {r['J&F']:.1f} | {r['J']:.1f} | "
-               f"{r['F']:.1f} |\n")
+      text += f"| {m} | {r.get('threshold', '')} | {r['J&F']:.1f} | {r['J']:.1f} | {r['F']:.1f} |\n"
   if results.get("tuning"):
-    text += ("\n| tuning task | method | mIoU | FB-IoU | held-out tuning loss |\n"
-             "|---|---|---|---|---|\n")
+    text += (
+      "\n| tuning task | method | mIoU | FB-IoU | held-out tuning loss |\n|---|---|---|---|---|\n"
+    )
     for t, res in results["tuning"].items():
       for m, r in res.items():
         if not m.startswith("_"):

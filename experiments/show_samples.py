@@ -6,6 +6,7 @@ Each row is one sample: the (prompt over query) image canvas, the colour target 
 pixels tinted grey), and the image with the hidden patches (mask=True) greyed out. The row label
 gives the seg_type (S semantic / I instance).
 """
+
 import argparse
 
 import numpy as np
@@ -30,7 +31,7 @@ def render(batch, patch: int) -> Image.Image:
     masked[mp] = (masked[mp] // 4 + 96).astype(np.uint8)
     sep = np.full((h, 4, 3), 255, np.uint8)
     row = np.concatenate([img, sep, tgt, sep, masked], 1)
-    row[h // 2 - 1:h // 2 + 1] = (255, 0, 0)  # prompt/query boundary
+    row[h // 2 - 1 : h // 2 + 1] = (255, 0, 0)  # prompt/query boundary
     im = Image.fromarray(row)
     ImageDraw.Draw(im).text((3, 3), "SI"[int(batch["seg_type"][b])], fill=(255, 255, 0))
     rows.append(np.asarray(im))

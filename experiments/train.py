@@ -10,6 +10,7 @@ JAX_COORDINATOR_ADDRESS, JAX_NUM_PROCESSES, JAX_PROCESS_ID). Relative paths (--w
 --config.init.path, --config.data_dir) are from the working folder; the config file is also
 found by name (`--config seggpt_train:quickstart`).
 """
+
 import logging
 import os
 
@@ -21,16 +22,22 @@ from experiments.configs import seggpt_train
 
 __doc__ = entry.usage(__doc__, seggpt_train)
 
-config_flags.DEFINE_config_file("config", None, "Config file (path.py:ARG; presets and args "
-                                "above).", lock_config=True)
+config_flags.DEFINE_config_file(
+  "config", None, "Config file (path.py:ARG; presets and args above).", lock_config=True
+)
 flags.DEFINE_string("workdir", None, "Output / checkpoint directory.")
 flags.DEFINE_bool("distributed", False, "Call jax.distributed.initialize() (auto-detect).")
-flags.DEFINE_string("coordinator_address", os.environ.get("JAX_COORDINATOR_ADDRESS"),
-                    "host:port of process 0 (multi-host).")
-flags.DEFINE_integer("num_processes", int(os.environ.get("JAX_NUM_PROCESSES", "0")) or None,
-                     "Number of processes.")
-flags.DEFINE_integer("process_id", int(os.environ.get("JAX_PROCESS_ID", "-1")),
-                     "This process (0-based).")
+flags.DEFINE_string(
+  "coordinator_address",
+  os.environ.get("JAX_COORDINATOR_ADDRESS"),
+  "host:port of process 0 (multi-host).",
+)
+flags.DEFINE_integer(
+  "num_processes", int(os.environ.get("JAX_NUM_PROCESSES", "0")) or None, "Number of processes."
+)
+flags.DEFINE_integer(
+  "process_id", int(os.environ.get("JAX_PROCESS_ID", "-1")), "This process (0-based)."
+)
 flags.mark_flags_as_required(["config", "workdir"])
 FLAGS = flags.FLAGS
 
@@ -38,15 +45,17 @@ FLAGS = flags.FLAGS
 def main(argv):
   del argv
   import jax
+
   if FLAGS.coordinator_address:
-    jax.distributed.initialize(FLAGS.coordinator_address, FLAGS.num_processes,
-                               FLAGS.process_id)
+    jax.distributed.initialize(FLAGS.coordinator_address, FLAGS.num_processes, FLAGS.process_id)
   elif FLAGS.distributed:
     jax.distributed.initialize()
   from absl import logging as absl_logging
-  absl_logging.set_verbosity(absl_logging.WARNING)   # orbax logs every file at INFO
+
+  absl_logging.set_verbosity(absl_logging.WARNING)  # orbax logs every file at INFO
   logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
   from incontext.train import trainer
+
   with entry.user_errors("train"):
     out = trainer.run(entry.prepare(FLAGS.config), FLAGS.workdir)
   if jax.process_index() == 0:
@@ -56,8 +65,10 @@ def main(argv):
       if "eval/baseline_copy_miou" in ev:
         line += f" vs baseline (copy prompt mask) {ev['eval/baseline_copy_miou']:.2f}%"
       print(line)
-    print(f"workdir: {os.path.abspath(FLAGS.workdir)} (metrics.jsonl, curve.png, "
-          "predictions.png, checkpoints/, params/)")
+    print(
+      f"workdir: {os.path.abspath(FLAGS.workdir)} (metrics.jsonl, curve.png, "
+      "predictions.png, checkpoints/, params/)"
+    )
 
 
 if __name__ == "__main__":

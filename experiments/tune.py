@@ -8,6 +8,7 @@ prompt.npz}; rerun with the same --workdir to resume. Relative paths (--config.i
 globs, --config.data_dir) are from the working folder; the config file is also found by name
 (`--config prompt_tune:task=folder`).
 """
+
 from absl import flags
 from ml_collections import config_flags
 
@@ -16,8 +17,9 @@ from experiments.configs import prompt_tune
 
 __doc__ = entry.usage(__doc__, prompt_tune)
 
-config_flags.DEFINE_config_file("config", None, "prompt_tune config file (path.py:ARG; args "
-                                "and presets above)", lock_config=True)
+config_flags.DEFINE_config_file(
+  "config", None, "prompt_tune config file (path.py:ARG; args and presets above)", lock_config=True
+)
 flags.DEFINE_string("workdir", None, "output / resume directory")
 flags.mark_flags_as_required(["config", "workdir"])
 
@@ -29,9 +31,11 @@ def main(argv):
   entry.require("tune", config.init, "--config.init", "a params directory: tuning needs a model")
   with entry.user_errors("tune"):
     from incontext.train import tuner
+
     out = tuner.run_tune(entry.prepare(config), flags.FLAGS.workdir)
-  print(f"step {out['step']}: loss {out['losses'][-1]:.4f}; prompt in "
-        f"{flags.FLAGS.workdir}/prompt.npz")
+  print(
+    f"step {out['step']}: loss {out['losses'][-1]:.4f}; prompt in {flags.FLAGS.workdir}/prompt.npz"
+  )
 
 
 if __name__ == "__main__":

@@ -5,6 +5,7 @@ GPU/TPU a forward is only efficient with many queries in flight, so the batch is
 the device memory: half of it (the weights, XLA's workspace and the next batch's inputs
 take the rest) divided by an analytic estimate of one query's peak activation memory.
 """
+
 import jax
 
 from incontext.models import seggpt
@@ -43,8 +44,9 @@ def query_batch_size(cfg: seggpt.SegGPTConfig, k: int, budget_bytes: int) -> int
   return max(1, min(MAX_BATCH, int(budget_bytes // query_activation_bytes(cfg, k))))
 
 
-def default_batch_size(cfg: seggpt.SegGPTConfig, k: int, backend: str | None = None,
-                       memory_bytes: int | None = None) -> int:
+def default_batch_size(
+  cfg: seggpt.SegGPTConfig, k: int, backend: str | None = None, memory_bytes: int | None = None
+) -> int:
   """CPU_BATCH on CPU; on accelerators half the device memory's worth of queries."""
   backend = backend or jax.default_backend()
   if backend == "cpu":

@@ -18,6 +18,7 @@ into a one-line message shown in the page, never a stack trace. The helpers that
 Gradio (`editor_to_prompt`, `segment_images`, `segment_video`, ...) are plain functions.
 Gradio (`pip install 'incontext[demo]'`) is imported only by `build_app`.
 """
+
 from __future__ import annotations
 
 import logging
@@ -34,10 +35,16 @@ from incontext.imageio import InputError
 log = logging.getLogger(__name__)
 
 # Brush colours: one per object (saturated, far apart, far from black).
-BRUSH_COLOURS = ((255, 0, 0), (0, 200, 0), (0, 90, 255), (255, 210, 0), (255, 0, 255),
-                 (0, 230, 230))
+BRUSH_COLOURS = (
+  (255, 0, 0),
+  (0, 200, 0),
+  (0, 90, 255),
+  (255, 210, 0),
+  (255, 0, 255),
+  (0, 230, 230),
+)
 MAX_VIDEO_FRAMES = 300
-ALPHA = 0.5          # overlay: 0.5 image + 0.5 colour on segmented pixels
+ALPHA = 0.5  # overlay: 0.5 image + 0.5 colour on segmented pixels
 
 
 def hex_colour(c) -> str:
@@ -85,23 +92,33 @@ def editor_to_prompt(value, uploaded_mask=None, name: str = "prompt"):
   image under them, or an uploaded mask whose aspect ratio is not the image's.
   """
   from incontext import inference
+
   value = value or {}
   bg = _rgb(value.get("background"))
   layers = value.get("layers") or []
-  has_strokes = any(_rgb(l) is not None and _rgb(l).ndim == 3 and _rgb(l).shape[-1] == 4
-                    and (_rgb(l)[..., 3] >= 128).any() for l in layers)
+  has_strokes = any(
+    _rgb(l) is not None
+    and _rgb(l).ndim == 3
+    and _rgb(l).shape[-1] == 4
+    and (_rgb(l)[..., 3] >= 128).any()
+    for l in layers
+  )
   if bg is None or (bg.shape[-1] == 4 and not bg[..., 3].any()):
     if has_strokes or uploaded_mask is not None:
-      raise InputError(f"{name}: the mask has no image under it; upload the {name} image "
-                       "first, then paint on it")
+      raise InputError(
+        f"{name}: the mask has no image under it; upload the {name} image first, then paint on it"
+      )
     raise InputError(f"{name}: upload an image")
   if bg.shape[-1] == 4:
-    alpha = bg[..., 3:].astype(np.float32) / 255.0      # transparent parts shown as white
+    alpha = bg[..., 3:].astype(np.float32) / 255.0  # transparent parts shown as white
     bg = np.round(bg[..., :3] * alpha + 255 * (1 - alpha)).astype(np.uint8)
   img = np.ascontiguousarray(bg[..., :3]).astype(np.uint8)
   if uploaded_mask is not None:
-    m = inference.load_mask(uploaded_mask) if isinstance(uploaded_mask, str) \
-        else np.asarray(uploaded_mask)
+    m = (
+      inference.load_mask(uploaded_mask)
+      if isinstance(uploaded_mask, str)
+      else np.asarray(uploaded_mask)
+    )
     if m.ndim == 3 and m.shape[-1] == 4:
       m = m[..., :3]
     inference.check_aspect(img.shape, m.shape, f"{name} image", f"{name} mask")
@@ -110,8 +127,10 @@ def editor_to_prompt(value, uploaded_mask=None, name: str = "prompt"):
     return img, m
   mask = painted_mask(layers, img.shape[:2])
   if not mask.any():
-    raise InputError(f"{name}: no mask painted; paint the object with the brush (one colour "
-                     "per object) or upload a mask")
+    raise InputError(
+      f"{name}: no mask painted; paint the object with the brush (one colour "
+      "per object) or upload a mask"
+    )
   return img, mask
 
 
@@ -120,7 +139,7 @@ def save_palette_png(path: str, labels: np.ndarray, palette: np.ndarray) -> None
   """[H, W] indices 0..K -> palette PNG whose colours are `palette` [K+1, 3]."""
   im = Image.fromarray(np.asarray(labels, np.uint8), mode="P")
   pal = np.zeros((256, 3), np.uint8)
-  pal[:len(palette)] = np.asarray(palette, np.uint8)[:256]
+  pal[: len(palette)] = np.asarray(palette, np.uint8)[:256]
   im.putpalette(pal.reshape(-1).tolist())
   im.save(path)
 
@@ -139,20 +158,33 @@ def _palette_indices(res) -> np.ndarray:
   return lut[np.asarray(res.labels, np.int64)]
 
 
-def segment_images(seg, prompts, queries: Sequence, out_dir: str, *, ensemble="feature",
-                   seg_type="instance", learned_prompt=None):
+def segment_images(
+  seg,
+  prompts,
+  queries: Sequence,
+  out_dir: str,
+  *,
+  ensemble="feature",
+  seg_type="instance",
+  learned_prompt=None,
+):
   """Runs `seg.segment` and writes the outputs.
 
   Args: prompts [(image, mask)], queries: paths or uint8 arrays.
   Returns (overlays [(uint8 image, caption)], label PNG paths).
   """
   from incontext import inference
-  imgs = [inference.load_image(q) if isinstance(q, (str, os.PathLike)) else np.asarray(q)
-          for q in queries]
-  names = [os.path.splitext(os.path.basename(q))[0] if isinstance(q, (str, os.PathLike))
-           else f"query_{i}" for i, q in enumerate(queries)]
-  results = seg.segment(prompts, imgs, ensemble=ensemble, seg_type=seg_type,
-                        learned_prompt=learned_prompt)
+
+  imgs = [
+    inference.load_image(q) if isinstance(q, (str, os.PathLike)) else np.asarray(q) for q in queries
+  ]
+  names = [
+    os.path.splitext(os.path.basename(q))[0] if isinstance(q, (str, os.PathLike)) else f"query_{i}"
+    for i, q in enumerate(queries)
+  ]
+  results = seg.segment(
+    prompts, imgs, ensemble=ensemble, seg_type=seg_type, learned_prompt=learned_prompt
+  )
   overlays, files = [], []
   for name, img, res in zip(names, imgs, results):
     idx = _palette_indices(res)
@@ -177,21 +209,34 @@ def colour_mask_to_ids(mask: np.ndarray) -> np.ndarray:
   return out
 
 
-def segment_video(model, video_path: str, first_mask: np.ndarray, out_dir: str, *,
-                  memory: int = 8, max_frames: int = MAX_VIDEO_FRAMES, progress=None):
+def segment_video(
+  model,
+  video_path: str,
+  first_mask: np.ndarray,
+  out_dir: str,
+  *,
+  memory: int = 8,
+  max_frames: int = MAX_VIDEO_FRAMES,
+  progress=None,
+):
   """Propagates the first-frame mask through an MP4 -> (overlay.mp4 path, zip of DAVIS PNGs).
 
   Frames are decoded and encoded one at a time; `progress(done, total)` after each frame.
   """
   from incontext import video, videoio
+
   info = videoio.probe(video_path)
   if info.num_frames > max_frames:
-    raise InputError(f"the video has {info.num_frames} frames; this app's limit is "
-                     f"{max_frames} (trim it, or start the demo with a higher limit)")
+    raise InputError(
+      f"the video has {info.num_frames} frames; this app's limit is "
+      f"{max_frames} (trim it, or start the demo with a higher limit)"
+    )
   ids = colour_mask_to_ids(first_mask)
   if ids.shape != (info.height, info.width):
-    raise InputError(f"the first-frame mask is {ids.shape[1]}x{ids.shape[0]} but the video is "
-                     f"{info.width}x{info.height}; paint on the video's first frame")
+    raise InputError(
+      f"the first-frame mask is {ids.shape[1]}x{ids.shape[0]} but the video is "
+      f"{info.width}x{info.height}; paint on the video's first frame"
+    )
   if not video.object_ids(ids):
     raise InputError("no object painted on the first frame")
   current = [None]
@@ -223,15 +268,16 @@ def procedural_examples(folder: str, n: int = 3, size: int = 32, scale: int = 8)
   """Held-out procedural pairs (what the quickstart model is trained and evaluated on),
   upscaled `scale` x with nearest for display -> [[prompt, prompt mask, query], ...] paths."""
   from incontext.data import procedural
+
   eps = procedural.make_episodes(dict(image_size=size), seed=7, per_class=1)[:n]
   up = lambda a: np.repeat(np.repeat(a, scale, 0), scale, 1)
   rows = []
   for i, ep in enumerate(eps):
     half = ep["image"].shape[0] // 2
     from incontext import canvas
+
     img = canvas.denormalize(ep["image"])
-    p_img, q_img = (np.clip(np.round(x), 0, 255).astype(np.uint8)
-                    for x in (img[:half], img[half:]))
+    p_img, q_img = (np.clip(np.round(x), 0, 255).astype(np.uint8) for x in (img[:half], img[half:]))
     mask = (ep["prompt_label"] > 0).astype(np.uint8) * 255
     paths = [os.path.join(folder, f"example{i}_{s}.png") for s in ("prompt", "mask", "query")]
     for p, a in zip(paths, (up(p_img), up(mask), up(q_img))):
@@ -259,14 +305,27 @@ def build_app(seg, *, max_video_frames: int = MAX_VIDEO_FRAMES, examples: bool =
   """The Gradio Blocks app around a `Segmenter` (anything with `segment`, `model`,
   `load_learned_prompt`)."""
   import gradio as gr
-  brush = gr.Brush(colors=[hex_colour(c) for c in BRUSH_COLOURS],
-                   default_color=hex_colour(BRUSH_COLOURS[0]), color_mode="fixed")
+
+  brush = gr.Brush(
+    colors=[hex_colour(c) for c in BRUSH_COLOURS],
+    default_color=hex_colour(BRUSH_COLOURS[0]),
+    color_mode="fixed",
+  )
   work = tempfile.mkdtemp(prefix="incontext_demo_")
 
   def editor(label, elem_id):
-    return gr.ImageEditor(label=label, type="numpy", brush=brush, format="png",
-                          image_mode="RGBA", sources=["upload", "clipboard"],
-                          transforms=(), layers=False, elem_id=elem_id, height=360)
+    return gr.ImageEditor(
+      label=label,
+      type="numpy",
+      brush=brush,
+      format="png",
+      image_mode="RGBA",
+      sources=["upload", "clipboard"],
+      transforms=(),
+      layers=False,
+      elem_id=elem_id,
+      height=360,
+    )
 
   def run_images(ed1, mask1, ed2, mask2, queries, ensemble, seg_type):
     try:
@@ -278,10 +337,9 @@ def build_app(seg, *, max_video_frames: int = MAX_VIDEO_FRAMES, examples: bool =
       if not qs:
         raise InputError("add at least one query image")
       out = tempfile.mkdtemp(dir=work)
-      overlays, files = segment_images(seg, prompts, qs, out, ensemble=ensemble,
-                                       seg_type=seg_type)
+      overlays, files = segment_images(seg, prompts, qs, out, ensemble=ensemble, seg_type=seg_type)
       return overlays, files, f"Segmented {len(qs)} image(s)."
-    except Exception as e:      # shown in the page, never a stack trace
+    except Exception as e:  # shown in the page, never a stack trace
       return [], None, _message(e)
 
   def run_learned(prompt_file, queries):
@@ -294,20 +352,23 @@ def build_app(seg, *, max_video_frames: int = MAX_VIDEO_FRAMES, examples: bool =
         raise InputError("add at least one query image")
       lp = seg.load_learned_prompt(files[0])
       out = tempfile.mkdtemp(dir=work)
-      overlays, paths = segment_images(seg, [], qs, out, learned_prompt=lp,
-                                       seg_type=lp.seg_type)
+      overlays, paths = segment_images(seg, [], qs, out, learned_prompt=lp, seg_type=lp.seg_type)
       return overlays, paths, f"Segmented {len(qs)} image(s) with the learned prompt."
     except Exception as e:
       return [], None, _message(e)
 
   def first_frame(path):
     from incontext import videoio
+
     if not path:
       return None, ""
     try:
       f = next(iter(videoio.read_frames(path, max_frames=1)))
-      return {"background": f, "layers": [], "composite": f}, \
-          "Paint the objects on the first frame (one colour per object), then run."
+      return {
+        "background": f,
+        "layers": [],
+        "composite": f,
+      }, "Paint the objects on the first frame (one colour per object), then run."
     except Exception as e:
       return None, _message(e)
 
@@ -317,49 +378,75 @@ def build_app(seg, *, max_video_frames: int = MAX_VIDEO_FRAMES, examples: bool =
         raise InputError("upload a video first")
       _, mask = editor_to_prompt(ed, None, "first frame")
       out = tempfile.mkdtemp(dir=work)
-      mp4, z = segment_video(seg.model, path, mask, out, memory=int(memory),
-                             max_frames=max_video_frames,
-                             progress=lambda d, t: t and progress((d, t), desc="frames",
-                                                                  unit="frame"))
+      mp4, z = segment_video(
+        seg.model,
+        path,
+        mask,
+        out,
+        memory=int(memory),
+        max_frames=max_video_frames,
+        progress=lambda d, t: t and progress((d, t), desc="frames", unit="frame"),
+      )
       return mp4, z, "Done."
     except Exception as e:
       return None, None, _message(e)
 
   with gr.Blocks(title="incontext: in-context segmentation") as app:
-    gr.Markdown("## incontext: segment anything shown by example\nPaint the object on a "
-                "prompt image (each brush colour = one object or class), add query images, "
-                "run.")
+    gr.Markdown(
+      "## incontext: segment anything shown by example\nPaint the object on a "
+      "prompt image (each brush colour = one object or class), add query images, "
+      "run."
+    )
     with gr.Tab("Images"):
       with gr.Row():
         with gr.Column():
           ed1 = editor("Prompt 1: upload, then paint the mask", "prompt1")
-          mask1 = gr.Image(label="…or upload its mask (optional)", type="numpy",
-                           image_mode=None, elem_id="mask1", height=160)
+          mask1 = gr.Image(
+            label="…or upload its mask (optional)",
+            type="numpy",
+            image_mode=None,
+            elem_id="mask1",
+            height=160,
+          )
           with gr.Accordion("Prompt 2 (optional)", open=False):
             ed2 = editor("Prompt 2", "prompt2")
-            mask2 = gr.Image(label="Prompt 2 mask (optional)", type="numpy", image_mode=None,
-                             height=160)
+            mask2 = gr.Image(
+              label="Prompt 2 mask (optional)", type="numpy", image_mode=None, height=160
+            )
         with gr.Column():
-          queries = gr.File(label="Query images", file_count="multiple", file_types=["image"],
-                            elem_id="queries")
+          queries = gr.File(
+            label="Query images", file_count="multiple", file_types=["image"], elem_id="queries"
+          )
           ensemble = gr.Radio(["feature", "spatial"], value="feature", label="Ensemble")
           seg_type = gr.Radio(["instance", "semantic"], value="instance", label="Seg type")
           run = gr.Button("Segment", variant="primary", elem_id="run")
           status = gr.Markdown(elem_id="status")
-          gallery = gr.Gallery(label="Overlays", format="png", elem_id="overlays", columns=2,
-                               object_fit="contain", height=320)
-          labels = gr.File(label="Label PNGs (palette = painted colours)",
-                           file_count="multiple", elem_id="labels")
-      run.click(run_images, [ed1, mask1, ed2, mask2, queries, ensemble, seg_type],
-                [gallery, labels, status])
+          gallery = gr.Gallery(
+            label="Overlays",
+            format="png",
+            elem_id="overlays",
+            columns=2,
+            object_fit="contain",
+            height=320,
+          )
+          labels = gr.File(
+            label="Label PNGs (palette = painted colours)", file_count="multiple", elem_id="labels"
+          )
+      run.click(
+        run_images, [ed1, mask1, ed2, mask2, queries, ensemble, seg_type], [gallery, labels, status]
+      )
       if examples:
         ex_dir = tempfile.mkdtemp(dir=work)
         rows = procedural_examples(ex_dir)
         ex_prompt = gr.Image(visible=False, type="filepath")
-        gr.Examples([[p, m, [q]] for p, m, q in rows], [ex_prompt, mask1, queries],
-                    label="Procedural examples (for the quickstart model)")
-        ex_prompt.change(lambda p: {"background": p, "layers": [], "composite": p}
-                         if p else None, ex_prompt, ed1)
+        gr.Examples(
+          [[p, m, [q]] for p, m, q in rows],
+          [ex_prompt, mask1, queries],
+          label="Procedural examples (for the quickstart model)",
+        )
+        ex_prompt.change(
+          lambda p: {"background": p, "layers": [], "composite": p} if p else None, ex_prompt, ed1
+        )
     with gr.Tab("Video"):
       with gr.Row():
         with gr.Column():
@@ -381,8 +468,9 @@ def build_app(seg, *, max_video_frames: int = MAX_VIDEO_FRAMES, examples: bool =
           lrun = gr.Button("Segment", variant="primary")
         with gr.Column():
           lstatus = gr.Markdown()
-          lgal = gr.Gallery(label="Overlays", format="png", columns=2, object_fit="contain",
-                            height=320)
+          lgal = gr.Gallery(
+            label="Overlays", format="png", columns=2, object_fit="contain", height=320
+          )
           lfiles = gr.File(label="Label PNGs", file_count="multiple")
       lrun.click(run_learned, [lp_file, lq], [lgal, lfiles, lstatus])
   return app

@@ -10,6 +10,7 @@ channels-last:
   valid   [B, 2H, W] float32      1 where the loss counts (0 = ignore)
   seg_type [B] int32              0 semantic ("cls" token), 1 instance, other = no type token
 """
+
 import numpy as np
 
 IMAGENET_MEAN = np.array([0.485, 0.456, 0.406], np.float32)
@@ -42,7 +43,7 @@ def query_half_mask(grid_hw: tuple[int, int]) -> np.ndarray:
   """[L] bool: the bottom half of a (gh, gw) token grid (the inference mask)."""
   gh, gw = grid_hw
   m = np.zeros((gh, gw), bool)
-  m[gh // 2:] = True
+  m[gh // 2 :] = True
   return m.reshape(-1)
 
 
@@ -52,7 +53,11 @@ def build_palette(num_labels: int) -> np.ndarray:
   margin = 256 // base
   colors = [(0, 0, 0)]
   for k in range(num_labels):
-    colors.append((255 - (k // base ** 2) * margin,
-                   255 - ((k % base ** 2) // base) * margin,
-                   255 - (k % base) * margin))
+    colors.append(
+      (
+        255 - (k // base**2) * margin,
+        255 - ((k % base**2) // base) * margin,
+        255 - (k % base) * margin,
+      )
+    )
   return np.array(colors, np.uint8)

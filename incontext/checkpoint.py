@@ -12,6 +12,7 @@ run leaves no half-written directory; overwriting replaces only what an earlier 
 Loading checks the weights against `weights_hash` and that they are finite (`verify=False` skips
 it), hashing one array at a time.
 """
+
 import dataclasses
 import hashlib
 import json
@@ -59,8 +60,7 @@ def params_hash(model_or_state, *, nonfinite: list | None = None) -> str:
     state = nnx.state(state, nnx.Param)
   h = hashlib.sha256()
   for path, var in sorted(nnx.to_flat_state(state), key=lambda kv: str(kv[0])):
-    arr = np.asarray(jax.device_get(var[...] if hasattr(var, "__getitem__") else var),
-                     np.float32)
+    arr = np.asarray(jax.device_get(var[...] if hasattr(var, "__getitem__") else var), np.float32)
     h.update(str(path).encode())
     h.update(str(arr.shape).encode())
     h.update(arr.tobytes())
@@ -82,9 +82,15 @@ def _pure(model: nnx.Module) -> dict:
   return nnx.to_pure_dict(nnx.state(model, nnx.Param))
 
 
-def save_model(directory: str, model: seggpt.SegGPT, *, source: dict | None = None,
-               overwrite: bool = False, hint: str = "overwrite",
-               trained_on: dict | None = None) -> dict:
+def save_model(
+  directory: str,
+  model: seggpt.SegGPT,
+  *,
+  source: dict | None = None,
+  overwrite: bool = False,
+  hint: str = "overwrite",
+  trained_on: dict | None = None,
+) -> dict:
   """Writes a params directory atomically; returns its metadata. A relative path is from the
   working folder.
 
@@ -94,10 +100,20 @@ def save_model(directory: str, model: seggpt.SegGPT, *, source: dict | None = No
   `procedural_only_warning`.
   """
   directory = os.path.abspath(directory)
-  with outputs.OutputDir(directory, command="params", overwrite=overwrite, hint=hint,
-                         names=(META, "params"), owned=_owned_params_dir) as out:
-    meta = {"kind": KIND, "config": config_to_dict(model.cfg), "source": source or {},
-            "weights_hash": params_hash(model)}
+  with outputs.OutputDir(
+    directory,
+    command="params",
+    overwrite=overwrite,
+    hint=hint,
+    names=(META, "params"),
+    owned=_owned_params_dir,
+  ) as out:
+    meta = {
+      "kind": KIND,
+      "config": config_to_dict(model.cfg),
+      "source": source or {},
+      "weights_hash": params_hash(model),
+    }
     if trained_on is not None:
       meta["trained_on"] = trained_on
     with ocp.StandardCheckpointer() as ckptr:
@@ -115,8 +131,10 @@ def read_meta(directory: str) -> dict:
   if not os.path.isdir(directory):
     raise CheckpointError(f"{directory}: no such checkpoint directory")
   if not os.path.isfile(path):
-    raise CheckpointError(f"{directory}: not an incontext params directory (no {META}); "
-                          "convert PyTorch weights with `incontext convert`")
+    raise CheckpointError(
+      f"{directory}: not an incontext params directory (no {META}); "
+      "convert PyTorch weights with `incontext convert`"
+    )
   try:
     with open(path) as f:
       meta = json.load(f)
@@ -127,8 +145,13 @@ def read_meta(directory: str) -> dict:
   return meta
 
 
-def load_model(directory: str, *, expect_variant: seggpt.SegGPTConfig | None = None,
-               verify: bool = True, **config_overrides) -> seggpt.SegGPT:
+def load_model(
+  directory: str,
+  *,
+  expect_variant: seggpt.SegGPTConfig | None = None,
+  verify: bool = True,
+  **config_overrides,
+) -> seggpt.SegGPT:
   """Loads a params directory into a new SegGPT.
 
   `directory` may be relative to the working folder (Orbax itself needs absolute paths).
@@ -143,22 +166,32 @@ def load_model(directory: str, *, expect_variant: seggpt.SegGPTConfig | None = N
   cfg_dict.update(config_overrides)
   cfg = config_from_dict(cfg_dict)
   if expect_variant is not None:
-    arch = lambda c: {k: v for k, v in config_to_dict(c).items()
-                      if k not in ("dtype", "ensemble", "remat", "drop_path")}
+    arch = lambda c: {
+      k: v
+      for k, v in config_to_dict(c).items()
+      if k not in ("dtype", "ensemble", "remat", "drop_path")
+    }
     if arch(cfg) != arch(expect_variant):
-      diff = {k: (v, arch(expect_variant)[k]) for k, v in arch(cfg).items()
-              if arch(expect_variant)[k] != v}
-      raise CheckpointError(f"{directory}: model does not match the expected variant "
-                            f"(field: (checkpoint, expected)) {diff}")
+      diff = {
+        k: (v, arch(expect_variant)[k])
+        for k, v in arch(cfg).items()
+        if arch(expect_variant)[k] != v
+      }
+      raise CheckpointError(
+        f"{directory}: model does not match the expected variant "
+        f"(field: (checkpoint, expected)) {diff}"
+      )
   model = seggpt.abstract(cfg)
   target = _pure(model)
   try:
     with ocp.StandardCheckpointer() as ckptr:
       restored = ckptr.restore(os.path.join(directory, "params"), target)
   except Exception as e:
-    first = (str(e).strip().splitlines() or [""])[0][:300]     # tensorstore errors span pages
-    raise CheckpointError(f"{directory}: cannot restore params, the files are corrupt or "
-                          f"incomplete ({type(e).__name__}: {first})") from None
+    first = (str(e).strip().splitlines() or [""])[0][:300]  # tensorstore errors span pages
+    raise CheckpointError(
+      f"{directory}: cannot restore params, the files are corrupt or "
+      f"incomplete ({type(e).__name__}: {first})"
+    ) from None
   model = nnx.merge(*_graph_and_state(cfg, restored, model))
   if verify:
     verify_model(directory, model, meta)
@@ -173,9 +206,10 @@ def verify_model(directory: str, model: seggpt.SegGPT, meta: dict) -> None:
   want = meta.get("weights_hash")
   if want and digest != want:
     raise CheckpointError(
-        f"{directory}: weights do not match their recorded sha256 ({digest[:12]}... vs "
-        f"{want[:12]}...): the params files are corrupt or were changed"
-        + (f"; non-finite values in {len(bad)} arrays, e.g. {bad[0]}" if bad else ""))
+      f"{directory}: weights do not match their recorded sha256 ({digest[:12]}... vs "
+      f"{want[:12]}...): the params files are corrupt or were changed"
+      + (f"; non-finite values in {len(bad)} arrays, e.g. {bad[0]}" if bad else "")
+    )
   if bad:
     raise CheckpointError(f"{directory}: non-finite weights in {len(bad)} arrays, e.g. {bad[0]}")
 
@@ -195,6 +229,8 @@ def procedural_only_warning(meta: dict) -> str | None:
   if t.get("data") != "procedural" or t.get("init") not in (None, "scratch"):
     return None
   steps = f" ({t['steps']} steps)" if "steps" in t else ""
-  return ("this model was trained on procedural shapes only" + steps + ": on photos expect "
-          "coarse, misplaced or empty masks; for real images convert the official SegGPT "
-          "weights (README: Official weights)")
+  return (
+    "this model was trained on procedural shapes only" + steps + ": on photos expect "
+    "coarse, misplaced or empty masks; for real images convert the official SegGPT "
+    "weights (README: Official weights)"
+  )

@@ -20,6 +20,7 @@ Conventions shared by every command:
                repeated call does not compile again: `--no-compile-cache` or
                INCONTEXT_COMPILE_CACHE=0 turn it off, INCONTEXT_CACHE_DIR moves it.
 """
+
 import argparse
 import errno
 import importlib
@@ -34,8 +35,13 @@ from incontext.errors import UserError
 COMMANDS = ("convert", "export_hf", "segment", "export_prompt", "segment_video", "label", "demo")
 
 # OSErrors that are about a file the user named or about the user's disk, not bugs.
-_FILE_ERRORS = (FileNotFoundError, FileExistsError, PermissionError, IsADirectoryError,
-                NotADirectoryError)
+_FILE_ERRORS = (
+  FileNotFoundError,
+  FileExistsError,
+  PermissionError,
+  IsADirectoryError,
+  NotADirectoryError,
+)
 _DISK_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EROFS)
 
 # Libraries whose INFO logs and warnings are hidden unless -v.
@@ -47,15 +53,25 @@ def _add_common(p: argparse.ArgumentParser, top: bool) -> None:
   """-v and --no-compile-cache, accepted before and after the command name."""
   # Sub-parsers use SUPPRESS defaults so they do not overwrite what the top level parsed.
   d = {} if top else {"default": argparse.SUPPRESS}
-  p.add_argument("-v", "--verbose", action="count", help="show library logs and warnings "
-                 "(-vv: debug logs)", **({"default": 0} if top else d))
-  p.add_argument("--no-compile-cache", action="store_true", help="do not read or write the "
-                 "on-disk XLA compilation cache (also INCONTEXT_COMPILE_CACHE=0)", **d)
+  p.add_argument(
+    "-v",
+    "--verbose",
+    action="count",
+    help="show library logs and warnings (-vv: debug logs)",
+    **({"default": 0} if top else d),
+  )
+  p.add_argument(
+    "--no-compile-cache",
+    action="store_true",
+    help="do not read or write the on-disk XLA compilation cache (also INCONTEXT_COMPILE_CACHE=0)",
+    **d,
+  )
 
 
 def build_parser() -> argparse.ArgumentParser:
   parser = argparse.ArgumentParser(
-      prog="incontext", description="In-context segmentation with SegGPT in JAX.")
+    prog="incontext", description="In-context segmentation with SegGPT in JAX."
+  )
   _add_common(parser, top=True)
   sub = parser.add_subparsers(dest="command", required=True)
   for name in COMMANDS:
@@ -100,8 +116,11 @@ def _is_user_error(e: BaseException) -> bool:
 
 
 def _one_line(e: BaseException) -> str:
-  msg = str(e) if not isinstance(e, OSError) or e.filename is None else (
-      f"{e.filename}: {e.strerror or e}")
+  msg = (
+    str(e)
+    if not isinstance(e, OSError) or e.filename is None
+    else (f"{e.filename}: {e.strerror or e}")
+  )
   return " ".join(msg.split()) or type(e).__name__
 
 
@@ -112,21 +131,25 @@ def main(argv=None) -> int:
   cache_dir = None
   if not args.no_compile_cache:
     from incontext import compile_cache
+
     cache_dir = compile_cache.enable_from_env()
   try:
     rc = int(args.func(args) or 0)
     if cache_dir:
       s = compile_cache.stats()
-      logging.getLogger("incontext").info("compilation cache %s: %d programs loaded, %d "
-                                          "compiled and written", cache_dir, s["hits"],
-                                          s["writes"])
+      logging.getLogger("incontext").info(
+        "compilation cache %s: %d programs loaded, %d compiled and written",
+        cache_dir,
+        s["hits"],
+        s["writes"],
+      )
     return rc
   except KeyboardInterrupt:
     print(f"incontext {args.command}: interrupted", file=sys.stderr)
     return 130
-  except Exception as e:                  # noqa: BLE001 (sorted into user errors and bugs)
+  except Exception as e:  # noqa: BLE001 (sorted into user errors and bugs)
     if not _is_user_error(e):
-      raise                                # a bug: Python prints the traceback, status 1
+      raise  # a bug: Python prints the traceback, status 1
     if args.verbose:
       traceback.print_exc()
     print(f"incontext {args.command}: error: {_one_line(e)}", file=sys.stderr)

@@ -17,6 +17,7 @@ version and the devices, so a stale entry is never used); the least recently use
 are dropped above `MAX_BYTES`. Deleting the folder is always safe. Only the current user
 should be able to write to it: jax trusts its contents as compiled code.
 """
+
 import os
 
 ENV_SWITCH = "INCONTEXT_COMPILE_CACHE"
@@ -24,7 +25,7 @@ ENV_DIR = "INCONTEXT_CACHE_DIR"
 # Programs that compile faster than this are not written (jax's default is 1 s). Low, so
 # the small eager helpers are skipped but every model forward is kept, even a tiny model's.
 MIN_COMPILE_SECS = 0.1
-MAX_BYTES = 4 << 30        # least recently used entries are deleted above 4 GiB
+MAX_BYTES = 4 << 30  # least recently used entries are deleted above 4 GiB
 
 _counts = {"hits": 0, "writes": 0}
 _listening = False
@@ -47,7 +48,7 @@ def enabled_by_env() -> bool:
 def _on_event(event: str, **kwargs) -> None:
   if event == "/jax/compilation_cache/cache_hits":
     _counts["hits"] += 1
-  elif event == "/jax/compilation_cache/cache_misses":    # recorded when an entry is written
+  elif event == "/jax/compilation_cache/cache_misses":  # recorded when an entry is written
     _counts["writes"] += 1
 
 
@@ -63,16 +64,19 @@ def enable(path: str | None = None, *, min_compile_secs: float = MIN_COMPILE_SEC
 
   import jax
   from jax.experimental.compilation_cache import compilation_cache as cc
+
   global _listening
   path = os.path.abspath(os.path.expanduser(os.fspath(path or default_dir())))
   try:
     os.makedirs(path, mode=0o700, exist_ok=True)
   except OSError as e:
-    warnings.warn(f"{path}: cannot create the compilation cache folder ({e.strerror}); "
-                  "compiling without it", stacklevel=2)
+    warnings.warn(
+      f"{path}: cannot create the compilation cache folder ({e.strerror}); compiling without it",
+      stacklevel=2,
+    )
     return None
   if jax.config.jax_compilation_cache_dir not in (None, path):
-    cc.reset_cache()                     # re-read the folder setting on the next compile
+    cc.reset_cache()  # re-read the folder setting on the next compile
   jax.config.update("jax_enable_compilation_cache", True)
   jax.config.update("jax_compilation_cache_dir", path)
   jax.config.update("jax_persistent_cache_min_compile_time_secs", float(min_compile_secs))

@@ -1,4 +1,5 @@
 """Helpers for experiment configs: `get_config(arg)` argument strings."""
+
 import ast
 from typing import Any
 

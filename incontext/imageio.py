@@ -15,6 +15,7 @@
 
 Every failure is an `InputError` (a ValueError) whose message starts with the file name.
 """
+
 import glob
 import os
 
@@ -40,13 +41,15 @@ def _open(path: str, what: str) -> Image.Image:
   if os.path.isdir(path):
     raise InputError(f"{path}: is a directory, expected an {what} file")
   try:
-    im = Image.open(path)      # lazy: reads the header only
+    im = Image.open(path)  # lazy: reads the header only
     w, h = im.size
     if what == "mask" and w * h > MAX_MASK_PIXELS:
-      raise InputError(f"{path}: mask of {w}x{h} pixels ({w * h / 1e6:.0f} megapixels) is "
-                       f"larger than the {MAX_MASK_PIXELS / 1e6:.0f}-megapixel limit; is it a "
-                       "photo rather than a mask?")
-    im.load()   # decode now: truncated/corrupt files fail here, not later
+      raise InputError(
+        f"{path}: mask of {w}x{h} pixels ({w * h / 1e6:.0f} megapixels) is "
+        f"larger than the {MAX_MASK_PIXELS / 1e6:.0f}-megapixel limit; is it a "
+        "photo rather than a mask?"
+      )
+    im.load()  # decode now: truncated/corrupt files fail here, not later
     return ImageOps.exif_transpose(im)
   except InputError:
     raise
@@ -115,7 +118,7 @@ def save_png(path: str, arr: np.ndarray) -> None:
 
 
 # -- label PNGs -------------------------------------------------------------------------------
-MIN_VISIBLE = 64   # a label colour whose brightest channel is below this looks black
+MIN_VISIBLE = 64  # a label colour whose brightest channel is below this looks black
 
 
 def mask_palette(path) -> np.ndarray | None:
@@ -125,7 +128,7 @@ def mask_palette(path) -> np.ndarray | None:
     return None
   pal = np.zeros((256, 3), np.uint8)
   flat = np.asarray(im.getpalette(), np.uint8).reshape(-1, 3)[:256]
-  pal[:len(flat)] = flat
+  pal[: len(flat)] = flat
   return pal
 
 
@@ -149,8 +152,11 @@ def label_palette(label_ids, colours, file_palette: np.ndarray | None = None) ->
   if file_palette is not None:
     fp = np.asarray(file_palette, np.uint8)
     own = fp[ids] if len(fp) > max(ids) else None
-    if (own is not None and own.max(axis=1).min() >= MIN_VISIBLE
-        and len(np.unique(own, axis=0)) == len(ids)):
+    if (
+      own is not None
+      and own.max(axis=1).min() >= MIN_VISIBLE
+      and len(np.unique(own, axis=0)) == len(ids)
+    ):
       colours = own
   pal[ids] = colours
   return pal
@@ -166,8 +172,10 @@ def save_label_png(path, labels: np.ndarray, palette: np.ndarray) -> None:
   if labels.ndim != 2:
     raise ValueError(f"{path}: label map must be [H, W], got shape {labels.shape}")
   if labels.size and (labels.min() < 0 or labels.max() > 255):
-    raise ValueError(f"{path}: label ids must be in 0..255 for a palette PNG, got "
-                     f"{int(labels.min())}..{int(labels.max())}")
+    raise ValueError(
+      f"{path}: label ids must be in 0..255 for a palette PNG, got "
+      f"{int(labels.min())}..{int(labels.max())}"
+    )
   pal = np.asarray(palette, np.uint8).reshape(-1, 3)
   if len(pal) > 256:
     raise ValueError(f"{path}: palette has {len(pal)} colours; at most 256")
@@ -184,7 +192,8 @@ def overlay(img: np.ndarray, colored: np.ndarray) -> np.ndarray:
   coloured one tints it.
   """
   out = np.asarray(img).astype(np.float32) * (
-      0.6 * np.asarray(colored).astype(np.float32) / 255.0 + 0.4)
+    0.6 * np.asarray(colored).astype(np.float32) / 255.0 + 0.4
+  )
   return np.clip(np.round(out), 0, 255).astype(np.uint8)
 
 
@@ -192,7 +201,7 @@ IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 
 
 def _visible(name: str) -> bool:
-  return not os.path.basename(name).startswith(".")   # ._x (macOS), .DS_Store, ...
+  return not os.path.basename(name).startswith(".")  # ._x (macOS), .DS_Store, ...
 
 
 def list_images(items, what: str = "query") -> list[str]:
@@ -206,9 +215,11 @@ def list_images(items, what: str = "query") -> list[str]:
   for item in items:
     item = os.fspath(item)
     if os.path.isdir(item):
-      found = sorted(os.path.join(item, f) for f in os.listdir(item)
-                     if _visible(f) and f.lower().endswith(IMAGE_EXTS)
-                     and os.path.isfile(os.path.join(item, f)))
+      found = sorted(
+        os.path.join(item, f)
+        for f in os.listdir(item)
+        if _visible(f) and f.lower().endswith(IMAGE_EXTS) and os.path.isfile(os.path.join(item, f))
+      )
       if not found:
         raise InputError(f"{item}: folder has no {what} images ({', '.join(IMAGE_EXTS)})")
       out += found

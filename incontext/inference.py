@@ -26,6 +26,7 @@ are used as they are and come back as colour images. A grey mask with 0/255 and 
 of anti-aliased edge values (the official demo targets) is used as-is, like the official
 code does, and comes back as 0/255.
 """
+
 import dataclasses
 import json
 import logging
@@ -42,13 +43,26 @@ from PIL import Image
 from incontext import accel, canvas, checkpoint, imageio
 from incontext.imageio import InputError, load_image, load_mask  # noqa: F401 (re-exported)
 
-__all__ = ["InputError", "load_image", "load_mask", "encode_masks", "prepare_image",
-           "prepare_mask", "predict_canvas", "predict_canvas_batch", "spatial_ensemble",
-           "labels_from_prediction", "resize_nearest_torch", "check_aspect", "Result",
-           "save_results", "Segmenter"]
+__all__ = [
+  "InputError",
+  "load_image",
+  "load_mask",
+  "encode_masks",
+  "prepare_image",
+  "prepare_mask",
+  "predict_canvas",
+  "predict_canvas_batch",
+  "spatial_ensemble",
+  "labels_from_prediction",
+  "resize_nearest_torch",
+  "check_aspect",
+  "Result",
+  "save_results",
+  "Segmenter",
+]
 
-MAX_LABEL = 255          # label ids are written as 8-bit PNGs
-ASPECT_TOL = 0.02        # relative aspect-ratio difference allowed between image and mask
+MAX_LABEL = 255  # label ids are written as 8-bit PNGs
+ASPECT_TOL = 0.02  # relative aspect-ratio difference allowed between image and mask
 
 log = logging.getLogger(__name__)
 
@@ -73,8 +87,7 @@ def _is_soft_binary(m: np.ndarray) -> bool:
   """0/255 with a thin band (< 5 % of pixels, >= 8 distinct values) of anti-aliased edges."""
   vals, counts = np.unique(m, return_counts=True)
   inner = (vals > 0) & (vals < 255)
-  return (0 in vals and 255 in vals and int(inner.sum()) >= 8
-          and counts[inner].sum() < 0.05 * m.size)
+  return 0 in vals and 255 in vals and int(inner.sum()) >= 8 and counts[inner].sum() < 0.05 * m.size
 
 
 def _check_2d_range(m: np.ndarray, name: str):
@@ -92,9 +105,14 @@ def _colours(m: np.ndarray) -> np.ndarray:
   return np.unique(m.reshape(-1, 3), axis=0)
 
 
-def encode_masks(masks: Sequence[np.ndarray], names: Sequence[str] | None = None, *,
-                 palette: np.ndarray | None = None, label_ids: Sequence[int] | None = None,
-                 allow_empty: bool = False):
+def encode_masks(
+  masks: Sequence[np.ndarray],
+  names: Sequence[str] | None = None,
+  *,
+  palette: np.ndarray | None = None,
+  label_ids: Sequence[int] | None = None,
+  allow_empty: bool = False,
+):
   """Prompt masks -> RGB colour masks sharing one palette.
 
   Args:
@@ -121,11 +139,12 @@ def encode_masks(masks: Sequence[np.ndarray], names: Sequence[str] | None = None
   if len(kinds) > 1:
     c = next(n for m, n in zip(masks, names) if m.ndim == 3)
     l = next(n for m, n in zip(masks, names) if m.ndim == 2)
-    raise InputError(f"{c}: an RGB colour mask cannot be mixed with label-map masks ({l}); "
-                     "give all prompt masks in one convention")
+    raise InputError(
+      f"{c}: an RGB colour mask cannot be mixed with label-map masks ({l}); "
+      "give all prompt masks in one convention"
+    )
   if palette is not None:
-    return _encode_with(masks, names, np.asarray(palette, np.uint8), list(label_ids),
-                        allow_empty)
+    return _encode_with(masks, names, np.asarray(palette, np.uint8), list(label_ids), allow_empty)
   if kinds == {3}:
     for m, n in zip(masks, names):
       if m.dtype != np.uint8:
@@ -135,8 +154,10 @@ def encode_masks(masks: Sequence[np.ndarray], names: Sequence[str] | None = None
     cols = np.unique(np.concatenate([_colours(m) for m in masks]), axis=0)
     cols = cols[cols.any(axis=1)]
     if len(cols) > MAX_LABEL:
-      raise InputError(f"{names[0]}: colour masks have {len(cols)} distinct colours; at most "
-                       f"{MAX_LABEL} are supported (is this a photo or an anti-aliased mask?)")
+      raise InputError(
+        f"{names[0]}: colour masks have {len(cols)} distinct colours; at most "
+        f"{MAX_LABEL} are supported (is this a photo or an anti-aliased mask?)"
+      )
     pal = np.concatenate([np.zeros((1, 3), np.uint8), cols.astype(np.uint8)])
     return [m.copy() for m in masks], pal, list(range(1, len(cols) + 1))
   for m, n in zip(masks, names):
@@ -144,7 +165,7 @@ def encode_masks(masks: Sequence[np.ndarray], names: Sequence[str] | None = None
     if not allow_empty and not m.any():
       raise InputError(f"{n}: mask is empty (all background)")
   fgs = [_binary_fg(m) for m in masks]
-  if all(f is not None for f in fgs):                       # binary masks
+  if all(f is not None for f in fgs):  # binary masks
     fg = next((f for f in fgs if f), 255)
     pal = canvas.BINARY_PALETTE.copy()
     return [np.repeat((m != 0)[..., None] * np.uint8(255), 3, -1) for m in masks], pal, [fg]
@@ -152,14 +173,17 @@ def encode_masks(masks: Sequence[np.ndarray], names: Sequence[str] | None = None
   if all(s or f is not None for s, f in zip(soft, fgs)) and any(soft):
     # Anti-aliased 0/255 masks (official demo targets): used as-is, like the official code.
     pal = canvas.BINARY_PALETTE.copy()
-    out = [np.repeat(m.astype(np.uint8)[..., None], 3, -1) if s
-           else np.repeat((m != 0)[..., None] * np.uint8(255), 3, -1)
-           for m, s in zip(masks, soft)]
+    out = [
+      np.repeat(m.astype(np.uint8)[..., None], 3, -1)
+      if s
+      else np.repeat((m != 0)[..., None] * np.uint8(255), 3, -1)
+      for m, s in zip(masks, soft)
+    ]
     return out, pal, [255]
   ids = np.unique(np.concatenate([np.unique(m) for m in masks]))
   ids = [int(i) for i in ids if i != 0]
   pal = canvas.build_palette(len(ids))
-  if len(np.unique(pal, axis=0)) != len(pal):   # cannot happen for <= 255 labels; kept as a guard
+  if len(np.unique(pal, axis=0)) != len(pal):  # cannot happen for <= 255 labels; kept as a guard
     raise InputError(f"{names[0]}: {len(ids)} classes do not fit the palette")
   return _paint(masks, ids, pal), pal, ids
 
@@ -184,8 +208,10 @@ def _encode_with(masks, names, pal, ids, allow_empty):
       known = {tuple(c) for c in pal}
       extra = [tuple(int(v) for v in c) for c in cols if tuple(c) not in known]
       if extra:
-        raise InputError(f"{n}: colours {extra[:4]} are not in the prompt palette "
-                         f"{[tuple(int(v) for v in c) for c in pal[1:]][:8]}")
+        raise InputError(
+          f"{n}: colours {extra[:4]} are not in the prompt palette "
+          f"{[tuple(int(v) for v in c) for c in pal[1:]][:8]}"
+        )
       out.append(m.astype(np.uint8).copy())
       continue
     _check_2d_range(m, n)
@@ -194,9 +220,9 @@ def _encode_with(masks, names, pal, ids, allow_empty):
       out.append(np.repeat((m != 0)[..., None], 3, -1) * pal[1])
       continue
     if len(ids) == 1 and _is_soft_binary(m):
-      if tuple(pal[1]) == (255, 255, 255):     # white foreground: used as-is, as officially
+      if tuple(pal[1]) == (255, 255, 255):  # white foreground: used as-is, as officially
         out.append(np.repeat(m.astype(np.uint8)[..., None], 3, -1))
-      else:                                    # another colour: threshold at 128
+      else:  # another colour: threshold at 128
         out.append(np.repeat((m >= 128)[..., None], 3, -1) * pal[1])
       continue
     vals = [int(v) for v in np.unique(m) if v != 0]
@@ -207,15 +233,18 @@ def _encode_with(masks, names, pal, ids, allow_empty):
   return out, pal, ids
 
 
-def check_aspect(image_hw, mask_hw, image_name: str, mask_name: str,
-                 tol: float = ASPECT_TOL) -> None:
+def check_aspect(
+  image_hw, mask_hw, image_name: str, mask_name: str, tol: float = ASPECT_TOL
+) -> None:
   """Raises if the mask's aspect ratio differs from its image's (same size not required)."""
   (ih, iw), (mh, mw) = image_hw[:2], mask_hw[:2]
   a, b = iw / ih, mw / mh
   if abs(a - b) > tol * a:
-    raise InputError(f"{mask_name}: mask is {mw}x{mh} (aspect {b:.3f}) but its image "
-                     f"{image_name} is {iw}x{ih} (aspect {a:.3f}); they must have the same "
-                     "aspect ratio")
+    raise InputError(
+      f"{mask_name}: mask is {mw}x{mh} (aspect {b:.3f}) but its image "
+      f"{image_name} is {iw}x{ih} (aspect {a:.3f}); they must have the same "
+      "aspect ratio"
+    )
 
 
 # -- resizing -------------------------------------------------------------------------------
@@ -225,8 +254,12 @@ def _pil_resize(a: np.ndarray, size, resample) -> np.ndarray:
   a = np.asarray(a)
   if a.dtype == np.uint8:
     return np.asarray(Image.fromarray(a).resize((w, h), resample))
-  chans = [np.asarray(Image.fromarray(np.ascontiguousarray(a[..., c], np.float32), "F")
-                      .resize((w, h), resample)) for c in range(a.shape[-1])]
+  chans = [
+    np.asarray(
+      Image.fromarray(np.ascontiguousarray(a[..., c], np.float32), "F").resize((w, h), resample)
+    )
+    for c in range(a.shape[-1])
+  ]
   return np.stack(chans, -1).astype(np.float32)
 
 
@@ -280,17 +313,19 @@ def spatial_ensemble(imgs: np.ndarray, tgts: np.ndarray, n: int | None = None):
   """
   imgs, tgts = np.asarray(imgs), np.asarray(tgts)
   if imgs.ndim != 4 or imgs.shape != tgts.shape or imgs.shape[-1] != 3:
-    raise ValueError(f"spatial_ensemble: imgs {imgs.shape} and tgts {tgts.shape} must both "
-                     "be [K, h, w, 3]")
+    raise ValueError(
+      f"spatial_ensemble: imgs {imgs.shape} and tgts {tgts.shape} must both be [K, h, w, 3]"
+    )
   k, h, w, _ = imgs.shape
   n = n or math.ceil(math.sqrt(k))
   if k > n * n:
     raise ValueError(f"spatial_ensemble: {k} prompts do not fit a {n}x{n} grid")
   cells = [j % k for j in range(n * n)]
-  grid = lambda a: a[cells].reshape(n, n, h, w, 3).transpose(0, 2, 1, 3, 4).reshape(
-      n * h, n * w, 3)
-  return (_pil_resize(grid(imgs), (h, w), Image.BICUBIC),
-          _pil_resize(grid(tgts), (h, w), Image.NEAREST))
+  grid = lambda a: a[cells].reshape(n, n, h, w, 3).transpose(0, 2, 1, 3, 4).reshape(n * h, n * w, 3)
+  return (
+    _pil_resize(grid(imgs), (h, w), Image.BICUBIC),
+    _pil_resize(grid(tgts), (h, w), Image.NEAREST),
+  )
 
 
 def resize_nearest_torch(x: np.ndarray, out_hw) -> np.ndarray:
@@ -313,9 +348,12 @@ def resize_nearest_torch(x: np.ndarray, out_hw) -> np.ndarray:
   return x[idx[0][:, None], idx[1][None, :]]
 
 
-def labels_from_prediction(pred_rgb: np.ndarray, palette: np.ndarray,
-                           label_ids: Sequence[int], threshold: float | None = None
-                           ) -> np.ndarray:
+def labels_from_prediction(
+  pred_rgb: np.ndarray,
+  palette: np.ndarray,
+  label_ids: Sequence[int],
+  threshold: float | None = None,
+) -> np.ndarray:
   """[H, W, 3] prediction in 0..255 -> [H, W] label ids (uint8).
 
   argmin of the squared L2 distance over `palette` (black background first), ties to the
@@ -332,18 +370,20 @@ def labels_from_prediction(pred_rgb: np.ndarray, palette: np.ndarray,
   x = np.asarray(pred_rgb, np.float32)
   pal = np.asarray(palette, np.float32)
   if len(pal) != len(label_ids) + 1:
-    raise ValueError(f"palette has {len(pal)} colours for {len(label_ids)} labels "
-                     "(+ background)")
+    raise ValueError(f"palette has {len(pal)} colours for {len(label_ids)} labels (+ background)")
   if threshold is not None:
     if len(label_ids) != 1:
-      raise ValueError(f"threshold={threshold} needs one label (a binary mask); got "
-                       f"{len(label_ids)} labels: decode several with the nearest colour")
+      raise ValueError(
+        f"threshold={threshold} needs one label (a binary mask); got "
+        f"{len(label_ids)} labels: decode several with the nearest colour"
+      )
     if not 0.0 < float(threshold) < 1.0:
       raise ValueError(f"threshold must be in (0, 1), got {threshold}")
     c = pal[1] - pal[0]
     s = ((x - pal[0]) @ c) / float(c @ c)
     return np.where(s >= float(threshold), int(label_ids[0]), 0).astype(
-        np.uint8 if int(label_ids[0]) <= 255 else np.int32)
+      np.uint8 if int(label_ids[0]) <= 255 else np.int32
+    )
   best = np.full(x.shape[:2], np.inf, np.float32)
   arg = np.zeros(x.shape[:2], np.int64)
   for k, c in enumerate(pal):
@@ -358,16 +398,17 @@ def labels_from_prediction(pred_rgb: np.ndarray, palette: np.ndarray,
 
 
 # -- the forward ----------------------------------------------------------------------------
-def _forward(graphdef, state, prompt_imgs, prompt_tgts, queries, seg_type, *,
-             feature_ensemble):
+def _forward(graphdef, state, prompt_imgs, prompt_tgts, queries, seg_type, *, feature_ensemble):
   """The jitted forward; off CPU the queries' buffer is donated (reused for the output)."""
   fn = _forward_keep if jax.default_backend() == "cpu" else _forward_donate
-  return fn(graphdef, state, prompt_imgs, prompt_tgts, queries, seg_type,
-            feature_ensemble=feature_ensemble)
+  return fn(
+    graphdef, state, prompt_imgs, prompt_tgts, queries, seg_type, feature_ensemble=feature_ensemble
+  )
 
 
-def _forward_impl(graphdef, state, prompt_imgs, prompt_tgts, queries, seg_type, *,
-                  feature_ensemble):
+def _forward_impl(
+  graphdef, state, prompt_imgs, prompt_tgts, queries, seg_type, *, feature_ensemble
+):
   """[K,h,w,3] x2, [B,h,w,3] -> [B,h,w,3]: each query against all K prompts (vmap over B).
 
   Jitted once per (model structure, shapes); weights are an argument, so models of the
@@ -382,9 +423,16 @@ def _forward_impl(graphdef, state, prompt_imgs, prompt_tgts, queries, seg_type, 
   def one(q):
     imgs = jnp.concatenate([prompt_imgs, jnp.broadcast_to(q, prompt_imgs.shape)], axis=1)
     # All K entries share the query half: with the ensemble its per-token work runs once.
-    out = model(imgs, tgts, mask, st, feature_ensemble=feature_ensemble, query_only=True,
-                shared_query=feature_ensemble)
-    return out[0]                      # batch entry 0, like the official code
+    out = model(
+      imgs,
+      tgts,
+      mask,
+      st,
+      feature_ensemble=feature_ensemble,
+      query_only=True,
+      shared_query=feature_ensemble,
+    )
+    return out[0]  # batch entry 0, like the official code
 
   return jax.vmap(one)(queries)
 
@@ -398,8 +446,12 @@ def feature_ensemble_on(num_prompts: int) -> bool:
 
 
 _forward_keep = jax.jit(_forward_impl, static_argnums=(0,), static_argnames=("feature_ensemble",))
-_forward_donate = jax.jit(_forward_impl, static_argnums=(0,),
-                          static_argnames=("feature_ensemble",), donate_argnames=("queries",))
+_forward_donate = jax.jit(
+  _forward_impl,
+  static_argnums=(0,),
+  static_argnames=("feature_ensemble",),
+  donate_argnames=("queries",),
+)
 
 
 def _seg_type_id(seg_type) -> int:
@@ -410,8 +462,9 @@ def _seg_type_id(seg_type) -> int:
   return int(seg_type)
 
 
-def predict_canvas_batch(model, prompt_imgs, prompt_tgts, queries, *, seg_type,
-                         feature_ensemble: bool = True) -> np.ndarray:
+def predict_canvas_batch(
+  model, prompt_imgs, prompt_tgts, queries, *, seg_type, feature_ensemble: bool = True
+) -> np.ndarray:
   """B queries, each against the same K prompts: -> [B, h, w, 3] float32 normalised.
 
   Args: prompt_imgs, prompt_tgts [K, h, w, 3] and queries [B, h, w, 3], all normalised at
@@ -420,25 +473,41 @@ def predict_canvas_batch(model, prompt_imgs, prompt_tgts, queries, *, seg_type,
   h, w = model.cfg.image_size
   pi, pt, q = (np.asarray(a, np.float32) for a in (prompt_imgs, prompt_tgts, queries))
   if pi.ndim != 4 or pi.shape[1:] != (h, w, 3) or pt.shape != pi.shape:
-    raise ValueError(f"prompts must be [K, {h}, {w}, 3] (the model's image_size), got images "
-                     f"{pi.shape} and targets {pt.shape}")
+    raise ValueError(
+      f"prompts must be [K, {h}, {w}, 3] (the model's image_size), got images "
+      f"{pi.shape} and targets {pt.shape}"
+    )
   if q.ndim != 4 or q.shape[1:] != (h, w, 3):
     raise ValueError(f"queries must be [B, {h}, {w}, 3], got {q.shape}")
   graphdef, state = nnx.split(model)
-  out = _forward(graphdef, state, pi, pt, q, jnp.int32(_seg_type_id(seg_type)),
-                 feature_ensemble=bool(feature_ensemble))
+  out = _forward(
+    graphdef,
+    state,
+    pi,
+    pt,
+    q,
+    jnp.int32(_seg_type_id(seg_type)),
+    feature_ensemble=bool(feature_ensemble),
+  )
   return np.asarray(out, np.float32)
 
 
-def predict_canvas(model, prompt_imgs, prompt_tgts, query, *, seg_type,
-                   feature_ensemble: bool = True) -> np.ndarray:
+def predict_canvas(
+  model, prompt_imgs, prompt_tgts, query, *, seg_type, feature_ensemble: bool = True
+) -> np.ndarray:
   """One query [h, w, 3] against K prompts [K, h, w, 3] -> [h, w, 3] float32 normalised.
 
   The query half of batch entry 0 (query_only decoder), as the official code takes it;
   with feature_ensemble the K prompts' query features are averaged.
   """
-  return predict_canvas_batch(model, prompt_imgs, prompt_tgts, np.asarray(query)[None],
-                              seg_type=seg_type, feature_ensemble=feature_ensemble)[0]
+  return predict_canvas_batch(
+    model,
+    prompt_imgs,
+    prompt_tgts,
+    np.asarray(query)[None],
+    seg_type=seg_type,
+    feature_ensemble=feature_ensemble,
+  )[0]
 
 
 # -- the high-level API ---------------------------------------------------------------------
@@ -457,6 +526,7 @@ class Result:
   image: the query, uint8 [H, W, 3] (for `overlay`); name: the query's file stem (or
     'query_<i>' for arrays), the default file name of `save`.
   """
+
   labels: np.ndarray
   rgb: np.ndarray
   raw: np.ndarray
@@ -492,11 +562,11 @@ class Result:
     For RGB colour-mask prompts the ids are 1..K and the colours are the prompt's colours.
     """
     cols = self.label_colours()
-    kind = "colour" if self.colour_masks else ("binary" if len(self.label_ids) == 1
-                                               else "labels")
-    return {"prompt_masks": kind,
-            "labels": [{"id": int(i), "colour": [int(v) for v in cols[int(i)]]}
-                       for i in self.label_ids]}
+    kind = "colour" if self.colour_masks else ("binary" if len(self.label_ids) == 1 else "labels")
+    return {
+      "prompt_masks": kind,
+      "labels": [{"id": int(i), "colour": [int(v) for v in cols[int(i)]]} for i in self.label_ids],
+    }
 
   def overlay(self) -> np.ndarray:
     """uint8 [H, W, 3]: the query tinted by the label colours (official overlay formula:
@@ -544,8 +614,7 @@ def save_results(results: Iterable[Result], directory, *, raw: bool = False) -> 
   if legend is not None:
     rows = ",\n".join("  " + json.dumps(r) for r in legend["labels"])
     with open(os.path.join(directory, "labels.json"), "w") as f:
-      f.write(f'{{"prompt_masks": {json.dumps(legend["prompt_masks"])}, "labels": [\n'
-              f'{rows}\n]}}\n')
+      f.write(f'{{"prompt_masks": {json.dumps(legend["prompt_masks"])}, "labels": [\n{rows}\n]}}\n')
   return n
 
 
@@ -608,19 +677,29 @@ class Segmenter:
     self.meta = meta or {}
 
   @classmethod
-  def from_checkpoint(cls, directory: str, *, seg_type: str = "instance",
-                      dtype: str = "float32", ensemble: str | None = None,
-                      verify: bool = True) -> "Segmenter":
+  def from_checkpoint(
+    cls,
+    directory: str,
+    *,
+    seg_type: str = "instance",
+    dtype: str = "float32",
+    ensemble: str | None = None,
+    verify: bool = True,
+  ) -> "Segmenter":
     """Loads a params directory (`incontext convert` output). ensemble: 'official'|'hf'.
 
     verify: check the weights against their stored sha256 (and that they are finite).
     """
     directory = os.fspath(directory)
     if os.path.isfile(directory):
-      hint = (" (a checkpoint file: convert it to a params directory first, `incontext convert`)"
-              if directory.endswith((".pth", ".pt", ".safetensors", ".bin")) else "")
-      raise checkpoint.CheckpointError(f"{directory}: is a file, expected an incontext params "
-                                       f"directory{hint}")
+      hint = (
+        " (a checkpoint file: convert it to a params directory first, `incontext convert`)"
+        if directory.endswith((".pth", ".pt", ".safetensors", ".bin"))
+        else ""
+      )
+      raise checkpoint.CheckpointError(
+        f"{directory}: is a file, expected an incontext params directory{hint}"
+      )
     meta = checkpoint.read_meta(directory)
     overrides = {"dtype": dtype}
     if ensemble is not None:
@@ -636,8 +715,9 @@ class Segmenter:
       from incontext import prompts
     except ModuleNotFoundError as e:
       if e.name == "incontext.prompts":
-        raise InputError(f"{path}: learned prompts need incontext.prompts, which this "
-                         "installation lacks") from None
+        raise InputError(
+          f"{path}: learned prompts need incontext.prompts, which this installation lacks"
+        ) from None
       raise
     path = os.fspath(path)
     if not os.path.exists(path):
@@ -648,8 +728,7 @@ class Segmenter:
       msg = str(e)
       raise InputError(msg if path in msg else f"{path}: {msg}") from None
 
-  def encode_prompts(self, prompts: Sequence, *, ensemble: str = "feature",
-                     learned_prompt=None):
+  def encode_prompts(self, prompts: Sequence, *, ensemble: str = "feature", learned_prompt=None):
     """(image, mask) pairs (paths or arrays) -> normalised prompt arrays and the encoding.
 
     Returns (imgs [K, h, w, 3], tgts [K, h, w, 3], palette, label_ids, colour_masks).
@@ -675,8 +754,11 @@ class Segmenter:
     colour = False
     rgbs = []
     if masks:
-      enc = ({} if lp is None else
-             dict(palette=np.asarray(lp.palette, np.uint8), label_ids=list(lp.label_ids)))
+      enc = (
+        {}
+        if lp is None
+        else dict(palette=np.asarray(lp.palette, np.uint8), label_ids=list(lp.label_ids))
+      )
       rgbs, palette, label_ids = encode_masks(masks, names, **enc)
       colour = masks[0].ndim == 3
     else:
@@ -691,26 +773,33 @@ class Segmenter:
     if lp is not None:
       li, lt = np.asarray(lp.image, np.float32), np.asarray(lp.target, np.float32)
       if li.shape != size + (3,) or lt.shape != li.shape:
-        raise InputError(f"learned prompt is {li.shape}/{lt.shape}; this model needs "
-                         f"{size + (3,)}")
+        raise InputError(f"learned prompt is {li.shape}/{lt.shape}; this model needs {size + (3,)}")
       pimgs.append(li)
       ptgts.append(lt)
     return np.stack(pimgs), np.stack(ptgts), palette, label_ids, colour
 
-  def segment_iter(self, prompts: Sequence, queries: Iterable, *, ensemble: str = "feature",
-                   learned_prompt=None, seg_type: str | None = None,
-                   batch_size: int | None = None, progress: bool = False) -> Iterator[Result]:
+  def segment_iter(
+    self,
+    prompts: Sequence,
+    queries: Iterable,
+    *,
+    ensemble: str = "feature",
+    learned_prompt=None,
+    seg_type: str | None = None,
+    batch_size: int | None = None,
+    progress: bool = False,
+  ) -> Iterator[Result]:
     """Like `segment`, yielding one Result per query as batches finish."""
     if batch_size is not None and batch_size < 1:
       raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     lp = learned_prompt
     if lp is not None and seg_type is not None and seg_type != lp.seg_type:
-      raise InputError(f"seg_type {seg_type!r} conflicts with the learned prompt's "
-                       f"{lp.seg_type!r}")
+      raise InputError(f"seg_type {seg_type!r} conflicts with the learned prompt's {lp.seg_type!r}")
     st = seg_type or (lp.seg_type if lp is not None else self.seg_type)
     prompts = _as_prompt_list(prompts)
     pi, pt, palette, label_ids, colour = self.encode_prompts(
-        prompts, ensemble=ensemble, learned_prompt=lp)
+      prompts, ensemble=ensemble, learned_prompt=lp
+    )
     colours = imageio.label_palette(label_ids, palette[1:], _prompt_file_palette(prompts))
     if batch_size is None:
       batch_size = accel.default_batch_size(self.cfg, len(pi))
@@ -720,35 +809,54 @@ class Segmenter:
     bar = None
     if progress:
       from tqdm import tqdm
+
       bar = tqdm(total=len(queries), unit="img", desc="segment")
     try:
       for start in range(0, len(queries), batch_size):
-        chunk = queries[start:start + batch_size]
+        chunk = queries[start : start + batch_size]
         raw_imgs = [_read_image(q, _name(q, start + j, "query")) for j, q in enumerate(chunk)]
         # Not padded to batch_size: a lone query costs one query's compute; a stream of
         # queries compiles two shapes at most (full batches and the last remainder).
         qs = [prepare_image(a, size) for a in raw_imgs]
-        raw = predict_canvas_batch(self.model, pi, pt, np.stack(qs), seg_type=st,
-                                   feature_ensemble=feature_ensemble_on(len(pi)))
+        raw = predict_canvas_batch(
+          self.model,
+          pi,
+          pt,
+          np.stack(qs),
+          seg_type=st,
+          feature_ensemble=feature_ensemble_on(len(pi)),
+        )
         if bar is not None:
           bar.update(len(chunk))
         for j, img in enumerate(raw_imgs):
           res = self._result(raw[j], img.shape[:2], palette, label_ids, colour)
           q = chunk[j]
           res.image, res.colours = img, colours
-          res.name = (os.path.splitext(os.path.basename(os.fspath(q)))[0]
-                      if isinstance(q, (str, os.PathLike)) else f"query_{start + j}")
+          res.name = (
+            os.path.splitext(os.path.basename(os.fspath(q)))[0]
+            if isinstance(q, (str, os.PathLike))
+            else f"query_{start + j}"
+          )
           if res.empty:
-            log.warning("%s: empty prediction (every pixel is background)",
-                        _name(q, start + j, "query"))
+            log.warning(
+              "%s: empty prediction (every pixel is background)", _name(q, start + j, "query")
+            )
           yield res
     finally:
       if bar is not None:
         bar.close()
 
-  def segment(self, prompts: Sequence, queries: Iterable, *, ensemble: str = "feature",
-              learned_prompt=None, seg_type: str | None = None,
-              batch_size: int | None = None, progress: bool = False) -> list[Result]:
+  def segment(
+    self,
+    prompts: Sequence,
+    queries: Iterable,
+    *,
+    ensemble: str = "feature",
+    learned_prompt=None,
+    seg_type: str | None = None,
+    batch_size: int | None = None,
+    progress: bool = False,
+  ) -> list[Result]:
     """Segments each query from the prompts.
 
     Args:
@@ -772,9 +880,17 @@ class Segmenter:
     Logs a warning naming each query whose prediction is empty (all background), and once
     per Segmenter when its checkpoint was trained on procedural shapes only.
     """
-    return list(self.segment_iter(prompts, queries, ensemble=ensemble,
-                                  learned_prompt=learned_prompt, seg_type=seg_type,
-                                  batch_size=batch_size, progress=progress))
+    return list(
+      self.segment_iter(
+        prompts,
+        queries,
+        ensemble=ensemble,
+        learned_prompt=learned_prompt,
+        seg_type=seg_type,
+        batch_size=batch_size,
+        progress=progress,
+      )
+    )
 
   def _warn_trained_on(self):
     """Once per Segmenter: a model trained on procedural shapes only does not segment photos."""
@@ -787,10 +903,15 @@ class Segmenter:
 
   @staticmethod
   def _result(raw, orig_hw, palette, label_ids, colour) -> Result:
-    pred = canvas.denormalize(raw)                                   # [h, w, 3] in 0..255
+    pred = canvas.denormalize(raw)  # [h, w, 3] in 0..255
     labels = labels_from_prediction(pred, palette, label_ids)
     labels = resize_nearest_torch(labels, orig_hw)
     rgb = resize_nearest_torch(np.round(pred).astype(np.uint8), orig_hw)
-    return Result(labels=labels, rgb=rgb, raw=np.asarray(raw, np.float32),
-                  palette=np.asarray(palette, np.uint8), label_ids=list(label_ids),
-                  colour_masks=colour)
+    return Result(
+      labels=labels,
+      rgb=rgb,
+      raw=np.asarray(raw, np.float32),
+      palette=np.asarray(palette, np.uint8),
+      label_ids=list(label_ids),
+      colour_masks=colour,
+    )

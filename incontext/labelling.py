@@ -23,6 +23,7 @@ Scale: the queries of a batch are sharded over the local devices (data parallel,
 replicated); with several processes (`jax.distributed`) each labels every process_count-th
 image of the sorted list and process 0 merges the COCO file after a barrier.
 """
+
 from __future__ import annotations
 
 import concurrent.futures
@@ -47,11 +48,17 @@ def list_images(spec: str) -> list[str]:
   """A folder (its image files, not recursive) or a glob pattern (`**` recursive) -> sorted
   paths. Raises InputError when nothing matches."""
   if os.path.isdir(spec):
-    out = [os.path.join(spec, f) for f in os.listdir(spec)
-           if f.lower().endswith(IMAGE_EXTS) and not f.startswith(".")]
+    out = [
+      os.path.join(spec, f)
+      for f in os.listdir(spec)
+      if f.lower().endswith(IMAGE_EXTS) and not f.startswith(".")
+    ]
   else:
-    out = [p for p in glob.glob(spec, recursive=True)
-           if os.path.isfile(p) and p.lower().endswith(IMAGE_EXTS)]
+    out = [
+      p
+      for p in glob.glob(spec, recursive=True)
+      if os.path.isfile(p) and p.lower().endswith(IMAGE_EXTS)
+    ]
     if not out and not glob.has_magic(spec):
       raise InputError(f"{spec}: no such folder")
   if not out:
@@ -65,8 +72,10 @@ def output_stems(paths: Sequence[str]) -> list[str]:
   for p in paths:
     stem = os.path.splitext(os.path.basename(p))[0]
     if stem in seen:
-      raise InputError(f"{p}: has the same file name stem {stem!r} as {seen[stem]}; outputs "
-                       "are named by stem, rename one of them")
+      raise InputError(
+        f"{p}: has the same file name stem {stem!r} as {seen[stem]}; outputs "
+        "are named by stem, rename one of them"
+      )
     seen[stem] = p
   return list(seen)
 
@@ -76,16 +85,22 @@ def shard(items: Sequence, index: int, count: int) -> list:
   return list(items[index::count])
 
 
-def category_names(prompt_images: Sequence[str], label_ids: Sequence[int], palette,
-                   colour_masks: bool, names: Sequence[str] | None = None) -> list[str]:
+def category_names(
+  prompt_images: Sequence[str],
+  label_ids: Sequence[int],
+  palette,
+  colour_masks: bool,
+  names: Sequence[str] | None = None,
+) -> list[str]:
   """Names of categories 1..K: given `names`, else from the first prompt image's file name
   (trailing digits dropped: 'horse_003.jpg' -> 'horse'), with the label id or colour appended
   when there are several."""
   k = len(label_ids)
   if names:
     if len(names) != k:
-      raise InputError(f"{len(names)} category names {list(names)} for {k} categories in the "
-                       "prompt masks")
+      raise InputError(
+        f"{len(names)} category names {list(names)} for {k} categories in the prompt masks"
+      )
     return [str(n) for n in names]
   base = "object"
   if prompt_images:
@@ -120,6 +135,7 @@ def write_text_atomic(path: str, text: str) -> None:
   def w(tmp):
     with open(tmp, "w") as f:
       f.write(text)
+
   write_atomic(path, w)
 
 
@@ -129,13 +145,14 @@ def remove_stale_tmp(folder: str) -> None:
       if f.startswith(TMP_PREFIX):
         try:
           os.remove(os.path.join(folder, f))
-        except FileNotFoundError:   # another process cleaned it
+        except FileNotFoundError:  # another process cleaned it
           pass
 
 
 def save_mask(path: str, ids: np.ndarray) -> None:
   """Palette label PNG (DAVIS colours), written atomically."""
   from incontext import video
+
   write_atomic(path, lambda tmp: video.save_id_png(tmp, ids))
 
 
@@ -147,6 +164,7 @@ def read_mask(path: str) -> np.ndarray:
 def components(binary: np.ndarray) -> list[np.ndarray]:
   """8-connected components of a [H, W] bool mask, in raster order of their first pixel."""
   from scipy import ndimage
+
   lab, n = ndimage.label(binary, structure=np.ones((3, 3), bool))
   return [lab == i for i in range(1, n + 1)]
 
@@ -154,23 +172,28 @@ def components(binary: np.ndarray) -> list[np.ndarray]:
 def mask_annotations(mask: np.ndarray, *, instance: bool) -> list[dict]:
   """[H, W] category ids -> COCO annotation dicts (no ids): RLE segmentation, bbox, area."""
   from pycocotools import mask as mask_util
+
   out = []
   for c in [int(v) for v in np.unique(mask) if v != 0]:
     parts = components(mask == c) if instance else [mask == c]
     for m in parts:
       rle = mask_util.encode(np.asfortranarray(m.astype(np.uint8)))
-      out.append({
+      out.append(
+        {
           "category_id": c,
-          "segmentation": {"size": [int(s) for s in rle["size"]],
-                           "counts": rle["counts"].decode("ascii")},
+          "segmentation": {
+            "size": [int(s) for s in rle["size"]],
+            "counts": rle["counts"].decode("ascii"),
+          },
           "area": int(mask_util.area(rle)),
           "bbox": [float(v) for v in mask_util.toBbox(rle)],
           "iscrowd": 0,
-      })
+        }
+      )
   return out
 
 
-_STEP = {(0, 1): 0, (1, 0): 1, (0, -1): 2, (-1, 0): 3}   # (dr, dc) -> direction index
+_STEP = {(0, 1): 0, (1, 0): 1, (0, -1): 2, (-1, 0): 3}  # (dr, dc) -> direction index
 
 
 def outer_boundary(binary: np.ndarray) -> np.ndarray:
@@ -186,13 +209,14 @@ def outer_boundary(binary: np.ndarray) -> np.ndarray:
   inside = m[1:-1, 1:-1]
   r, c = np.nonzero(inside)
   r, c = r + 1, c + 1
-  edges = {}                           # start corner -> list of (end corner)
+  edges = {}  # start corner -> list of (end corner)
   # Pixel (i, j) (padded) has corners (i-1, j-1)..(i, j) in unpadded corner coordinates.
   for dr, dc, (a, b) in (
-      (-1, 0, ((0, 0), (0, 1))),      # top edge, moving right
-      (0, 1, ((0, 1), (1, 1))),       # right edge, moving down
-      (1, 0, ((1, 1), (1, 0))),       # bottom edge, moving left
-      (0, -1, ((1, 0), (0, 0)))):     # left edge, moving up
+    (-1, 0, ((0, 0), (0, 1))),  # top edge, moving right
+    (0, 1, ((0, 1), (1, 1))),  # right edge, moving down
+    (1, 0, ((1, 1), (1, 0))),  # bottom edge, moving left
+    (0, -1, ((1, 0), (0, 0))),
+  ):  # left edge, moving up
     sel = ~m[r + dr, c + dc]
     for i, j in zip(r[sel] - 1, c[sel] - 1):
       edges.setdefault((i + a[0], j + a[1]), []).append((i + b[0], j + b[1]))
@@ -207,8 +231,9 @@ def outer_boundary(binary: np.ndarray) -> np.ndarray:
       if len(outs) > 1 and d_in is not None:
         # Pinch: prefer the left turn (joins diagonal neighbours into one outline).
         left = (d_in - 1) % 4
-        k = next((k for k, e in enumerate(outs)
-                  if _STEP[(e[0] - cur[0], e[1] - cur[1])] == left), 0)
+        k = next(
+          (k for k, e in enumerate(outs) if _STEP[(e[0] - cur[0], e[1] - cur[1])] == left), 0
+        )
       else:
         k = 0
       nxt = outs.pop(k)
@@ -224,12 +249,13 @@ def outer_boundary(binary: np.ndarray) -> np.ndarray:
   def area(p):
     y, x = p[:, 0], p[:, 1]
     return 0.5 * float(np.sum(x * np.roll(y, -1) - np.roll(x, -1) * y))
+
   best = max(loops, key=area)
   # Drop collinear vertices.
   prev, nxt = np.roll(best, 1, 0), np.roll(best, -1, 0)
-  cross = ((best - prev)[:, 0] * (nxt - best)[:, 1] - (best - prev)[:, 1] * (nxt - best)[:, 0])
+  cross = (best - prev)[:, 0] * (nxt - best)[:, 1] - (best - prev)[:, 1] * (nxt - best)[:, 0]
   best = best[cross != 0]
-  return best[:, ::-1].astype(np.float32)    # (x, y)
+  return best[:, ::-1].astype(np.float32)  # (x, y)
 
 
 def yolo_lines(mask: np.ndarray) -> list[str]:
@@ -246,8 +272,14 @@ def yolo_lines(mask: np.ndarray) -> list[str]:
   return out
 
 
-def build_coco(items: Sequence[tuple[str, str]], masks_dir: str, categories: Sequence[str], *,
-               instance: bool, info: dict | None = None) -> dict:
+def build_coco(
+  items: Sequence[tuple[str, str]],
+  masks_dir: str,
+  categories: Sequence[str],
+  *,
+  instance: bool,
+  info: dict | None = None,
+) -> dict:
   """COCO dict from the masks. items: (file_name, stem) for every image in the sorted list
   (image id = position + 1); images without a mask (failed) are left out."""
   images, anns = [], []
@@ -256,13 +288,17 @@ def build_coco(items: Sequence[tuple[str, str]], masks_dir: str, categories: Seq
     if not os.path.exists(path):
       continue
     m = read_mask(path)
-    images.append({"id": i + 1, "file_name": file_name, "height": int(m.shape[0]),
-                   "width": int(m.shape[1])})
+    images.append(
+      {"id": i + 1, "file_name": file_name, "height": int(m.shape[0]), "width": int(m.shape[1])}
+    )
     for a in mask_annotations(m, instance=instance):
       anns.append({"id": len(anns) + 1, "image_id": i + 1, **a})
-  return {"info": info or {}, "images": images, "annotations": anns,
-          "categories": [{"id": k + 1, "name": n, "supercategory": ""}
-                         for k, n in enumerate(categories)]}
+  return {
+    "info": info or {},
+    "images": images,
+    "annotations": anns,
+    "categories": [{"id": k + 1, "name": n, "supercategory": ""} for k, n in enumerate(categories)],
+  }
 
 
 def load_segmenter(directory: str, *, seg_type: str, dtype: str = "float32"):
@@ -274,23 +310,28 @@ def load_segmenter(directory: str, *, seg_type: str, dtype: str = "float32"):
   """
   import jax
   from incontext import checkpoint, inference
+
   if jax.process_count() == 1:
     return inference.Segmenter.from_checkpoint(directory, seg_type=seg_type, dtype=dtype)
   import orbax.checkpoint as ocp
   from flax import nnx
   from incontext.models import seggpt
+
   meta = checkpoint.read_meta(directory)
   cfg = checkpoint.config_from_dict(dict(meta["config"], dtype=dtype))
   model = seggpt.abstract(cfg)
   dev = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
-  target = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=dev),
-                        nnx.to_pure_dict(nnx.state(model, nnx.Param)))
+  target = jax.tree.map(
+    lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=dev),
+    nnx.to_pure_dict(nnx.state(model, nnx.Param)),
+  )
   try:
     with ocp.StandardCheckpointer() as ckptr:
       restored = ckptr.restore(os.path.join(directory, "params"), target)
   except Exception as e:
-    raise checkpoint.CheckpointError(f"{directory}: cannot restore params "
-                                     f"({type(e).__name__}: {e})") from None
+    raise checkpoint.CheckpointError(
+      f"{directory}: cannot restore params ({type(e).__name__}: {e})"
+    ) from None
   graphdef, state = nnx.split(model)
   nnx.replace_by_pure_dict(state, restored)
   return inference.Segmenter(nnx.merge(graphdef, state), seg_type=seg_type, meta=meta)
@@ -299,24 +340,35 @@ def load_segmenter(directory: str, *, seg_type: str, dtype: str = "float32"):
 # -- the labeller ---------------------------------------------------------------------------
 @dataclasses.dataclass
 class Summary:
-  total: int          # images in this process's shard
-  skipped: int        # already done before this run
-  labelled: int       # done in this run
-  failed: list        # [(path, message)]
+  total: int  # images in this process's shard
+  skipped: int  # already done before this run
+  labelled: int  # done in this run
+  failed: list  # [(path, message)]
 
 
 class Labeller:
   """Labels images with a Segmenter from fixed prompts, batched over the local devices."""
 
-  def __init__(self, segmenter, prompts: Sequence, *, seg_type: str = "instance",
-               ensemble: str = "feature", learned_prompt=None, per_device_batch: int = 1,
-               devices=None, names: Sequence[str] | None = None):
+  def __init__(
+    self,
+    segmenter,
+    prompts: Sequence,
+    *,
+    seg_type: str = "instance",
+    ensemble: str = "feature",
+    learned_prompt=None,
+    per_device_batch: int = 1,
+    devices=None,
+    names: Sequence[str] | None = None,
+  ):
     import jax
     from incontext import mesh as mesh_lib
+
     self.seg = segmenter
     self.seg_type = seg_type
     pi, pt, palette, label_ids, colour = segmenter.encode_prompts(
-        prompts, ensemble=ensemble, learned_prompt=learned_prompt)
+      prompts, ensemble=ensemble, learned_prompt=learned_prompt
+    )
     self.palette, self.label_ids, self.colour = palette, list(label_ids), colour
     self.categories = category_names([p[0] for p in prompts], label_ids, palette, colour, names)
     self.lut = np.zeros(max(256, max(self.label_ids) + 1), np.uint8)
@@ -330,6 +382,7 @@ class Labeller:
     from flax import nnx
 
     from incontext import inference
+
     self._graphdef, state = nnx.split(segmenter.model)
     self._state = jax.device_put(state, rep)
     self._pi, self._pt = jax.device_put(pi, rep), jax.device_put(pt, rep)
@@ -339,33 +392,49 @@ class Labeller:
     import jax
     import jax.numpy as jnp
     from incontext import inference
+
     q = jax.device_put(qs, self._batch)
     st = jnp.int32(inference._seg_type_id(self.seg_type))
-    return inference._forward(self._graphdef, self._state, self._pi, self._pt, q, st,
-                              feature_ensemble=self._fe)
+    return inference._forward(
+      self._graphdef, self._state, self._pi, self._pt, q, st, feature_ensemble=self._fe
+    )
 
   def _load(self, path):
     from incontext import inference
+
     try:
       img = inference.load_image(path)
     except InputError as e:
       return None, str(e)
     return img, inference.prepare_image(img, tuple(self.seg.cfg.image_size))
 
-  def run(self, paths: Sequence[str], stems: Sequence[str], out: str, *,
-          progress: bool = False, write_yolo: bool = True) -> Summary:
+  def run(
+    self,
+    paths: Sequence[str],
+    stems: Sequence[str],
+    out: str,
+    *,
+    progress: bool = False,
+    write_yolo: bool = True,
+  ) -> Summary:
     """Labels the images whose mask is missing in out/masks; returns what happened."""
     from incontext import inference
+
     masks_dir = os.path.join(out, "masks")
-    todo = [(p, s) for p, s in zip(paths, stems)
-            if not os.path.exists(os.path.join(masks_dir, s + ".png"))]
+    todo = [
+      (p, s)
+      for p, s in zip(paths, stems)
+      if not os.path.exists(os.path.join(masks_dir, s + ".png"))
+    ]
     summary = Summary(total=len(paths), skipped=len(paths) - len(todo), labelled=0, failed=[])
     bar = None
     if progress:
       from tqdm import tqdm
-      bar = tqdm(total=len(paths), initial=summary.skipped, unit="img", desc="label",
-                 dynamic_ncols=True)
-    chunks = [todo[i:i + self.batch_size] for i in range(0, len(todo), self.batch_size)]
+
+      bar = tqdm(
+        total=len(paths), initial=summary.skipped, unit="img", desc="label", dynamic_ncols=True
+      )
+    chunks = [todo[i : i + self.batch_size] for i in range(0, len(todo), self.batch_size)]
     pool = concurrent.futures.ThreadPoolExecutor(max_workers=4)
     try:
       nxt = [pool.submit(self._load, p) for p, _ in chunks[0]] if chunks else []
@@ -378,19 +447,21 @@ class Labeller:
         raw = None
         if ok:
           qs = [q for _, _, q in ok]
-          qs += [qs[-1]] * (self.batch_size - len(qs))       # pad: one compiled shape
-          raw = self._forward(np.stack(qs))                  # async: read the next batch
-        nxt = ([pool.submit(self._load, p) for p, _ in chunks[ci + 1]]
-               if ci + 1 < len(chunks) else [])
+          qs += [qs[-1]] * (self.batch_size - len(qs))  # pad: one compiled shape
+          raw = self._forward(np.stack(qs))  # async: read the next batch
+        nxt = (
+          [pool.submit(self._load, p) for p, _ in chunks[ci + 1]] if ci + 1 < len(chunks) else []
+        )
         if raw is not None:
           raw = np.asarray(raw, np.float32)
           for j, ((p, stem), img, _) in enumerate(ok):
-            res = inference.Segmenter._result(raw[j], img.shape[:2], self.palette,
-                                              self.label_ids, self.colour)
+            res = inference.Segmenter._result(
+              raw[j], img.shape[:2], self.palette, self.label_ids, self.colour
+            )
             ids = self.lut[res.labels.astype(np.int64)]
             if write_yolo:
               write_yolo_file(out, stem, ids)
-            save_mask(os.path.join(masks_dir, stem + ".png"), ids)   # last: marks it done
+            save_mask(os.path.join(masks_dir, stem + ".png"), ids)  # last: marks it done
             summary.labelled += 1
         if bar is not None:
           bar.update(len(chunk))
@@ -402,8 +473,9 @@ class Labeller:
 
 
 def write_yolo_file(out: str, stem: str, ids: np.ndarray) -> None:
-  write_text_atomic(os.path.join(out, "labels", stem + ".txt"),
-                    "".join(l + "\n" for l in yolo_lines(ids)))
+  write_text_atomic(
+    os.path.join(out, "labels", stem + ".txt"), "".join(l + "\n" for l in yolo_lines(ids))
+  )
 
 
 def finish_shard(out: str, stems: Sequence[str], *, write_yolo: bool) -> None:
@@ -416,8 +488,14 @@ def finish_shard(out: str, stems: Sequence[str], *, write_yolo: bool) -> None:
       write_yolo_file(out, s, read_mask(mp))
 
 
-def write_coco(out: str, items: Sequence[tuple[str, str]], categories: Sequence[str], *,
-               instance: bool, info: dict | None = None) -> dict:
+def write_coco(
+  out: str,
+  items: Sequence[tuple[str, str]],
+  categories: Sequence[str],
+  *,
+  instance: bool,
+  info: dict | None = None,
+) -> dict:
   coco = build_coco(items, os.path.join(out, "masks"), categories, instance=instance, info=info)
   write_text_atomic(os.path.join(out, "annotations.json"), json.dumps(coco))
   return coco
@@ -437,8 +515,10 @@ def prepare_out(out: str, settings: dict, *, writer: bool) -> None:
         old = None
     if old is not None and old != settings:
       diff = sorted(k for k in set(old) | set(settings) if old.get(k) != settings.get(k))
-      raise InputError(f"{out}: was labelled with other settings (differ: {', '.join(diff)}); "
-                       "use a new output folder")
+      raise InputError(
+        f"{out}: was labelled with other settings (differ: {', '.join(diff)}); "
+        "use a new output folder"
+      )
   if writer:
     for sub in ("", "masks", "labels"):
       remove_stale_tmp(os.path.join(out, sub))
@@ -461,7 +541,23 @@ def read_errors(path: str) -> list[tuple[str, str]]:
     return [tuple(l.rstrip("\n").split("\t", 1)) for l in f if l.strip()]
 
 
-__all__ = ["list_images", "output_stems", "shard", "category_names", "mask_annotations",
-           "outer_boundary", "yolo_lines", "build_coco", "Labeller", "Summary", "write_coco",
-           "prepare_out", "write_errors", "read_errors", "finish_shard", "components",
-           "save_mask", "read_mask"]
+__all__ = [
+  "list_images",
+  "output_stems",
+  "shard",
+  "category_names",
+  "mask_annotations",
+  "outer_boundary",
+  "yolo_lines",
+  "build_coco",
+  "Labeller",
+  "Summary",
+  "write_coco",
+  "prepare_out",
+  "write_errors",
+  "read_errors",
+  "finish_shard",
+  "components",
+  "save_mask",
+  "read_mask",
+]

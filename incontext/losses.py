@@ -4,6 +4,7 @@ The SegGPT loss (docs/design.md#loss): smooth-L1 with beta 0.01 between the pred
 canvas, counted on the pixels of hidden patches times the `valid` weights, normalised by the
 number of counted pixel-channel elements.
 """
+
 import jax
 import jax.numpy as jnp
 
@@ -23,8 +24,16 @@ def smooth_l1(d: Array, beta: float = 0.01) -> Array:
   return jnp.where(ad < beta, 0.5 * d * d / beta, ad - 0.5 * beta)
 
 
-def masked_smooth_l1(pred: Array, target: Array, mask: Array, valid: Array | None = None, *,
-                     patch: int, beta: float = 0.01, painter: bool = False) -> Array:
+def masked_smooth_l1(
+  pred: Array,
+  target: Array,
+  mask: Array,
+  valid: Array | None = None,
+  *,
+  patch: int,
+  beta: float = 0.01,
+  painter: bool = False,
+) -> Array:
   """SegGPT's training loss (docs/design.md#loss), a float32 scalar.
 
   Args:

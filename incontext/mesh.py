@@ -1,4 +1,5 @@
 """Device mesh from config (Auto axes) and the standard batch / replicated shardings."""
+
 from typing import Sequence
 
 import jax
@@ -10,8 +11,9 @@ from jax.sharding import NamedSharding, PartitionSpec as P
 BATCH_AXES = ("data", "fsdp")
 
 
-def resolve_shape(spec: Sequence[tuple[str, int]], num_devices: int) -> tuple[tuple[str, ...],
-                                                                             tuple[int, ...]]:
+def resolve_shape(
+  spec: Sequence[tuple[str, int]], num_devices: int
+) -> tuple[tuple[str, ...], tuple[int, ...]]:
   """[('data', -1), ('model', 2)] -> (names, sizes) with the single -1 resolved."""
   names = tuple(str(n) for n, _ in spec)
   sizes = [int(s) for _, s in spec]
@@ -23,8 +25,9 @@ def resolve_shape(spec: Sequence[tuple[str, int]], num_devices: int) -> tuple[tu
       raise ValueError(f"mesh {list(spec)}: {num_devices} devices not divisible by {known}")
     sizes[sizes.index(-1)] = num_devices // known
   if int(np.prod(sizes)) != num_devices:
-    raise ValueError(f"mesh {list(spec)} has {int(np.prod(sizes))} devices, "
-                     f"but {num_devices} are available")
+    raise ValueError(
+      f"mesh {list(spec)} has {int(np.prod(sizes))} devices, but {num_devices} are available"
+    )
   return names, tuple(sizes)
 
 

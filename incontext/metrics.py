@@ -16,6 +16,7 @@ Video (DAVIS benchmark, `davis2017-evaluation/davis2017/metrics.py`):
     excluded as in the benchmark); J&F = (mean J + mean F) / 2 over all objects of all sequences.
 Everything is numpy-only (no scipy / skimage / cv2 dependency).
 """
+
 from __future__ import annotations
 
 from typing import Iterable, Sequence
@@ -25,6 +26,7 @@ import numpy as np
 
 # ---------------------------------------------------------------------------------------------
 # IoU and few-shot accumulators.
+
 
 def iou(pred: np.ndarray, gt: np.ndarray, void: np.ndarray | None = None) -> float:
   """Region IoU of two boolean masks [H, W] (DAVIS J); 1.0 when both are empty."""
@@ -48,13 +50,12 @@ class IoUAccumulator:
   def __init__(self):
     self.inter: dict[int, float] = {}
     self.union: dict[int, float] = {}
-    self.rows: list[tuple[int, float, float]] = []   # (class, intersection, union) per episode
-    self.fb_inter = np.zeros(2)   # [background, foreground]
+    self.rows: list[tuple[int, float, float]] = []  # (class, intersection, union) per episode
+    self.fb_inter = np.zeros(2)  # [background, foreground]
     self.fb_union = np.zeros(2)
     self.count = 0
 
-  def add(self, pred: np.ndarray, gt: np.ndarray, class_id: int,
-          ignore: np.ndarray | None = None):
+  def add(self, pred: np.ndarray, gt: np.ndarray, class_id: int, ignore: np.ndarray | None = None):
     pred, gt = np.asarray(pred, bool), np.asarray(gt, bool)
     if pred.shape != gt.shape:
       raise ValueError(f"prediction shape {pred.shape} != ground-truth shape {gt.shape}")
@@ -69,8 +70,9 @@ class IoUAccumulator:
     self.fb_union += [np.sum((~pred | ~gt) & keep), u]
     self.count += 1
 
-  def bootstrap_miou(self, num: int = 1000, seed: int = 0, level: float = 0.95
-                     ) -> tuple[float, float]:
+  def bootstrap_miou(
+    self, num: int = 1000, seed: int = 0, level: float = 0.95
+  ) -> tuple[float, float]:
     """Percentile bootstrap interval of the mIoU (in %) over episodes: `num` resamples of the
     episodes with replacement, each scored like `result` (per-class sums, then the mean over
     the classes it contains)."""
@@ -78,12 +80,12 @@ class IoUAccumulator:
       return float("nan"), float("nan")
     cls = np.array([r[0] for r in self.rows])
     classes, ci = np.unique(cls, return_inverse=True)
-    onehot = np.eye(len(classes))[ci]                                   # [E, C]
+    onehot = np.eye(len(classes))[ci]  # [E, C]
     inter = onehot * np.array([r[1] for r in self.rows])[:, None]
     union = onehot * np.array([r[2] for r in self.rows])[:, None]
     rng = np.random.default_rng(seed)
     w = rng.multinomial(len(self.rows), np.full(len(self.rows), 1 / len(self.rows)), size=num)
-    n, i, u = w @ onehot, w @ inter, w @ union                          # [B, C]
+    n, i, u = w @ onehot, w @ inter, w @ union  # [B, C]
     iou = np.where(u > 0, i / np.maximum(u, 1e-12), 1.0)
     miou = 100 * (iou * (n > 0)).sum(1) / (n > 0).sum(1)
     a = (1 - level) / 2
@@ -92,17 +94,23 @@ class IoUAccumulator:
   def result(self) -> dict:
     """{'miou', 'miou_ci95' (bootstrap_miou), 'fb_iou', 'per_class': {id: iou}, 'episodes'}
     with IoUs in percent."""
-    per_class = {c: 100.0 * (self.inter[c] / self.union[c] if self.union[c] else 1.0)
-                 for c in sorted(self.inter)}
+    per_class = {
+      c: 100.0 * (self.inter[c] / self.union[c] if self.union[c] else 1.0)
+      for c in sorted(self.inter)
+    }
     fb = np.where(self.fb_union > 0, self.fb_inter / np.maximum(self.fb_union, 1), 1.0)
-    return {"miou": float(np.mean(list(per_class.values()))) if per_class else float("nan"),
-            "miou_ci95": list(self.bootstrap_miou()),
-            "fb_iou": 100.0 * float(fb.mean()) if self.count else float("nan"),
-            "per_class": per_class, "episodes": self.count}
+    return {
+      "miou": float(np.mean(list(per_class.values()))) if per_class else float("nan"),
+      "miou_ci95": list(self.bootstrap_miou()),
+      "fb_iou": 100.0 * float(fb.mean()) if self.count else float("nan"),
+      "per_class": per_class,
+      "episodes": self.count,
+    }
 
 
 # ---------------------------------------------------------------------------------------------
 # DAVIS boundary F-measure.
+
 
 def seg2bmap(seg: np.ndarray) -> np.ndarray:
   """One-pixel boundary map [H, W] bool of a binary mask, exactly as the DAVIS benchmark.
@@ -130,7 +138,7 @@ def seg2bmap(seg: np.ndarray) -> np.ndarray:
 def disk(radius: int) -> np.ndarray:
   """[2r+1, 2r+1] bool structuring element x^2 + y^2 <= r^2 (skimage.morphology.disk)."""
   r = int(radius)
-  y, x = np.mgrid[-r:r + 1, -r:r + 1]
+  y, x = np.mgrid[-r : r + 1, -r : r + 1]
   return (x * x + y * y) <= r * r
 
 
@@ -140,15 +148,16 @@ def binary_dilation(mask: np.ndarray, selem: np.ndarray) -> np.ndarray:
   h, w = mask.shape
   ry, rx = selem.shape[0] // 2, selem.shape[1] // 2
   padded = np.zeros((h + 2 * ry, w + 2 * rx), bool)
-  padded[ry:ry + h, rx:rx + w] = mask
+  padded[ry : ry + h, rx : rx + w] = mask
   out = np.zeros_like(mask)
   for dy, dx in zip(*np.nonzero(selem)):
-    out |= padded[dy:dy + h, dx:dx + w]
+    out |= padded[dy : dy + h, dx : dx + w]
   return out
 
 
-def boundary_f(pred: np.ndarray, gt: np.ndarray, void: np.ndarray | None = None,
-               bound_th: float = 0.008) -> float:
+def boundary_f(
+  pred: np.ndarray, gt: np.ndarray, void: np.ndarray | None = None, bound_th: float = 0.008
+) -> float:
   """DAVIS boundary F-measure of binary masks [H, W] (`db_eval_boundary` / `f_measure`).
 
   bound_th < 1 is a fraction of the image diagonal (tolerance ceil(bound_th * diag) pixels),
@@ -179,8 +188,13 @@ def boundary_f(pred: np.ndarray, gt: np.ndarray, void: np.ndarray | None = None,
   return 2 * precision * recall / (precision + recall)
 
 
-def video_jf(pred_ids: Sequence[np.ndarray], gt_ids: Sequence[np.ndarray],
-             object_ids: Iterable[int] | None = None, *, skip_first_last: bool = True) -> dict:
+def video_jf(
+  pred_ids: Sequence[np.ndarray],
+  gt_ids: Sequence[np.ndarray],
+  object_ids: Iterable[int] | None = None,
+  *,
+  skip_first_last: bool = True,
+) -> dict:
   """J and F of one sequence from id maps ([H, W] ints per frame, 0 background, 255 void).
 
   Returns {'J': {obj: mean}, 'F': {obj: mean}} (fractions in [0, 1]). Frames 1..N-2 are scored

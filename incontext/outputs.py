@@ -20,6 +20,7 @@ Use:
 
 Single-file outputs (a learned prompt `.npz`) use `check_file` and `write_bytes`.
 """
+
 from __future__ import annotations
 
 import datetime
@@ -78,8 +79,13 @@ def read_manifest(out: str) -> dict | None:
 
 
 def _write_manifest(out: str, command: str, files: Iterable[str], complete: bool) -> None:
-  m = {"kind": KIND, "command": command, "files": sorted(set(files)), "complete": complete,
-       "written": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")}
+  m = {
+    "kind": KIND,
+    "command": command,
+    "files": sorted(set(files)),
+    "complete": complete,
+    "written": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+  }
   write_bytes(os.path.join(out, MANIFEST), (json.dumps(m, indent=2) + "\n").encode())
 
 
@@ -102,8 +108,16 @@ class OutputDir:
     owned: entries treated as recorded when `out` has no manifest (a format that predates it).
   """
 
-  def __init__(self, out: str, *, command: str, overwrite: bool = False,
-               names: Iterable[str] = (), hint: str = "overwrite", owned=None):
+  def __init__(
+    self,
+    out: str,
+    *,
+    command: str,
+    overwrite: bool = False,
+    names: Iterable[str] = (),
+    hint: str = "overwrite",
+    owned=None,
+  ):
     self.out = os.path.abspath(os.fspath(out))
     self.command = command
     self.overwrite = overwrite
@@ -116,8 +130,11 @@ class OutputDir:
 
   # -- checks before any work ------------------------------------------------------------------
   def _existing(self) -> list[str]:
-    return sorted(n for n in os.listdir(self.out)
-                  if n != MANIFEST and n not in _IGNORED and not n.startswith(STAGING_PREFIX))
+    return sorted(
+      n
+      for n in os.listdir(self.out)
+      if n != MANIFEST and n not in _IGNORED and not n.startswith(STAGING_PREFIX)
+    )
 
   def _check(self, names: list[str]) -> None:
     out = self.out
@@ -132,19 +149,26 @@ class OutputDir:
     elif manifest is None and self._owned is not None:
       self._recorded = set(self._owned(out))
     if existing and not self.overwrite:
-      what = (f"holds the outputs of an earlier `{self.command}` run"
-              if self._recorded else f"is not empty ({len(existing)} entries)")
-      raise OutputError(f"{out}: already exists and {what}; set {self.hint} to replace what "
-                        f"an earlier `{self.command}` run wrote there (other files are never "
-                        "touched)")
+      what = (
+        f"holds the outputs of an earlier `{self.command}` run"
+        if self._recorded
+        else f"is not empty ({len(existing)} entries)"
+      )
+      raise OutputError(
+        f"{out}: already exists and {what}; set {self.hint} to replace what "
+        f"an earlier `{self.command}` run wrote there (other files are never "
+        "touched)"
+      )
     self._check_names(names)
 
   def _check_names(self, names) -> None:
     for n in names:
       if os.path.lexists(os.path.join(self.out, n)) and n not in self._recorded:
-        raise OutputError(f"{os.path.join(self.out, n)}: exists and was not written by an "
-                          f"earlier `{self.command}` run; not replacing it (move it away or "
-                          "write to another folder)")
+        raise OutputError(
+          f"{os.path.join(self.out, n)}: exists and was not written by an "
+          f"earlier `{self.command}` run; not replacing it (move it away or "
+          "write to another folder)"
+        )
 
   # -- staging -----------------------------------------------------------------------------
   def __enter__(self) -> "OutputDir":
@@ -172,7 +196,7 @@ class OutputDir:
       if not n.startswith(STAGING_PREFIX):
         continue
       try:
-        pid = int(n[len(STAGING_PREFIX):].split("-", 1)[0])
+        pid = int(n[len(STAGING_PREFIX) :].split("-", 1)[0])
       except ValueError:
         continue
       if pid != os.getpid() and not _pid_alive(pid):

@@ -21,6 +21,7 @@ Use:
   lp = prompts.load("horse.npz", model_cfg=model.cfg, weights_hash=checkpoint.params_hash(model))
   lp.image, lp.target                  # [h, w, 3] normalised, ready for the top half of a canvas
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -60,11 +61,11 @@ class LearnedPrompt:
   label_ids / label_names: the K labels the palette colours stand for.
   meta: the file's full metadata (filled by `load`; `save` adds it).
   """
+
   image: np.ndarray
   target: np.ndarray
   seg_type: str = "semantic"
-  palette: np.ndarray = dataclasses.field(
-      default_factory=canvas.BINARY_PALETTE.copy)
+  palette: np.ndarray = dataclasses.field(default_factory=canvas.BINARY_PALETTE.copy)
   label_ids: list[int] = dataclasses.field(default_factory=lambda: [1])
   label_names: list[str] = dataclasses.field(default_factory=lambda: ["foreground"])
   meta: dict = dataclasses.field(default_factory=dict)
@@ -73,8 +74,9 @@ class LearnedPrompt:
 def model_arch(model_cfg) -> dict[str, Any]:
   """The architecture fields of a SegGPTConfig (what a prompt depends on), JSON-friendly."""
   d = dataclasses.asdict(model_cfg)
-  return {k: (list(v) if isinstance(v, tuple) else v) for k, v in d.items()
-          if k not in _RUNTIME_FIELDS}
+  return {
+    k: (list(v) if isinstance(v, tuple) else v) for k, v in d.items() if k not in _RUNTIME_FIELDS
+  }
 
 
 def _check_prompt(lp: LearnedPrompt, model_cfg, where: str):
@@ -82,32 +84,40 @@ def _check_prompt(lp: LearnedPrompt, model_cfg, where: str):
   for name in ("image", "target"):
     a = np.asarray(getattr(lp, name))
     if a.shape != (h, w, 3):
-      raise PromptError(f"{where}: prompt {name} has shape {a.shape}, expected {(h, w, 3)} "
-                        f"(the model's image_size {tuple(model_cfg.image_size)})")
+      raise PromptError(
+        f"{where}: prompt {name} has shape {a.shape}, expected {(h, w, 3)} "
+        f"(the model's image_size {tuple(model_cfg.image_size)})"
+      )
     if not np.all(np.isfinite(a)):
       raise PromptError(f"{where}: prompt {name} has non-finite values")
   if lp.seg_type not in SEG_TYPE_NAMES:
     raise PromptError(f"{where}: seg_type {lp.seg_type!r}, expected one of {SEG_TYPE_NAMES}")
   pal = np.asarray(lp.palette)
   if pal.ndim != 2 or pal.shape[1] != 3 or pal.shape[0] != len(lp.label_ids) + 1:
-    raise PromptError(f"{where}: palette shape {pal.shape} does not fit {len(lp.label_ids)} "
-                      "labels (expected [K+1, 3])")
+    raise PromptError(
+      f"{where}: palette shape {pal.shape} does not fit {len(lp.label_ids)} "
+      "labels (expected [K+1, 3])"
+    )
   if len(lp.label_names) != len(lp.label_ids):
-    raise PromptError(f"{where}: {len(lp.label_names)} label names for "
-                      f"{len(lp.label_ids)} label ids")
+    raise PromptError(
+      f"{where}: {len(lp.label_names)} label names for {len(lp.label_ids)} label ids"
+    )
 
 
 def _atomic_write_bytes(path: str, data: bytes):
   from incontext import outputs
-  outputs.write_bytes(path, data)     # temp file + rename, usual permissions
+
+  outputs.write_bytes(path, data)  # temp file + rename, usual permissions
 
 
 def arrays_sha256(image: np.ndarray, target: np.ndarray, palette: np.ndarray) -> str:
   """sha256 over the prompt arrays (name, shape, dtype and bytes of each)."""
   h = hashlib.sha256()
-  for name, a in (("image", np.asarray(image, np.float32)),
-                  ("target", np.asarray(target, np.float32)),
-                  ("palette", np.asarray(palette, np.uint8))):
+  for name, a in (
+    ("image", np.asarray(image, np.float32)),
+    ("target", np.asarray(target, np.float32)),
+    ("palette", np.asarray(palette, np.uint8)),
+  ):
     a = np.ascontiguousarray(a)
     h.update(f"{name}{a.shape}{a.dtype.str}".encode())
     h.update(a.tobytes())
@@ -128,8 +138,15 @@ def to_png_bytes(normalised: np.ndarray) -> bytes:
   return buf.getvalue()
 
 
-def save(path: str, lp: LearnedPrompt, *, model_cfg, weights_hash: str | None,
-         made_by: dict | None = None, previews: bool = True) -> dict:
+def save(
+  path: str,
+  lp: LearnedPrompt,
+  *,
+  model_cfg,
+  weights_hash: str | None,
+  made_by: dict | None = None,
+  previews: bool = True,
+) -> dict:
   """Writes `lp` as a learned-prompt `.npz` (+ PNG previews) atomically; returns the metadata.
 
   Args:
@@ -144,20 +161,29 @@ def save(path: str, lp: LearnedPrompt, *, model_cfg, weights_hash: str | None,
   _check_prompt(lp, model_cfg, str(path))
   h, w = model_cfg.image_size
   meta = {
-      "kind": KIND, "format_version": FORMAT_VERSION,
-      "model": model_arch(model_cfg), "weights_hash": weights_hash,
-      "image_size": [h, w], "canvas": [2 * h, w], "patch": model_cfg.patch,
-      "seg_type": lp.seg_type, "palette": np.asarray(lp.palette).tolist(),
-      "label_ids": [int(i) for i in lp.label_ids],
-      "label_names": [str(n) for n in lp.label_names],
-      "made_by": made_by or {},
-      "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-      "arrays_sha256": arrays_sha256(lp.image, lp.target, lp.palette),
+    "kind": KIND,
+    "format_version": FORMAT_VERSION,
+    "model": model_arch(model_cfg),
+    "weights_hash": weights_hash,
+    "image_size": [h, w],
+    "canvas": [2 * h, w],
+    "patch": model_cfg.patch,
+    "seg_type": lp.seg_type,
+    "palette": np.asarray(lp.palette).tolist(),
+    "label_ids": [int(i) for i in lp.label_ids],
+    "label_names": [str(n) for n in lp.label_names],
+    "made_by": made_by or {},
+    "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+    "arrays_sha256": arrays_sha256(lp.image, lp.target, lp.palette),
   }
   buf = io.BytesIO()
-  np.savez(buf, image=np.asarray(lp.image, np.float32), target=np.asarray(lp.target, np.float32),
-           palette=np.asarray(lp.palette, np.uint8),
-           metadata=np.frombuffer(json.dumps(meta).encode("utf-8"), np.uint8))
+  np.savez(
+    buf,
+    image=np.asarray(lp.image, np.float32),
+    target=np.asarray(lp.target, np.float32),
+    palette=np.asarray(lp.palette, np.uint8),
+    metadata=np.frombuffer(json.dumps(meta).encode("utf-8"), np.uint8),
+  )
   if previews:
     for p, a in zip(preview_paths(path), (lp.image, lp.target)):
       _atomic_write_bytes(p, to_png_bytes(a))
@@ -182,25 +208,36 @@ def read(path: str) -> LearnedPrompt:
   except PromptError:
     raise
   except (OSError, ValueError, zipfile.BadZipFile, KeyError, UnicodeDecodeError, EOFError) as e:
-    raise PromptError(f"{path}: corrupt or unreadable learned-prompt file "
-                      f"({type(e).__name__}: {e})") from None
+    raise PromptError(
+      f"{path}: corrupt or unreadable learned-prompt file ({type(e).__name__}: {e})"
+    ) from None
   if not isinstance(meta, dict) or meta.get("kind") != KIND:
     kind = meta.get("kind") if isinstance(meta, dict) else None
     raise PromptError(f"{path}: not a learned-prompt file (kind {kind!r}, expected {KIND!r})")
   if meta.get("format_version") != FORMAT_VERSION:
-    raise PromptError(f"{path}: format version {meta.get('format_version')!r}, this code reads "
-                      f"{FORMAT_VERSION}")
-  want = meta.get("arrays_sha256")     # absent in files written before checksums
+    raise PromptError(
+      f"{path}: format version {meta.get('format_version')!r}, this code reads {FORMAT_VERSION}"
+    )
+  want = meta.get("arrays_sha256")  # absent in files written before checksums
   if want is not None and arrays_sha256(image, target, palette) != want:
-    raise PromptError(f"{path}: the prompt arrays do not match their recorded sha256 "
-                      "(the file is corrupt or was edited)")
+    raise PromptError(
+      f"{path}: the prompt arrays do not match their recorded sha256 "
+      "(the file is corrupt or was edited)"
+    )
   try:
-    return LearnedPrompt(image=image, target=target, seg_type=meta["seg_type"], palette=palette,
-                         label_ids=[int(i) for i in meta["label_ids"]],
-                         label_names=[str(n) for n in meta["label_names"]], meta=meta)
+    return LearnedPrompt(
+      image=image,
+      target=target,
+      seg_type=meta["seg_type"],
+      palette=palette,
+      label_ids=[int(i) for i in meta["label_ids"]],
+      label_names=[str(n) for n in meta["label_names"]],
+      meta=meta,
+    )
   except (KeyError, TypeError, ValueError) as e:
     raise PromptError(
-        f"{path}: corrupt learned-prompt metadata ({type(e).__name__}: {e})") from None
+      f"{path}: corrupt learned-prompt metadata ({type(e).__name__}: {e})"
+    ) from None
 
 
 def load(path: str, *, model_cfg, weights_hash: str | None = None) -> LearnedPrompt:
@@ -215,18 +252,26 @@ def load(path: str, *, model_cfg, weights_hash: str | None = None) -> LearnedPro
   want = model_arch(model_cfg)
   h, w = model_cfg.image_size
   if list(meta.get("image_size", [])) != [h, w]:
-    raise PromptError(f"{path}: prompt made for canvas {tuple(meta.get('canvas', ()))} "
-                      f"(image_size {tuple(meta.get('image_size', ()))}), "
-                      "but the model's canvas is "
-                      f"{(2 * h, w)} (image_size {(h, w)})")
+    raise PromptError(
+      f"{path}: prompt made for canvas {tuple(meta.get('canvas', ()))} "
+      f"(image_size {tuple(meta.get('image_size', ()))}), "
+      "but the model's canvas is "
+      f"{(2 * h, w)} (image_size {(h, w)})"
+    )
   got = meta.get("model", {})
   if got != want:
-    diff = {k: (got.get(k), want.get(k)) for k in sorted(set(got) | set(want))
-            if got.get(k) != want.get(k)}
-    raise PromptError(f"{path}: prompt made for another model variant "
-                      f"(field: (prompt file, model)) {diff}")
+    diff = {
+      k: (got.get(k), want.get(k))
+      for k in sorted(set(got) | set(want))
+      if got.get(k) != want.get(k)
+    }
+    raise PromptError(
+      f"{path}: prompt made for another model variant (field: (prompt file, model)) {diff}"
+    )
   if weights_hash is not None and meta.get("weights_hash") not in (None, weights_hash):
-    raise PromptError(f"{path}: prompt tuned with weights {str(meta.get('weights_hash'))[:12]}..., "
-                      f"but the model's weights are {weights_hash[:12]}...")
+    raise PromptError(
+      f"{path}: prompt tuned with weights {str(meta.get('weights_hash'))[:12]}..., "
+      f"but the model's weights are {weights_hash[:12]}..."
+    )
   _check_prompt(lp, model_cfg, path)
   return lp

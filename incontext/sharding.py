@@ -6,6 +6,7 @@ first match wins, and `spec` is a tuple of mesh axis names / None per array dime
 None = replicated). Unmatched leaves are replicated. A dimension whose size is not a multiple
 of its mesh axes stays unsharded (so one rule can cover every kernel; see `spec_for`).
 """
+
 import re
 from typing import Any, Sequence
 
@@ -17,22 +18,26 @@ Rules = Sequence[tuple[str, Any]]
 
 # Presets for config.sharding_rules.
 RULES = {
-    "replicate": [],
-    # ZeRO-3: the larger dimension of every matrix / conv kernel over 'fsdp'.
-    "fsdp": [(r".*kernel", "fsdp_largest"), (r".*pos_embed", (None, None, "fsdp"))],
-    # Megatron-style tensor parallelism of the ViT blocks.
-    "model": [
-        (r".*attn/qkv/kernel", (None, "model")), (r".*attn/qkv/bias", ("model",)),
-        (r".*attn/proj/kernel", ("model", None)),
-        (r".*mlp/fc1/kernel", (None, "model")), (r".*mlp/fc1/bias", ("model",)),
-        (r".*mlp/fc2/kernel", ("model", None)),
-    ],
+  "replicate": [],
+  # ZeRO-3: the larger dimension of every matrix / conv kernel over 'fsdp'.
+  "fsdp": [(r".*kernel", "fsdp_largest"), (r".*pos_embed", (None, None, "fsdp"))],
+  # Megatron-style tensor parallelism of the ViT blocks.
+  "model": [
+    (r".*attn/qkv/kernel", (None, "model")),
+    (r".*attn/qkv/bias", ("model",)),
+    (r".*attn/proj/kernel", ("model", None)),
+    (r".*mlp/fc1/kernel", (None, "model")),
+    (r".*mlp/fc1/bias", ("model",)),
+    (r".*mlp/fc2/kernel", ("model", None)),
+  ],
 }
 RULES["fsdp_model"] = [
-    (r".*attn/qkv/kernel", ("fsdp", "model")), (r".*attn/qkv/bias", ("model",)),
-    (r".*attn/proj/kernel", ("model", "fsdp")),
-    (r".*mlp/fc1/kernel", ("fsdp", "model")), (r".*mlp/fc1/bias", ("model",)),
-    (r".*mlp/fc2/kernel", ("model", "fsdp")),
+  (r".*attn/qkv/kernel", ("fsdp", "model")),
+  (r".*attn/qkv/bias", ("model",)),
+  (r".*attn/proj/kernel", ("model", "fsdp")),
+  (r".*mlp/fc1/kernel", ("fsdp", "model")),
+  (r".*mlp/fc1/bias", ("model",)),
+  (r".*mlp/fc2/kernel", ("model", "fsdp")),
 ] + RULES["fsdp"]
 
 
@@ -86,8 +91,9 @@ def spec_for(shape: tuple[int, ...], spec, mesh) -> P:
   spec = tuple(spec) + (None,) * (len(shape) - len(spec))
   out = []
   for dim, axes in zip(shape, spec):
-    ok = axes is not None and all(a in mesh.axis_names for a in
-                                  ((axes,) if isinstance(axes, str) else axes))
+    ok = axes is not None and all(
+      a in mesh.axis_names for a in ((axes,) if isinstance(axes, str) else axes)
+    )
     out.append(axes if ok and dim % _axis_size(mesh, axes) == 0 else None)
   return P(*out)
 
@@ -104,10 +110,14 @@ def partition_specs(tree, rules: Rules, mesh) -> Any:
       if pat.fullmatch(name):
         return spec_for(shape, spec, mesh)
     return P()
+
   return jax.tree_util.tree_map_with_path(one, tree)
 
 
 def shardings(tree, rules: Rules, mesh) -> Any:
   """NamedSharding per leaf (see `partition_specs`)."""
-  return jax.tree.map(lambda s: NamedSharding(mesh, s), partition_specs(tree, rules, mesh),
-                      is_leaf=lambda x: isinstance(x, P))
+  return jax.tree.map(
+    lambda s: NamedSharding(mesh, s),
+    partition_specs(tree, rules, mesh),
+    is_leaf=lambda x: isinstance(x, P),
+  )

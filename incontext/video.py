@@ -20,6 +20,7 @@ prompt list (up to float rounding in the ensemble mean).
 
   seg = video.propagate(model, frames, first_ids, memory=8)     # iterator of [H, W] id maps
 """
+
 from __future__ import annotations
 
 import collections
@@ -75,11 +76,13 @@ def ids_to_colours(id_map: np.ndarray, ids: Sequence[int], palette: np.ndarray) 
   return lut[np.asarray(id_map, np.int64)]
 
 
-def colours_to_ids(pred_rgb: np.ndarray, ids: Sequence[int], palette: np.ndarray,
-                   threshold: float | None = None) -> np.ndarray:
+def colours_to_ids(
+  pred_rgb: np.ndarray, ids: Sequence[int], palette: np.ndarray, threshold: float | None = None
+) -> np.ndarray:
   """[H, W, 3] prediction in 0..255 -> [H, W] ids by the nearest palette colour (black = 0),
   or, for one object, by `threshold` (`inference.labels_from_prediction`)."""
-  from incontext import inference   # jax/flax load only when a model runs
+  from incontext import inference  # jax/flax load only when a model runs
+
   out = inference.labels_from_prediction(pred_rgb, palette, list(ids), threshold)
   return out.astype(np.int32)
 
@@ -101,8 +104,16 @@ def _forward_slots(graphdef, state, prompt_imgs, prompt_tgts, valid, query, seg_
   imgs = jnp.concatenate([prompt_imgs, jnp.broadcast_to(query, prompt_imgs.shape)], axis=1)
   tgts = jnp.concatenate([prompt_tgts, prompt_tgts], axis=1)
   st = jnp.full((s,), seg_type, jnp.int32)
-  out = model(imgs, tgts, mask, st, feature_ensemble=True, query_only=True, shared_query=True,
-              prompt_weights=valid)
+  out = model(
+    imgs,
+    tgts,
+    mask,
+    st,
+    feature_ensemble=True,
+    query_only=True,
+    shared_query=True,
+    prompt_weights=valid,
+  )
   return out[0]
 
 
@@ -115,27 +126,41 @@ def predict_slots(model, prompt_imgs, prompt_tgts, valid, query, *, seg_type) ->
   query: [h, w, 3] normalised. Returns [h, w, 3] float32 normalised.
   """
   from incontext import inference
+
   valid = np.asarray(valid, bool)
   if not valid[0]:
     raise ValueError("predict_slots: slot 0 (the entry whose output is taken) must be valid")
   if model.cfg.ensemble != "official" and valid.sum() == 1:
     # HF's variant still mixes the two streams at the merge with one prompt under the
     # ensemble; the growing list runs one prompt without it: do the same.
-    return inference.predict_canvas(model, prompt_imgs[:1], prompt_tgts[:1], query,
-                                    seg_type=seg_type, feature_ensemble=False)
+    return inference.predict_canvas(
+      model, prompt_imgs[:1], prompt_tgts[:1], query, seg_type=seg_type, feature_ensemble=False
+    )
   graphdef, state = nnx.split(model)
-  out = _forward_slots(graphdef, state, jnp.asarray(prompt_imgs, jnp.float32),
-                       jnp.asarray(prompt_tgts, jnp.float32), jnp.asarray(valid, jnp.float32),
-                       jnp.asarray(query, jnp.float32),
-                       jnp.int32(inference._seg_type_id(seg_type)))
+  out = _forward_slots(
+    graphdef,
+    state,
+    jnp.asarray(prompt_imgs, jnp.float32),
+    jnp.asarray(prompt_tgts, jnp.float32),
+    jnp.asarray(valid, jnp.float32),
+    jnp.asarray(query, jnp.float32),
+    jnp.int32(inference._seg_type_id(seg_type)),
+  )
   return np.asarray(out, np.float32)
 
 
-def propagate(model, frames: Iterable[np.ndarray], first_ids: np.ndarray, *, memory: int = 8,
-              seg_type: str = "instance", predict_fn: PredictFn | None = None,
-              first_image: np.ndarray | None = None,
-              threshold: float | None = None,
-              fixed_memory: bool = True) -> Iterator[np.ndarray]:
+def propagate(
+  model,
+  frames: Iterable[np.ndarray],
+  first_ids: np.ndarray,
+  *,
+  memory: int = 8,
+  seg_type: str = "instance",
+  predict_fn: PredictFn | None = None,
+  first_image: np.ndarray | None = None,
+  threshold: float | None = None,
+  fixed_memory: bool = True,
+) -> Iterator[np.ndarray]:
   """Segments a video from its first frame's mask.
 
   Args:
@@ -160,7 +185,8 @@ def propagate(model, frames: Iterable[np.ndarray], first_ids: np.ndarray, *, mem
     [H, W] int32 id maps, one per frame (the first frame's is `first_ids` itself unless
     `first_image` is given).
   """
-  from incontext import inference   # jax/flax load only when a model runs
+  from incontext import inference  # jax/flax load only when a model runs
+
   slots = predict_fn is None and fixed_memory and int(memory) > 0
   predict_fn = predict_fn or inference.predict_canvas
   size = tuple(model.cfg.image_size)
@@ -170,8 +196,9 @@ def propagate(model, frames: Iterable[np.ndarray], first_ids: np.ndarray, *, mem
     raise VideoError("the first-frame mask has no object (all background)")
   pal = id_palette(ids)
   if threshold is not None and len(ids) != 1:
-    raise VideoError(f"threshold={threshold} needs a single-object first mask; this one has "
-                     f"objects {ids}")
+    raise VideoError(
+      f"threshold={threshold} needs a single-object first mask; this one has objects {ids}"
+    )
   frames = iter(frames)
   if first_image is None:
     first_image = next(frames, None)
@@ -189,14 +216,26 @@ def propagate(model, frames: Iterable[np.ndarray], first_ids: np.ndarray, *, mem
     q = inference.prepare_image(frame, size)
     imgs = [p_img] + [m[0] for m in fifo]
     tgts = [p_tgt] + [m[1] for m in fifo]
-    if slots:                                   # 1 + K slots, the unfilled ones masked out
+    if slots:  # 1 + K slots, the unfilled ones masked out
       n = len(imgs)
       pad = [blank] * (1 + int(memory) - n)
-      pred = predict_slots(model, np.stack(imgs + pad), np.stack(tgts + pad),
-                           np.arange(1 + int(memory)) < n, q, seg_type=seg_type)
+      pred = predict_slots(
+        model,
+        np.stack(imgs + pad),
+        np.stack(tgts + pad),
+        np.arange(1 + int(memory)) < n,
+        q,
+        seg_type=seg_type,
+      )
     else:
-      pred = predict_fn(model, np.stack(imgs), np.stack(tgts), q, seg_type=seg_type,
-                        feature_ensemble=inference.feature_ensemble_on(len(imgs)))
+      pred = predict_fn(
+        model,
+        np.stack(imgs),
+        np.stack(tgts),
+        q,
+        seg_type=seg_type,
+        feature_ensemble=inference.feature_ensemble_on(len(imgs)),
+      )
     small = colours_to_ids(canvas.denormalize(pred), ids, pal, threshold)  # [h, w] ids
     if use_fifo:
       # Keep the decoded colours (not the official binarisation): objects stay apart.
@@ -212,6 +251,7 @@ def copy_first_mask(first_ids: np.ndarray, num_frames: int) -> list[np.ndarray]:
 # ---------------------------------------------------------------------------------------------
 # Files.
 
+
 def list_frames(frames_dir: str) -> list[str]:
   """Sorted image files (.jpg/.jpeg/.png/.bmp) of a directory; errors name the directory.
 
@@ -221,9 +261,13 @@ def list_frames(frames_dir: str) -> list[str]:
   if not os.path.isdir(frames_dir):
     raise VideoError(f"frames directory {frames_dir}: no such directory")
   exts = (".jpg", ".jpeg", ".png", ".bmp")
-  out = sorted(os.path.join(frames_dir, f) for f in os.listdir(frames_dir)
-               if f.lower().endswith(exts) and not f.startswith(".")
-               and os.path.isfile(os.path.join(frames_dir, f)))
+  out = sorted(
+    os.path.join(frames_dir, f)
+    for f in os.listdir(frames_dir)
+    if f.lower().endswith(exts)
+    and not f.startswith(".")
+    and os.path.isfile(os.path.join(frames_dir, f))
+  )
   if not out:
     raise VideoError(f"frames directory {frames_dir}: no image files (.jpg/.jpeg/.png/.bmp)")
   return out
@@ -276,8 +320,7 @@ def save_id_png(path: str, ids: np.ndarray, palette: np.ndarray | None = None):
   imageio.save_label_png(path, ids, davis_palette() if palette is None else palette)
 
 
-def overlay(frame: np.ndarray, ids: np.ndarray, palette: np.ndarray | None = None
-            ) -> np.ndarray:
+def overlay(frame: np.ndarray, ids: np.ndarray, palette: np.ndarray | None = None) -> np.ndarray:
   """uint8 [H, W, 3] frame tinted by the objects' colours (the official overlay of
   `imageio.overlay`: background darkened, objects in their colour; white keeps the frame).
 
@@ -294,7 +337,6 @@ def save_gif(path: str, frames: Sequence[np.ndarray], fps: float = 10.0, max_sid
     im = Image.fromarray(f)
     s = max_side / max(im.size)
     if s < 1:
-      im = im.resize((max(1, round(im.size[0] * s)), max(1, round(im.size[1] * s))),
-                     Image.BILINEAR)
+      im = im.resize((max(1, round(im.size[0] * s)), max(1, round(im.size[1] * s))), Image.BILINEAR)
     ims.append(im)
   ims[0].save(path, save_all=True, append_images=ims[1:], duration=int(1000 / fps), loop=0)

@@ -10,6 +10,7 @@ Frames are decoded one at a time (never the whole video in memory). The writer e
 (yuv420p, which needs even sizes: an odd width or height is padded by repeating the last
 column or row) so browsers can play the file. PyAV (`pip install av`) is imported lazily.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -26,17 +27,18 @@ def _av():
   try:
     import av
   except ModuleNotFoundError:
-    raise InputError("reading and writing video files needs PyAV: pip install "
-                     "'incontext[video]'") from None
+    raise InputError(
+      "reading and writing video files needs PyAV: pip install 'incontext[video]'"
+    ) from None
   return av
 
 
 @dataclasses.dataclass(frozen=True)
 class VideoInfo:
-  fps: fractions.Fraction     # average frame rate of the first video stream
+  fps: fractions.Fraction  # average frame rate of the first video stream
   width: int
   height: int
-  num_frames: int             # from the container (0 when it does not say)
+  num_frames: int  # from the container (0 when it does not say)
 
 
 def _open(path: str):
@@ -59,8 +61,12 @@ def probe(path: str) -> VideoInfo:
   with _open(path) as c:
     s = c.streams.video[0]
     rate = s.average_rate or s.guessed_rate or fractions.Fraction(25)
-    return VideoInfo(fps=fractions.Fraction(rate), width=int(s.codec_context.width),
-                     height=int(s.codec_context.height), num_frames=int(s.frames or 0))
+    return VideoInfo(
+      fps=fractions.Fraction(rate),
+      width=int(s.codec_context.width),
+      height=int(s.codec_context.height),
+      num_frames=int(s.frames or 0),
+    )
 
 
 def read_frames(path: str, max_frames: int | None = None) -> Iterator[np.ndarray]:
@@ -98,8 +104,9 @@ class VideoWriter:
     av = _av()
     frame = np.asarray(frame)
     if frame.ndim != 3 or frame.shape[-1] != 3 or frame.dtype != np.uint8:
-      raise ValueError(f"{self.path}: frames must be uint8 [H, W, 3], got {frame.dtype} "
-                       f"{frame.shape}")
+      raise ValueError(
+        f"{self.path}: frames must be uint8 [H, W, 3], got {frame.dtype} {frame.shape}"
+      )
     if self._c is None:
       self._hw = frame.shape[:2]
       self._c = av.open(self.path, "w", format="mp4")
@@ -109,8 +116,10 @@ class VideoWriter:
       self._s.pix_fmt = "yuv420p"
       self._s.options = {"crf": str(self.crf)}
     elif frame.shape[:2] != self._hw:
-      raise ValueError(f"{self.path}: frame {self.num_frames} is {frame.shape[1::-1]} (w, h), "
-                       f"the first was {self._hw[::-1]}")
+      raise ValueError(
+        f"{self.path}: frame {self.num_frames} is {frame.shape[1::-1]} (w, h), "
+        f"the first was {self._hw[::-1]}"
+      )
     h, w = frame.shape[:2]
     if h % 2 or w % 2:
       frame = np.pad(frame, ((0, h % 2), (0, w % 2), (0, 0)), mode="edge")

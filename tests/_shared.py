@@ -3,6 +3,7 @@
 Tests that need it skip with a reason when it is missing, except under CI=true, where they fail.
 Use `shared_data_dir()` (returns the path) or the `needs_shared_data(*subdirs)` helper.
 """
+
 import os
 import pathlib
 

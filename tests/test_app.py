@@ -1,5 +1,6 @@
 """The demo app: prompt masks from the brush editor, outputs, clear errors, video, and a real
 browser run (headless Chromium + Playwright) that paints a stroke with the mouse."""
+
 import io
 import os
 import shutil
@@ -32,7 +33,7 @@ def _scene(h=120, w=160, box=(30, 90, 40, 120), colour=(30, 30, 200)):
   """Grey image with a blue rectangle; returns (image, bool mask of the rectangle)."""
   img = np.full((h, w, 3), 128, np.uint8)
   m = np.zeros((h, w), bool)
-  m[box[0]:box[1], box[2]:box[3]] = True
+  m[box[0] : box[1], box[2] : box[3]] = True
   img[m] = colour
   return img, m
 
@@ -46,13 +47,13 @@ def _layer(hw, region, colour):
 def test_editor_to_prompt_masks_and_errors():
   img, m = _scene()
   rgba = np.concatenate([img, np.full(img.shape[:2] + (1,), 255, np.uint8)], -1)
-  near_green = (10, 190, 20)                        # anti-aliased stroke: snapped to green
+  near_green = (10, 190, 20)  # anti-aliased stroke: snapped to green
   layers = [_layer(img.shape[:2], m, RED), _layer(img.shape[:2], np.s_[0:10, 0:10], near_green)]
   got_img, mask = app.editor_to_prompt({"background": rgba, "layers": layers}, None, "p")
   np.testing.assert_array_equal(got_img, img)
   np.testing.assert_array_equal(mask[m], np.tile(RED, (m.sum(), 1)))
   np.testing.assert_array_equal(mask[0:10, 0:10].reshape(-1, 3)[0], app.BRUSH_COLOURS[1])
-  assert not mask[~m][10 * 10:].any() or (mask.any(-1).sum() == m.sum() + 100)
+  assert not mask[~m][10 * 10 :].any() or (mask.any(-1).sum() == m.sum() + 100)
   with pytest.raises(InputError, match="p: no mask painted; paint the object"):
     app.editor_to_prompt({"background": rgba, "layers": []}, None, "p")
   with pytest.raises(InputError, match="p: the mask has no image under it"):
@@ -61,7 +62,7 @@ def test_editor_to_prompt_masks_and_errors():
     app.editor_to_prompt(None, None, "p")
   with pytest.raises(InputError, match="p mask: mask is 10x10 .* its image p image is 160x120"):
     app.editor_to_prompt({"background": rgba, "layers": []}, np.ones((10, 10), np.uint8), "p")
-  up = m.astype(np.uint8) * 255                   # an uploaded mask wins over strokes
+  up = m.astype(np.uint8) * 255  # an uploaded mask wins over strokes
   _, mask = app.editor_to_prompt({"background": rgba, "layers": layers}, up, "p")
   np.testing.assert_array_equal(mask, up)
 
@@ -87,10 +88,11 @@ def test_segment_images_outputs(seg, tmp_path):
 
 def _video(path, n=4, hw=(48, 64)):
   from incontext import videoio
+
   with videoio.VideoWriter(str(path), fps=8) as w:
     for t in range(n):
       f = np.full(hw + (3,), 100, np.uint8)
-      f[10:30, 5 + 3 * t:25 + 3 * t] = (200, 40, 40)
+      f[10:30, 5 + 3 * t : 25 + 3 * t] = (200, 40, 40)
       w.write(f)
   first = np.zeros(hw + (3,), np.uint8)
   first[10:30, 5:25] = RED
@@ -100,12 +102,19 @@ def _video(path, n=4, hw=(48, 64)):
 def test_segment_video_outputs_and_limit(seg, tmp_path):
   pytest.importorskip("av")
   from incontext import videoio
+
   first = _video(tmp_path / "v.mp4")
   out = tmp_path / "out"
   out.mkdir()
   done = []
-  mp4, z = app.segment_video(seg.model, str(tmp_path / "v.mp4"), first, str(out), memory=2,
-                             progress=lambda d, t: done.append((d, t)))
+  mp4, z = app.segment_video(
+    seg.model,
+    str(tmp_path / "v.mp4"),
+    first,
+    str(out),
+    memory=2,
+    progress=lambda d, t: done.append((d, t)),
+  )
   assert done == [(i, 4) for i in range(1, 5)]
   assert len(list(videoio.read_frames(mp4))) == 4 and videoio.probe(mp4).fps == 8
   with zipfile.ZipFile(z) as zf:
@@ -123,20 +132,30 @@ class ColourMatch:
   """A segmenter with a known behaviour (the browser test checks the app, not the model):
   a query pixel gets object k when its colour is within 40 (L2) of the median image colour
   under the prompt pixels painted with brush colour k."""
+
   model = None
 
-  def segment(self, prompts, queries, *, ensemble="feature", seg_type="instance",
-              learned_prompt=None):
+  def segment(
+    self, prompts, queries, *, ensemble="feature", seg_type="instance", learned_prompt=None
+  ):
     img, mask = prompts[0]
     _, pal, ids = inference.encode_masks([mask])
     cols = np.stack([np.median(img[np.all(mask == pal[k + 1], -1)], 0) for k in range(len(ids))])
     out = []
     for q in queries:
-      d = np.sqrt(((q[..., None, :].astype(np.float32) - cols) ** 2).sum(-1))   # [H, W, K]
+      d = np.sqrt(((q[..., None, :].astype(np.float32) - cols) ** 2).sum(-1))  # [H, W, K]
       lab = np.where(d.min(-1) < 40, d.argmin(-1) + 1, 0)
       labels = np.asarray(ids)[np.maximum(lab - 1, 0)] * (lab > 0)
-      out.append(inference.Result(labels=labels.astype(np.uint8), rgb=q, raw=q, palette=pal,
-                                  label_ids=list(ids), colour_masks=True))
+      out.append(
+        inference.Result(
+          labels=labels.astype(np.uint8),
+          rgb=q,
+          raw=q,
+          palette=pal,
+          label_ids=list(ids),
+          colour_masks=True,
+        )
+      )
     return out
 
 
@@ -191,15 +210,19 @@ def _wait_shown(locator, colour, timeout=120.0):
 def _status(page, previous=""):
   """The status line once it is set (and differs from `previous`)."""
   sel = "#status [data-testid=markdown]"
-  page.wait_for_function("([s, p]) => { const e = document.querySelector(s); if (!e) return "
-                         "false; const t = e.innerText.trim(); return t.length > 0 && t !== p; }",
-                         arg=[sel, previous], timeout=120_000)
+  page.wait_for_function(
+    "([s, p]) => { const e = document.querySelector(s); if (!e) return "
+    "false; const t = e.innerText.trim(); return t.length > 0 && t !== p; }",
+    arg=[sel, previous],
+    timeout=120_000,
+  )
   return page.locator(sel).inner_text().strip()
 
 
 def test_browser_paint_and_segment(tmp_path):
   exe = _browser()
   from playwright.sync_api import sync_playwright
+
   blue = (30, 30, 200)
   prompt, _ = _scene(colour=blue)
   query, qm = _scene(box=(15, 75, 70, 150), colour=blue)
@@ -207,8 +230,9 @@ def test_browser_paint_and_segment(tmp_path):
   Image.fromarray(query).save(tmp_path / "query.png")
   port = _free_port()
   demo = app.build_app(ColourMatch(), examples=False)
-  demo.queue().launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True,
-                      quiet=True)
+  demo.queue().launch(
+    server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True
+  )
   try:
     with sync_playwright() as p:
       browser = p.chromium.launch(executable_path=exe, args=["--no-sandbox"])
@@ -219,7 +243,7 @@ def test_browser_paint_and_segment(tmp_path):
       page.locator("#queries input[type=file]").first.set_input_files(str(tmp_path / "query.png"))
       page.wait_for_selector("#prompt1 canvas")
       page.wait_for_function("document.querySelector('#queries').innerText.includes('.png')")
-      _wait_shown(page.locator("#prompt1"), blue)   # the upload has reached the editor
+      _wait_shown(page.locator("#prompt1"), blue)  # the upload has reached the editor
       time.sleep(1)
       page.click("#run")
       status = _status(page)
@@ -242,8 +266,9 @@ def test_browser_paint_and_segment(tmp_path):
       assert status == "Segmented 1 image(s).", status
       page.wait_for_selector("#overlays img")
       src = page.locator("#overlays img").first.get_attribute("src")
-      body = page.request.get(src if src.startswith("http") else
-                              f"http://127.0.0.1:{port}{src}").body()
+      body = page.request.get(
+        src if src.startswith("http") else f"http://127.0.0.1:{port}{src}"
+      ).body()
       page.screenshot(path=str(tmp_path / "demo.png"), full_page=True)
       if os.environ.get("INCONTEXT_DEMO_SCREENSHOT"):
         page.screenshot(path=os.environ["INCONTEXT_DEMO_SCREENSHOT"])
@@ -255,4 +280,4 @@ def test_browser_paint_and_segment(tmp_path):
   # The painted colour (red) where the rectangle is, the query untouched elsewhere.
   expect = app.tint(query, np.broadcast_to(np.uint8(RED), query.shape), qm)
   np.testing.assert_array_equal(overlay, expect)
-  assert overlay[qm][:, 0].min() > overlay[qm][:, 2].max()        # red dominates there
+  assert overlay[qm][:, 0].min() > overlay[qm][:, 2].max()  # red dominates there

@@ -3,6 +3,7 @@
 The lowering tests export for `cuda` and `tpu` on this CPU (no device needed): the L/16
 inference forward and the sharded train step lower, and their attention has no loop.
 """
+
 import functools
 import json
 import os
@@ -34,8 +35,11 @@ def _reference(q, k, v, rel_h, rel_w):
   q, k, v, rel_h, rel_w = (np.asarray(a, np.float64) for a in (q, k, v, rel_h, rel_w))
   lg = np.einsum("bnqc,bnkc->bnqk", q, k)
   b, nh, lq, n = lg.shape
-  lg = (lg.reshape(b, nh, lq, rel_h.shape[-1], rel_w.shape[-1]) + rel_h[..., :, None]
-        + rel_w[..., None, :]).reshape(b, nh, lq, n)
+  lg = (
+    lg.reshape(b, nh, lq, rel_h.shape[-1], rel_w.shape[-1])
+    + rel_h[..., :, None]
+    + rel_w[..., None, :]
+  ).reshape(b, nh, lq, n)
   p = np.exp(lg - lg.max(-1, keepdims=True))
   return np.einsum("bnqk,bnkc->bnqc", p / p.sum(-1, keepdims=True), v)
 
@@ -43,12 +47,17 @@ def _reference(q, k, v, rel_h, rel_w):
 def _inputs(b=3, nh=2, gq=7, gh=10, gw=3, c=8, seed=0):
   rng = np.random.default_rng(seed)
   f = lambda *s: jnp.asarray(rng.normal(size=s), jnp.float32)
-  return (f(b, nh, gq * gw, c), f(b, nh, gh * gw, c), f(b, nh, gh * gw, c),
-          f(b, nh, gq * gw, gh), f(b, nh, gq * gw, gw))
+  return (
+    f(b, nh, gq * gw, c),
+    f(b, nh, gh * gw, c),
+    f(b, nh, gh * gw, c),
+    f(b, nh, gq * gw, gh),
+    f(b, nh, gq * gw, gw),
+  )
 
 
 @pytest.mark.parametrize("impl", ["chunked", "fused"])
-@pytest.mark.parametrize("budget", [None, 2000])   # one chunk; several chunks (padded)
+@pytest.mark.parametrize("budget", [None, 2000])  # one chunk; several chunks (padded)
 def test_attention_impls_match_reference_and_each_other(monkeypatch, impl, budget):
   if budget is not None:
     monkeypatch.setattr(seggpt, "_ATTN_CHUNK_BYTES", budget)
@@ -57,8 +66,9 @@ def test_attention_impls_match_reference_and_each_other(monkeypatch, impl, budge
   out = seggpt._attend(*args, impl)
   np.testing.assert_allclose(np.asarray(out), _reference(*args), atol=ATOL, rtol=0)
   w = jnp.asarray(np.random.default_rng(1).normal(size=out.shape), jnp.float32)
-  grad = lambda name: jax.grad(lambda *a: jnp.sum(seggpt._attend(*a, name) * w),
-                               argnums=(0, 1, 2, 3, 4))(*args)
+  grad = lambda name: jax.grad(
+    lambda *a: jnp.sum(seggpt._attend(*a, name) * w), argnums=(0, 1, 2, 3, 4)
+  )(*args)
   for a, b in zip(grad(impl), grad("chunked" if impl == "fused" else "fused")):
     np.testing.assert_allclose(np.asarray(a), np.asarray(b), atol=ATOL, rtol=0)
 
@@ -85,7 +95,7 @@ def _model_inputs(n, cfg, seed=2):
   rng = np.random.default_rng(seed)
   h, w = cfg.canvas
   imgs = rng.normal(size=(n, h, w, 3)).astype(np.float32)
-  imgs[:, h // 2:] = imgs[:1, h // 2:]                 # one shared query half
+  imgs[:, h // 2 :] = imgs[:1, h // 2 :]  # one shared query half
   tgts = rng.normal(size=(n, h, w, 3)).astype(np.float32)
   return imgs, tgts, canvas.query_half_mask(cfg.grid)[None], np.ones(n, int)
 
@@ -94,22 +104,26 @@ def _model_inputs(n, cfg, seed=2):
 def test_model_paths_use_the_setting_and_agree(monkeypatch, path):
   """Forward (plain, shared-query ensemble) and remat + drop-path gradients: chunked == fused,
   and the setting really reaches every path (a loop in the jaxpr only when chunked)."""
-  monkeypatch.setattr(seggpt, "_ATTN_CHUNK_BYTES", 2000)          # chunked loops here
+  monkeypatch.setattr(seggpt, "_ATTN_CHUNK_BYTES", 2000)  # chunked loops here
   res = {}
   for impl in ("chunked", "fused"):
-    cfg = seggpt.get_config("test", image_size=(32, 24), patch=8, attention=impl,
-                            remat=path == "remat_grad")
+    cfg = seggpt.get_config(
+      "test", image_size=(32, 24), patch=8, attention=impl, remat=path == "remat_grad"
+    )
     model = seggpt.SegGPT(cfg, rngs=nnx.Rngs(0))
     gd, state = nnx.split(model)
     imgs, tgts, mask, st = _model_inputs(3, cfg)
     if path == "remat_grad":
+
       def f(s):
         out = nnx.merge(gd, s)(imgs, tgts, mask, st, rng=jax.random.key(1))
-        return jnp.mean(out ** 2)
+        return jnp.mean(out**2)
+
       fn = jax.grad(f)
     else:
-      kw = dict(feature_ensemble=True, query_only=True, shared_query=True) \
-          if path == "shared" else {}
+      kw = (
+        dict(feature_ensemble=True, query_only=True, shared_query=True) if path == "shared" else {}
+      )
       fn = lambda s: nnx.merge(gd, s)(imgs, tgts, mask, st, **kw)
     assert _has_loop(fn, state) == (impl == "chunked")
     res[impl] = jax.tree.leaves(fn(state))
@@ -121,16 +135,24 @@ def test_model_paths_use_the_setting_and_agree(monkeypatch, path):
 # -- mixed precision ------------------------------------------------------------------------
 def _train_setup(dtype):
   from incontext.data import procedural
+
   cfg = seggpt.get_config("test", image_size=(16, 16), patch=4, dtype=dtype, drop_path=0.0)
   gd, params = nnx.split(seggpt.SegGPT(cfg, rngs=nnx.Rngs(0)))
   params = nnx.to_pure_dict(params)
-  o = ml_collections.ConfigDict(dict(lr=1e-3, warmup_steps=0, total_steps=10, wd=0.05,
-                                     clip=3.0, layer_decay=1.0))
+  o = ml_collections.ConfigDict(
+    dict(lr=1e-3, warmup_steps=0, total_steps=10, wd=0.05, clip=3.0, layer_decay=1.0)
+  )
   tx, _ = optim.make_tx(o, depth=cfg.depth)
-  batch = next(procedural.make_train_iterator(dict(image_size=16, patch_size=4, read_threads=1),
-                                              seed=0, batch_size=4))
-  loss_grad = jax.jit(jax.value_and_grad(
-      functools.partial(steps.loss_fn, graphdef=gd, patch=cfg.patch, beta=5.0), has_aux=True))
+  batch = next(
+    procedural.make_train_iterator(
+      dict(image_size=16, patch_size=4, read_threads=1), seed=0, batch_size=4
+    )
+  )
+  loss_grad = jax.jit(
+    jax.value_and_grad(
+      functools.partial(steps.loss_fn, graphdef=gd, patch=cfg.patch, beta=5.0), has_aux=True
+    )
+  )
   return params, tx, batch, loss_grad
 
 
@@ -146,14 +168,17 @@ def test_bf16_loss_gradients_and_state_match_float32():
     (loss, _), g = loss_grad(params, batch, None)
     _, opt = tx.update(g, tx.init(params), params)
     assert {x.dtype for x in jax.tree.leaves((g, params))} == {jnp.dtype(jnp.float32)}
-    assert {x.dtype for x in jax.tree.leaves(opt)
-            if jnp.issubdtype(x.dtype, jnp.floating)} == {jnp.dtype(jnp.float32)}
+    assert {x.dtype for x in jax.tree.leaves(opt) if jnp.issubdtype(x.dtype, jnp.floating)} == {
+      jnp.dtype(jnp.float32)
+    }
     out[dt] = (float(loss), np.concatenate([np.ravel(x) for x in jax.tree.leaves(g)]))
   (l32, g32), (l16, g16) = out["float32"], out["bfloat16"]
   err = np.linalg.norm(g16 - g32) / np.linalg.norm(g32)
   cos = float(g16 @ g32 / np.linalg.norm(g16) / np.linalg.norm(g32))
-  print(f"bf16 vs float32: loss {l16:.5f} vs {l32:.5f}, gradient relative L2 error {err:.4f}, "
-        f"cosine {cos:.5f}")
+  print(
+    f"bf16 vs float32: loss {l16:.5f} vs {l32:.5f}, gradient relative L2 error {err:.4f}, "
+    f"cosine {cos:.5f}"
+  )
   assert l16 == pytest.approx(l32, rel=0.005)
   assert err < 0.1 and cos > 0.99
 
@@ -165,8 +190,16 @@ def _inference_fn(cfg, k):
 
   def fwd(state, imgs, tgts):
     m = nnx.merge(gd, state)
-    return m(imgs, tgts, mask, jnp.ones((imgs.shape[0],), jnp.int32), feature_ensemble=k > 1,
-             query_only=True, shared_query=k > 1)
+    return m(
+      imgs,
+      tgts,
+      mask,
+      jnp.ones((imgs.shape[0],), jnp.int32),
+      feature_ensemble=k > 1,
+      query_only=True,
+      shared_query=k > 1,
+    )
+
   canv = jax.ShapeDtypeStruct((k,) + cfg.canvas + (3,), jnp.float32)
   return jax.jit(fwd), (state, canv, canv)
 
@@ -190,12 +223,13 @@ def test_l16_inference_forward_lowers_for_gpu_and_tpu_without_loops(dtype):
   cfg = seggpt.get_config("L/16", attention="fused", dtype=dtype)
   txt = _export_text(*_inference_fn(cfg, 8))
   assert "stablehlo.while" not in txt
-  assert "dot_general" in txt and "1568" in txt        # the full-length attention is there
+  assert "dot_general" in txt and "1568" in txt  # the full-length attention is there
 
 
 def _train_step_fn(cfg, batch, mesh):
-  o = ml_collections.ConfigDict(dict(lr=1e-4, warmup_steps=10, total_steps=1000, wd=0.05,
-                                     clip=3.0, layer_decay=0.8))
+  o = ml_collections.ConfigDict(
+    dict(lr=1e-4, warmup_steps=10, total_steps=1000, wd=0.05, clip=3.0, layer_decay=0.8)
+  )
   tx, sched = optim.make_tx(o, depth=cfg.depth)
   gd, abs_params = nnx.split(seggpt.abstract(cfg))
   abs_state = jax.eval_shape(lambda q: steps.init_state(q, tx, 0), nnx.to_pure_dict(abs_params))
@@ -203,22 +237,29 @@ def _train_step_fn(cfg, batch, mesh):
   bsh, repl = mesh_lib.batch_sharding(mesh), mesh_lib.replicated(mesh)
   h, w = cfg.canvas
   s = jax.ShapeDtypeStruct
-  abs_batch = {"image": s((batch, h, w, 3), jnp.float32), "target": s((batch, h, w, 3),
-                                                                       jnp.float32),
-               "mask": s((batch, cfg.num_tokens), jnp.bool_), "valid": s((batch, h, w),
-                                                                         jnp.float32),
-               "seg_type": s((batch,), jnp.int32)}
-  step = jax.jit(functools.partial(steps.train_step, graphdef=gd, tx=tx, schedule=sched,
-                                   patch=cfg.patch),
-                 in_shardings=(state_sh, bsh), out_shardings=(state_sh, repl),
-                 donate_argnums=(0,))
+  abs_batch = {
+    "image": s((batch, h, w, 3), jnp.float32),
+    "target": s((batch, h, w, 3), jnp.float32),
+    "mask": s((batch, cfg.num_tokens), jnp.bool_),
+    "valid": s((batch, h, w), jnp.float32),
+    "seg_type": s((batch,), jnp.int32),
+  }
+  step = jax.jit(
+    functools.partial(steps.train_step, graphdef=gd, tx=tx, schedule=sched, patch=cfg.patch),
+    in_shardings=(state_sh, bsh),
+    out_shardings=(state_sh, repl),
+    donate_argnums=(0,),
+  )
   return step, (abs_state, abs_batch)
 
 
 def _l16(depth=None, **kw):
   if depth:
-    kw.update(depth=depth, merge_index=min(2, depth - 5),
-              feature_layers=seggpt._layers(depth, min(2, depth - 5)))
+    kw.update(
+      depth=depth,
+      merge_index=min(2, depth - 5),
+      feature_layers=seggpt._layers(depth, min(2, depth - 5)),
+    )
   return seggpt.get_config("L/16", attention="fused", dtype="bfloat16", remat=True, **kw)
 
 
@@ -237,9 +278,11 @@ def _print_memory(name, compiled):
   if ma is None:
     print(f"{name}: no memory analysis on this backend")
     return
-  gib = lambda x: f"{x / 2 ** 30:.2f} GiB"
-  print(f"{name} (CPU compile, per device): arguments {gib(ma.argument_size_in_bytes)}, "
-        f"outputs {gib(ma.output_size_in_bytes)}, temp {gib(ma.temp_size_in_bytes)}")
+  gib = lambda x: f"{x / 2**30:.2f} GiB"
+  print(
+    f"{name} (CPU compile, per device): arguments {gib(ma.argument_size_in_bytes)}, "
+    f"outputs {gib(ma.output_size_in_bytes)}, temp {gib(ma.temp_size_in_bytes)}"
+  )
 
 
 @pytest.mark.slow
@@ -251,8 +294,7 @@ def test_full_l16_lowers_and_cpu_compile_memory():
   step, args = _train_step_fn(_l16(), 8, mesh)
   with jax.set_mesh(mesh):
     assert "stablehlo.while" not in _export_text(step, args)
-    _print_memory("L/16 bf16 remat train step, batch 8 on 8 devices",
-                  step.lower(*args).compile())
+    _print_memory("L/16 bf16 remat train step, batch 8 on 8 devices", step.lower(*args).compile())
   fwd, args = _inference_fn(seggpt.get_config("L/16", attention="fused", dtype="bfloat16"), 8)
   _print_memory("L/16 bf16 inference forward, k=8", fwd.lower(*args).compile())
 
@@ -261,19 +303,25 @@ def test_full_l16_lowers_and_cpu_compile_memory():
 def test_device_check_runs_end_to_end_on_cpu_tiny(tmp_path):
   """experiments/device_check.py --tiny: every section runs and the JSON is complete."""
   from experiments import device_check
+
   out = tmp_path / "dc.json"
-  res = device_check.main(["--tiny", "--out", str(out), "--reps", "1", "--steps", "1",
-                           "--ks", "1,2", "--batches", "2"])
+  res = device_check.main(
+    ["--tiny", "--out", str(out), "--reps", "1", "--steps", "1", "--ks", "1,2", "--batches", "2"]
+  )
   assert json.loads(out.read_text()) == json.loads(json.dumps(res))
   rows = res["inference"]["rows"]
-  assert [(r["dtype"], r["k"]) for r in rows] == [("float32", 1), ("float32", 2),
-                                                  ("bfloat16", 1), ("bfloat16", 2)]
+  assert [(r["dtype"], r["k"]) for r in rows] == [
+    ("float32", 1),
+    ("float32", 2),
+    ("bfloat16", 1),
+    ("bfloat16", 2),
+  ]
   for r in rows:
     assert "error" not in r and r["ours_s"] > 0 and r["transformers_s"] > 0, r
   # Same random weights in both implementations: float32 parity as in test_model_parity.
   assert rows[0]["max_abs_diff_vs_transformers"] < 1e-4
-  assert rows[-1]["ours_fused_max_abs_diff_vs_auto"] < 0.05      # bf16 rounding only
-  assert res["parity"]["float32_k1_device_vs_cpu_max_abs"] == 0.0   # CPU is the device here
+  assert rows[-1]["ours_fused_max_abs_diff_vs_auto"] < 0.05  # bf16 rounding only
+  assert res["parity"]["float32_k1_device_vs_cpu_max_abs"] == 0.0  # CPU is the device here
   assert [(r["remat"], r["batch"]) for r in res["train"]] == [(True, 2), (False, 2)]
   for r in res["train"]:
     assert "error" not in r and np.isfinite(r["loss"]) and r["memory_gib"]["temp"] > 0, r
@@ -289,13 +337,28 @@ def test_bf16_quickstart_learns_like_float32(tmp_path):
   ev = {}
   for dt in ("float32", "bfloat16"):
     wd = tmp_path / dt
-    r = subprocess.run([sys.executable, "-m", "experiments.train",
-                        "--config", "experiments/configs/seggpt_train.py:quickstart",
-                        "--config.total_steps=150", "--config.optim.warmup_steps=20",
-                        f"--config.model.dtype={dt}", "--config.evals.every=0",
-                        "--config.ckpt.every=0", "--config.export_params=False",
-                        "--workdir", str(wd)],
-                       cwd=root, env=env, capture_output=True, text=True, timeout=1800)
+    r = subprocess.run(
+      [
+        sys.executable,
+        "-m",
+        "experiments.train",
+        "--config",
+        "experiments/configs/seggpt_train.py:quickstart",
+        "--config.total_steps=150",
+        "--config.optim.warmup_steps=20",
+        f"--config.model.dtype={dt}",
+        "--config.evals.every=0",
+        "--config.ckpt.every=0",
+        "--config.export_params=False",
+        "--workdir",
+        str(wd),
+      ],
+      cwd=root,
+      env=env,
+      capture_output=True,
+      text=True,
+      timeout=1800,
+    )
     assert r.returncode == 0, r.stderr[-3000:]
     ev[dt] = [json.loads(line) for line in open(wd / "metrics.jsonl")][-1]
   print({dt: round(e["eval/miou"], 1) for dt, e in ev.items()})
@@ -305,9 +368,10 @@ def test_bf16_quickstart_learns_like_float32(tmp_path):
 
 def test_inference_batch_from_memory_budget_and_donation():
   from incontext import accel, inference
+
   l16 = seggpt.get_config("L/16", dtype="bfloat16")
   assert accel.default_batch_size(l16, 8, backend="cpu") == accel.CPU_BATCH
-  h200 = 141 * 2 ** 30
+  h200 = 141 * 2**30
   b8 = accel.default_batch_size(l16, 8, backend="gpu", memory_bytes=h200)
   b1 = accel.default_batch_size(l16, 1, backend="tpu", memory_bytes=h200)
   # k=8: 16 entries x 16 heads x 1568^2 logits (f32 + bf16) ~ 3.8 GB a query: 70 GB -> 18.
@@ -320,5 +384,7 @@ def test_inference_batch_from_memory_budget_and_donation():
   args = (gd, state, s(2, 16, 16, 3), s(2, 16, 16, 3), s(3, 16, 16, 3), jnp.int32(1))
   txt = inference._forward_donate.lower(*args, feature_ensemble=True).as_text()
   assert "tf.aliasing_output" in txt or "jax.buffer_donor" in txt
-  assert "tf.aliasing_output" not in inference._forward_keep.lower(
-      *args, feature_ensemble=True).as_text()
+  assert (
+    "tf.aliasing_output"
+    not in inference._forward_keep.lower(*args, feature_ensemble=True).as_text()
+  )

@@ -1,4 +1,5 @@
 """Params directories: exact round trip, atomic writes, clear errors."""
+
 import json
 import os
 
@@ -11,8 +12,9 @@ from incontext.models import convert, seggpt
 
 
 def _model(**kw):
-  return seggpt.SegGPT(seggpt.get_config("test", image_size=(16, 16), patch=8, **kw),
-                       rngs=nnx.Rngs(3))
+  return seggpt.SegGPT(
+    seggpt.get_config("test", image_size=(16, 16), patch=8, **kw), rngs=nnx.Rngs(3)
+  )
 
 
 def test_round_trip_is_exact(tmp_path):
@@ -59,8 +61,10 @@ def test_infer_config_and_strict_loading():
   assert cfg == model.cfg
   big = seggpt.get_config("L/16")
   flat = dict(nnx.to_flat_state(nnx.state(seggpt.abstract(big), nnx.Param)))
-  shapes = {name: np.broadcast_to(np.float32(0), _torch_shape(name, flat[path].shape))
-            for name, (path, _) in convert._table(big).items()}
+  shapes = {
+    name: np.broadcast_to(np.float32(0), _torch_shape(name, flat[path].shape))
+    for name, (path, _) in convert._table(big).items()
+  }
   assert convert.infer_config(shapes) == big
   m2 = seggpt.SegGPT(cfg, rngs=nnx.Rngs(9))
   convert.load_official(m2, sd)

@@ -4,6 +4,7 @@ for bugs, a quiet console by default (-v shows library logs), the on-disk compil
 Each test runs `python -m incontext.cli` in a fresh process (what a user runs), from the
 project root so this checkout's `incontext` is imported.
 """
+
 import os
 import pathlib
 import subprocess
@@ -22,19 +23,21 @@ ROOT = pathlib.Path(__file__).resolve().parents[1]
 def _cli(args, env=None, code=None, timeout=300):
   """Runs the CLI (or `code`, a Python snippet) in a fresh process: CompletedProcess."""
   e = dict(os.environ, PYTHONPATH=str(ROOT), INCONTEXT_COMPILE_CACHE="0")
-  e.pop("XLA_FLAGS", None)                  # a user's process: one CPU device
+  e.pop("XLA_FLAGS", None)  # a user's process: one CPU device
   e.update(env or {})
   cmd = [sys.executable, "-c", code] if code else [sys.executable, "-m", "incontext.cli"]
-  return subprocess.run(cmd + [str(a) for a in args], cwd=ROOT, env=e, capture_output=True,
-                        text=True, timeout=timeout)
+  return subprocess.run(
+    cmd + [str(a) for a in args], cwd=ROOT, env=e, capture_output=True, text=True, timeout=timeout
+  )
 
 
 @pytest.fixture(scope="module")
 def files(tmp_path_factory):
   """A tiny params directory, one image and one 0/1 mask."""
   d = tmp_path_factory.mktemp("conv")
-  checkpoint.save_model(str(d / "params"), seggpt.create("test", image_size=(32, 32), patch=8,
-                                                         drop_path=0.0, seed=2))
+  checkpoint.save_model(
+    str(d / "params"), seggpt.create("test", image_size=(32, 32), patch=8, drop_path=0.0, seed=2)
+  )
   rng = np.random.default_rng(0)
   Image.fromarray(rng.integers(0, 256, (40, 36, 3), dtype=np.uint8)).save(d / "img.png")
   m = np.zeros((40, 36), np.uint8)
@@ -44,17 +47,29 @@ def files(tmp_path_factory):
 
 
 def _segment_args(d, out):
-  return ["segment", "--checkpoint", d / "params", "--prompt", d / "img.png", d / "mask.png",
-          "--query", d / "img.png", "--out", out]
+  return [
+    "segment",
+    "--checkpoint",
+    d / "params",
+    "--prompt",
+    d / "img.png",
+    d / "mask.png",
+    "--query",
+    d / "img.png",
+    "--out",
+    out,
+  ]
 
 
 def test_help_imports_no_jax():
-  code = ("import sys; from incontext import cli\n"
-          "for argv in (['--help'], ['segment', '--help'], ['segment-video', '--help']):\n"
-          "  try:\n    cli.main(argv)\n  except SystemExit:\n    pass\n"
-          "heavy = sorted(m for m in ('jax', 'flax', 'orbax', 'torch', 'tensorflow') "
-          "if m in sys.modules)\n"
-          "print('HEAVY', heavy)")
+  code = (
+    "import sys; from incontext import cli\n"
+    "for argv in (['--help'], ['segment', '--help'], ['segment-video', '--help']):\n"
+    "  try:\n    cli.main(argv)\n  except SystemExit:\n    pass\n"
+    "heavy = sorted(m for m in ('jax', 'flax', 'orbax', 'torch', 'tensorflow') "
+    "if m in sys.modules)\n"
+    "print('HEAVY', heavy)"
+  )
   r = _cli([], code=code)
   assert r.returncode == 0, r.stderr
   assert "HEAVY []" in r.stdout
@@ -62,8 +77,20 @@ def test_help_imports_no_jax():
 
 
 def test_user_error_is_one_line_and_exit_2(files, tmp_path):
-  r = _cli(["segment", "--checkpoint", files / "params", "--prompt", files / "img.png",
-            files / "nope.png", "--query", files / "img.png", "--out", tmp_path / "o"])
+  r = _cli(
+    [
+      "segment",
+      "--checkpoint",
+      files / "params",
+      "--prompt",
+      files / "img.png",
+      files / "nope.png",
+      "--query",
+      files / "img.png",
+      "--out",
+      tmp_path / "o",
+    ]
+  )
   assert r.returncode == 2
   lines = r.stderr.strip().splitlines()
   assert len(lines) == 1, r.stderr
@@ -75,9 +102,11 @@ def test_bug_keeps_its_traceback_and_exit_1(files, tmp_path):
   """An exception that is not a user error (here a KeyError and a plain ValueError raised by
   a command) is a bug: the full traceback, status 1."""
   for exc in ("KeyError('boom')", "ValueError('boom')"):
-    code = ("import sys; from incontext import cli; from incontext.commands import segment\n"
-            f"def run(args):\n  raise {exc}\n"
-            "segment.run = run\nsys.exit(cli.main(sys.argv[1:]))")
+    code = (
+      "import sys; from incontext import cli; from incontext.commands import segment\n"
+      f"def run(args):\n  raise {exc}\n"
+      "segment.run = run\nsys.exit(cli.main(sys.argv[1:]))"
+    )
     r = _cli(_segment_args(files, tmp_path / "o"), code=code)
     assert r.returncode == 1, r.stderr
     assert "Traceback (most recent call last)" in r.stderr and "boom" in r.stderr
@@ -87,8 +116,14 @@ def test_bug_keeps_its_traceback_and_exit_1(files, tmp_path):
 def test_user_errors_are_user_errors():
   from incontext import errors, imageio, prompts, video
   from incontext.models import convert
-  for e in (imageio.InputError, checkpoint.CheckpointError, convert.ConversionError,
-            prompts.PromptError, video.VideoError):
+
+  for e in (
+    imageio.InputError,
+    checkpoint.CheckpointError,
+    convert.ConversionError,
+    prompts.PromptError,
+    video.VideoError,
+  ):
     assert issubclass(e, errors.UserError) and issubclass(e, ValueError)
   assert cli._is_user_error(FileNotFoundError(2, "No such file", "x.png"))
   assert not cli._is_user_error(ValueError("x")) and not cli._is_user_error(KeyError("x"))
@@ -106,13 +141,15 @@ def test_quiet_by_default_and_the_compile_cache(files, tmp_path):
   noise = [l for l in r.stderr.splitlines() if "INFO" in l or "WARNING" in l or "absl" in l]
   assert not noise, r.stderr
   written = sorted(os.listdir(cache))
-  assert written                                    # the model's forward was cached
+  assert written  # the model's forward was cached
   r = _cli(["-v"] + _segment_args(files, tmp_path / "o2"), env=env)
   assert r.returncode == 0, r.stderr
-  assert "absl" in r.stderr                         # -v shows the library logs
+  assert "absl" in r.stderr  # -v shows the library logs
   line = next(l for l in r.stderr.splitlines() if "compilation cache" in l)
   loaded = int(line.split(": ")[-1].split()[0])
   assert loaded >= 1 and "0 compiled and written" in line, line
   assert sorted(os.listdir(cache)) == written
-  np.testing.assert_array_equal(np.asarray(Image.open(tmp_path / "o1" / "img.png")),
-                                np.asarray(Image.open(tmp_path / "o2" / "img.png")))
+  np.testing.assert_array_equal(
+    np.asarray(Image.open(tmp_path / "o1" / "img.png")),
+    np.asarray(Image.open(tmp_path / "o2" / "img.png")),
+  )

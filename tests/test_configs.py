@@ -1,5 +1,6 @@
 """Every experiments/configs/*.py training config loads with its runlocal arg; overrides and
 bad args behave; the runlocal quickstart runs end to end through the CLI entry."""
+
 import importlib
 import json
 import os
@@ -13,9 +14,16 @@ from incontext import config_lib
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # (module, runlocal args) of the training configs owned by the trainer.
-TRAIN_CONFIGS = [("experiments.configs.seggpt_train", a) for a in
-                 ("runlocal", "paper,runlocal", "quickstart,runlocal", "real,runlocal",
-                  "paper,variant=B/16,runlocal")]
+TRAIN_CONFIGS = [
+  ("experiments.configs.seggpt_train", a)
+  for a in (
+    "runlocal",
+    "paper,runlocal",
+    "quickstart,runlocal",
+    "real,runlocal",
+    "paper,variant=B/16,runlocal",
+  )
+]
 
 
 @pytest.mark.parametrize("module,arg", TRAIN_CONFIGS)
@@ -24,7 +32,8 @@ def test_config_loads_with_runlocal(module, arg):
   assert c.total_steps == 3 and c.model.variant == "test"
   assert c.input.type in ("procedural", "pipeline")
   from incontext.train import trainer
-  cfg = trainer.model_config(c)                 # the model config is valid
+
+  cfg = trainer.model_config(c)  # the model config is valid
   assert cfg.image_size == (16, 16)
 
 
@@ -38,6 +47,7 @@ def test_every_config_file_has_get_config():
 
 def test_paper_preset_is_the_spec_recipe():
   from experiments.configs import seggpt_train
+
   c = seggpt_train.get_config("paper")
   assert (c.batch_size, c.total_steps, c.optim.warmup_steps) == (2048, 9000, 1800)
   assert (c.optim.lr, c.optim.wd, c.optim.layer_decay, c.optim.clip) == (1e-4, 0.05, 0.8, 3.0)
@@ -45,12 +55,14 @@ def test_paper_preset_is_the_spec_recipe():
 
 
 def test_parse_arg_errors_and_types():
-  a = config_lib.parse_arg("quickstart,variant=B/16,steps=5", preset="paper", variant="L/16",
-                           steps=0, runlocal=False)
+  a = config_lib.parse_arg(
+    "quickstart,variant=B/16,steps=5", preset="paper", variant="L/16", steps=0, runlocal=False
+  )
   assert (a.preset, a.variant, a.steps, a.runlocal) == ("quickstart", "B/16", 5, False)
   with pytest.raises(ValueError, match="unknown key 'bogus'"):
     config_lib.parse_arg("bogus=1", variant="L/16")
   from experiments.configs import seggpt_train
+
   with pytest.raises(ValueError, match="unknown preset 'nope'"):
     seggpt_train.get_config("nope")
   c = seggpt_train.get_config("real,procedural_frac=0.25,min_area=0.05")
@@ -61,20 +73,47 @@ def test_parse_arg_errors_and_types():
 def test_cli_runlocal_with_override_writes_config(tmp_path):
   wd = tmp_path / "wd"
   env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=1")
-  r = subprocess.run([sys.executable, "-m", "experiments.train",
-                      "--config", "experiments/configs/seggpt_train.py:quickstart,runlocal",
-                      "--config.total_steps=2", "--config.optim.lr=0.002", "--workdir", str(wd)],
-                     cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+  r = subprocess.run(
+    [
+      sys.executable,
+      "-m",
+      "experiments.train",
+      "--config",
+      "experiments/configs/seggpt_train.py:quickstart,runlocal",
+      "--config.total_steps=2",
+      "--config.optim.lr=0.002",
+      "--workdir",
+      str(wd),
+    ],
+    cwd=ROOT,
+    env=env,
+    capture_output=True,
+    text=True,
+    timeout=600,
+  )
   assert r.returncode == 0, r.stderr[-3000:]
   assert "few-shot mIoU" in r.stdout and "baseline (copy prompt mask)" in r.stdout
   saved = json.load(open(wd / "config.json"))
   assert saved["total_steps"] == 2 and saved["optim"]["lr"] == 0.002
   for f in ("metrics.jsonl", "curve.png", "predictions.png", "params/incontext.json"):
     assert (wd / f).exists(), f
-  r = subprocess.run([sys.executable, "-m", "experiments.train",
-                      "--config", "experiments/configs/seggpt_train.py:quickstart,runlocal",
-                      "--config.optim.lrr=1", "--workdir", str(tmp_path / "bad")],
-                     cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+  r = subprocess.run(
+    [
+      sys.executable,
+      "-m",
+      "experiments.train",
+      "--config",
+      "experiments/configs/seggpt_train.py:quickstart,runlocal",
+      "--config.optim.lrr=1",
+      "--workdir",
+      str(tmp_path / "bad"),
+    ],
+    cwd=ROOT,
+    env=env,
+    capture_output=True,
+    text=True,
+    timeout=300,
+  )
   assert r.returncode != 0 and "lrr" in r.stderr
 
 
@@ -86,23 +125,28 @@ def test_real_config_never_trains_on_what_is_evaluated():
   from incontext.data import pipeline
   from incontext.data.episodes import SemanticEpisodes
   from _shared import shared_data_dir
+
   c = seggpt_train.get_config("real")
   cfg = {k: v for k, v in c.input.to_dict().items() if k != "type"}
   names = [d["name"] for d in cfg["datasets"]]
   assert "kvasir_seg" not in names and "weizmann_horse" not in names
   ev = seggpt_eval.get_config()
-  assert set(ev.davis.sequences) == set(common.DAVIS_HELD_OUT) == set(
-      show_real_results.HELD_OUT_SEQS)
+  assert (
+    set(ev.davis.sequences) == set(common.DAVIS_HELD_OUT) == set(show_real_results.HELD_OUT_SEQS)
+  )
   assert not set(common.DAVIS_TRAIN) & set(common.DAVIS_HELD_OUT)
   assert ev.fewshot.coco128_fold0.fold == 0 and c.evals.data.fold == 0
-  cfg["datasets"] = [dict(d, root=str(shared_data_dir(d["name"])))
-                     for d in cfg["datasets"] if d["name"] in ("coco128_seg", "davis2016_subset")]
+  cfg["datasets"] = [
+    dict(d, root=str(shared_data_dir(d["name"])))
+    for d in cfg["datasets"]
+    if d["name"] in ("coco128_seg", "davis2016_subset")
+  ]
   for d in cfg["datasets"]:
-    d["instance_prob"] = 1.0                          # COCO: instance pairs only
+    d["instance_prob"] = 1.0  # COCO: instance pairs only
   s = pipeline.make_sampler(cfg, seed=0)
   coco, davis = s.indices
   episodes = SemanticEpisodes(s.srcs[0], fold=0, shots=1, num_episodes=4)
-  assert set(episodes.classes) <= coco.excluded       # every evaluated class is held out
+  assert set(episodes.classes) <= coco.excluded  # every evaluated class is held out
   assert not coco.excluded & {int(x) for x in coco.class_list}
   assert set(davis.videos) == set(common.DAVIS_TRAIN)
   # Instance and video pairs too (not only the semantic index): what they paint is checked
@@ -121,6 +165,7 @@ def test_real_config_video_args():
   `instance_prob` every entry;
   the other datasets keep their weights; negative values are refused, naming both."""
   from experiments.configs import seggpt_train
+
   by_name = lambda c: {d["name"]: d for d in c.input.datasets}
   d = by_name(seggpt_train.get_config("real"))
   assert d["davis2016_subset"]["weight"] == 1.0 and d["davis2016_subset"]["max_frame_gap"] == 20
@@ -139,6 +184,7 @@ def test_quickstart_preset_is_the_named_variant():
   """The quickstart/real presets' model is exactly variant `quickstart-0.6M` (~0.6M params)."""
   from incontext.models import seggpt
   from incontext.train import trainer
+
   c = importlib.import_module("experiments.configs.seggpt_train").get_config("quickstart")
   assert c.model.variant == "quickstart-0.6M"
   assert trainer.model_config(c) == seggpt.get_config("quickstart-0.6M", drop_path=0.0)

@@ -1,4 +1,5 @@
 """`incontext convert` / `incontext export-hf`: both source layouts, exact round trip, errors."""
+
 import os
 
 import numpy as np
@@ -12,8 +13,9 @@ pytest.importorskip("transformers")
 import hf_reference  # noqa: E402
 
 # depth 12: the feature layers (3, 5, 8, 11) are what `convert` infers from the weights.
-CFG = seggpt.get_config("test", depth=12, feature_layers=seggpt._layers(12), image_size=(32, 32),
-                        patch=8)
+CFG = seggpt.get_config(
+  "test", depth=12, feature_layers=seggpt._layers(12), image_size=(32, 32), patch=8
+)
 
 
 @pytest.fixture(scope="module")
@@ -23,8 +25,9 @@ def sources(tmp_path_factory):
   hm = hf_reference.make_hf_model(CFG, seed=3)
   hm.save_pretrained(str(d / "hf"))
   official = convert.hf_to_official(hf_reference.hf_state_dict(hm))
-  torch.save({"model": {k: torch.from_numpy(v) for k, v in official.items()}},
-             str(d / "seggpt_test.pth"))
+  torch.save(
+    {"model": {k: torch.from_numpy(v) for k, v in official.items()}}, str(d / "seggpt_test.pth")
+  )
   return hm, d / "hf" / "model.safetensors", d / "seggpt_test.pth", official
 
 
@@ -60,10 +63,10 @@ def test_both_layouts_convert_to_the_same_weights(sources, tmp_path, capsys):
 
 def test_export_hf_round_trip_is_exact(sources, tmp_path, capsys):
   from transformers import SegGptForImageSegmentation
+
   hm, st, _, _ = sources
   assert _run(["convert", "--source", st, "--out", tmp_path / "p"], capsys)[0] == 0
-  rc, _, err = _run(["export-hf", "--checkpoint", tmp_path / "p", "--out", tmp_path / "e"],
-                    capsys)
+  rc, _, err = _run(["export-hf", "--checkpoint", tmp_path / "p", "--out", tmp_path / "e"], capsys)
   assert rc == 0, err
   back = SegGptForImageSegmentation.from_pretrained(str(tmp_path / "e")).eval()
   a, b = hm.state_dict(), back.state_dict()
@@ -77,10 +80,17 @@ def test_export_hf_round_trip_is_exact(sources, tmp_path, capsys):
     yb = back(pixel_values=x[0], prompt_pixel_values=x[1], prompt_masks=x[2]).pred_masks
   assert torch.equal(ya, yb)
   # Converting the export again gives the same weights hash.
-  assert _run(["convert", "--source", tmp_path / "e" / "model.safetensors", "--out",
-               tmp_path / "p2"], capsys)[0] == 0
-  assert (checkpoint.read_meta(str(tmp_path / "p2"))["weights_hash"]
-          == checkpoint.read_meta(str(tmp_path / "p"))["weights_hash"])
+  assert (
+    _run(
+      ["convert", "--source", tmp_path / "e" / "model.safetensors", "--out", tmp_path / "p2"],
+      capsys,
+    )[0]
+    == 0
+  )
+  assert (
+    checkpoint.read_meta(str(tmp_path / "p2"))["weights_hash"]
+    == checkpoint.read_meta(str(tmp_path / "p"))["weights_hash"]
+  )
 
 
 def _write_pth(path, sd):
@@ -89,6 +99,7 @@ def _write_pth(path, sd):
 
 def test_bad_sources_give_clear_errors(sources, tmp_path, capsys):
   from safetensors.numpy import save_file
+
   _, st, pth, official = sources
   cases = []
   t = tmp_path / "trunc.safetensors"
@@ -103,12 +114,14 @@ def test_bad_sources_give_clear_errors(sources, tmp_path, capsys):
   bad = dict(official)
   bad["blocks.1.mlp.fc1.weight"] = np.zeros((CFG.mlp_dim + 1, CFG.width), np.float32)
   _write_pth(tmp_path / "shape.pth", bad)
-  cases.append((tmp_path / "shape.pth", "tensor 'blocks.1.mlp.fc1.weight': shape (65, 32) "
-                "does not fit"))
+  cases.append(
+    (tmp_path / "shape.pth", "tensor 'blocks.1.mlp.fc1.weight': shape (65, 32) does not fit")
+  )
   missing = {k: v for k, v in official.items() if k != "blocks.4.attn.proj.bias"}
   _write_pth(tmp_path / "missing.pth", missing)
-  cases.append((tmp_path / "missing.pth",
-                "checkpoint lacks 1 tensors: ['blocks.4.attn.proj.bias']"))
+  cases.append(
+    (tmp_path / "missing.pth", "checkpoint lacks 1 tensors: ['blocks.4.attn.proj.bias']")
+  )
   extra = dict(official, **{"head.weight": np.zeros((3, 3), np.float32)})
   _write_pth(tmp_path / "extra.pth", extra)
   cases.append((tmp_path / "extra.pth", "1 tensors do not belong to this model: ['head.weight']"))
@@ -130,6 +143,7 @@ def test_bad_sources_give_clear_errors(sources, tmp_path, capsys):
 @pytest.mark.parametrize("kind", ["other", "shape", "missing", "extra"])
 def test_errors_name_the_source(kind, sources, tmp_path, capsys):
   from safetensors.numpy import save_file
+
   _, _, _, official = sources
   src = tmp_path / f"{kind}.pth"
   if kind == "other":

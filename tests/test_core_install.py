@@ -5,6 +5,7 @@ raises ImportError), imports the inference-path modules, then writes a tiny mode
 transformers-layout safetensors file, converts it and segments a real photo through the CLI.
 CI also installs the core alone in a fresh venv (.ci/run, .ci/core_smoke.py).
 """
+
 import os
 import subprocess
 import sys
@@ -31,7 +32,9 @@ from incontext import cli
 cli.build_parser()
 """
 
-SCRIPT = IMPORTS + """
+SCRIPT = (
+  IMPORTS
+  + """
 from flax import nnx
 from incontext import checkpoint, cli
 from incontext.commands import export_hf
@@ -53,13 +56,19 @@ for ck, out in (("ckpt", "out"), ("proc", "out_proc")):
   assert rc == 0, rc
 assert not [m for m in {heavy!r} if sys.modules.get(m) is not None]
 """
+)
 
 
 def _run(script, *args, cwd):
   env = dict(os.environ, PYTHONPATH=str(PROJECT_ROOT))
-  return subprocess.run([sys.executable, "-c", textwrap.dedent(script.format(heavy=HEAVY)),
-                         *map(str, args)], env=env, cwd=str(cwd), capture_output=True,
-                        text=True, timeout=600)
+  return subprocess.run(
+    [sys.executable, "-c", textwrap.dedent(script.format(heavy=HEAVY)), *map(str, args)],
+    env=env,
+    cwd=str(cwd),
+    capture_output=True,
+    text=True,
+    timeout=600,
+  )
 
 
 def test_inference_modules_import_without_heavy_extras(tmp_path):
@@ -67,14 +76,13 @@ def test_inference_modules_import_without_heavy_extras(tmp_path):
   assert p.returncode == 0, p.stderr[-3000:]
 
 
-@pytest.mark.slow   # ~25 s of CPU (a subprocess: jax start-up, convert, two segment runs)
+@pytest.mark.slow  # ~25 s of CPU (a subprocess: jax start-up, convert, two segment runs)
 def test_segment_runs_without_heavy_extras(tmp_path):
   ex = shared_data_dir("examples", "seggpt_examples", "examples")
   p = _run(SCRIPT, tmp_path, ex, cwd=tmp_path)
   assert p.returncode == 0, p.stderr[-3000:]
   for out in ("out", "out_proc"):
-    assert sorted(os.listdir(tmp_path / out)) == ["hmbb_2.png", "hmbb_2_overlay.png",
-                                                  "labels.json"]
+    assert sorted(os.listdir(tmp_path / out)) == ["hmbb_2.png", "hmbb_2_overlay.png", "labels.json"]
     assert Image.open(tmp_path / out / "hmbb_2.png").mode == "P"
   warn = [ln for ln in p.stderr.splitlines() if "procedural shapes only" in ln]
   assert len(warn) == 1 and "proc" in warn[0] and "(5 steps)" in warn[0], p.stderr[-2000:]

@@ -1,6 +1,7 @@
 """Build every TFDS builder in data_prep/datasets from ../shared/data (small subsets via
 max_examples_per_split, or generated miniatures of layouts not in ../shared/data) and read the
 records back with tfds.data_source."""
+
 import json
 import os
 import shutil
@@ -72,8 +73,9 @@ def test_coco_yolo(out_dir):
   src = read(b, "train")
   check_records(src, N, max_label=80, has_instances=True)
   ex = src[1]
-  ref = np.asarray(Image.open(shared_data_dir("coco128_seg") / "masks_instance" / "train2017"
-                              / f"{ex['id']}.png"))
+  ref = np.asarray(
+    Image.open(shared_data_dir("coco128_seg") / "masks_instance" / "train2017" / f"{ex['id']}.png")
+  )
   np.testing.assert_array_equal(ex["instances"], ref)
 
 
@@ -109,7 +111,8 @@ def mini(tmp_path_factory):
   for ex in exs:
     Image.fromarray(ex["image"]).save(ade / "images/training" / f"{ex['id']}.jpg")
     Image.fromarray(ex["mask"].astype(np.uint8)).save(
-        ade / "annotations/training" / f"{ex['id']}.png")
+      ade / "annotations/training" / f"{ex['id']}.png"
+    )
   # COCO json (polygons + one crowd RLE).
   cj = root / "coco_json"
   (cj / "train2017").mkdir(parents=True)
@@ -119,13 +122,33 @@ def mini(tmp_path_factory):
     h, w = ex["mask"].shape
     Image.fromarray(ex["image"]).save(cj / "train2017" / f"{ex['id']}.jpg")
     images.append({"id": k + 1, "file_name": f"{ex['id']}.jpg", "height": h, "width": w})
-    anns.append({"id": 2 * k + 1, "image_id": k + 1, "category_id": 18, "iscrowd": 0,
-                 "segmentation": [[10, 10, 60, 10, 60, 50, 10, 50]]})
-    anns.append({"id": 2 * k + 2, "image_id": k + 1, "category_id": 1, "iscrowd": 1,
-                 "segmentation": {"size": [h, w], "counts": [w * 5, 20, h * w - w * 5 - 20]}})
-  (cj / "annotations/instances_train2017.json").write_text(json.dumps(
-      {"images": images, "annotations": anns,
-       "categories": [{"id": 1, "name": "person"}, {"id": 18, "name": "dog"}]}))
+    anns.append(
+      {
+        "id": 2 * k + 1,
+        "image_id": k + 1,
+        "category_id": 18,
+        "iscrowd": 0,
+        "segmentation": [[10, 10, 60, 10, 60, 50, 10, 50]],
+      }
+    )
+    anns.append(
+      {
+        "id": 2 * k + 2,
+        "image_id": k + 1,
+        "category_id": 1,
+        "iscrowd": 1,
+        "segmentation": {"size": [h, w], "counts": [w * 5, 20, h * w - w * 5 - 20]},
+      }
+    )
+  (cj / "annotations/instances_train2017.json").write_text(
+    json.dumps(
+      {
+        "images": images,
+        "annotations": anns,
+        "categories": [{"id": 1, "name": "person"}, {"id": 18, "name": "dog"}],
+      }
+    )
+  )
   # DAVIS 2017: palette masks with two objects.
   d17 = root / "davis17"
   src = sources.davis(str(shared_data_dir("davis2016_subset")), split=None, sequences=["boat"])
@@ -157,9 +180,15 @@ def mini(tmp_path_factory):
     s = p[:-4]
     shutil.copy(kv / "images" / p, imf / "imgs" / f"{s}.jpg")
     shutil.copy(kv / "masks" / f"{s}.png", imf / "gt" / f"{s}_mask.png")
-  (imf / "layout.json").write_text(json.dumps(
-      {"image_glob": "imgs/*.jpg", "mask_pattern": "gt/{stem}_mask.png",
-       "class_names": {"1": "polyp"}}))
+  (imf / "layout.json").write_text(
+    json.dumps(
+      {
+        "image_glob": "imgs/*.jpg",
+        "mask_pattern": "gt/{stem}_mask.png",
+        "class_names": {"1": "polyp"},
+      }
+    )
+  )
   return root
 
 
@@ -235,9 +264,15 @@ def test_bad_and_missing_files_name_the_file(tmp_path):
 
 def test_pipeline_reads_built_tfds(out_dir):
   from incontext.data import pipeline
+
   b = build("davis", shared_data_dir("davis2016_subset"), out_dir, "2016")
-  cfg = {"image_size": 16, "patch_size": 8, "datasets": [
-      dict(name="davis/2016", reader="tfds", split="train", data_dir=str(b.data_dir_root))]}
+  cfg = {
+    "image_size": 16,
+    "patch_size": 8,
+    "datasets": [
+      dict(name="davis/2016", reader="tfds", split="train", data_dir=str(b.data_dir_root))
+    ],
+  }
   batch = next(pipeline.make_train_iterator(cfg, seed=0, batch_size=2))
   assert batch["image"].shape == (2, 32, 16, 3) and (batch["seg_type"] == 1).all()
 
@@ -254,15 +289,32 @@ def test_lvis(out_dir, tmp_path):
     folder = ("train2017", "val2017")[k]
     (root / folder).mkdir()
     Image.fromarray(ex["image"]).save(root / folder / f"{ex['id']}.jpg")
-    images.append({"id": k + 1, "height": h, "width": w,
-                   "coco_url": f"http://images.cocodataset.org/{folder}/{ex['id']}.jpg"})
+    images.append(
+      {
+        "id": k + 1,
+        "height": h,
+        "width": w,
+        "coco_url": f"http://images.cocodataset.org/{folder}/{ex['id']}.jpg",
+      }
+    )
     for j, cat in enumerate((7, 255)):
-      anns.append({"id": len(anns) + 1, "image_id": k + 1, "category_id": cat,
-                   "segmentation": [[10 + 40 * j, 10, 40 + 40 * j, 10, 40 + 40 * j, 40,
-                                     10 + 40 * j, 40]]})
-  (root / "annotations/lvis_v1_val.json").write_text(json.dumps(
-      {"images": images, "annotations": anns,
-       "categories": [{"id": 7, "name": "a"}, {"id": 255, "name": "b"}]}))
+      anns.append(
+        {
+          "id": len(anns) + 1,
+          "image_id": k + 1,
+          "category_id": cat,
+          "segmentation": [[10 + 40 * j, 10, 40 + 40 * j, 10, 40 + 40 * j, 40, 10 + 40 * j, 40]],
+        }
+      )
+  (root / "annotations/lvis_v1_val.json").write_text(
+    json.dumps(
+      {
+        "images": images,
+        "annotations": anns,
+        "categories": [{"id": 7, "name": "a"}, {"id": 255, "name": "b"}],
+      }
+    )
+  )
   b = build("lvis", root, out_dir)
   src = read(b, "validation")
   check_records(src, 2, max_label=256, has_instances=True)
@@ -271,8 +323,7 @@ def test_lvis(out_dir, tmp_path):
 
 def test_youtube_vos(out_dir, tmp_path):
   """YouTube-VOS layout: train (all annotated) and valid (first-appearance frames only)."""
-  src16 = sources.davis(str(shared_data_dir("davis2016_subset")), split=None,
-                        sequences=["boat"])
+  src16 = sources.davis(str(shared_data_dir("davis2016_subset")), split=None, sequences=["boat"])
   root = tmp_path / "ytvos"
   for split, annotated in (("train", (0, 1, 2)), ("valid", (0,))):
     for d in ("JPEGImages", "Annotations"):

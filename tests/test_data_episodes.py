@@ -1,4 +1,5 @@
 """Evaluation episodes: fixed seeds, folds, held-out classes, video episodes (real data)."""
+
 import numpy as np
 import pytest
 
@@ -36,15 +37,21 @@ def test_semantic_episodes_deterministic(ccp):
 
 def test_train_excludes_eval_fold(ccp):
   eps = episodes.SemanticEpisodes(ccp, fold=2, num_episodes=4)
-  d = dict(name="clothing_co_parsing", reader="clothing_co_parsing",
-           root=str(shared_data_dir("clothing_co_parsing")), exclude_fold=2)
+  d = dict(
+    name="clothing_co_parsing",
+    reader="clothing_co_parsing",
+    root=str(shared_data_dir("clothing_co_parsing")),
+    exclude_fold=2,
+  )
   s = pipeline.make_sampler({"datasets": [d], "image_size": 16, "patch_size": 8}, seed=0)
   assert set(eps.classes) <= s.indices[0].excluded
   assert not set(eps.classes) & set(s.indices[0].class_list.tolist())
 
 
-@pytest.mark.parametrize("name,reader,root", [
-    ("camvid", sources.camvid, "camvid"), ("coco128_seg", sources.coco_yolo, "coco128_seg")])
+@pytest.mark.parametrize(
+  "name,reader,root",
+  [("camvid", sources.camvid, "camvid"), ("coco128_seg", sources.coco_yolo, "coco128_seg")],
+)
 def test_folds_on_shared_semantic_sets(name, reader, root):
   src = reader(str(shared_data_dir(root)))
   seen = set()
@@ -67,8 +74,9 @@ def test_fss_style_episodes():
 
 
 def test_video_episodes():
-  src = sources.davis(str(shared_data_dir("davis2016_subset")), split=None,
-                      sequences=["boat", "surf"])
+  src = sources.davis(
+    str(shared_data_dir("davis2016_subset")), split=None, sequences=["boat", "surf"]
+  )
   eps = episodes.VideoEpisodes(src)
   assert eps.names == ["boat", "surf"]
   ep = eps[0]

@@ -2,6 +2,7 @@
 (semantic, instance, video; mix-context on a source that has it) is checked pixel by pixel
 against the source's label map, with the held-out sets computed here independently of the
 pipeline (COCO-20i fold 0 by its definition, the held-out DAVIS sequences by name)."""
+
 import collections
 
 import numpy as np
@@ -10,7 +11,7 @@ import pytest
 from _shared import shared_data_dir
 from incontext.data import pipeline, sources
 
-COCO_FOLD0 = {c for c in range(1, 81) if (c - 1) % 4 == 0}   # interleaved split: 1, 5, ..., 77
+COCO_FOLD0 = {c for c in range(1, 81) if (c - 1) % 4 == 0}  # interleaved split: 1, 5, ..., 77
 
 
 class Recording:
@@ -32,9 +33,12 @@ class Recording:
     if self.fast:
       mask, inst = self.src.load_masks(int(i), None)
       meta = self.src.meta(i)
-      ex = {"image": np.zeros(mask.shape + (3,), np.uint8), "mask": mask,
-            "classes": np.asarray(meta["classes"], np.int32),
-            **{k: meta[k] for k in ("id", "video_id", "frame_index") if k in meta}}
+      ex = {
+        "image": np.zeros(mask.shape + (3,), np.uint8),
+        "mask": mask,
+        "classes": np.asarray(meta["classes"], np.int32),
+        **{k: meta[k] for k in ("id", "video_id", "frame_index") if k in meta},
+      }
       if inst is not None:
         ex["instances"] = inst
     else:
@@ -48,6 +52,7 @@ class Recording:
 
 def real_sampler(**kw):
   from experiments.configs import common, seggpt_train
+
   c = seggpt_train.get_config("real,procedural_frac=0")
   cfg = {k: v for k, v in c.input.to_dict().items() if k != "type"}
   cfg["datasets"] = [dict(d, root=str(shared_data_dir(d["name"]))) for d in cfg["datasets"]]
@@ -76,7 +81,7 @@ def check_pairs(s, held_seqs, n, seed=0):
     meta = pair["meta"]
     kinds[meta.dataset, meta.kind] += 1
     for ex, cls in painted(pair, s):
-      assert cls <= set(meta.classes), (meta, cls)        # the metadata is honest
+      assert cls <= set(meta.classes), (meta, cls)  # the metadata is honest
       if meta.dataset == "coco128_seg":
         assert not cls & COCO_FOLD0, (meta, cls)
       if meta.dataset == "davis2016_subset":
@@ -86,7 +91,7 @@ def check_pairs(s, held_seqs, n, seed=0):
   return kinds
 
 
-@pytest.mark.slow   # ~30-60 s on 2 busy cores (decodes ~4500 label maps)
+@pytest.mark.slow  # ~30-60 s on 2 busy cores (decodes ~4500 label maps)
 def test_real_preset_never_paints_held_out_classes_or_examples():
   """2000 pairs of the `real` training mixture (procedural pairs off): no COCO pair (semantic
   or instance) paints a COCO-20i fold-0 class, no DAVIS pair uses a held-out sequence."""
@@ -118,6 +123,7 @@ def test_guard_catches_a_pair_kind_that_skips_the_filter(monkeypatch):
     ex = src[person]
     pair = s._instances_pair(rng, d, idx, "instance", [person, person], ex, ex)
     return dict(pair, meta=pipeline.PairMeta("coco128_seg", "instance", (), (person,), (1,)))
+
   monkeypatch.setattr(s, "_instance", leaky)
   with pytest.raises(pipeline.HeldOutLeak, match=r"paints held-out classes \[1\]"):
     s.sample_pair(np.random.default_rng(0))
@@ -130,8 +136,13 @@ def test_exclude_examples_and_sample_meta():
   """exclude_examples drops images (by id) and sequences (by video id) from every table;
   `sample(i)` gives the training example with the same metadata as its pair."""
   root = str(shared_data_dir("davis2016_subset"))
-  d = dict(name="davis", reader="davis", root=root, split=None,
-           exclude_examples=("boat", "kite-walk/00003"))
+  d = dict(
+    name="davis",
+    reader="davis",
+    root=root,
+    split=None,
+    exclude_examples=("boat", "kite-walk/00003"),
+  )
   s = pipeline.make_sampler({"datasets": [d], "image_size": 16, "patch_size": 8}, seed=0)
   idx = s.indices[0]
   assert "boat" not in idx.videos and "kite-walk/00003" not in idx.ids.values()

@@ -1,4 +1,5 @@
 """Each named op of incontext.data.ops on real data from ../shared/data."""
+
 import numpy as np
 import pytest
 
@@ -13,8 +14,13 @@ def pair():
   a, b = src[0], src[1]
   la, lb = (np.where(np.isin(x["mask"], x["classes"][:2]), 1, 0).astype(np.int32) for x in (a, b))
   la[:5] = ops.IGNORE
-  return dict(images=[a["image"], b["image"]], labels=[la, lb], n_prompt=1, num_objects=1,
-              seg_type=canvas.SEMANTIC)
+  return dict(
+    images=[a["image"], b["image"]],
+    labels=[la, lb],
+    n_prompt=1,
+    num_objects=1,
+    seg_type=canvas.SEMANTIC,
+  )
 
 
 def fresh(pair):
@@ -23,8 +29,11 @@ def fresh(pair):
 
 def test_parse_spec_and_registry():
   spec = ops.parse_spec("hflip|random_resized_crop(scale=(0.5, 1.0), size=32)|patch_mask")
-  assert spec == [("hflip", {}), ("random_resized_crop", {"scale": (0.5, 1.0), "size": 32}),
-                  ("patch_mask", {})]
+  assert spec == [
+    ("hflip", {}),
+    ("random_resized_crop", {"scale": (0.5, 1.0), "size": 32}),
+    ("patch_mask", {}),
+  ]
   with pytest.raises(KeyError, match="unknown op"):
     ops.parse_spec("nope")
   with pytest.raises(ValueError, match="bad op spec"):
@@ -93,8 +102,9 @@ def test_white_colouring_paints_every_object_white_without_randomness():
 def test_canvas_and_finalize(pair):
   rng = np.random.default_rng(0)
   ex = fresh(pair)
-  for op in ops.build_ops("resize|random_colouring|to_canvas|canvas_crop(p=1.0)|patch_mask",
-                          size=(32, 32), patch_size=8):
+  for op in ops.build_ops(
+    "resize|random_colouring|to_canvas|canvas_crop(p=1.0)|patch_mask", size=(32, 32), patch_size=8
+  ):
     ex = op(ex, rng)
   out = ops.finalize(ex)
   assert sorted(out) == ["image", "mask", "seg_type", "target", "valid"]
@@ -117,8 +127,12 @@ def test_to_canvas_order(pair):
 
 @pytest.mark.parametrize("grid", [(56, 28), (16, 8), (4, 2)])
 def test_masking_generator_exact_count(grid):
-  gen = ops.MaskingGenerator(grid, grid[0] * grid[1] // 2,
-                             max(1, round(16 * grid[0] * grid[1] / 1568)), grid[0] * grid[1] // 4)
+  gen = ops.MaskingGenerator(
+    grid,
+    grid[0] * grid[1] // 2,
+    max(1, round(16 * grid[0] * grid[1] / 1568)),
+    grid[0] * grid[1] // 4,
+  )
   for s in range(5):
     m = gen(np.random.default_rng(s))
     assert m.shape == grid and m.sum() == grid[0] * grid[1] // 2

@@ -1,5 +1,6 @@
 """The grain pipeline: batch format, determinism, resumability, per-host sharding, held-out
 classes, dataset mixing; on the raw folders of ../shared/data."""
+
 import numpy as np
 import pytest
 
@@ -58,7 +59,8 @@ def test_resume_from_state(cfg):
 
 def test_resume_with_worker_processes(cfg):
   from absl import flags
-  if not flags.FLAGS.is_parsed():   # grain's workers read absl flags (as under an absl app)
+
+  if not flags.FLAGS.is_parsed():  # grain's workers read absl flags (as under an absl app)
     flags.FLAGS.mark_as_parsed()
   cfg = {**cfg, "num_workers": 2}
   it = pipeline.make_train_iterator(cfg, seed=1, batch_size=2)
@@ -74,8 +76,12 @@ def test_per_host_sharding_disjoint(cfg):
   """Host i gets global samples i, i + n, ...: host streams are disjoint and interleave into the
   single-host stream."""
   single = take(pipeline.make_train_iterator(cfg, seed=2, batch_size=1), 4)
-  hosts = [take(pipeline.make_train_iterator(cfg, seed=2, batch_size=1, process_index=i,
-                                             process_count=2), 2) for i in range(2)]
+  hosts = [
+    take(
+      pipeline.make_train_iterator(cfg, seed=2, batch_size=1, process_index=i, process_count=2), 2
+    )
+    for i in range(2)
+  ]
   assert_same([hosts[0][0], hosts[1][0], hosts[0][1], hosts[1][1]], single)
   assert not np.array_equal(hosts[0][0]["image"], hosts[1][0]["image"])
 
@@ -89,8 +95,13 @@ def test_shard_records_disjoint(cfg):
 
 
 def test_held_out_fold_never_coloured(cfg):
-  d = dict(name="camvid", reader="camvid", root=str(shared_data_dir("camvid")), exclude_fold=0,
-           max_objects=11)
+  d = dict(
+    name="camvid",
+    reader="camvid",
+    root=str(shared_data_dir("camvid")),
+    exclude_fold=0,
+    max_objects=11,
+  )
   s = pipeline.make_sampler({"datasets": [d], "image_size": 32, "patch_size": 8}, seed=0)
   idx = s.indices[0]
   assert idx.excluded == {1, 5, 9}  # interleaved over 1..11, fold 0
@@ -101,8 +112,9 @@ def test_held_out_fold_never_coloured(cfg):
 
 
 def test_mixing_weights_and_types(cfg):
-  c = pipeline.shared_data_config(str(shared_data_dir()), image_size=16, patch_size=8,
-                                  datasets=["davis2016_subset", "kvasir_seg"])
+  c = pipeline.shared_data_config(
+    str(shared_data_dir()), image_size=16, patch_size=8, datasets=["davis2016_subset", "kvasir_seg"]
+  )
   c["datasets"][0]["weight"], c["datasets"][1]["weight"] = 3.0, 1.0
   s = pipeline.make_sampler(c, seed=0)
   got = [s.sample_pair(np.random.default_rng([0, k])) for k in range(120)]
@@ -122,8 +134,14 @@ def test_in_memory_sources_override(cfg):
       for i in range(6):
         m = np.zeros((20, 24), np.int32)
         m[2:10, 3:12] = 1 + i % 2
-        self.ex.append({"image": rng.integers(0, 255, (20, 24, 3), dtype=np.uint8), "mask": m,
-                        "classes": np.array([1 + i % 2], np.int32), "id": str(i)})
+        self.ex.append(
+          {
+            "image": rng.integers(0, 255, (20, 24, 3), dtype=np.uint8),
+            "mask": m,
+            "classes": np.array([1 + i % 2], np.int32),
+            "id": str(i),
+          }
+        )
 
     def __len__(self):
       return len(self.ex)
@@ -135,16 +153,21 @@ def test_in_memory_sources_override(cfg):
       return {"classes": self.ex[i]["classes"]}
 
   c = {"image_size": 16, "patch_size": 8, "datasets": [{"name": "mem", "reader": "none"}]}
-  b = next(pipeline.make_train_iterator(c, seed=0, batch_size=2,
-                                        sources_override={"mem": Mem()}))
+  b = next(pipeline.make_train_iterator(c, seed=0, batch_size=2, sources_override={"mem": Mem()}))
   assert b["image"].shape == (2, 32, 16, 3)
 
 
 def test_procedural_frac_mixes_procedural_pairs(cfg):
   from incontext.data import procedural
-  c = pipeline.shared_data_config(str(shared_data_dir()), image_size=16, patch_size=4,
-                                  datasets=["kvasir_seg"], procedural_frac=0.5,
-                                  procedural=dict(palette=1))
+
+  c = pipeline.shared_data_config(
+    str(shared_data_dir()),
+    image_size=16,
+    patch_size=4,
+    datasets=["kvasir_seg"],
+    procedural_frac=0.5,
+    procedural=dict(palette=1),
+  )
   s = pipeline.make_sampler(c, seed=3)
   proc = procedural.Sampler(dict(palette=1, image_size=16, patch_size=4), seed=3)
   n_proc = 0
@@ -168,9 +191,16 @@ def test_min_area_skips_small_objects(cfg):
   """min_area: instance pairs colour only instances covering >= that fraction of the prompt
   (else the largest one); semantic pairs are redrawn until the class is big enough."""
   root = str(shared_data_dir("coco128_seg"))
+
   def sampler(min_area, instance_prob):
-    d = dict(name="coco128_seg", reader="coco128_seg", root=root, max_objects=1,
-             instance_prob=instance_prob, min_area=min_area)
+    d = dict(
+      name="coco128_seg",
+      reader="coco128_seg",
+      root=root,
+      max_objects=1,
+      instance_prob=instance_prob,
+      min_area=min_area,
+    )
     return pipeline.make_sampler({"datasets": [d], "image_size": 32, "patch_size": 8}, seed=0)
 
   def areas(s):
@@ -181,7 +211,7 @@ def test_min_area_skips_small_objects(cfg):
       out.append(float(np.mean(lab == 1)))
     return np.array(out)
 
-  for prob in (1.0, 0.0):          # instance pairs, semantic pairs
+  for prob in (1.0, 0.0):  # instance pairs, semantic pairs
     small, big = areas(sampler(0.0, prob)), areas(sampler(0.05, prob))
-    assert (small < 0.05).mean() > 0.3, small      # COCO has many small objects ...
-    assert (big < 0.05).mean() < 0.3, big          # ... which min_area leaves out
+    assert (small < 0.05).mean() > 0.3, small  # COCO has many small objects ...
+    assert (big < 0.05).mean() < 0.3, big  # ... which min_area leaves out

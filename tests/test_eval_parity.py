@@ -1,5 +1,6 @@
 """The trainer's periodic evaluation and experiments/evaluate.py are one code path: for the
 same params they report the same mIoU on the same episodes."""
+
 import json
 
 import pytest
@@ -10,7 +11,7 @@ from incontext.evaluators import run
 from incontext.train import trainer
 
 
-@pytest.mark.slow   # a training run (1 step, compiles the train step): ~40 s on 2 idle cores
+@pytest.mark.slow  # a training run (1 step, compiles the train step): ~40 s on 2 idle cores
 def test_trainer_eval_equals_evaluate(tmp_path):
   c = seggpt_train.get_config("real,runlocal")
   with c.unlocked():
@@ -18,8 +19,11 @@ def test_trainer_eval_equals_evaluate(tmp_path):
     c.evals.every, c.evals.at_end, c.evals.num_episodes = 0, True, 6
     c.evals.data.source.root = str(shared_data_dir("coco128_seg"))
     c.input.procedural_frac = 0.0
-    c.input.datasets = [dict(d, root=str(shared_data_dir(d["name"])))    # COCO only: fast
-                        for d in c.input.datasets if d["name"] == "coco128_seg"]
+    c.input.datasets = [
+      dict(d, root=str(shared_data_dir(d["name"])))  # COCO only: fast
+      for d in c.input.datasets
+      if d["name"] == "coco128_seg"
+    ]
   out = trainer.run(c, str(tmp_path / "train"))
   logged = [json.loads(l) for l in open(tmp_path / "train" / "metrics.jsonl")][-1]
   ev = seggpt_eval.get_config("runlocal")

@@ -2,6 +2,7 @@
 random model) on a small fixture in the dataset's real folder layout, built in tmp_path from real
 photos of ../shared/data: the protocol's classes and folds, results with the paper's number and
 a bootstrap interval, and the official output layouts (DAVIS results folder, YouTube-VOS zip)."""
+
 import json
 import os
 import zipfile
@@ -24,8 +25,9 @@ COCO_IDS = [i for i in range(1, 91) if i not in (12, 26, 29, 30, 45, 66, 68, 69,
 @pytest.fixture(scope="module")
 def params(tmp_path_factory):
   d = str(tmp_path_factory.mktemp("m") / "params")
-  checkpoint.save_model(d, seggpt.create("test", image_size=(16, 16), patch=4, drop_path=0.0,
-                                         seed=0))
+  checkpoint.save_model(
+    d, seggpt.create("test", image_size=(16, 16), patch=4, drop_path=0.0, seed=0)
+  )
   return d
 
 
@@ -56,8 +58,13 @@ def _check_fewshot(res, table, names, paper_1shot):
   assert set(res["fewshot"]) == set(names)
   for name in names:
     r = res["fewshot"][name]
-    assert set(r) == {"1-shot", "2-shot feature", "2-shot spatial",
-                      "copy prompt mask (baseline)", "_info"}
+    assert set(r) == {
+      "1-shot",
+      "2-shot feature",
+      "2-shot spatial",
+      "copy prompt mask (baseline)",
+      "_info",
+    }
     one = r["1-shot"]
     assert one["episodes"] == 4 and one["paper"] == paper_1shot
     lo, hi = one["miou_ci95"]
@@ -75,20 +82,29 @@ def test_coco20i_preset(params, photos, tmp_path):
     name = f"COCO_val2014_{k:012d}.jpg"
     Image.fromarray(im).save(root / "val2014" / name)
     images.append(dict(id=100 + k, file_name=name, height=32, width=40))
-    for j, cat in enumerate((1, 2, 3, 4)):     # labels 1..4: one class of each fold
+    for j, cat in enumerate((1, 2, 3, 4)):  # labels 1..4: one class of each fold
       x0, y0, x1, y1 = _rect(k + j)
-      anns.append(dict(id=len(anns) + 1, image_id=100 + k, category_id=COCO_IDS[cat - 1],
-                       iscrowd=0, segmentation=[[x0, y0, x1, y0, x1, y1, x0, y1]]))
+      anns.append(
+        dict(
+          id=len(anns) + 1,
+          image_id=100 + k,
+          category_id=COCO_IDS[cat - 1],
+          iscrowd=0,
+          segmentation=[[x0, y0, x1, y0, x1, y1, x0, y1]],
+        )
+      )
   cats = [dict(id=c, name=f"c{c}") for c in COCO_IDS]
-  json.dump(dict(images=images, annotations=anns, categories=cats),
-            open(root / "annotations" / "instances_val2014.json", "w"))
+  json.dump(
+    dict(images=images, annotations=anns, categories=cats),
+    open(root / "annotations" / "instances_val2014.json", "w"),
+  )
   res, table = _run(f"benchmark=coco20i,fold=2,runlocal,root={root}", params, tmp_path)
   _check_fewshot(res, table, ["coco20i_fold2"], 56.1)
   # the interleaved split over the 80 classes in category-id order: fold 2 = 3, 7, ..., 79
   info = res["fewshot"]["coco20i_fold2"]["_info"]
   assert info["classes"] == list(range(3, 81, 4))
   assert set(res["fewshot"]["coco20i_fold2"]["1-shot"]["per_class"]) == {"3"}
-  assert "| 67.9* |" in table       # the paper's few-shot number beside the k-shot rows
+  assert "| 67.9* |" in table  # the paper's few-shot number beside the k-shot rows
 
 
 def test_pascal5i_preset(params, photos, tmp_path):
@@ -101,8 +117,8 @@ def test_pascal5i_preset(params, photos, tmp_path):
     Image.fromarray(im).save(root / "JPEGImages" / f"{stem}.jpg")
     m = np.zeros((32, 40), np.uint8)
     x0, y0, x1, y1 = _rect(k)
-    m[y0:y1, x0:x1] = 6 + k % 2          # classes 6, 7: fold 1
-    m[y0, x0:x1] = 255                   # VOC's void border
+    m[y0:y1, x0:x1] = 6 + k % 2  # classes 6, 7: fold 1
+    m[y0, x0:x1] = 255  # VOC's void border
     png = Image.fromarray(m, "P")
     png.putpalette(video.davis_palette().reshape(-1).tolist())
     png.save(root / "SegmentationClass" / f"{stem}.png")
@@ -130,7 +146,7 @@ def test_fss1000_preset(params, photos, tmp_path):
   _check_fewshot(res, table, ["fss1000"], 85.5)
   info = res["fewshot"]["fss1000"]["_info"]
   src = sources.fss1000(str(root))
-  assert [src.class_names[c] for c in info["classes"]] == present[:2]   # never the non-test one
+  assert [src.class_names[c] for c in info["classes"]] == present[:2]  # never the non-test one
   assert len(info["missing_classes"]) == 238
 
 
@@ -140,18 +156,32 @@ def test_lvis92i_preset(params, photos, tmp_path):
     (root / d).mkdir(parents=True)
   images, anns = [], []
   for k, im in enumerate(photos[:6]):
-    folder = "val2017" if k % 2 else "train2017"     # LVIS val draws from both
+    folder = "val2017" if k % 2 else "train2017"  # LVIS val draws from both
     Image.fromarray(im).save(root / folder / f"{k:012d}.jpg")
-    images.append(dict(id=k + 1, height=32, width=40,
-                       coco_url=f"http://images.cocodataset.org/{folder}/{k:012d}.jpg"))
-    for cat in range(1, 23):           # 22 categories in every image: 2 per fold, 2 left over
-      if (cat + k) % 3:                # ... each in 4 of the 6 images
+    images.append(
+      dict(
+        id=k + 1,
+        height=32,
+        width=40,
+        coco_url=f"http://images.cocodataset.org/{folder}/{k:012d}.jpg",
+      )
+    )
+    for cat in range(1, 23):  # 22 categories in every image: 2 per fold, 2 left over
+      if (cat + k) % 3:  # ... each in 4 of the 6 images
         x0, y0, x1, y1 = _rect(cat + k)
-        anns.append(dict(id=len(anns) + 1, image_id=k + 1, category_id=cat,
-                         segmentation=[[x0, y0, x1, y0, x1, y1, x0, y1]]))
+        anns.append(
+          dict(
+            id=len(anns) + 1,
+            image_id=k + 1,
+            category_id=cat,
+            segmentation=[[x0, y0, x1, y0, x1, y1, x0, y1]],
+          )
+        )
   cats = [dict(id=c, name=f"c{c}") for c in range(1, 23)] + [dict(id=255, name="c255")]
-  json.dump(dict(images=images, annotations=anns, categories=cats),
-            open(root / "annotations" / "lvis_v1_val.json", "w"))
+  json.dump(
+    dict(images=images, annotations=anns, categories=cats),
+    open(root / "annotations" / "lvis_v1_val.json", "w"),
+  )
   res, table = _run(f"benchmark=lvis92i,fold=3,runlocal,root={root}", params, tmp_path)
   _check_fewshot(res, table, ["lvis92i_fold3"], 18.6)
   # 22 usable classes (id 255 has no images), 10 folds of 22 // 10 = 2: fold 3 = 4th and 14th.
@@ -187,11 +217,11 @@ def test_davis2017_preset_writes_the_official_results_layout(params, tmp_path):
     for t, (f, m) in enumerate(_davis_frames()):
       Image.fromarray(f).save(root / "JPEGImages" / "480p" / s / f"{t:05d}.jpg")
       ids = m.copy()
-      ids[2:8, 30 + t:40 + t] = 2        # a second object
+      ids[2:8, 30 + t : 40 + t] = 2  # a second object
       _palette_png(root / "Annotations" / "480p" / s / f"{t:05d}.png", ids)
   (root / "ImageSets" / "2017").mkdir(parents=True)
   (root / "ImageSets" / "2017" / "val.txt").write_text("\n".join(seqs) + "\n")
-  (root / "ImageSets" / "2017" / "train.txt").write_text("boat-b\n")   # not evaluated
+  (root / "ImageSets" / "2017" / "train.txt").write_text("boat-b\n")  # not evaluated
   res, table = _run(f"benchmark=davis2017,runlocal,root={root}", params, tmp_path)
   d = res["davis"]
   assert d["_info"]["sequences"] == list(seqs)
@@ -210,7 +240,7 @@ def test_davis2017_preset_writes_the_official_results_layout(params, tmp_path):
           assert im.mode == "P" and im.size == (48, 27)
           preds.append(np.asarray(im).astype(np.int32))
       gts = davis.read_sequence(str(root), s)[1]
-      assert {int(x) for x in np.unique(preds[0])} == {0, 1, 2}    # the first mask itself
+      assert {int(x) for x in np.unique(preds[0])} == {0, 1, 2}  # the first mask itself
       acc.add(s, metrics.video_jf(preds, gts))
     assert acc.result()["J&F"] == pytest.approx(d[f"K={k}"]["J&F"])
 
@@ -223,13 +253,16 @@ def test_ytvos2018_preset_writes_the_submission_layout(params, tmp_path):
   adir.mkdir(parents=True)
   frames = _davis_frames()
   for t, (f, m) in enumerate(frames):
-    Image.fromarray(f).save(jdir / f"{5 * t:05d}.jpg")           # every 5th frame, as 'valid'
-  _palette_png(adir / "00000.png", frames[0][1])                  # object 1 from frame 0
+    Image.fromarray(f).save(jdir / f"{5 * t:05d}.jpg")  # every 5th frame, as 'valid'
+  _palette_png(adir / "00000.png", frames[0][1])  # object 1 from frame 0
   late = np.zeros_like(frames[0][1])
   late[2:8, 30:40] = 2
-  _palette_png(adir / "00010.png", late)                          # object 2 appears at frame 2
-  (root / "valid" / "meta.json").write_text(json.dumps({"videos": {vid: {"objects": {
-      "1": {"frames": ["00000"]}, "2": {"frames": ["00010"]}}}}}))
+  _palette_png(adir / "00010.png", late)  # object 2 appears at frame 2
+  (root / "valid" / "meta.json").write_text(
+    json.dumps(
+      {"videos": {vid: {"objects": {"1": {"frames": ["00000"]}, "2": {"frames": ["00010"]}}}}}
+    )
+  )
   res, table = _run(f"benchmark=ytvos2018,runlocal,root={root}", params, tmp_path)
   for k in (0, 2):
     r = res["youtube_vos"][f"K={k}"]
@@ -239,8 +272,8 @@ def test_ytvos2018_preset_writes_the_submission_layout(params, tmp_path):
     assert [n for n in names if n.endswith(".png")] == want
     out = tmp_path / "out" / "youtube_vos" / f"K{k}" / "Annotations" / vid
     ids = [np.asarray(Image.open(out / f"{5 * t:05d}.png")) for t in range(4)]
-    assert 2 not in ids[0] and 2 not in ids[1]            # object 2 not before it appears
-    np.testing.assert_array_equal(ids[2][late == 2], 2)   # its given mask on its first frame
+    assert 2 not in ids[0] and 2 not in ids[1]  # object 2 not before it appears
+    np.testing.assert_array_equal(ids[2][late == 2], 2)  # its given mask on its first frame
   assert res["youtube_vos"]["_info"]["paper_G"] == 74.7
 
 

@@ -1,4 +1,5 @@
 """Evaluation harness: episodes, few-shot scoring with baselines, DAVIS J&F, results files."""
+
 import json
 import os
 
@@ -45,7 +46,7 @@ def _source(n=8, same_mask=False, seed=0):
     img = rng.integers(0, 255, (24, 20, 3)).astype(np.uint8)
     m = np.zeros((24, 20), np.int32)
     r = 2 if same_mask else int(rng.integers(0, 12))
-    m[r:r + 8, 3:13] = 1 if i % 2 == 0 or same_mask else 2
+    m[r : r + 8, 3:13] = 1 if i % 2 == 0 or same_mask else 2
     ex.append({"image": img, "mask": m})
   return ListSource(ex)
 
@@ -56,8 +57,9 @@ def test_episodes_are_deterministic_and_valid():
   assert index == {1: [0, 2, 4, 6, 8], 2: [1, 3, 5, 7, 9]}
   eps = episodes.make_episodes(index, shots=3, num_episodes=6, seed=1)
   assert eps == episodes.make_episodes(index, shots=3, num_episodes=6, seed=1)
-  assert eps == episodes.SemanticEpisodes(src, classes=[1, 2], shots=3, num_episodes=6,
-                                          seed=1).episodes
+  assert (
+    eps == episodes.SemanticEpisodes(src, classes=[1, 2], shots=3, num_episodes=6, seed=1).episodes
+  )
   assert [e["class"] for e in eps] == [1, 2, 1, 2, 1, 2]
   for e in eps:
     assert len(e["supports"]) == 3 and e["query"] not in e["supports"]
@@ -69,9 +71,16 @@ def test_episodes_are_deterministic_and_valid():
 def test_fewshot_scores_and_baseline(model):
   src = _source(8, same_mask=True)
   eps = episodes.make_episodes(episodes.class_index(src, [1]), shots=2, num_episodes=3)
-  res = fewshot.evaluate_fewshot(model, src, eps, methods=[("1-shot", 1, "feature"),
-                                                           ("2-shot feature", 2, "feature"),
-                                                           ("2-shot spatial", 2, "spatial")])
+  res = fewshot.evaluate_fewshot(
+    model,
+    src,
+    eps,
+    methods=[
+      ("1-shot", 1, "feature"),
+      ("2-shot feature", 2, "feature"),
+      ("2-shot spatial", 2, "spatial"),
+    ],
+  )
   # every mask is identical: copying the prompt mask is perfect
   assert res["copy prompt mask (baseline)"]["miou"] == pytest.approx(100.0)
   assert res["copy prompt mask (baseline)"]["fb_iou"] == pytest.approx(100.0)
@@ -85,10 +94,12 @@ def test_feature_ensemble_of_identical_prompts_equals_one_shot(model):
   src = _source(4)
   s, q = src[0], src[2]
   fg = s["mask"] == 1
-  one = fewshot.predict_binary(model, [s["image"]], [fg], q["image"], ensemble="feature",
-                               seg_type="semantic")
-  three = fewshot.predict_binary(model, [s["image"]] * 3, [fg] * 3, q["image"],
-                                 ensemble="feature", seg_type="semantic")
+  one = fewshot.predict_binary(
+    model, [s["image"]], [fg], q["image"], ensemble="feature", seg_type="semantic"
+  )
+  three = fewshot.predict_binary(
+    model, [s["image"]] * 3, [fg] * 3, q["image"], ensemble="feature", seg_type="semantic"
+  )
   np.testing.assert_array_equal(one, three)
   assert one.shape == (24, 20)
 
@@ -103,7 +114,7 @@ def _davis_folder(root, seqs=("s1",), n=4):
     for t in range(n):
       f = rng.integers(0, 60, (30, 40, 3)).astype(np.uint8)
       m = np.zeros((30, 40), np.uint8)
-      m[5:15, 4 + 3 * t:14 + 3 * t] = 255
+      m[5:15, 4 + 3 * t : 14 + 3 * t] = 255
       f[m > 0] = 230
       Image.fromarray(f).save(j / f"{t:05d}.jpg", quality=95)
       Image.fromarray(m).save(a / f"{t:05d}.png")
@@ -112,9 +123,10 @@ def _davis_folder(root, seqs=("s1",), n=4):
 def test_davis_eval_and_baseline(model, tmp_path):
   _davis_folder(tmp_path)
   frames, gts = davis.read_sequence(str(tmp_path), "s1")
-  assert len(frames) == 4 and set(np.unique(gts[0])) == {0, 1}   # 0/255 -> object 1
-  res = davis.evaluate_davis(model, str(tmp_path), ["s1"], memories=(0, 2),
-                             save_dir=str(tmp_path / "masks"))
+  assert len(frames) == 4 and set(np.unique(gts[0])) == {0, 1}  # 0/255 -> object 1
+  res = davis.evaluate_davis(
+    model, str(tmp_path), ["s1"], memories=(0, 2), save_dir=str(tmp_path / "masks")
+  )
   # baseline by hand: frames 1, 2 scored; the object moved 3 and 6 px of its 10 px width
   want_j = np.mean([metrics.iou(gts[0] == 1, gts[t] == 1) for t in (1, 2)])
   assert want_j == pytest.approx(np.mean([70 / 130, 40 / 160]))
@@ -129,15 +141,18 @@ def test_calibrate_threshold(model, tmp_path, monkeypatch):
   """Picks the best J&F on the calibration sequences (ties: nearest 0.5); the reported score
   is evaluate_davis' at that threshold."""
   _davis_folder(tmp_path, seqs=("s1", "s2"))
-  t, scores = davis.calibrate_threshold(model, str(tmp_path), ["s1", "s2"], memory=1,
-                                        thresholds=(0.3, 0.5))
+  t, scores = davis.calibrate_threshold(
+    model, str(tmp_path), ["s1", "s2"], memory=1, thresholds=(0.3, 0.5)
+  )
   assert set(scores) == {"0.3", "0.5"} and scores[str(t)] == max(scores.values())
   again = davis.evaluate_davis(model, str(tmp_path), ["s1", "s2"], memories=(1,), threshold=t)
   assert again["K=1"]["J&F"] == pytest.approx(scores[str(t)])
   fake = {}
-  monkeypatch.setattr(davis, "evaluate_davis",
-                      lambda *a, threshold, memories, **k: {f"K={memories[0]}":
-                                                            {"J&F": fake[threshold]}})
+  monkeypatch.setattr(
+    davis,
+    "evaluate_davis",
+    lambda *a, threshold, memories, **k: {f"K={memories[0]}": {"J&F": fake[threshold]}},
+  )
   fake.update({0.2: 10.0, 0.4: 30.0, 0.5: 20.0})
   assert davis.calibrate_threshold(model, "r", ["s"], thresholds=(0.2, 0.4, 0.5))[0] == 0.4
   fake.update({0.2: 30.0, 0.4: 30.0, 0.5: 30.0})
@@ -175,12 +190,21 @@ def test_eval_configs_load():
 
 def test_real_data_class_fold_and_davis_layout(model):
   from tests._shared import shared_data_dir
+
   root = shared_data_dir()
-  bench = dict(name="coco", source=dict(reader="coco128_seg", root=str(root / "coco128_seg")),
-               fold=0, num_folds=4, scheme="interleaved", shots=2, episodes=2,
-               ensembles=("feature",))
+  bench = dict(
+    name="coco",
+    source=dict(reader="coco128_seg", root=str(root / "coco128_seg")),
+    fold=0,
+    num_folds=4,
+    scheme="interleaved",
+    shots=2,
+    episodes=2,
+    ensembles=("feature",),
+  )
   res = run.fewshot_benchmark(model, bench)
   from incontext.data import folds, sources
+
   src = sources.coco_yolo(str(root / "coco128_seg"))
   fold0 = folds.fold_classes(sorted(c for c in src.class_names if c > 0), 0, 4, "interleaved")
   assert res["_info"]["classes"] == fold0

@@ -1,4 +1,5 @@
 """The chunked attention and the query-only encoder are exact rewrites of the plain forms."""
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -20,16 +21,16 @@ def _plain_attention(attn: seggpt.Attention, x):
   rw = attn.rel_pos_w[...][seggpt._rel_index(gw)]
   rel_h = jnp.einsum("bijnc,ikc->bnijk", q, rh)
   rel_w = jnp.einsum("bijnc,jlc->bnijl", q, rw)
-  logits = jnp.einsum("bijnc,bklnc->bnijkl", q * hd ** -0.5, k)
+  logits = jnp.einsum("bijnc,bklnc->bnijkl", q * hd**-0.5, k)
   logits = (logits + rel_h[..., :, None] + rel_w[..., None, :]).reshape(b, nh, gh * gw, -1)
   out = jnp.einsum("bnqk,bknc->bqnc", jax.nn.softmax(logits, -1), v.reshape(b, -1, nh, hd))
   return attn.proj(out.reshape(b, gh, gw, d))
 
 
-@pytest.mark.parametrize("budget", [None, 4096, 3000])   # one chunk; even chunks; padded
+@pytest.mark.parametrize("budget", [None, 4096, 3000])  # one chunk; even chunks; padded
 @pytest.mark.parametrize("row0", [0, 3])
 def test_chunked_attention_matches_plain(monkeypatch, budget, row0):
-  cfg = seggpt.get_config("test", image_size=(40, 24), patch=8)   # grid 10 x 3, L = 30
+  cfg = seggpt.get_config("test", image_size=(40, 24), patch=8)  # grid 10 x 3, L = 30
   attn = seggpt.Attention(cfg, rngs=nnx.Rngs(0))
   rng = np.random.default_rng(0)
   attn.rel_pos_h[...] = jnp.asarray(rng.normal(size=attn.rel_pos_h.shape), jnp.float32)
@@ -55,7 +56,7 @@ def test_chunk_rows_pads_at_most_one_row_per_chunk():
 @pytest.mark.parametrize("ensemble", [False, True])
 def test_query_only_encoder_equals_full(ensemble):
   """Last block on the query rows only, later blocks skipped: same bottom half."""
-  cfg = seggpt.get_config("test", image_size=(32, 24), patch=8, depth=8)   # block 7 unused
+  cfg = seggpt.get_config("test", image_size=(32, 24), patch=8, depth=8)  # block 7 unused
   model = seggpt.SegGPT(cfg, rngs=nnx.Rngs(0))
   rng = np.random.default_rng(1)
   n = 2 if ensemble else 1
@@ -69,11 +70,12 @@ def test_query_only_encoder_equals_full(ensemble):
   assert q.shape == (n, 32, 24, 3)
   np.testing.assert_allclose(q, full[:, 32:], atol=1e-5, rtol=0)
   feats = model.encode(imgs, tgts, mask, st, feature_ensemble=ensemble, query_only=True)
-  assert [f.shape for f in feats] == [(n, 5, 3, cfg.width)] * 4   # 8 token rows: 4 + 1
+  assert [f.shape for f in feats] == [(n, 5, 3, cfg.width)] * 4  # 8 token rows: 4 + 1
 
 
-@pytest.mark.parametrize("ensemble,query_only", [("hf", True), ("official", True),
-                                                 ("official", False)])
+@pytest.mark.parametrize(
+  "ensemble,query_only", [("hf", True), ("official", True), ("official", False)]
+)
 def test_shared_query_path_equals_per_entry(ensemble, query_only):
   """Feature ensemble with the query half computed once equals the per-entry forward."""
   cfg = seggpt.get_config("test", image_size=(32, 24), patch=8, ensemble=ensemble)
@@ -98,7 +100,7 @@ def test_shared_query_path_equals_per_entry(ensemble, query_only):
 
 def test_remat_and_drop_path_gradients_match_plain(monkeypatch):
   """Training path through the chunked attention: remat changes nothing, rng is honoured."""
-  monkeypatch.setattr(seggpt, "_ATTN_CHUNK_BYTES", 2000)          # force several chunks
+  monkeypatch.setattr(seggpt, "_ATTN_CHUNK_BYTES", 2000)  # force several chunks
   rng = np.random.default_rng(3)
   imgs = rng.normal(size=(2, 64, 24, 3)).astype(np.float32)
   tgts = rng.normal(size=(2, 64, 24, 3)).astype(np.float32)
@@ -122,6 +124,7 @@ def _activation_residual_bytes(f, *args) -> int:
   import io
   import re
   from jax.ad_checkpoint import print_saved_residuals
+
   buf = io.StringIO()
   with contextlib.redirect_stdout(buf):
     print_saved_residuals(f, *args)

@@ -1,5 +1,6 @@
 """Fast first answer: unpadded query batches and the fixed-shape video memory give the same
 outputs as the reference paths (per-query / padded batches, the growing prompt list)."""
+
 import numpy as np
 import pytest
 
@@ -69,8 +70,7 @@ def test_predict_slots_equals_the_valid_prompts(ensemble):
   imgs, tgts = (rng.normal(size=(4, *SIZE, 3)).astype(np.float32) for _ in range(2))
   q = rng.normal(size=(*SIZE, 3)).astype(np.float32)
   for n in (1, 2, 4):
-    ref = I.predict_canvas(m, imgs[:n], tgts[:n], q, seg_type="instance",
-                           feature_ensemble=n > 1)
+    ref = I.predict_canvas(m, imgs[:n], tgts[:n], q, seg_type="instance", feature_ensemble=n > 1)
     junk_i, junk_t = imgs.copy(), tgts.copy()
     junk_i[n:], junk_t[n:] = 5.0, -3.0
     got = video.predict_slots(m, junk_i, junk_t, np.arange(4) < n, q, seg_type="instance")
@@ -85,19 +85,20 @@ def test_prompt_weights_in_the_per_entry_path(ensemble):
   from flax import nnx
 
   from incontext import canvas
+
   m = seggpt.create("test", image_size=SIZE, patch=8, drop_path=0.0, seed=5, ensemble=ensemble)
   rng = np.random.default_rng(2)
-  imgs, tgts = (rng.normal(size=(3, 2 * SIZE[0], SIZE[1], 3)).astype(np.float32)
-                for _ in range(2))
-  imgs[:, SIZE[0]:] = imgs[:1, SIZE[0]:]                      # one shared query half
+  imgs, tgts = (rng.normal(size=(3, 2 * SIZE[0], SIZE[1], 3)).astype(np.float32) for _ in range(2))
+  imgs[:, SIZE[0] :] = imgs[:1, SIZE[0] :]  # one shared query half
   mask = jnp.asarray(canvas.query_half_mask(m.cfg.grid))[None]
   st = jnp.ones((3,), jnp.int32)
   graphdef, state = nnx.split(m)
 
   @jax.jit
   def run(state, imgs, tgts, st, w):
-    return nnx.merge(graphdef, state)(imgs, tgts, mask, st, feature_ensemble=True,
-                                      query_only=True, prompt_weights=w)[0]
+    return nnx.merge(graphdef, state)(
+      imgs, tgts, mask, st, feature_ensemble=True, query_only=True, prompt_weights=w
+    )[0]
 
   ref = run(state, imgs[:2], tgts[:2], st[:2], None)
   got = run(state, imgs, tgts, st, jnp.asarray([1.0, 1.0, 0.0]))
@@ -110,10 +111,10 @@ def _moving_squares(n, h=40, w=48):
   for t in range(n):
     f = rng.integers(90, 110, (h, w, 3)).astype(np.uint8)
     m = np.zeros((h, w), np.int32)
-    f[4:14, 2 + 2 * t:12 + 2 * t] = (220, 30, 30)
-    m[4:14, 2 + 2 * t:12 + 2 * t] = 3
-    f[18:28, 14 + t:22 + t] = (30, 220, 30)
-    m[18:28, 14 + t:22 + t] = 7
+    f[4:14, 2 + 2 * t : 12 + 2 * t] = (220, 30, 30)
+    m[4:14, 2 + 2 * t : 12 + 2 * t] = 3
+    f[18:28, 14 + t : 22 + t] = (30, 220, 30)
+    m[18:28, 14 + t : 22 + t] = 7
     frames.append(f)
     ids.append(m)
   return frames, ids
@@ -139,9 +140,9 @@ def test_fixed_memory_matches_the_growing_memory(model, memory, monkeypatch):
   video._forward_slots.clear_cache()
   fixed = list(video.propagate(model, frames, ids[0], memory=memory))
   if memory:
-    assert video._forward_slots._cache_size() == 1              # one compile for all frames
+    assert video._forward_slots._cache_size() == 1  # one compile for all frames
     assert len(raws["fixed"]) == 5 and not raws["growing"]
-  else:                                 # K = 0 is a single prompt: the plain forward
+  else:  # K = 0 is a single prompt: the plain forward
     raws["fixed"], raws["growing"] = raws["growing"], []
   growing = list(video.propagate(model, frames, ids[0], memory=memory, fixed_memory=False))
   assert len(raws["growing"]) == 5

@@ -7,6 +7,7 @@ tried and the ones handled cleanly (printed at the end of the session with -s / 
 Cases that need a tmpfs or a read-only bind mount run as root only (skipped with the reason
 otherwise). The SIGKILL tests run the trainer in subprocesses.
 """
+
 import json
 import os
 import shutil
@@ -64,8 +65,11 @@ class _Mounts:
 
   def tmpfs(self, path, size="256k"):
     os.makedirs(path, exist_ok=True)
-    r = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)],
-                       capture_output=True, text=True)
+    r = subprocess.run(
+      ["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)],
+      capture_output=True,
+      text=True,
+    )
     if r.returncode:
       pytest.skip(f"cannot mount a tmpfs here: {r.stderr.strip()}")
     self.points.append(str(path))
@@ -126,12 +130,12 @@ def test_corrupt_weights_are_refused_or_identical(params_dir, tmp_path, every):
   want = checkpoint.read_meta(params_dir)["weights_hash"]
   n = clean = 0
   for k, (case, d) in enumerate(_corrupt_params_cases(params_dir, tmp_path)):
-    if every > 1 and k % every not in (0, every - 1):   # cases alternate flip, truncate
+    if every > 1 and k % every not in (0, every - 1):  # cases alternate flip, truncate
       continue
     n += 1
     try:
       model = checkpoint.load_model(d)
-    except ValueError as e:         # CheckpointError, or corrupt metadata
+    except ValueError as e:  # CheckpointError, or corrupt metadata
       assert d in str(e) and _one_line(e), (case, e)
       clean += 1
       continue
@@ -150,21 +154,40 @@ def test_flipped_weight_values_fail_the_hash_and_verify_false_skips_it(params_di
   # Same files, but the recorded hash is of other weights: as if the arrays had changed.
   meta["weights_hash"] = "0" * 64
   (bad / "incontext.json").write_text(json.dumps(meta))
-  with pytest.raises(checkpoint.CheckpointError, match=rf"{bad}: weights do not match their "
-                     r"recorded sha256"):
+  with pytest.raises(
+    checkpoint.CheckpointError,
+    match=rf"{bad}: weights do not match their "
+    r"recorded sha256",
+  ):
     checkpoint.load_model(str(bad))
-  checkpoint.load_model(str(bad), verify=False)                  # the flag skips the check
+  checkpoint.load_model(str(bad), verify=False)  # the flag skips the check
   # Non-finite weights are refused even with a matching hash.
   import jax.numpy as jnp
+
   model.decoder_head.kernel[...] = jnp.full_like(model.decoder_head.kernel[...], jnp.nan)
   nan = tmp_path / "nan"
   checkpoint.save_model(str(nan), model)
-  with pytest.raises(checkpoint.CheckpointError, match=r"non-finite weights in 1 arrays, e.g. "
-                     r"decoder_head/kernel"):
+  with pytest.raises(
+    checkpoint.CheckpointError,
+    match=r"non-finite weights in 1 arrays, e.g. "
+    r"decoder_head/kernel",
+  ):
     checkpoint.load_model(str(nan))
   # CLI: one line, exit 2; --no-verify goes on.
-  rc = cli.main(["segment", "--checkpoint", str(bad), "--prompt", "x", "y", "--query",
-                 __file__, "--out", str(tmp_path / "o")])
+  rc = cli.main(
+    [
+      "segment",
+      "--checkpoint",
+      str(bad),
+      "--prompt",
+      "x",
+      "y",
+      "--query",
+      __file__,
+      "--out",
+      str(tmp_path / "o"),
+    ]
+  )
   assert rc == 2
   FAULTS.add("changed / non-finite weights", 2, 2)
 
@@ -173,8 +196,10 @@ def test_flipped_weight_values_fail_the_hash_and_verify_false_skips_it(params_di
 def _prompt_file(tmp_path):
   cfg = seggpt.get_config("test", image_size=SIZE, patch=8)
   rng = np.random.default_rng(1)
-  lp = prompts.LearnedPrompt(image=rng.normal(size=SIZE + (3,)).astype(np.float32),
-                             target=rng.normal(size=SIZE + (3,)).astype(np.float32))
+  lp = prompts.LearnedPrompt(
+    image=rng.normal(size=SIZE + (3,)).astype(np.float32),
+    target=rng.normal(size=SIZE + (3,)).astype(np.float32),
+  )
   path = str(tmp_path / "p.npz")
   prompts.save(path, lp, model_cfg=cfg, weights_hash=None)
   return path, lp, cfg
@@ -190,8 +215,11 @@ def test_edited_or_corrupt_learned_prompts_are_refused(tmp_path):
   arrays["image"][0, 0, 0] += 0.5
   edited = str(tmp_path / "edited.npz")
   np.savez(edited, **arrays)
-  with pytest.raises(prompts.PromptError, match=r"edited.npz: the prompt arrays do not match "
-                     r"their recorded sha256"):
+  with pytest.raises(
+    prompts.PromptError,
+    match=r"edited.npz: the prompt arrays do not match "
+    r"their recorded sha256",
+  ):
     prompts.load(edited, model_cfg=cfg)
   n += 1
   clean += 1
@@ -223,18 +251,21 @@ def test_partial_or_corrupt_metrics_lines_are_dropped_with_a_warning(tmp_path, c
   p = tmp_path / "metrics.jsonl"
   rows = [{"step": s, "loss": 1.0 / s} for s in range(1, 6)]
   good = "".join(json.dumps(r) + "\n" for r in rows)
-  cases = {"partial last line": good + '{"step": 6, "lo',
-           "corrupt middle line": good.replace('{"step": 3', '{"step": 3x', 1),
-           "binary garbage": good + "\x00\x00\x00\n",
-           "no step": good + '{"loss": 2}\n'}
+  cases = {
+    "partial last line": good + '{"step": 6, "lo',
+    "corrupt middle line": good.replace('{"step": 3', '{"step": 3x', 1),
+    "binary garbage": good + "\x00\x00\x00\n",
+    "no step": good + '{"loss": 2}\n',
+  }
   n = clean = 0
   for name, text in cases.items():
     p.write_text(text)
     caplog.clear()
     got = wd.MetricsLog(str(p)).load(upto=4)
     n += 1
-    assert [r["step"] for r in got] == [s for s in (1, 2, 3, 4) if not
-                                       (name == "corrupt middle line" and s == 3)], name
+    assert [r["step"] for r in got] == [
+      s for s in (1, 2, 3, 4) if not (name == "corrupt middle line" and s == 3)
+    ], name
     assert str(p) in caplog.text and "dropped" in caplog.text, name
     # The file is repaired: it now reads without warnings.
     caplog.clear()
@@ -246,6 +277,7 @@ def test_partial_or_corrupt_metrics_lines_are_dropped_with_a_warning(tmp_path, c
 # -- tuning checkpoints ----------------------------------------------------------------------------
 def _tune_config(params_dir, total=6):
   from experiments.configs import prompt_tune
+
   c = prompt_tune.get_config("task=kvasir")
   c.init = params_dir
   c.total_steps = total
@@ -267,8 +299,8 @@ def _examples(n=8, seed=0):
     img = rng.integers(0, 80, (40, 40, 3)).astype(np.uint8)
     m = np.zeros((40, 40), np.int32)
     r, c = rng.integers(2, 22, 2)
-    img[r:r + 16, c:c + 16] = rng.integers(150, 256, 3)
-    m[r:r + 16, c:c + 16] = 1
+    img[r : r + 16, c : c + 16] = rng.integers(150, 256, 3)
+    m[r : r + 16, c : c + 16] = 1
     out.append({"image": img, "mask": m})
   return out
 
@@ -277,6 +309,7 @@ def _examples(n=8, seed=0):
 def tuned(params_dir, tmp_path_factory):
   """A finished 6-step tuning run (checkpoints 2, 4, 6) and its losses."""
   from incontext.train import tuner
+
   w = str(tmp_path_factory.mktemp("tune") / "w")
   out = tuner.run_tune(_tune_config(params_dir), w, examples=_examples())
   return w, out["losses"]
@@ -287,12 +320,13 @@ def test_corrupt_latest_tuning_checkpoint_falls_back(params_dir, tuned, tmp_path
   """The newest checkpoint is damaged: the run resumes from the one before, says so, keeps the
   bad one aside, and ends with the same losses as the undamaged run."""
   from incontext.train import tuner
+
   w0, losses = tuned
   w = str(tmp_path / "w")
   shutil.copytree(w0, w)
   os.remove(os.path.join(w, "prompt.npz"))
   ck6 = os.path.join(w, "checkpoints", "6")
-  big = max(_files(ck6), key=os.path.getsize)   # the array data
+  big = max(_files(ck6), key=os.path.getsize)  # the array data
   if fault == "flip":
     rng = np.random.default_rng(3)
     for off in rng.integers(0, os.path.getsize(big), 64):
@@ -307,12 +341,13 @@ def test_corrupt_latest_tuning_checkpoint_falls_back(params_dir, tuned, tmp_path
   out = tuner.run_tune(_tune_config(params_dir), w, examples=_examples())
   assert "checkpoints/6 does not restore" in caplog.text and "resumed from step 4" in caplog.text
   assert os.path.isdir(os.path.join(w, "checkpoints", "corrupt-6"))
-  np.testing.assert_array_equal(out["losses"], losses)       # bit-identical continuation
+  np.testing.assert_array_equal(out["losses"], losses)  # bit-identical continuation
   FAULTS.add(f"tuning checkpoint {fault}", 1, 1)
 
 
 def test_tuning_settings_are_validated_before_compiling(params_dir, tuned, tmp_path):
   from incontext.train import tuner
+
   w0, _ = tuned
   w = str(tmp_path / "w")
   shutil.copytree(w0, w)
@@ -321,16 +356,27 @@ def test_tuning_settings_are_validated_before_compiling(params_dir, tuned, tmp_p
   ro_file = tmp_path / "afile"
   ro_file.write_text("")
   cases = [
-      (dict(total_steps=4), w, r"config.total_steps=4 is below the step of the checkpoint in "
-       rf"{w}/checkpoints \(6\)"),
-      (dict(total_steps=-5), str(tmp_path / "n1"), r"config.total_steps=-5: must be > 0"),
-      (dict(log_every=0), str(tmp_path / "n2"), r"config.log_every=0: must be > 0"),
-      (dict(init=str(other)), w, rf"config.init={other} \(weights \w+\.\.\.\) is not the model "
-       "this workdir was tuned with"),
-      (dict(typo=1), str(tmp_path / "n3"), r"config: unknown key \['typo'\]"),
-      (dict(tune__lern_target=True), str(tmp_path / "n4"),
-       r"config.tune: unknown key \['lern_target'\]"),
-      ({}, str(ro_file), rf"workdir {ro_file}: exists and is not a folder"),
+    (
+      dict(total_steps=4),
+      w,
+      r"config.total_steps=4 is below the step of the checkpoint in "
+      rf"{w}/checkpoints \(6\)",
+    ),
+    (dict(total_steps=-5), str(tmp_path / "n1"), r"config.total_steps=-5: must be > 0"),
+    (dict(log_every=0), str(tmp_path / "n2"), r"config.log_every=0: must be > 0"),
+    (
+      dict(init=str(other)),
+      w,
+      rf"config.init={other} \(weights \w+\.\.\.\) is not the model "
+      "this workdir was tuned with",
+    ),
+    (dict(typo=1), str(tmp_path / "n3"), r"config: unknown key \['typo'\]"),
+    (
+      dict(tune__lern_target=True),
+      str(tmp_path / "n4"),
+      r"config.tune: unknown key \['lern_target'\]",
+    ),
+    ({}, str(ro_file), rf"workdir {ro_file}: exists and is not a folder"),
   ]
   n = clean = 0
   for change, workdir, msg in cases:
@@ -349,6 +395,7 @@ def test_tuning_settings_are_validated_before_compiling(params_dir, tuned, tmp_p
 
 def test_read_only_workdir(params_dir, tmp_path, mounts):
   from incontext.train import tuner
+
   mnt = tmp_path / "ro"
   mounts.tmpfs(mnt)
   mounts.read_only(mnt)
@@ -359,6 +406,7 @@ def test_read_only_workdir(params_dir, tmp_path, mounts):
 
 def test_pipeline_dataset_key_typo_is_an_error():
   from incontext.data import pipeline
+
   cfg = {"datasets": [dict(reader="camvid", root="/nonexistent", exclude_fol=0)]}
   with pytest.raises(ValueError, match=r"datasets\[0\] \(camvid\): unknown key \['exclude_fol'\]"):
     pipeline.resolve_config(cfg)
@@ -368,6 +416,7 @@ def test_pipeline_dataset_key_typo_is_an_error():
 # -- outputs on mounts, full disks -----------------------------------------------------------------
 def _segment_argv(params_dir, tmp_path, out, *extra):
   from PIL import Image
+
   rng = np.random.default_rng(0)
   img = tmp_path / "img.png"
   mask = tmp_path / "mask.png"
@@ -375,8 +424,19 @@ def _segment_argv(params_dir, tmp_path, out, *extra):
   m = np.zeros((24, 24), np.uint8)
   m[4:12, 4:12] = 255
   Image.fromarray(m).save(mask)
-  return ["segment", "--checkpoint", params_dir, "--prompt", str(img), str(mask), "--query",
-          str(img), "--out", str(out), *extra]
+  return [
+    "segment",
+    "--checkpoint",
+    params_dir,
+    "--prompt",
+    str(img),
+    str(mask),
+    "--query",
+    str(img),
+    "--out",
+    str(out),
+    *extra,
+  ]
 
 
 def test_outputs_on_a_mount_point_with_a_read_only_parent(params_dir, tmp_path, mounts, capsys):
@@ -391,12 +451,11 @@ def test_outputs_on_a_mount_point_with_a_read_only_parent(params_dir, tmp_path, 
   argv = _segment_argv(params_dir, tmp_path, out)
   rc = cli.main(argv)
   err = capsys.readouterr().err
-  assert rc == 2 and "already exists and is not empty" in err     # refused, one line
+  assert rc == 2 and "already exists and is not empty" in err  # refused, one line
   rc = cli.main(argv + ["--overwrite"])
   assert rc == 0, capsys.readouterr().err
-  assert sorted(os.listdir(out)) == [outputs.MANIFEST, "img.png", "img_overlay.png",
-                                     "photo.jpg"]
-  rc = cli.main(argv + ["--overwrite"])                           # again: replaces its own
+  assert sorted(os.listdir(out)) == [outputs.MANIFEST, "img.png", "img_overlay.png", "photo.jpg"]
+  rc = cli.main(argv + ["--overwrite"])  # again: replaces its own
   assert rc == 0 and (out / "photo.jpg").read_bytes() == b"user data"
   FAULTS.add("outputs: mount point, read-only parent, unrelated files", 3, 3)
 
@@ -415,7 +474,7 @@ def test_full_disk_leaves_the_output_folder_as_it_was(params_dir, tmp_path, moun
   with pytest.raises(OSError):
     for s in range(1, 100000):
       log.append({"step": s, "loss": 0.5, "pad": "x" * 200})
-  rows = log.load(upto=10 ** 9)     # on the still full disk: cut in place, no copy needed
+  rows = log.load(upto=10**9)  # on the still full disk: cut in place, no copy needed
   assert [r["step"] for r in rows] == list(range(1, len(rows) + 1)) and rows
   assert open(out / "metrics.jsonl", "rb").read().endswith(b"}\n")
   FAULTS.add("full disk: segment outputs, metrics append", 2, 2)
@@ -430,21 +489,33 @@ def test_cli_output_conventions_are_the_same_everywhere(params_dir, tmp_path, ca
   frames = tmp_path / "frames"
   frames.mkdir()
   from PIL import Image
+
   rng = np.random.default_rng(0)
   for i in range(2):
     Image.fromarray(rng.integers(0, 255, (24, 24, 3)).astype(np.uint8)).save(
-        frames / f"{i:05d}.jpg")
-  (frames / "._00000.jpg").write_bytes(b"\x00\x05\x16\x07")     # macOS resource fork
+      frames / f"{i:05d}.jpg"
+    )
+  (frames / "._00000.jpg").write_bytes(b"\x00\x05\x16\x07")  # macOS resource fork
   (frames / ".DS_Store").write_bytes(b"\x00")
   m = np.zeros((24, 24), np.uint8)
   m[4:12, 4:12] = 1
   Image.fromarray(m).save(tmp_path / "first.png")
   commands = {
-      "segment": _segment_argv(params_dir, tmp_path, out),
-      "segment-video": ["segment-video", "--checkpoint", params_dir, "--frames", str(frames),
-                        "--first-mask", str(tmp_path / "first.png"), "--out", str(out),
-                        "--memory", "1"],
-      "export-hf": ["export-hf", "--checkpoint", params_dir, "--out", str(out)],
+    "segment": _segment_argv(params_dir, tmp_path, out),
+    "segment-video": [
+      "segment-video",
+      "--checkpoint",
+      params_dir,
+      "--frames",
+      str(frames),
+      "--first-mask",
+      str(tmp_path / "first.png"),
+      "--out",
+      str(out),
+      "--memory",
+      "1",
+    ],
+    "export-hf": ["export-hf", "--checkpoint", params_dir, "--out", str(out)],
   }
   n = clean = 0
   for name, argv in commands.items():
@@ -459,9 +530,19 @@ def test_cli_output_conventions_are_the_same_everywhere(params_dir, tmp_path, ca
     clean += 1
   # segment-video wrote one mask per real frame (hidden files are not frames); each command's
   # --overwrite left the other commands' outputs alone.
-  assert sorted(os.listdir(out)) == sorted([
-      outputs.MANIFEST, "mine.txt", "img.png", "img_overlay.png", "00000.png", "00001.png",
-      "overlay.gif", "config.json", "model.safetensors"])
+  assert sorted(os.listdir(out)) == sorted(
+    [
+      outputs.MANIFEST,
+      "mine.txt",
+      "img.png",
+      "img_overlay.png",
+      "00000.png",
+      "00001.png",
+      "overlay.gif",
+      "config.json",
+      "model.safetensors",
+    ]
+  )
   FAULTS.add("CLI --overwrite conventions + hidden frames", n, clean)
 
 
@@ -469,10 +550,14 @@ def test_huge_mask_is_rejected_from_its_header(tmp_path):
   """A 48-megapixel image passed as a mask fails before it is decoded."""
   from PIL import Image
   from incontext import imageio
+
   p = tmp_path / "photo.png"
   Image.new("L", (8000, 6000)).save(p, compress_level=1)
-  with pytest.raises(imageio.InputError, match=r"photo.png: mask of 8000x6000 pixels \(48 "
-                     r"megapixels\) is larger than"):
+  with pytest.raises(
+    imageio.InputError,
+    match=r"photo.png: mask of 8000x6000 pixels \(48 "
+    r"megapixels\) is larger than",
+  ):
     imageio.load_mask(str(p))
   FAULTS.add("huge mask", 1, 1)
 
@@ -483,9 +568,10 @@ TOTAL = 5
 
 def _train_config(total=TOTAL):
   from experiments.configs import seggpt_train
+
   c = seggpt_train.get_config("quickstart,runlocal")
   c.total_steps = total
-  c.model.drop_path = 0.1            # exercises the per-step RNG
+  c.model.drop_path = 0.1  # exercises the per-step RNG
   c.evals.every = 0
   c.evals.at_end = False
   c.ckpt.every = 1
@@ -513,21 +599,36 @@ def _train_cmd():
 
 
 def _env():
-  return dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=1",
-              TF_CPP_MIN_LOG_LEVEL="3", JAX_PLATFORMS="cpu")
+  return dict(
+    os.environ,
+    XLA_FLAGS="--xla_force_host_platform_device_count=1",
+    TF_CPP_MIN_LOG_LEVEL="3",
+    JAX_PLATFORMS="cpu",
+  )
 
 
 def _run_train(workdir, timeout=900):
-  r = subprocess.run(_train_cmd() + [str(workdir)], env=_env(), capture_output=True, text=True,
-                     timeout=timeout, cwd=ROOT)
+  r = subprocess.run(
+    _train_cmd() + [str(workdir)],
+    env=_env(),
+    capture_output=True,
+    text=True,
+    timeout=timeout,
+    cwd=ROOT,
+  )
   assert r.returncode == 0 and "DONE" in r.stdout, r.stderr[-3000:]
 
 
 def _kill_at(workdir, total, rng, timeout=600):
   """Starts a run and SIGKILLs it at a seeded moment: after a seeded number of checkpoint
   folders has appeared, plus a seeded fraction of the time one step takes."""
-  p = subprocess.Popen(_train_cmd() + [str(workdir)], env=_env(), cwd=ROOT,
-                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+  p = subprocess.Popen(
+    _train_cmd() + [str(workdir)],
+    env=_env(),
+    cwd=ROOT,
+    stdout=subprocess.DEVNULL,
+    stderr=subprocess.DEVNULL,
+  )
   ck = os.path.join(workdir, "checkpoints")
   after = int(rng.integers(1, total - 1))
   delay = float(rng.random()) * 0.3
@@ -564,7 +665,7 @@ def straight(tmp_path_factory):
   _run_train(w)
   want_loss, want_hash = _result(w)
   assert sorted(want_loss) == list(range(1, TOTAL + 1))
-  assert len(set(want_loss.values())) == TOTAL        # the losses differ per step
+  assert len(set(want_loss.values())) == TOTAL  # the losses differ per step
   return want_loss, want_hash, str(w)
 
 
@@ -575,10 +676,10 @@ def _kill_resume_cases(tmp_path, straight, kills, seed):
   for k in range(kills):
     w = tmp_path / f"killed{k}"
     how = _kill_at(str(w), TOTAL, rng)
-    _run_train(w)                              # the same command again resumes
+    _run_train(w)  # the same command again resumes
     got_loss, got_hash = _result(w)
     n += 1
-    assert got_loss == want_loss, (how, got_loss, want_loss)       # bit-identical
+    assert got_loss == want_loss, (how, got_loss, want_loss)  # bit-identical
     assert got_hash == want_hash, how
     clean += 1
   FAULTS.add("SIGKILL of training + resume", n, clean)
@@ -596,17 +697,24 @@ def test_sigkill_at_more_moments_resumes_bit_identically(tmp_path, straight):
 def test_trainer_settings_are_validated_before_compiling(tmp_path, straight):
   """Against a workdir whose checkpoints are at step 5: one line naming the setting."""
   from incontext.train import trainer
+
   w = str(tmp_path / "w")
   shutil.copytree(straight[2], w)
   cases = [
-      (dict(total_steps=3), r"config.total_steps=3 is below the step of the checkpoint in "
-       rf"{w}/checkpoints \(5\)"),
-      (dict(total_steps=0), r"config.total_steps=0: must be > 0"),
-      (dict(log_every=0), r"config.log_every=0: must be > 0"),
-      (dict(model__width=48), r"config.model.width=48 differs from the model the checkpoints "
-       rf"in {w}/checkpoints were trained with \(width=\d+\)"),
-      (dict(totl_steps=9), r"config: unknown key \['totl_steps'\]"),
-      (dict(ckpt__evry=9), r"config.ckpt: unknown key \['evry'\]"),
+    (
+      dict(total_steps=3),
+      r"config.total_steps=3 is below the step of the checkpoint in "
+      rf"{w}/checkpoints \(5\)",
+    ),
+    (dict(total_steps=0), r"config.total_steps=0: must be > 0"),
+    (dict(log_every=0), r"config.log_every=0: must be > 0"),
+    (
+      dict(model__width=48),
+      r"config.model.width=48 differs from the model the checkpoints "
+      rf"in {w}/checkpoints were trained with \(width=\d+\)",
+    ),
+    (dict(totl_steps=9), r"config: unknown key \['totl_steps'\]"),
+    (dict(ckpt__evry=9), r"config.ckpt: unknown key \['evry'\]"),
   ]
   n = clean = 0
   for change, msg in cases:

@@ -1,5 +1,6 @@
 """Inference API: file reading, mask encoding, pre/post-processing parity with the transformers
 SegGPT image processor, spatial/feature ensembles and end-to-end parity with transformers."""
+
 import io
 
 import numpy as np
@@ -24,6 +25,7 @@ def _examples():
 
 def _hf_proc(size=(448, 448)):
   from transformers import SegGptImageProcessorPil
+
   return SegGptImageProcessorPil(size={"height": size[0], "width": size[1]})
 
 
@@ -46,11 +48,10 @@ def test_load_image_modes_and_exif(tmp_path):
   np.testing.assert_array_equal(I.load_image(tmp_path / "gray.png"), np.stack([gray] * 3, -1))
   rgba = np.concatenate([rgb, np.full((6, 10, 1), 7, np.uint8)], -1)
   Image.fromarray(rgba).save(tmp_path / "rgba.png")
-  np.testing.assert_array_equal(I.load_image(tmp_path / "rgba.png"), rgb)   # alpha dropped
+  np.testing.assert_array_equal(I.load_image(tmp_path / "rgba.png"), rgb)  # alpha dropped
   pal = Image.fromarray(rgb).quantize(8)
   pal.save(tmp_path / "pal.png")
-  np.testing.assert_array_equal(I.load_image(tmp_path / "pal.png"),
-                                np.asarray(pal.convert("RGB")))
+  np.testing.assert_array_equal(I.load_image(tmp_path / "pal.png"), np.asarray(pal.convert("RGB")))
   g16 = (gray.astype(np.uint16) * 257).astype(np.uint16)
   Image.fromarray(g16).save(tmp_path / "g16.png")
   assert Image.open(tmp_path / "g16.png").mode.startswith("I")
@@ -148,7 +149,7 @@ def test_encode_masks_errors():
     I.encode_masks([photo], ["photo.png"])
   with pytest.raises(I.InputError, match=r"c\.png: an RGB colour mask cannot be mixed"):
     I.encode_masks([np.ones((2, 2), np.uint8), np.ones((2, 2, 3), np.uint8)], ["l.png", "c.png"])
-  I.check_aspect((100, 200), (50, 100), "i", "m")           # same aspect, other size: fine
+  I.check_aspect((100, 200), (50, 100), "i", "m")  # same aspect, other size: fine
   with pytest.raises(I.InputError, match=r"m\.png: mask is 100x100 .* i\.jpg is 200x100"):
     I.check_aspect((100, 200), (100, 100), "i.jpg", "m.png")
 
@@ -159,14 +160,17 @@ def test_preprocessing_matches_hf_processor():
   query, prompt = I.load_image(ex / "hmbb_2.jpg"), I.load_image(ex / "video_1.jpg")
   proc = _hf_proc()
   out = proc(images=[query], prompt_images=[prompt], return_tensors="np")
-  np.testing.assert_allclose(I.prepare_image(query), _hwc(out["pixel_values"])[0], atol=1e-6,
-                             rtol=0)
-  np.testing.assert_allclose(I.prepare_image(prompt), _hwc(out["prompt_pixel_values"])[0],
-                             atol=1e-6, rtol=0)
+  np.testing.assert_allclose(
+    I.prepare_image(query), _hwc(out["pixel_values"])[0], atol=1e-6, rtol=0
+  )
+  np.testing.assert_allclose(
+    I.prepare_image(prompt), _hwc(out["prompt_pixel_values"])[0], atol=1e-6, rtol=0
+  )
   # Another canvas size (the model's image_size decides it).
   out = _hf_proc((64, 32))(images=[query], return_tensors="np")
-  np.testing.assert_allclose(I.prepare_image(query, (64, 32)), _hwc(out["pixel_values"])[0],
-                             atol=1e-6, rtol=0)
+  np.testing.assert_allclose(
+    I.prepare_image(query, (64, 32)), _hwc(out["pixel_values"])[0], atol=1e-6, rtol=0
+  )
 
 
 def test_mask_preprocessing_matches_hf_processor():
@@ -174,8 +178,9 @@ def test_mask_preprocessing_matches_hf_processor():
   # Official demo target (grey RGB, anti-aliased): used as-is, like HF with do_convert_rgb=False.
   t = I.load_mask(_examples() / "hmbb_1_target.png")
   rgb = np.asarray(Image.open(_examples() / "hmbb_1_target.png").convert("RGB"))
-  ref = proc.preprocess(prompt_masks=[rgb], do_convert_rgb=False,
-                        return_tensors="np")["prompt_masks"]
+  ref = proc.preprocess(prompt_masks=[rgb], do_convert_rgb=False, return_tensors="np")[
+    "prompt_masks"
+  ]
   np.testing.assert_allclose(I.prepare_mask(I.encode_masks([t])[0][0]), _hwc(ref)[0], atol=1e-6)
   # A 0/255 binary mask: HF replicates the values (no num_labels) == our white encoding.
   horse = sorted((shared_data_dir("weizmann_horse") / "masks").glob("*.png"))[0]
@@ -186,7 +191,7 @@ def test_mask_preprocessing_matches_hf_processor():
   # A multi-class label map with num_labels: HF paints palette[label] with build_palette(K).
   cl = I.load_mask(shared_data_dir("clothing_co_parsing", "masks") / "0001.png")
   ids, dense = np.unique(cl, return_inverse=True)
-  dense = dense.reshape(cl.shape).astype(np.uint8)     # labels 0..K, as HF expects
+  dense = dense.reshape(cl.shape).astype(np.uint8)  # labels 0..K, as HF expects
   k = len(ids) - 1
   assert k >= 5
   ref = proc.preprocess(prompt_masks=[dense], num_labels=k, return_tensors="np")["prompt_masks"]
@@ -196,25 +201,34 @@ def test_mask_preprocessing_matches_hf_processor():
   np.testing.assert_allclose(I.prepare_mask(rgbs[0]), _hwc(ref)[0], atol=1e-6)
   # An RGB colour mask (do_convert_rgb=False).
   col = canvas.build_palette(k)[dense][..., ::-1].copy()
-  ref = proc.preprocess(prompt_masks=[col], do_convert_rgb=False,
-                        return_tensors="np")["prompt_masks"]
-  np.testing.assert_allclose(I.prepare_mask(I.encode_masks([col])[0][0]), _hwc(ref)[0],
-                             atol=1e-6)
+  ref = proc.preprocess(prompt_masks=[col], do_convert_rgb=False, return_tensors="np")[
+    "prompt_masks"
+  ]
+  np.testing.assert_allclose(I.prepare_mask(I.encode_masks([col])[0][0]), _hwc(ref)[0], atol=1e-6)
 
 
 # -- post-processing parity -----------------------------------------------------------------
-@pytest.mark.parametrize("in_hw,out_hw", [((32, 32), (170, 297)), ((448, 448), (300, 168)),
-                                          ((7, 5), (14, 10)), ((448, 448), (448, 448)),
-                                          ((9, 13), (4, 31))])
+@pytest.mark.parametrize(
+  "in_hw,out_hw",
+  [
+    ((32, 32), (170, 297)),
+    ((448, 448), (300, 168)),
+    ((7, 5), (14, 10)),
+    ((448, 448), (448, 448)),
+    ((9, 13), (4, 31)),
+  ],
+)
 def test_resize_nearest_matches_torch(in_hw, out_hw):
   x = np.arange(in_hw[0] * in_hw[1], dtype=np.float32).reshape(in_hw)
-  ref = torch.nn.functional.interpolate(torch.from_numpy(x)[None, None], size=out_hw,
-                                        mode="nearest")[0, 0].numpy()
+  ref = torch.nn.functional.interpolate(
+    torch.from_numpy(x)[None, None], size=out_hw, mode="nearest"
+  )[0, 0].numpy()
   np.testing.assert_array_equal(I.resize_nearest_torch(x, out_hw), ref)
 
 
 def test_postprocessing_matches_hf():
   from transformers.models.seggpt.modeling_seggpt import SegGptImageSegmentationOutput
+
   rng = np.random.default_rng(0)
   num_labels = 5
   # Palette colours plus heavy noise: every class occurs, many pixels near decision borders.
@@ -224,18 +238,21 @@ def test_postprocessing_matches_hf():
   pred = canvas.normalize(rgb).transpose(0, 3, 1, 2).astype(np.float32)
   sizes = [(170, 297), (50, 20)]
   hf = _hf_proc().post_process_semantic_segmentation(
-      SegGptImageSegmentationOutput(pred_masks=torch.from_numpy(pred)), target_sizes=sizes,
-      num_labels=num_labels)
+    SegGptImageSegmentationOutput(pred_masks=torch.from_numpy(pred)),
+    target_sizes=sizes,
+    num_labels=num_labels,
+  )
   ids = [3, 9, 17, 200, 201]
   lut = np.array([0] + ids)
   for i in range(2):
     raw = pred[i, :, 32:, :].transpose(1, 2, 0)
-    ours = I.resize_nearest_torch(I.labels_from_prediction(canvas.denormalize(raw), pal, ids),
-                                  sizes[i])
+    ours = I.resize_nearest_torch(
+      I.labels_from_prediction(canvas.denormalize(raw), pal, ids), sizes[i]
+    )
     ref = hf[i].numpy()
-    assert len(np.unique(ref)) == num_labels + 1       # all classes occur: a real test
+    assert len(np.unique(ref)) == num_labels + 1  # all classes occur: a real test
     small = I.labels_from_prediction(canvas.denormalize(raw), pal, list(range(1, 6)))
-    assert 0.05 < (small != lab[i, 32:]).mean() < 0.5   # the noise moves pixels across borders
+    assert 0.05 < (small != lab[i, 32:]).mean() < 0.5  # the noise moves pixels across borders
     np.testing.assert_array_equal(ours, lut[ref])
 
 
@@ -259,11 +276,16 @@ def _hf_raw(hm, prompts, query, *, feature_ensemble):
   imgs = [I.load_image(p) for p, _ in prompts]
   masks = [np.asarray(Image.open(m).convert("RGB")) for _, m in prompts]
   q = I.load_image(query)
-  inp = proc(images=[q] * k, prompt_images=imgs, prompt_masks=masks, do_convert_rgb=False,
-             return_tensors="pt")
+  inp = proc(
+    images=[q] * k,
+    prompt_images=imgs,
+    prompt_masks=masks,
+    do_convert_rgb=False,
+    return_tensors="pt",
+  )
   with torch.no_grad():
     out = hm(**inp, feature_ensemble=feature_ensemble, embedding_type="instance").pred_masks
-  return out[0, :, SIZE[0]:, :].numpy().transpose(1, 2, 0)
+  return out[0, :, SIZE[0] :, :].numpy().transpose(1, 2, 0)
 
 
 def test_segmenter_matches_transformers_end_to_end(hf_pair):
@@ -272,29 +294,45 @@ def test_segmenter_matches_transformers_end_to_end(hf_pair):
   seg = I.Segmenter.from_checkpoint(d, ensemble="hf")
   queries = [ex / "hmbb_2.jpg", ex / "video_1.jpg", ex / "hmbb_3.jpg"]
   one = [(ex / "hmbb_1.jpg", ex / "hmbb_1_target.png")]
-  res = seg.segment(one, queries, batch_size=2)       # 2 batches, the last one padded
+  res = seg.segment(one, queries, batch_size=2)  # 2 batches, the last one padded
   for q, r in zip(queries, res):
     ref = _hf_raw(hm, one, q, feature_ensemble=False)
     assert r.raw.shape == (*SIZE, 3)
     np.testing.assert_allclose(r.raw, ref, atol=1e-4, rtol=0)
     assert r.labels.shape == I.load_image(q).shape[:2]
-  few = one + [(ex / "video_2.jpg", ex / "video_2_target.png"),
-               (ex / "hmbb_3.jpg", ex / "hmbb_3_target.png")]
+  few = one + [
+    (ex / "video_2.jpg", ex / "video_2_target.png"),
+    (ex / "hmbb_3.jpg", ex / "hmbb_3_target.png"),
+  ]
   res = seg.segment(few, queries[:2], ensemble="feature", batch_size=4)
   for q, r in zip(queries[:2], res):
     ref = _hf_raw(hm, few, q, feature_ensemble=True)
     np.testing.assert_allclose(r.raw, ref, atol=1e-4, rtol=0)
     # Labels: HF's post-processing of the same raw output (binary 0/255 prompts -> 0/255).
-    hf_lab = _hf_proc(SIZE).post_process_semantic_segmentation(
-        type("O", (), {"pred_masks": torch.from_numpy(
-            np.concatenate([np.zeros_like(r.raw), r.raw], 0).transpose(2, 0, 1)[None])})(),
-        target_sizes=[r.labels.shape], num_labels=1)[0].numpy()
+    hf_lab = (
+      _hf_proc(SIZE)
+      .post_process_semantic_segmentation(
+        type(
+          "O",
+          (),
+          {
+            "pred_masks": torch.from_numpy(
+              np.concatenate([np.zeros_like(r.raw), r.raw], 0).transpose(2, 0, 1)[None]
+            )
+          },
+        )(),
+        target_sizes=[r.labels.shape],
+        num_labels=1,
+      )[0]
+      .numpy()
+    )
     np.testing.assert_array_equal(r.labels, hf_lab * 255)
 
 
 def _model_and_prompts(official=True):
-  cfg = seggpt.get_config("test", image_size=SIZE, patch=8,
-                          ensemble="official" if official else "hf")
+  cfg = seggpt.get_config(
+    "test", image_size=SIZE, patch=8, ensemble="official" if official else "hf"
+  )
   model = seggpt.SegGPT(cfg, rngs=nnx.Rngs(2))
   rng = np.random.default_rng(0)
   imgs = rng.normal(size=(3, *SIZE, 3)).astype(np.float32)
@@ -306,11 +344,12 @@ def _model_and_prompts(official=True):
 def test_feature_ensemble():
   model, imgs, tgts, q = _model_and_prompts()
   one = I.predict_canvas(model, imgs[:1], tgts[:1], q, seg_type="instance")
-  same = I.predict_canvas(model, np.repeat(imgs[:1], 3, 0), np.repeat(tgts[:1], 3, 0), q,
-                          seg_type="instance")
-  np.testing.assert_allclose(same, one, atol=1e-5, rtol=0)     # k copies == 1 prompt
+  same = I.predict_canvas(
+    model, np.repeat(imgs[:1], 3, 0), np.repeat(tgts[:1], 3, 0), q, seg_type="instance"
+  )
+  np.testing.assert_allclose(same, one, atol=1e-5, rtol=0)  # k copies == 1 prompt
   mixed = I.predict_canvas(model, imgs, tgts, q, seg_type="instance")
-  assert np.abs(mixed - one).max() > 1e-3                      # other prompts change it
+  assert np.abs(mixed - one).max() > 1e-3  # other prompts change it
   # Without the ensemble, entry 0 ignores the other prompts entirely.
   off = I.predict_canvas(model, imgs, tgts, q, seg_type="instance", feature_ensemble=False)
   np.testing.assert_allclose(off, one, atol=1e-5, rtol=0)
@@ -318,10 +357,11 @@ def test_feature_ensemble():
   qs = np.stack([q, -q])
   both = I.predict_canvas_batch(model, imgs, tgts, qs, seg_type="instance")
   np.testing.assert_allclose(both[0], mixed, atol=1e-5, rtol=0)
-  np.testing.assert_allclose(both[1], I.predict_canvas(model, imgs, tgts, -q,
-                                                       seg_type="instance"), atol=1e-5, rtol=0)
+  np.testing.assert_allclose(
+    both[1], I.predict_canvas(model, imgs, tgts, -q, seg_type="instance"), atol=1e-5, rtol=0
+  )
   sem = I.predict_canvas(model, imgs[:1], tgts[:1], q, seg_type="semantic")
-  assert np.abs(sem - one).max() > 1e-4                        # the type token is used
+  assert np.abs(sem - one).max() > 1e-4  # the type token is used
 
 
 def test_spatial_ensemble_tiles_prompts():
@@ -330,8 +370,12 @@ def test_spatial_ensemble_tiles_prompts():
   tgts = imgs[:, :, :, ::-1].copy()
   img, tgt = I.spatial_ensemble(imgs, tgts)
   assert img.shape == tgt.shape == (32, 32, 3) and img.dtype == np.uint8
-  quads = [(slice(0, 16), slice(0, 16)), (slice(0, 16), slice(16, 32)),
-           (slice(16, 32), slice(0, 16)), (slice(16, 32), slice(16, 32))]
+  quads = [
+    (slice(0, 16), slice(0, 16)),
+    (slice(0, 16), slice(16, 32)),
+    (slice(16, 32), slice(0, 16)),
+    (slice(16, 32), slice(16, 32)),
+  ]
   for k, (ys, xs) in enumerate(quads):
     np.testing.assert_array_equal(tgt[ys, xs], np.broadcast_to(colours[k, ::-1], (16, 16, 3)))
     inner = (slice(ys.start + 4, ys.stop - 4), slice(xs.start + 4, xs.stop - 4))
@@ -362,8 +406,13 @@ def test_segmenter_spatial_is_one_grid_prompt(tmp_path):
   pi = np.stack([I.resize_image_uint8(a, SIZE) for a in imgs])
   pt = np.stack([I.resize_mask_uint8(r, SIZE) for r in I.encode_masks(masks)[0]])
   gi, gt = I.spatial_ensemble(pi, pt)
-  want = I.predict_canvas(model, canvas.normalize(gi)[None], canvas.normalize(gt)[None],
-                          I.prepare_image(query, SIZE), seg_type="instance")
+  want = I.predict_canvas(
+    model,
+    canvas.normalize(gi)[None],
+    canvas.normalize(gt)[None],
+    I.prepare_image(query, SIZE),
+    seg_type="instance",
+  )
   np.testing.assert_allclose(res.raw, want, atol=1e-5, rtol=0)
   feat = seg.segment(list(zip(imgs, masks)), [query], ensemble="feature")[0]
   assert np.abs(feat.raw - res.raw).max() > 1e-3

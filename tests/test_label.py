@@ -1,5 +1,6 @@
 """`incontext label`: COCO RLE / YOLO polygons decode back to the masks, resumable runs (kill
 and rerun = one clean run), unreadable images reported, two processes = one process."""
+
 import json
 import os
 import signal
@@ -40,7 +41,7 @@ def data(tmp_path_factory):
   rng = np.random.default_rng(0)
   img, lab = procedural.render([3, 10], rng, cfg)
   Image.fromarray(img).save(d / "shape_01.png")
-  Image.fromarray((lab * 40).astype(np.uint8)).save(d / "shape_01_mask.png")   # labels 40, 80
+  Image.fromarray((lab * 40).astype(np.uint8)).save(d / "shape_01_mask.png")  # labels 40, 80
   imgs = d / "images"
   imgs.mkdir()
   for i in range(N_IMAGES):
@@ -50,9 +51,20 @@ def data(tmp_path_factory):
 
 
 def _argv(ckpt, data, out, *extra):
-  return ["label", "--checkpoint", ckpt, "--prompt", str(data / "shape_01.png"),
-          str(data / "shape_01_mask.png"), "--images", str(data / "images"), "--out", str(out),
-          "--no-progress", *extra]
+  return [
+    "label",
+    "--checkpoint",
+    ckpt,
+    "--prompt",
+    str(data / "shape_01.png"),
+    str(data / "shape_01_mask.png"),
+    "--images",
+    str(data / "images"),
+    "--out",
+    str(out),
+    "--no-progress",
+    *extra,
+  ]
 
 
 def _files(folder):
@@ -78,14 +90,14 @@ def _check_coco_matches_masks(out, instance):
     for a in [a for a in coco["annotations"] if a["image_id"] == im["id"]]:
       rle = dict(a["segmentation"], counts=a["segmentation"]["counts"].encode())
       m = mask_util.decode(rle).astype(bool)
-      assert m.any() and not rebuilt[m].any()          # disjoint, non-empty
+      assert m.any() and not rebuilt[m].any()  # disjoint, non-empty
       assert a["area"] == m.sum()
       ys, xs = np.nonzero(m)
       assert a["bbox"] == [xs.min(), ys.min(), xs.max() - xs.min() + 1, ys.max() - ys.min() + 1]
       if instance:
         assert len(labelling.components(m)) == 1
       rebuilt[m] = a["category_id"]
-    np.testing.assert_array_equal(rebuilt, mask)       # exactly the PNG
+    np.testing.assert_array_equal(rebuilt, mask)  # exactly the PNG
     n_fg += int(mask.any())
   return coco, n_fg
 
@@ -94,9 +106,9 @@ def test_annotations_decode_to_the_mask():
   """Synthetic label map: holes, diagonal touches, several objects of two classes."""
   m = np.zeros((20, 24), np.uint8)
   m[2:9, 2:9] = 1
-  m[4:6, 4:6] = 0                     # a hole
-  m[9, 9] = 1                         # diagonal neighbour: same 8-connected object
-  m[12:18, 3:6] = 1                   # a second object of class 1
+  m[4:6, 4:6] = 0  # a hole
+  m[9, 9] = 1  # diagonal neighbour: same 8-connected object
+  m[12:18, 3:6] = 1  # a second object of class 1
   m[1:6, 15:22] = 2
   m[14:19, 12:20] = 2
   for instance, n in ((True, 4), (False, 2)):
@@ -139,11 +151,10 @@ def test_label_outputs_errors_and_rerun(ckpt, data, tmp_path, capsys):
   im = Image.open(out / "masks" / "img_000.png")
   assert im.mode == "P" and im.size == (40, 48)
   coco, n_fg = _check_coco_matches_masks(out, instance=True)
-  assert n_fg >= N_IMAGES // 2                        # the check is not vacuous
+  assert n_fg >= N_IMAGES // 2  # the check is not vacuous
   assert [c["name"] for c in coco["categories"]] == ["shape_40", "shape_80"]
-  assert {im["file_name"] for im in coco["images"]} == {f"img_{i:03d}.jpg"
-                                                       for i in range(N_IMAGES)}
-  for im in coco["images"]:        # YOLO: one polygon per COCO instance, normalised coords
+  assert {im["file_name"] for im in coco["images"]} == {f"img_{i:03d}.jpg" for i in range(N_IMAGES)}
+  for im in coco["images"]:  # YOLO: one polygon per COCO instance, normalised coords
     stem = os.path.splitext(im["file_name"])[0]
     lines = (out / "labels" / f"{stem}.txt").read_text().splitlines()
     assert len(lines) == len([a for a in coco["annotations"] if a["image_id"] == im["id"]])
@@ -157,18 +168,30 @@ def test_label_outputs_errors_and_rerun(ckpt, data, tmp_path, capsys):
   assert _files(out) == before
   # Other settings on the same folder: refused.
   rc = cli.main(argv + ["--seg-type", "semantic"])
-  assert rc == 2 and "was labelled with other settings (differ: seg_type)" in \
-      capsys.readouterr().err
+  assert (
+    rc == 2 and "was labelled with other settings (differ: seg_type)" in capsys.readouterr().err
+  )
 
 
 def _worker(ckpt, data, out, *extra, devices=1):
-  env = dict(os.environ, XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}",
-             JAX_PLATFORMS="cpu", PYTHONPATH=ROOT)
-  code = ("import sys, jax; jax.config.update('jax_default_matmul_precision', 'highest'); "
-          "from incontext import cli; sys.exit(cli.main(sys.argv[1:]))")
-  return subprocess.Popen([sys.executable, "-c", code, *_argv(ckpt, data, out, *extra)],
-                          cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                          text=True)
+  env = dict(
+    os.environ,
+    XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}",
+    JAX_PLATFORMS="cpu",
+    PYTHONPATH=ROOT,
+  )
+  code = (
+    "import sys, jax; jax.config.update('jax_default_matmul_precision', 'highest'); "
+    "from incontext import cli; sys.exit(cli.main(sys.argv[1:]))"
+  )
+  return subprocess.Popen(
+    [sys.executable, "-c", code, *_argv(ckpt, data, out, *extra)],
+    cwd=ROOT,
+    env=env,
+    stdout=subprocess.PIPE,
+    stderr=subprocess.STDOUT,
+    text=True,
+  )
 
 
 def test_kill_and_rerun_equals_one_clean_run(ckpt, data, tmp_path, capsys):
@@ -180,8 +203,9 @@ def test_kill_and_rerun_equals_one_clean_run(ckpt, data, tmp_path, capsys):
   try:
     deadline = time.time() + 300
     while time.time() < deadline and p.poll() is None:
-      if (out / "masks").is_dir() and [f for f in os.listdir(out / "masks")
-                                      if f.endswith(".png") and not f.startswith(".")]:
+      if (out / "masks").is_dir() and [
+        f for f in os.listdir(out / "masks") if f.endswith(".png") and not f.startswith(".")
+      ]:
         p.send_signal(signal.SIGKILL)
         break
       time.sleep(0.02)
@@ -210,9 +234,23 @@ def test_two_processes_equal_one(ckpt, data, tmp_path, capsys):
   assert cli.main(_argv(ckpt, data, one, "--seg-type", "semantic")) == 0
   two = tmp_path / "two"
   port = _free_port()
-  procs = [_worker(ckpt, data, two, "--seg-type", "semantic", "--coordinator",
-                   f"127.0.0.1:{port}", "--num-processes", "2", "--process-id", str(i),
-                   devices=4) for i in range(2)]
+  procs = [
+    _worker(
+      ckpt,
+      data,
+      two,
+      "--seg-type",
+      "semantic",
+      "--coordinator",
+      f"127.0.0.1:{port}",
+      "--num-processes",
+      "2",
+      "--process-id",
+      str(i),
+      devices=4,
+    )
+    for i in range(2)
+  ]
   outs = []
   for p in procs:
     try:

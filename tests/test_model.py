@@ -1,4 +1,5 @@
 """Model structure: variants, position-table resize vs PyTorch, params, errors."""
+
 import numpy as np
 import pytest
 import jax
@@ -13,11 +14,21 @@ def test_bicubic_matches_torch_interpolate():
   rng = np.random.default_rng(0)
   grid = rng.normal(size=(14, 14, 5)).astype(np.float32)
   for out in [(56, 28), (8, 4), (14, 14), (20, 33)]:
-    ref = torch.nn.functional.interpolate(
-        torch.from_numpy(grid.transpose(2, 0, 1))[None], size=out, mode="bicubic",
-        align_corners=False)[0].numpy().transpose(1, 2, 0)
-    ours = np.asarray(posemb.resize_pos_embed(
-        np.concatenate([np.zeros((1, 5), np.float32), grid.reshape(-1, 5)])[None], out))[0]
+    ref = (
+      torch.nn.functional.interpolate(
+        torch.from_numpy(grid.transpose(2, 0, 1))[None],
+        size=out,
+        mode="bicubic",
+        align_corners=False,
+      )[0]
+      .numpy()
+      .transpose(1, 2, 0)
+    )
+    ours = np.asarray(
+      posemb.resize_pos_embed(
+        np.concatenate([np.zeros((1, 5), np.float32), grid.reshape(-1, 5)])[None], out
+      )
+    )[0]
     # Tolerances in ulps of the largest value compared (|v| ~ 4, ulp ~ 4.8e-7). Integer
     # scales (56x28, 14x14 from 14x14): both sides sum 4 float32 taps per pass in two
     # separable passes with weights rounded to float32, <= ~5 roundings per pass: 16 ulps
@@ -60,7 +71,7 @@ def test_forward_shapes_and_drop_path():
   assert model(imgs, imgs, mask, st, query_only=True).shape == (2, 32, 32, 3)
   a = model(imgs, imgs, mask, st, rng=jax.random.key(0))
   b = model(imgs, imgs, mask, st, rng=jax.random.key(1))
-  assert np.abs(np.asarray(a) - np.asarray(b)).max() > 0          # stochastic depth active
+  assert np.abs(np.asarray(a) - np.asarray(b)).max() > 0  # stochastic depth active
   np.testing.assert_array_equal(np.asarray(out), np.asarray(model(imgs, imgs, mask, st)))
   # Hidden target patches have no effect; visible ones do.
   tg = imgs.copy()

@@ -1,4 +1,5 @@
 """Numerical parity with transformers' SegGptForImageSegmentation (random weights, f32, CPU)."""
+
 import numpy as np
 import pytest
 from flax import nnx
@@ -31,8 +32,10 @@ def _pair(cfg):
   return hm, model
 
 
-@pytest.mark.parametrize("n,ensemble,seg", [(1, False, "instance"), (1, False, "semantic"),
-                                            (3, True, "instance"), (2, True, "semantic")])
+@pytest.mark.parametrize(
+  "n,ensemble,seg",
+  [(1, False, "instance"), (1, False, "semantic"), (3, True, "instance"), (2, True, "semantic")],
+)
 def test_small_config_matches_transformers(n, ensemble, seg):
   cfg = seggpt.get_config("test", image_size=(32, 48), patch=8, ensemble="hf")
   hm, model = _pair(cfg)
@@ -54,8 +57,9 @@ def test_official_ensemble_differs_from_hf_only_at_block2():
   """
   cfg_hf = seggpt.get_config("test", image_size=(32, 32), patch=8, ensemble="hf")
   hm, model_hf = _pair(cfg_hf)
-  model_off = seggpt.SegGPT(cfg_hf.__class__(**{**cfg_hf.__dict__, "ensemble": "official"}),
-                            rngs=nnx.Rngs(0))
+  model_off = seggpt.SegGPT(
+    cfg_hf.__class__(**{**cfg_hf.__dict__, "ensemble": "official"}), rngs=nnx.Rngs(0)
+  )
   nnx.update(model_off, nnx.state(model_hf, nnx.Param))
   imgs, tgts, mask = _inputs(cfg_hf, 2)
   st = np.ones(2, int)
@@ -65,11 +69,13 @@ def test_official_ensemble_differs_from_hf_only_at_block2():
   # Official with one prompt is exactly the plain one-shot forward; HF is not.
   i1, t1, _ = _inputs(cfg_hf, 1)
   plain = np.asarray(model_off(i1, t1, mask, st[:1]))
-  np.testing.assert_array_equal(np.asarray(model_off(i1, t1, mask, st[:1],
-                                                     feature_ensemble=True)), plain)
+  np.testing.assert_array_equal(
+    np.asarray(model_off(i1, t1, mask, st[:1], feature_ensemble=True)), plain
+  )
   ref1 = hf_reference.hf_forward(hm, i1, t1, feature_ensemble=True)
-  np.testing.assert_allclose(np.asarray(model_hf(i1, t1, mask, st[:1], feature_ensemble=True)),
-                             ref1, atol=ATOL, rtol=0)
+  np.testing.assert_allclose(
+    np.asarray(model_hf(i1, t1, mask, st[:1], feature_ensemble=True)), ref1, atol=ATOL, rtol=0
+  )
 
 
 @pytest.mark.slow

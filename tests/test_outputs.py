@@ -1,5 +1,6 @@
 """Safe output folders (incontext.outputs): staging inside the folder, a manifest of what was
 written, overwrite that never touches unrelated files, usual permissions."""
+
 import json
 import os
 import stat
@@ -22,7 +23,7 @@ def _listing(d):
 def test_new_folder_gets_files_and_manifest(tmp_path):
   out = tmp_path / "a" / "out"
   with outputs.OutputDir(out, command="segment") as o:
-    assert os.path.dirname(o.staging) == str(out)       # staged inside the output folder
+    assert os.path.dirname(o.staging) == str(out)  # staged inside the output folder
     _write(o, {"x.png": "1", "y.png": "2"})
   assert _listing(out) == [outputs.MANIFEST, "x.png", "y.png"]
   m = json.loads((out / outputs.MANIFEST).read_text())
@@ -34,8 +35,11 @@ def test_existing_outputs_need_overwrite_which_spares_other_files(tmp_path):
   with outputs.OutputDir(out, command="segment") as o:
     _write(o, {"x.png": "old", "y.png": "old"})
   (out / "notes.txt").write_text("mine")
-  with pytest.raises(outputs.OutputError, match=r"out: already exists and holds the outputs of "
-                     r"an earlier `segment` run; set --overwrite"):
+  with pytest.raises(
+    outputs.OutputError,
+    match=r"out: already exists and holds the outputs of "
+    r"an earlier `segment` run; set --overwrite",
+  ):
     outputs.OutputDir(out, command="segment", hint="--overwrite")
   with outputs.OutputDir(out, command="segment", overwrite=True) as o:
     _write(o, {"x.png": "new", "z.png": "new"})
@@ -60,14 +64,17 @@ def test_existing_outputs_need_overwrite_which_spares_other_files(tmp_path):
 def test_unrelated_folder_is_refused_without_overwrite_and_empty_one_is_fine(tmp_path):
   out = tmp_path / "out"
   out.mkdir()
-  (out / "lost+found").mkdir()                           # a fresh mount point
+  (out / "lost+found").mkdir()  # a fresh mount point
   with outputs.OutputDir(out, command="segment") as o:
     _write(o, {"x.png": "1"})
   other = tmp_path / "other"
   other.mkdir()
   (other / "photo.jpg").write_text("precious")
-  with pytest.raises(outputs.OutputError, match=r"other: already exists and is not empty "
-                     r"\(1 entries\)"):
+  with pytest.raises(
+    outputs.OutputError,
+    match=r"other: already exists and is not empty "
+    r"\(1 entries\)",
+  ):
     outputs.OutputDir(other, command="segment")
   (tmp_path / "file").write_text("")
   with pytest.raises(outputs.OutputError, match="file: exists and is not a folder"):
@@ -93,7 +100,7 @@ def test_failure_leaves_nothing_and_removes_a_folder_it_created(tmp_path):
 def test_stale_staging_of_a_killed_run_is_removed(tmp_path):
   out = tmp_path / "out"
   out.mkdir()
-  dead = out / f"{outputs.STAGING_PREFIX}999999999-abc"   # no such process
+  dead = out / f"{outputs.STAGING_PREFIX}999999999-abc"  # no such process
   dead.mkdir()
   (dead / "half.png").write_text("")
   with outputs.OutputDir(out, command="segment") as o:

@@ -2,6 +2,7 @@
 are pure functions of (seed, index), the baselines go through the prediction's decoding, and
 (slow) a shortened quickstart learns in-context matching: it beats the copy-the-prompt-mask
 baseline and the paint-every-object baseline on held-out classes."""
+
 import json
 import os
 import subprocess
@@ -63,7 +64,7 @@ def test_episodes_are_held_out_and_baselines_use_the_same_decoding():
   for e in eps:
     np.testing.assert_array_equal(canvas.denormalize(e["target"][32:]).round(), 0)  # hidden
     assert e["query_label"].any() and e["prompt_label"].any()
-    assert np.all(e["query_objects"] >= e["query_label"])       # the target is an object
+    assert np.all(e["query_objects"] >= e["query_label"])  # the target is an object
   again = procedural.make_episodes(CFG, seed=5, per_class=2)
   np.testing.assert_array_equal(eps[7]["image"], again[7]["image"])
   # Perfect colour predictions score 100%, all-black 0%; a prediction equal to the painted
@@ -75,13 +76,15 @@ def test_episodes_are_held_out_and_baselines_use_the_same_decoding():
   rc = fewshot.evaluate(copy, eps)
   assert rc["miou"] == pytest.approx(r["baseline_copy_miou"])
   assert 0 < r["baseline_copy_miou"] < 40 and 30 < r["baseline_objects_miou"] < 70
-  black = np.stack([fewshot.encode_labels(np.zeros_like(e["query_label"]), e["colours"])
-                    for e in eps])
+  black = np.stack(
+    [fewshot.encode_labels(np.zeros_like(e["query_label"]), e["colours"]) for e in eps]
+  )
   assert fewshot.evaluate(black, eps)["miou"] == 0.0
   # Decoding is nearest of (black, colour): a slightly dimmed white still decodes as white.
   dim = canvas.normalize(canvas.denormalize(truth[0]) * 0.6)
-  np.testing.assert_array_equal(fewshot.decode_labels(dim, eps[0]["colours"]),
-                                eps[0]["query_label"])
+  np.testing.assert_array_equal(
+    fewshot.decode_labels(dim, eps[0]["colours"]), eps[0]["query_label"]
+  )
 
 
 def test_bad_config_is_rejected_with_the_key():
@@ -102,12 +105,27 @@ def test_short_quickstart_learns_in_context_matching(tmp_path):
   segmenter reaches without any in-context matching)."""
   wd = tmp_path / "qs"
   env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=1")
-  r = subprocess.run([sys.executable, "-m", "experiments.train",
-                      "--config", "experiments/configs/seggpt_train.py:quickstart",
-                      "--config.total_steps=150", "--config.optim.warmup_steps=20",
-                      "--config.evals.every=0", "--config.ckpt.every=0",
-                      "--config.export_params=False", "--workdir", str(wd)],
-                     cwd=ROOT, env=env, capture_output=True, text=True, timeout=1800)
+  r = subprocess.run(
+    [
+      sys.executable,
+      "-m",
+      "experiments.train",
+      "--config",
+      "experiments/configs/seggpt_train.py:quickstart",
+      "--config.total_steps=150",
+      "--config.optim.warmup_steps=20",
+      "--config.evals.every=0",
+      "--config.ckpt.every=0",
+      "--config.export_params=False",
+      "--workdir",
+      str(wd),
+    ],
+    cwd=ROOT,
+    env=env,
+    capture_output=True,
+    text=True,
+    timeout=1800,
+  )
   assert r.returncode == 0, r.stderr[-3000:]
   assert "few-shot mIoU" in r.stdout and "baseline (copy prompt mask)" in r.stdout
   rows = [json.loads(l) for l in open(wd / "metrics.jsonl")]

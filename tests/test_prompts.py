@@ -1,4 +1,5 @@
 """Learned-prompt files: exact round trip, previews, and clear errors for the wrong model/file."""
+
 import os
 
 import numpy as np
@@ -15,17 +16,21 @@ def _prompt(seed=0, cfg=CFG):
   rng = np.random.default_rng(seed)
   h, w = cfg.image_size
   return prompts.LearnedPrompt(
-      image=rng.normal(size=(h, w, 3)).astype(np.float32),
-      target=rng.normal(size=(h, w, 3)).astype(np.float32),
-      seg_type="instance", palette=np.array([[0, 0, 0], [255, 0, 0], [0, 255, 0]], np.uint8),
-      label_ids=[3, 7], label_names=["cat", "dog"])
+    image=rng.normal(size=(h, w, 3)).astype(np.float32),
+    target=rng.normal(size=(h, w, 3)).astype(np.float32),
+    seg_type="instance",
+    palette=np.array([[0, 0, 0], [255, 0, 0], [0, 255, 0]], np.uint8),
+    label_ids=[3, 7],
+    label_names=["cat", "dog"],
+  )
 
 
 def test_round_trip_is_exact(tmp_path):
   lp = _prompt()
   path = str(tmp_path / "p.npz")
-  meta = prompts.save(path, lp, model_cfg=CFG, weights_hash="ab" * 32,
-                      made_by={"tune_workdir": "/x", "step": 5})
+  meta = prompts.save(
+    path, lp, model_cfg=CFG, weights_hash="ab" * 32, made_by={"tune_workdir": "/x", "step": 5}
+  )
   got = prompts.load(path, model_cfg=CFG, weights_hash="ab" * 32)
   assert got.image.dtype == np.float32 and got.target.dtype == np.float32
   np.testing.assert_array_equal(got.image, lp.image)
@@ -36,8 +41,9 @@ def test_round_trip_is_exact(tmp_path):
   assert got.meta == meta
   assert got.meta["canvas"] == [64, 32] and got.meta["made_by"]["step"] == 5
   # a runtime-only field (dtype) does not matter
-  prompts.load(path, model_cfg=seggpt.get_config("test", image_size=(32, 32), patch=8,
-                                                  dtype="bfloat16"))
+  prompts.load(
+    path, model_cfg=seggpt.get_config("test", image_size=(32, 32), patch=8, dtype="bfloat16")
+  )
   assert sorted(os.listdir(tmp_path)) == ["p.npz", "p_image.png", "p_target.png"]
 
 
@@ -55,13 +61,17 @@ def test_wrong_variant_canvas_or_weights_is_a_clear_error(tmp_path):
   path = str(tmp_path / "p.npz")
   prompts.save(path, _prompt(), model_cfg=CFG, weights_hash="ab" * 32)
   other_canvas = seggpt.get_config("test", image_size=(48, 32), patch=8)
-  with pytest.raises(prompts.PromptError,
-                     match=r"p\.npz: prompt made for canvas \(64, 32\) \(image_size \(32, 32\)\), "
-                           r"but the model's canvas is \(96, 32\)"):
+  with pytest.raises(
+    prompts.PromptError,
+    match=r"p\.npz: prompt made for canvas \(64, 32\) \(image_size \(32, 32\)\), "
+    r"but the model's canvas is \(96, 32\)",
+  ):
     prompts.load(path, model_cfg=other_canvas)
   other_variant = seggpt.get_config("test", image_size=(32, 32), patch=8, width=64)
-  with pytest.raises(prompts.PromptError,
-                     match=r"p\.npz: prompt made for another model variant .*'width': \(32, 64\)"):
+  with pytest.raises(
+    prompts.PromptError,
+    match=r"p\.npz: prompt made for another model variant .*'width': \(32, 64\)",
+  ):
     prompts.load(path, model_cfg=other_variant)
   with pytest.raises(prompts.PromptError, match=r"p\.npz: prompt tuned with weights abababab"):
     prompts.load(path, model_cfg=CFG, weights_hash="cd" * 32)
@@ -87,8 +97,11 @@ def test_corrupt_or_missing_file(tmp_path):
 def test_save_rejects_bad_prompt_and_leaves_nothing(tmp_path):
   lp = _prompt()
   lp.image = lp.image[:16]
-  with pytest.raises(prompts.PromptError, match=r"prompt image has shape \(16, 32, 3\), "
-                                                r"expected \(32, 32, 3\)"):
+  with pytest.raises(
+    prompts.PromptError,
+    match=r"prompt image has shape \(16, 32, 3\), "
+    r"expected \(32, 32, 3\)",
+  ):
     prompts.save(str(tmp_path / "p.npz"), lp, model_cfg=CFG, weights_hash=None)
   with pytest.raises(prompts.PromptError, match="must end with .npz"):
     prompts.save(str(tmp_path / "p.bin"), _prompt(), model_cfg=CFG, weights_hash=None)

@@ -1,5 +1,6 @@
 """experiments/show_real_results.py end to end on ../shared/data with a tiny random model:
 every experiment runs and writes its JSON and table (numbers are the script's business)."""
+
 import json
 
 import pytest
@@ -13,12 +14,32 @@ from incontext.models import seggpt
 def test_eval_stage_writes_results(tmp_path):
   data = str(shared_data_dir())
   params = str(tmp_path / "params")
-  checkpoint.save_model(params, seggpt.create("test", image_size=(16, 16), patch=4,
-                                              drop_path=0.0, seed=0),
-                        source={"trainer": "test", "step": 0, "loss": {"beta": 5.0}})
-  show_real_results.main(["eval", "--workdir", str(tmp_path / "w"), "--checkpoint", params,
-                          "--data", data, "--tune_steps", "2", "--episodes", "2", "--shots", "2",
-                          "--memory", "1", "--max_frames", "3"])
+  checkpoint.save_model(
+    params,
+    seggpt.create("test", image_size=(16, 16), patch=4, drop_path=0.0, seed=0),
+    source={"trainer": "test", "step": 0, "loss": {"beta": 5.0}},
+  )
+  show_real_results.main(
+    [
+      "eval",
+      "--workdir",
+      str(tmp_path / "w"),
+      "--checkpoint",
+      params,
+      "--data",
+      data,
+      "--tune_steps",
+      "2",
+      "--episodes",
+      "2",
+      "--shots",
+      "2",
+      "--memory",
+      "1",
+      "--max_frames",
+      "3",
+    ]
+  )
   res = json.load(open(tmp_path / "w" / "real_results.json"))
   assert set(res["tuning"]) == {"horse", "kvasir"}
   for task, n_eval in show_real_results.TUNE_EVAL.items():
@@ -33,13 +54,15 @@ def test_eval_stage_writes_results(tmp_path):
     assert mean["each_miou"][0] == tune["untuned example prompt"]["miou"]
     assert mean["miou"] == pytest.approx(sum(mean["each_miou"]) / 8, rel=1e-6)
   assert set(res["fewshot"]) == {"coco128_fold0", "horse"}
-  assert {"1-shot", "2-shot feature", "2-shot spatial",
-          "copy prompt mask (baseline)"} <= set(res["fewshot"]["horse"])
+  assert {"1-shot", "2-shot feature", "2-shot spatial", "copy prompt mask (baseline)"} <= set(
+    res["fewshot"]["horse"]
+  )
   assert {"K=0", "K=1", "copy first mask (baseline)"} <= set(res["davis"])
   cal = res["davis_calibrated"]
   for k in ("K=0", "K=1"):
     assert cal[k]["calibration_jf"][str(cal[k]["threshold"])] == max(
-        cal[k]["calibration_jf"].values())
+      cal[k]["calibration_jf"].values()
+    )
   assert cal["copy first mask (baseline)"] == res["davis"]["copy first mask (baseline)"]
   table = (tmp_path / "w" / "real_results.md").read_text()
   assert "held-out tuning loss" in table and "copy first mask (baseline)" in table
@@ -52,13 +75,15 @@ def test_tuning_splits_are_disjoint():
   not the horse few-shot episodes' examples either (all three slices of one permutation)."""
   from experiments.configs import prompt_tune, seggpt_eval
   from incontext.data import selection, sources
+
   for name, n_eval in show_real_results.TUNE_EVAL.items():
     task = dict(prompt_tune.get_config(f"task={name}").task)
     root = str(shared_data_dir(task["root"].split("/")[-1]))
     n = len(sources.make_source(dict(task, root=root)))
     tune = set(selection.select_indices(n, task))
-    ev = set(selection.select_indices(n, dict(task, start=task["stop"],
-                                              stop=task["stop"] + n_eval)))
+    ev = set(
+      selection.select_indices(n, dict(task, start=task["stop"], stop=task["stop"] + n_eval))
+    )
     assert len(tune) == 64 and len(ev) == n_eval and not tune & ev
     if name == "horse":
       fs = set(selection.select_indices(n, dict(seggpt_eval.get_config().fewshot.horse.select)))

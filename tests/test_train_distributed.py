@@ -1,6 +1,7 @@
 """Two jax.distributed processes on localhost (4 CPU devices each, gloo collectives) train
 the same config as one 8-device process: the losses agree to rtol 1e-5 (the per-host batches
 hold the same samples, only the reduction order differs)."""
+
 import json
 import os
 import socket
@@ -31,12 +32,13 @@ WORKER = textwrap.dedent("""
 
 def config():
   from experiments.configs import seggpt_train
+
   c = seggpt_train.get_config("quickstart,runlocal")
   c.total_steps = 2
   c.evals.every = 0
   c.evals.at_end = False
   c.export_params = False
-  c.ckpt.every = 0                       # only the final (multi-host) checkpoint
+  c.ckpt.every = 0  # only the final (multi-host) checkpoint
   c.mesh = [("data", 4), ("fsdp", 2)]
   c.sharding_rules = "fsdp"
   return c
@@ -57,11 +59,23 @@ def _losses(workdir):
 def test_two_process_run_matches_single_process(tmp_path):
   port = _free_port()
   multi = str(tmp_path / "multi")
-  env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=4",
-             JAX_PLATFORMS="cpu", PYTHONPATH=ROOT)
-  procs = [subprocess.Popen([sys.executable, "-c", WORKER, str(port), str(i), multi], cwd=ROOT,
-                            env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-           for i in range(2)]
+  env = dict(
+    os.environ,
+    XLA_FLAGS="--xla_force_host_platform_device_count=4",
+    JAX_PLATFORMS="cpu",
+    PYTHONPATH=ROOT,
+  )
+  procs = [
+    subprocess.Popen(
+      [sys.executable, "-c", WORKER, str(port), str(i), multi],
+      cwd=ROOT,
+      env=env,
+      stdout=subprocess.PIPE,
+      stderr=subprocess.STDOUT,
+      text=True,
+    )
+    for i in range(2)
+  ]
   outs = []
   for p in procs:
     try:

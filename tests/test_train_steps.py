@@ -1,4 +1,5 @@
 """Optimiser pieces (schedule, layer decay, weight-decay mask) and frozen/trainable filters."""
+
 import functools
 
 import jax
@@ -34,7 +35,7 @@ def test_layer_ids_and_scales_follow_painter():
   for name in ("mask_token", "norm/scale", "decoder_head/kernel", "type_token_cls"):
     assert optim.layer_id(name, 24) == 25
   assert optim.lr_scale("blocks/23/mlp/fc2/bias", 24, 0.8) == pytest.approx(0.8)
-  assert optim.lr_scale("pos_embed", 24, 0.8) == pytest.approx(0.8 ** 25)
+  assert optim.lr_scale("pos_embed", 24, 0.8) == pytest.approx(0.8**25)
 
 
 def _setup(**optim_kw):
@@ -42,13 +43,18 @@ def _setup(**optim_kw):
   model = seggpt.SegGPT(cfg, rngs=nnx.Rngs(0))
   graphdef, params = nnx.split(model)
   params = nnx.to_pure_dict(params)
-  o = ml_collections.ConfigDict(dict(lr=1e-3, warmup_steps=0, total_steps=10, wd=0.1, clip=3.0,
-                                     layer_decay=0.8, **optim_kw))
+  o = ml_collections.ConfigDict(
+    dict(lr=1e-3, warmup_steps=0, total_steps=10, wd=0.1, clip=3.0, layer_decay=0.8, **optim_kw)
+  )
   tx, sched = optim.make_tx(o, depth=cfg.depth)
-  batch = next(procedural.make_train_iterator(dict(image_size=16, patch_size=4, read_threads=1),
-                                              seed=0, batch_size=4))
-  fn = jax.jit(functools.partial(steps.train_step, graphdef=graphdef, tx=tx, schedule=sched,
-                                 patch=cfg.patch))
+  batch = next(
+    procedural.make_train_iterator(
+      dict(image_size=16, patch_size=4, read_threads=1), seed=0, batch_size=4
+    )
+  )
+  fn = jax.jit(
+    functools.partial(steps.train_step, graphdef=graphdef, tx=tx, schedule=sched, patch=cfg.patch)
+  )
   return params, tx, fn, batch
 
 
@@ -62,8 +68,15 @@ def test_weight_decay_mask_and_layer_decay_are_applied():
   for name in ("blocks/3/attn/qkv/kernel", "blocks/0/attn/rel_pos_h", "decoder_embed/kernel"):
     scale = optim.lr_scale(name, 7, 0.8)
     np.testing.assert_allclose(u[name], -1e-3 * scale * 0.1 * p[name], rtol=1e-5, atol=1e-12)
-  for name in ("blocks/3/attn/qkv/bias", "norm/scale", "pos_embed", "mask_token",
-               "type_token_ins", "segment_token_x", "decoder_norm/bias"):
+  for name in (
+    "blocks/3/attn/qkv/bias",
+    "norm/scale",
+    "pos_embed",
+    "mask_token",
+    "type_token_ins",
+    "segment_token_x",
+    "decoder_norm/bias",
+  ):
     assert not np.any(u[name]), name
 
 

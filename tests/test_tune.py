@@ -1,5 +1,6 @@
 """In-context tuning: frozen params stay bit-identical, the prompt learns, resume reproduces,
 export round trip is exact (8 fake CPU devices, data-parallel mesh)."""
+
 import json
 import os
 
@@ -33,8 +34,8 @@ def _examples(n=12, seed=0):
     img = rng.integers(0, 80, (40, 40, 3)).astype(np.uint8)
     m = np.zeros((40, 40), np.int32)
     r, c = rng.integers(2, 22, 2)
-    img[r:r + 16, c:c + 16] = rng.integers(150, 256, 3)
-    m[r:r + 16, c:c + 16] = 1
+    img[r : r + 16, c : c + 16] = rng.integers(150, 256, 3)
+    m[r : r + 16, c : c + 16] = 1
     out.append({"image": img, "mask": m})
   return out
 
@@ -61,8 +62,9 @@ def _flat_numpy(state):
 def test_tuning_learns_prompt_and_never_touches_params(params_dir, tmp_path):
   ex = _examples()
   before = _flat_numpy(nnx.state(checkpoint.load_model(params_dir), nnx.Param))
-  out = tuner.run_tune(_config(params_dir, total_steps=12, ckpt_every=12), str(tmp_path / "w"),
-                       examples=ex)
+  out = tuner.run_tune(
+    _config(params_dir, total_steps=12, ckpt_every=12), str(tmp_path / "w"), examples=ex
+  )
   # Frozen params: never donated (still alive) and bit-identical after tuning.
   leaves = jax.tree.leaves(out["params"])
   assert not any(l.is_deleted() for l in leaves)
@@ -78,15 +80,23 @@ def test_tuning_learns_prompt_and_never_touches_params(params_dir, tmp_path):
   model = checkpoint.load_model(params_dir)
   gd, st = nnx.split(model)
   full = {k: jnp.asarray(v) for k, v in data.items()}
-  loss = lambda p: float(tune_steps.tune_loss(jax.tree.map(jnp.asarray, p), full, graphdef=gd,
-                                              params=st, seg_type=0))
+  loss = lambda p: float(
+    tune_steps.tune_loss(jax.tree.map(jnp.asarray, p), full, graphdef=gd, params=st, seg_type=0)
+  )
   init = {"image": data["image"][0], "target": data["target"][0]}
   # (a random tiny model depends only weakly on its prompt: a small but exact decrease)
   assert loss(out["prompt"]) < loss(init) - 1e-3
   # Outputs a person looks at.
   w = tmp_path / "w"
-  for f in ("curve.png", "prompt_image.png", "prompt_target.png", "prompt.npz",
-            "metrics.jsonl", "tune_meta.json", "config.json"):
+  for f in (
+    "curve.png",
+    "prompt_image.png",
+    "prompt_target.png",
+    "prompt.npz",
+    "metrics.jsonl",
+    "tune_meta.json",
+    "config.json",
+  ):
     assert (w / f).exists(), f
   rows = [json.loads(l) for l in open(w / "metrics.jsonl")]
   assert [r["step"] for r in rows] == list(range(1, 13))
@@ -94,13 +104,14 @@ def test_tuning_learns_prompt_and_never_touches_params(params_dir, tmp_path):
 
 def test_killed_and_resumed_gives_the_same_losses(params_dir, tmp_path):
   ex = _examples()
-  straight = tuner.run_tune(_config(params_dir, learn_target=True), str(tmp_path / "a"),
-                            examples=ex)
-  first = tuner.run_tune(_config(params_dir, learn_target=True), str(tmp_path / "b"),
-                         examples=ex, stop_at=3)
+  straight = tuner.run_tune(
+    _config(params_dir, learn_target=True), str(tmp_path / "a"), examples=ex
+  )
+  first = tuner.run_tune(
+    _config(params_dir, learn_target=True), str(tmp_path / "b"), examples=ex, stop_at=3
+  )
   assert first["step"] == 3 and not (tmp_path / "b" / "prompt.npz").exists()
-  resumed = tuner.run_tune(_config(params_dir, learn_target=True), str(tmp_path / "b"),
-                           examples=ex)
+  resumed = tuner.run_tune(_config(params_dir, learn_target=True), str(tmp_path / "b"), examples=ex)
   assert resumed["step"] == 6 and len(straight["losses"]) == 6
   np.testing.assert_array_equal(resumed["losses"], straight["losses"])
   np.testing.assert_array_equal(resumed["prompt"]["image"], straight["prompt"]["image"])
@@ -111,25 +122,45 @@ def test_killed_and_resumed_gives_the_same_losses(params_dir, tmp_path):
   # Export (CLI) of the tuned prompt: exact round trip of the checkpointed tensors.
   out = str(tmp_path / "exported.npz")
   assert cli.main(["export-prompt", "--workdir", str(tmp_path / "b"), "--out", out]) == 0
-  lp = prompts.load(out, model_cfg=checkpoint.load_model(params_dir).cfg,
-                    weights_hash=checkpoint.read_meta(params_dir)["weights_hash"])
+  lp = prompts.load(
+    out,
+    model_cfg=checkpoint.load_model(params_dir).cfg,
+    weights_hash=checkpoint.read_meta(params_dir)["weights_hash"],
+  )
   np.testing.assert_array_equal(lp.image, resumed["prompt"]["image"])
   np.testing.assert_array_equal(lp.target, resumed["prompt"]["target"])
   assert lp.meta["made_by"]["step"] == 6 and lp.label_names == ["polyp"]
   assert os.path.exists(str(tmp_path / "exported_image.png"))
   # ... and `incontext segment --learned-prompt` uses it (alone).
   from PIL import Image
+
   Image.fromarray(ex[0]["image"]).save(tmp_path / "q.png")
-  assert cli.main(["segment", "--checkpoint", params_dir, "--learned-prompt", out, "--query",
-                   str(tmp_path / "q.png"), "--out", str(tmp_path / "seg")]) == 0
+  assert (
+    cli.main(
+      [
+        "segment",
+        "--checkpoint",
+        params_dir,
+        "--learned-prompt",
+        out,
+        "--query",
+        str(tmp_path / "q.png"),
+        "--out",
+        str(tmp_path / "seg"),
+      ]
+    )
+    == 0
+  )
   assert os.listdir(tmp_path / "seg")
   # An earlier step, and the errors.
   lp3 = tuner.export(str(tmp_path / "b"), str(tmp_path / "s3.npz"), step=3)
   assert lp3["made_by"]["step"] == 3
   with pytest.raises(ValueError, match=r"no checkpoint for step 4; have \[3, 6\]"):
     tuner.export(str(tmp_path / "b"), str(tmp_path / "s4.npz"), step=4)
-  assert cli.main(["export-prompt", "--workdir", str(tmp_path / "nope"), "--out", out,
-                   "--overwrite"]) == 2
+  assert (
+    cli.main(["export-prompt", "--workdir", str(tmp_path / "nope"), "--out", out, "--overwrite"])
+    == 2
+  )
 
 
 def test_init_noise_and_errors(params_dir, tmp_path):
@@ -148,8 +179,7 @@ def test_init_noise_and_errors(params_dir, tmp_path):
 
 
 def test_configs_load():
-  for arg in ("task=kvasir,runlocal", "task=horse,init=noise,learn_target",
-              "task=davis_boat"):
+  for arg in ("task=kvasir,runlocal", "task=horse,init=noise,learn_target", "task=davis_boat"):
     c = prompt_tune.get_config(arg)
     assert c.total_steps >= 2
   with pytest.raises(ValueError, match="unknown task 'nope'"):
@@ -161,11 +191,12 @@ def test_tuning_loss_is_the_one_the_model_was_trained_with(params_dir, tmp_path)
   logged first loss is the masked smooth-L1 with that beta."""
   model = checkpoint.load_model(params_dir)
   trained = str(tmp_path / "trained")
-  checkpoint.save_model(trained, model, source={"trainer": "wd", "step": 1,
-                                                "loss": {"beta": 5.0, "painter": False}})
+  checkpoint.save_model(
+    trained, model, source={"trainer": "wd", "step": 1, "loss": {"beta": 5.0, "painter": False}}
+  )
   c = _config(trained, total_steps=1)
   assert c.loss.beta is None and tuner.loss_beta(c) == 5.0
-  assert tuner.loss_beta(_config(params_dir)) == 0.01     # no record: SegGPT's beta
+  assert tuner.loss_beta(_config(params_dir)) == 0.01  # no record: SegGPT's beta
   c.loss.beta = 0.5
   assert tuner.loss_beta(c) == 0.5
   c.loss.beta = None
@@ -177,7 +208,10 @@ def test_tuning_loss_is_the_one_the_model_was_trained_with(params_dir, tmp_path)
   batch = tuner.sample_batch(data, 1, 8, int(c.seed), bool(c.tune.hflip))
   gd, st = nnx.split(model)
   prompt = {"image": jnp.asarray(data["image"][0]), "target": jnp.asarray(data["target"][0])}
-  loss = lambda beta: float(tune_steps.tune_loss(prompt, jax.tree.map(jnp.asarray, batch),
-                                                 graphdef=gd, params=st, seg_type=0, beta=beta))
+  loss = lambda beta: float(
+    tune_steps.tune_loss(
+      prompt, jax.tree.map(jnp.asarray, batch), graphdef=gd, params=st, seg_type=0, beta=beta
+    )
+  )
   np.testing.assert_allclose(out["losses"][0], loss(5.0), rtol=1e-5)
   assert abs(loss(5.0) - loss(0.01)) > 1e-3

@@ -6,6 +6,7 @@ from a local cache laid out as `huggingface_hub` writes it, offline) -> export-h
 transformers' `AutoImageProcessor` + `SegGptForImageSegmentation` give the same labels as
 `Segmenter` on real photos; segment and segment-video; tune and evaluate on a `folder` task.
 """
+
 import json
 import os
 import shutil
@@ -26,8 +27,9 @@ import hf_reference  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # depth 12: the feature layers (3, 5, 8, 11) are what `convert` infers from the weights.
-CFG = seggpt.get_config("test", depth=12, feature_layers=seggpt._layers(12), image_size=(32, 32),
-                        patch=8)
+CFG = seggpt.get_config(
+  "test", depth=12, feature_layers=seggpt._layers(12), image_size=(32, 32), patch=8
+)
 REPO, COMMIT = "test-org/seggpt-tiny", "0123456789abcdef0123456789abcdef01234567"
 
 
@@ -49,6 +51,7 @@ def hf_folder(tmp_path_factory):
 def tiny_ckpt(hf_folder, tmp_path_factory):
   """The tiny model converted once (tests copy it into their working folder)."""
   from incontext.commands import convert as convert_cmd
+
   d = tmp_path_factory.mktemp("ckpt") / "params"
   convert_cmd.convert_file(str(hf_folder), str(d))
   return d
@@ -100,18 +103,24 @@ def _three_class_prompt(ccp, out_png):
 
 def test_official_weights_path_from_a_working_folder(hf_folder, tmp_path, monkeypatch, capsys):
   from transformers import AutoImageProcessor, SegGptForImageSegmentation
+
   horse, ccp = shared_data_dir("weizmann_horse"), shared_data_dir("clothing_co_parsing")
   monkeypatch.chdir(tmp_path)
   shutil.copytree(hf_folder, "downloads/seggpt-tiny")
-  rc, out, err = _run(["convert", "--source", "downloads/seggpt-tiny", "--out",
-                       "ckpts/seggpt_tiny"], capsys)
+  rc, out, err = _run(
+    ["convert", "--source", "downloads/seggpt-tiny", "--out", "ckpts/seggpt_tiny"], capsys
+  )
   assert rc == 0, err
   assert "hf layout" in out
-  rc, out, err = _run(["export-hf", "--checkpoint", "ckpts/seggpt_tiny", "--out", "hf_export"],
-                      capsys)
+  rc, out, err = _run(
+    ["export-hf", "--checkpoint", "ckpts/seggpt_tiny", "--out", "hf_export"], capsys
+  )
   assert rc == 0, err
-  assert sorted(os.listdir("hf_export")) == ["config.json", "model.safetensors",
-                                             "preprocessor_config.json"]
+  assert sorted(os.listdir("hf_export")) == [
+    "config.json",
+    "model.safetensors",
+    "preprocessor_config.json",
+  ]
   # The PIL backend (the default without torchvision) resizes with PIL as `Segmenter` does.
   proc = AutoImageProcessor.from_pretrained("hf_export", backend="pil")
   hm = SegGptForImageSegmentation.from_pretrained("hf_export").eval()
@@ -121,9 +130,10 @@ def test_official_weights_path_from_a_working_folder(hf_folder, tmp_path, monkey
   ccp_img = _three_class_prompt(ccp, tmp_path / "ccp_prompt.png")
   horse_q = [horse / "images" / f"horse00{i}.jpg" for i in (2, 3)]
   ccp_q = [ccp / "images" / f for f in sorted(os.listdir(ccp / "images"))[1:3]]
-  cases = [(horse / "images" / "horse001.jpg", horse / "masks" / "horse001.png", horse_q,
-            "instance"),
-           (ccp_img, tmp_path / "ccp_prompt.png", ccp_q, "semantic")]
+  cases = [
+    (horse / "images" / "horse001.jpg", horse / "masks" / "horse001.png", horse_q, "instance"),
+    (ccp_img, tmp_path / "ccp_prompt.png", ccp_q, "semantic"),
+  ]
   results = {}
   for pimg, pmask, queries, seg_type in cases:
     seg = I.Segmenter.from_checkpoint("ckpts/seggpt_tiny", seg_type=seg_type)
@@ -134,12 +144,18 @@ def test_official_weights_path_from_a_working_folder(hf_folder, tmp_path, monkey
     for q, r in zip(queries, ours):
       results[q] = r
       qi = Image.open(q).convert("RGB")
-      inp = proc(images=qi, prompt_images=Image.open(pimg).convert("RGB"),
-                 prompt_masks=ids.astype(np.int64), num_labels=num_labels, return_tensors="pt")
+      inp = proc(
+        images=qi,
+        prompt_images=Image.open(pimg).convert("RGB"),
+        prompt_masks=ids.astype(np.int64),
+        num_labels=num_labels,
+        return_tensors="pt",
+      )
       with torch.no_grad():
         pred = hm(**inp, embedding_type=seg_type)
       hf = proc.post_process_semantic_segmentation(
-          pred, target_sizes=[qi.size[::-1]], num_labels=num_labels)[0].numpy()
+        pred, target_sizes=[qi.size[::-1]], num_labels=num_labels
+      )[0].numpy()
       want = (r.labels > 0).astype(int) if raw_mask.max() == 255 else r.labels
       # Exact: same resize, same float32 network, same nearest-colour rule; the labels are a
       # real mix (checked below), not all background.
@@ -150,8 +166,21 @@ def test_official_weights_path_from_a_working_folder(hf_folder, tmp_path, monkey
   shutil.copy(horse / "images" / "horse001.jpg", "p.jpg")
   shutil.copy(horse / "masks" / "horse001.png", "p.png")
   shutil.copy(horse_q[0], "q.jpg")
-  rc, _, err = _run(["segment", "--checkpoint", "ckpts/seggpt_tiny", "--prompt", "p.jpg",
-                     "p.png", "--query", "q.jpg", "--out", "out"], capsys)
+  rc, _, err = _run(
+    [
+      "segment",
+      "--checkpoint",
+      "ckpts/seggpt_tiny",
+      "--prompt",
+      "p.jpg",
+      "p.png",
+      "--query",
+      "q.jpg",
+      "--out",
+      "out",
+    ],
+    capsys,
+  )
   assert rc == 0, err
   lab = np.asarray(Image.open(os.path.join("out", "q.png")))
   np.testing.assert_array_equal(lab > 0, results[horse_q[0]].labels > 0)
@@ -171,13 +200,17 @@ def test_convert_from_the_hub_cache(hf_folder, offline_hub, tmp_path, monkeypatc
   # A repo holding only the official .pth (as BAAI/SegGPT does).
   from safetensors.numpy import load_file
   from incontext.models import convert
+
   official = convert.hf_to_official(load_file(str(hf_folder / "model.safetensors")))
   os.makedirs("pth_repo")
-  torch.save({"model": {k: torch.from_numpy(v) for k, v in official.items()}},
-             "pth_repo/seggpt_vit_large.pth")
+  torch.save(
+    {"model": {k: torch.from_numpy(v) for k, v in official.items()}},
+    "pth_repo/seggpt_vit_large.pth",
+  )
   _hub_cache(offline_hub, tmp_path / "pth_repo", "test-org/seggpt-pth")
-  rc, out, err = _run(["convert", "--source", "hf:test-org/seggpt-pth", "--out", "ckpts/pth"],
-                      capsys)
+  rc, out, err = _run(
+    ["convert", "--source", "hf:test-org/seggpt-pth", "--out", "ckpts/pth"], capsys
+  )
   assert rc == 0 and "official layout" in out, err
   assert checkpoint.read_meta("ckpts/pth")["weights_hash"] == folder["weights_hash"]
   # A repo that is not in the cache, offline: one line naming the source, nothing written.
@@ -198,8 +231,7 @@ def test_convert_folder_checks_its_config(hf_folder, tmp_path, monkeypatch, caps
   shutil.copytree(hf_folder, "wrong_size")
   cfg["hidden_size"], cfg["image_size"] = 32, [128, 64]
   json.dump(cfg, open("wrong_size/config.json", "w"))
-  cases.append(("wrong_size", "config.json: image_size is [128, 64] but the weights have "
-                "[64, 32]"))
+  cases.append(("wrong_size", "config.json: image_size is [128, 64] but the weights have [64, 32]"))
   shutil.copytree(hf_folder, "no_config")
   os.remove("no_config/config.json")
   cases.append(("no_config", "no_config: transformers folder has no config.json"))
@@ -220,12 +252,27 @@ def test_segment_video_with_relative_paths(tiny_ckpt, tmp_path, monkeypatch, cap
   for f in sorted(os.listdir(davis / "JPEGImages" / "480p" / "boat"))[:2]:
     shutil.copy(davis / "JPEGImages" / "480p" / "boat" / f, os.path.join("frames", f))
   shutil.copy(davis / "Annotations" / "480p" / "boat" / "00000.png", "first.png")
-  rc, _, err = _run(["segment-video", "--checkpoint", "ckpt", "--frames", "frames",
-                     "--first-mask", "first.png", "--out", "video_out", "--memory", "1",
-                     "--no-gif"], capsys)
+  rc, _, err = _run(
+    [
+      "segment-video",
+      "--checkpoint",
+      "ckpt",
+      "--frames",
+      "frames",
+      "--first-mask",
+      "first.png",
+      "--out",
+      "video_out",
+      "--memory",
+      "1",
+      "--no-gif",
+    ],
+    capsys,
+  )
   assert rc == 0, err
   assert sorted(f for f in os.listdir("video_out") if f.endswith(".png")) == sorted(
-      os.path.splitext(f)[0] + ".png" for f in os.listdir("frames"))
+    os.path.splitext(f)[0] + ".png" for f in os.listdir("frames")
+  )
 
 
 def _folder_task(tmp_path, tiny_ckpt, n=5):
@@ -247,6 +294,7 @@ def test_folder_task_tune_and_evaluate_in_process(tiny_ckpt, tmp_path, monkeypat
   from experiments.configs import prompt_tune, seggpt_eval
   from incontext.evaluators import run as eval_run
   from incontext.train import tuner
+
   work = _folder_task(tmp_path, tiny_ckpt)
   monkeypatch.chdir(work)
   c = prompt_tune.get_config("task=folder,runlocal")
@@ -254,12 +302,24 @@ def test_folder_task_tune_and_evaluate_in_process(tiny_ckpt, tmp_path, monkeypat
   out = tuner.run_tune(entry.prepare(c), "tune")
   assert out["step"] == 2 and np.isfinite(out["losses"][-1])
   assert json.load(open("tune/tune_meta.json"))["init"] == str(work / "ckpt")
-  rc, _, err = _run(["segment", "--checkpoint", "ckpt", "--learned-prompt", "tune/prompt.npz",
-                     "--query", "imgs/horse005.jpg", "--out", "seg"], capsys)
+  rc, _, err = _run(
+    [
+      "segment",
+      "--checkpoint",
+      "ckpt",
+      "--learned-prompt",
+      "tune/prompt.npz",
+      "--query",
+      "imgs/horse005.jpg",
+      "--out",
+      "seg",
+    ],
+    capsys,
+  )
   assert rc == 0, err
   c = seggpt_eval.get_config("folder,runlocal")
   c.fewshot.folder.source.images, c.fewshot.folder.source.masks = "imgs/*.jpg", "masks/*.png"
-  c.fewshot.folder.shots = 1                # one method (1-shot) and its baseline: fast
+  c.fewshot.folder.shots = 1  # one method (1-shot) and its baseline: fast
   c.init = "ckpt"
   res = eval_run.run_eval(entry.prepare(c), "eval")
   assert list(res["fewshot"]) == ["folder"] and "davis" not in res
@@ -269,10 +329,12 @@ def test_folder_task_tune_and_evaluate_in_process(tiny_ckpt, tmp_path, monkeypat
 
 
 def _entry(args, cwd, env=None):
-  env = dict(os.environ, PYTHONPATH=ROOT, XLA_FLAGS="--xla_force_host_platform_device_count=1",
-             **(env or {}))
-  return subprocess.run([sys.executable, "-m", *args], cwd=cwd, env=env, capture_output=True,
-                        text=True, timeout=600)
+  env = dict(
+    os.environ, PYTHONPATH=ROOT, XLA_FLAGS="--xla_force_host_platform_device_count=1", **(env or {})
+  )
+  return subprocess.run(
+    [sys.executable, "-m", *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=600
+  )
 
 
 @pytest.mark.slow
@@ -281,34 +343,65 @@ def test_tune_and_evaluate_commands_on_a_folder_task(tiny_ckpt, tmp_path):
   found by name, globs and every path relative to the working folder; a bad glob is one line
   and exit status 2."""
   work = _folder_task(tmp_path, tiny_ckpt)
-  r = _entry(["experiments.tune", "--config", "prompt_tune.py:task=folder,runlocal",
-              "--config.task.images=imgs/*.jpg", "--config.task.masks=masks/*.png",
-              "--config.init=ckpt", "--workdir", "tune"], cwd=work)
+  r = _entry(
+    [
+      "experiments.tune",
+      "--config",
+      "prompt_tune.py:task=folder,runlocal",
+      "--config.task.images=imgs/*.jpg",
+      "--config.task.masks=masks/*.png",
+      "--config.init=ckpt",
+      "--workdir",
+      "tune",
+    ],
+    cwd=work,
+  )
   assert r.returncode == 0, r.stderr[-3000:]
   assert "prompt in tune/prompt.npz" in r.stdout
   assert json.load(open(work / "tune" / "tune_meta.json"))["init"] == str(work / "ckpt")
-  r = _entry(["experiments.evaluate", "--config",
-              "experiments/configs/seggpt_eval.py:folder,runlocal",
-              "--config.fewshot.folder.source.images=imgs/*.jpg",
-              "--config.fewshot.folder.source.masks=masks/*.png",
-              "--config.init=ckpt", "--workdir", "eval"], cwd=work)
+  r = _entry(
+    [
+      "experiments.evaluate",
+      "--config",
+      "experiments/configs/seggpt_eval.py:folder,runlocal",
+      "--config.fewshot.folder.source.images=imgs/*.jpg",
+      "--config.fewshot.folder.source.masks=masks/*.png",
+      "--config.init=ckpt",
+      "--workdir",
+      "eval",
+    ],
+    cwd=work,
+  )
   assert r.returncode == 0, r.stderr[-3000:]
   res = json.load(open(work / "eval" / "results.json"))
   assert list(res["fewshot"]) == ["folder"]
   assert res["fewshot"]["folder"]["_info"]["examples"] == 5
-  r = _entry(["experiments.evaluate", "--config", "seggpt_eval:folder,runlocal",
-              "--config.fewshot.folder.source.images=photos/*.jpg",
-              "--config.fewshot.folder.source.masks=masks/*.png",
-              "--config.init=ckpt", "--workdir", "eval2"], cwd=work)
+  r = _entry(
+    [
+      "experiments.evaluate",
+      "--config",
+      "seggpt_eval:folder,runlocal",
+      "--config.fewshot.folder.source.images=photos/*.jpg",
+      "--config.fewshot.folder.source.masks=masks/*.png",
+      "--config.init=ckpt",
+      "--workdir",
+      "eval2",
+    ],
+    cwd=work,
+  )
   assert r.returncode == 2 and "no images match photos/*.jpg" in r.stderr, r.stderr[-2000:]
   assert "Traceback" not in r.stderr
 
 
 def test_help_lists_presets_and_args_from_any_folder(tmp_path):
-  for mod, words in (("experiments.tune", ("task=kvasir|horse|davis_SEQ|folder",
-                                           "--config.task.images", "INCONTEXT_DATA_DIR")),
-                     ("experiments.evaluate", ("folder", "coco128_fold0", "shots=K")),
-                     ("experiments.train", ("quickstart", "runlocal", "--workdir"))):
+  for mod, words in (
+    (
+      "experiments.tune",
+      ("task=kvasir|horse|davis_SEQ|folder", "--config.task.images", "INCONTEXT_DATA_DIR"),
+    ),
+    ("experiments.evaluate", ("folder", "coco128_fold0", "shots=K")),
+    ("experiments.train", ("quickstart", "runlocal", "--workdir")),
+  ):
     r = _entry([mod, "--help"], cwd=tmp_path)
     assert r.returncode == 0, r.stderr[-2000:]
     for w in words:
@@ -317,6 +410,7 @@ def test_help_lists_presets_and_args_from_any_folder(tmp_path):
 
 def test_data_dir_setting_and_its_error(tmp_path, monkeypatch):
   from experiments.configs import common, prompt_tune, seggpt_eval, seggpt_train
+
   monkeypatch.delenv(common.DATA_DIR_ENV, raising=False)
   default = common.data_dir()
   assert default == os.path.join(os.path.dirname(ROOT), "shared", "data")
@@ -327,16 +421,25 @@ def test_data_dir_setting_and_its_error(tmp_path, monkeypatch):
   assert c.data_dir == str(tmp_path / "mydata")
   assert c.task.root == str(tmp_path / "mydata" / "kvasir_seg")
   # The env var's folder is missing: one line naming the setting and the path.
-  with pytest.raises(common.DataDirError, match=r"data_dir .*mydata: no such folder .*"
-                     r"--config.data_dir=DIR or INCONTEXT_DATA_DIR"):
+  with pytest.raises(
+    common.DataDirError,
+    match=r"data_dir .*mydata: no such folder .*"
+    r"--config.data_dir=DIR or INCONTEXT_DATA_DIR",
+  ):
     common.resolve_data_dir(c)
   # --config.data_dir (relative) moves every root, also in lists (the training mixture).
   (tmp_path / "d2").mkdir()
   monkeypatch.delenv(common.DATA_DIR_ENV)
-  for c, roots in ((seggpt_train.get_config("real"),
-                    lambda c: [d["root"] for d in c.input.datasets] + [c.evals.data.source.root]),
-                   (seggpt_eval.get_config(""),
-                    lambda c: [b.source.root for b in c.fewshot.values()] + [c.davis.root])):
+  for c, roots in (
+    (
+      seggpt_train.get_config("real"),
+      lambda c: [d["root"] for d in c.input.datasets] + [c.evals.data.source.root],
+    ),
+    (
+      seggpt_eval.get_config(""),
+      lambda c: [b.source.root for b in c.fewshot.values()] + [c.davis.root],
+    ),
+  ):
     c.data_dir = "d2"
     common.resolve_data_dir(c)
     assert c.data_dir == str(tmp_path / "d2")
@@ -349,6 +452,7 @@ def test_data_dir_setting_and_its_error(tmp_path, monkeypatch):
 
 def test_image_mask_globs_pairs_by_stem_and_names_what_is_wrong(tmp_path, monkeypatch):
   from incontext.data import sources
+
   monkeypatch.chdir(tmp_path)
   for d in ("a", "b", "m"):
     os.makedirs(d)
@@ -358,15 +462,19 @@ def test_image_mask_globs_pairs_by_stem_and_names_what_is_wrong(tmp_path, monkey
   for stem in ("x1", "x2"):
     Image.fromarray(img).save(f"a/{stem}.jpg")
     Image.fromarray(mask).save(f"m/{stem}.png")
-  Image.fromarray(mask).save("m/unused.png")             # a mask without an image is ignored
-  src = sources.make_source(dict(reader="image_mask_globs", images="a/*.jpg", masks="m/*.png"),
-                            cache=False)
+  Image.fromarray(mask).save("m/unused.png")  # a mask without an image is ignored
+  src = sources.make_source(
+    dict(reader="image_mask_globs", images="a/*.jpg", masks="m/*.png"), cache=False
+  )
   assert src.ids == ["x1", "x2"] and src.image_paths[0] == str(tmp_path / "a" / "x1.jpg")
   ex = src[1]
-  assert ex["mask"].sum() == 6 and list(ex["classes"]) == [1]      # 0/255 -> 0/1
+  assert ex["mask"].sum() == 6 and list(ex["classes"]) == [1]  # 0/255 -> 0/1
   Image.fromarray(img).save("a/x3.jpg")
-  with pytest.raises(sources.DataError, match=r"no mask matching m/\*.png for image .*x3.jpg "
-                     r"\(1 of 3 images"):
+  with pytest.raises(
+    sources.DataError,
+    match=r"no mask matching m/\*.png for image .*x3.jpg "
+    r"\(1 of 3 images",
+  ):
     sources.image_mask_globs("a/*.jpg", "m/*.png")
   Image.fromarray(img).save("b/x1.png")
   with pytest.raises(sources.DataError, match="several images have the stem 'x1'"):
@@ -379,13 +487,21 @@ def test_image_mask_globs_pairs_by_stem_and_names_what_is_wrong(tmp_path, monkey
 
 def test_config_file_is_found_from_any_folder(tmp_path, monkeypatch):
   from experiments import entry
+
   monkeypatch.chdir(tmp_path)
   cfg = os.path.join(ROOT, "experiments", "configs")
   got = entry.find_config(["tune", "--config", "prompt_tune:task=folder", "--workdir", "w"])
-  assert got == ["tune", "--config", os.path.join(cfg, "prompt_tune.py") + ":task=folder",
-                 "--workdir", "w"]
+  assert got == [
+    "tune",
+    "--config",
+    os.path.join(cfg, "prompt_tune.py") + ":task=folder",
+    "--workdir",
+    "w",
+  ]
   got = entry.find_config(["x", "--config=experiments/configs/seggpt_eval.py:folder,shots=2"])
-  assert got == ["x", "--config=" + os.path.join(ROOT, "experiments/configs/seggpt_eval.py")
-                 + ":folder,shots=2"]
-  (tmp_path / "mine.py").write_text("")                 # a file in the working folder wins
+  assert got == [
+    "x",
+    "--config=" + os.path.join(ROOT, "experiments/configs/seggpt_eval.py") + ":folder,shots=2",
+  ]
+  (tmp_path / "mine.py").write_text("")  # a file in the working folder wins
   assert entry.find_config(["x", "--config", "mine.py:a"]) == ["x", "--config", "mine.py:a"]

@@ -1,4 +1,5 @@
 """Video propagation: FIFO memory, object ids kept through colours, DAVIS PNGs, CLI."""
+
 import os
 
 import numpy as np
@@ -23,10 +24,10 @@ def _video(n=5, h=40, w=48, seed=0):
   for t in range(n):
     f = rng.integers(90, 110, (h, w, 3)).astype(np.uint8)
     m = np.zeros((h, w), np.int32)
-    f[4:14, 2 + 2 * t:12 + 2 * t] = (220, 30, 30)
-    m[4:14, 2 + 2 * t:12 + 2 * t] = 3
-    f[18:28, 14 + t:22 + t] = (30, 220, 30)
-    m[18:28, 14 + t:22 + t] = 7
+    f[4:14, 2 + 2 * t : 12 + 2 * t] = (220, 30, 30)
+    m[4:14, 2 + 2 * t : 12 + 2 * t] = 3
+    f[18:28, 14 + t : 22 + t] = (30, 220, 30)
+    m[18:28, 14 + t : 22 + t] = 7
     frames.append(f)
     ids.append(m)
   return frames, ids
@@ -46,7 +47,7 @@ def test_ids_colours_round_trip():
 def test_fifo_memory_and_colour_masks(model):
   """A stub predictor that returns the newest prompt's target: the FIFO must hold each frame's
   decoded colour mask (both objects kept apart), never more than K + 1 prompts."""
-  frames, ids = _video(6, h=32, w=32)   # at the model's size: no resampling losses
+  frames, ids = _video(6, h=32, w=32)  # at the model's size: no resampling losses
   seen = []
 
   def stub(m, imgs, tgts, q, *, seg_type, feature_ensemble):
@@ -59,7 +60,7 @@ def test_fifo_memory_and_colour_masks(model):
   assert all(s[2] == "instance" for s in seen)
   assert len(out) == 6
   np.testing.assert_array_equal(out[0], ids[0])
-  for o in out[1:]:   # copying through the memory keeps both objects with their own ids
+  for o in out[1:]:  # copying through the memory keeps both objects with their own ids
     np.testing.assert_array_equal(o, ids[0])
   seen.clear()
   list(video.propagate(model, frames, ids[0], memory=0, predict_fn=stub))
@@ -104,11 +105,11 @@ def test_propagate_threshold_outputs_and_memory(model):
   out = list(video.propagate(model, frames, one, memory=1, predict_fn=dim, threshold=0.3))
   for o in out:
     np.testing.assert_array_equal(o, one)
-  for s in seen:                      # the newest prompt (first frame, then the memory)
+  for s in seen:  # the newest prompt (first frame, then the memory)
     np.testing.assert_array_equal(s, one == 1)
   with pytest.raises(ValueError, match="single-object"):
     next(video.propagate(model, frames, ids[0], threshold=0.3))
-  next(video.propagate(model, frames, one, threshold=0.3))   # frame 0 is the mask itself
+  next(video.propagate(model, frames, one, threshold=0.3))  # frame 0 is the mask itself
 
 
 def test_propagate_real_model_output_ids(model):
@@ -152,11 +153,28 @@ def test_cli_segment_video(model, tmp_path):
     Image.fromarray(f).save(fdir / f"{t:05d}.jpg", quality=95)
   video.save_id_png(str(tmp_path / "first.png"), ids[0])
   out = tmp_path / "out"
-  argv = ["segment-video", "--checkpoint", params, "--frames", str(fdir), "--first-mask",
-          str(tmp_path / "first.png"), "--out", str(out), "--memory", "2"]
+  argv = [
+    "segment-video",
+    "--checkpoint",
+    params,
+    "--frames",
+    str(fdir),
+    "--first-mask",
+    str(tmp_path / "first.png"),
+    "--out",
+    str(out),
+    "--memory",
+    "2",
+  ]
   assert cli.main(argv) == 0
-  assert sorted(os.listdir(out)) == [".incontext-outputs.json", "00000.png", "00001.png",
-                                     "00002.png", "00003.png", "overlay.gif"]
+  assert sorted(os.listdir(out)) == [
+    ".incontext-outputs.json",
+    "00000.png",
+    "00001.png",
+    "00002.png",
+    "00003.png",
+    "overlay.gif",
+  ]
   np.testing.assert_array_equal(np.asarray(Image.open(out / "00000.png")), ids[0])
   for t in range(1, 4):
     got = np.asarray(Image.open(out / f"{t:05d}.png"))
@@ -165,8 +183,17 @@ def test_cli_segment_video(model, tmp_path):
   # errors: existing output, wrong mask size, missing frames; nothing half-written
   assert cli.main(argv) == 2
   Image.fromarray(np.zeros((10, 10), np.uint8)).save(tmp_path / "small.png")
-  bad = ["segment-video", "--checkpoint", params, "--frames", str(fdir), "--first-mask",
-         str(tmp_path / "small.png"), "--out", str(tmp_path / "o2")]
+  bad = [
+    "segment-video",
+    "--checkpoint",
+    params,
+    "--frames",
+    str(fdir),
+    "--first-mask",
+    str(tmp_path / "small.png"),
+    "--out",
+    str(tmp_path / "o2"),
+  ]
   assert cli.main(bad) == 2
   bad[4] = str(tmp_path / "nope")
   assert cli.main(bad) == 2
@@ -180,14 +207,37 @@ def test_cli_errors_message(model, tmp_path, capsys):
   fdir.mkdir()
   Image.fromarray(frames[0]).save(fdir / "a.jpg")
   Image.fromarray(np.zeros((10, 10), np.uint8)).save(tmp_path / "small.png")
-  rc = cli.main(["segment-video", "--checkpoint", str(tmp_path), "--frames", str(fdir),
-                 "--first-mask", str(tmp_path / "small.png"), "--out", str(tmp_path / "o")])
+  rc = cli.main(
+    [
+      "segment-video",
+      "--checkpoint",
+      str(tmp_path),
+      "--frames",
+      str(fdir),
+      "--first-mask",
+      str(tmp_path / "small.png"),
+      "--out",
+      str(tmp_path / "o"),
+    ]
+  )
   assert rc == 2
   err = capsys.readouterr().err
   assert "small.png: size (10, 10) (w, h) does not match the first frame" in err
   video.save_id_png(str(tmp_path / "two.png"), ids[0])
-  rc = cli.main(["segment-video", "--checkpoint", str(tmp_path), "--frames", str(fdir),
-                 "--first-mask", str(tmp_path / "two.png"), "--out", str(tmp_path / "o"),
-                 "--threshold", "0.4"])
+  rc = cli.main(
+    [
+      "segment-video",
+      "--checkpoint",
+      str(tmp_path),
+      "--frames",
+      str(fdir),
+      "--first-mask",
+      str(tmp_path / "two.png"),
+      "--out",
+      str(tmp_path / "o"),
+      "--threshold",
+      "0.4",
+    ]
+  )
   assert rc == 2 and "--threshold needs a single-object --first-mask" in capsys.readouterr().err
   assert not (tmp_path / "o").exists()

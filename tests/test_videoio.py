@@ -1,5 +1,6 @@
 """Video files: PyAV read/write round trip and `segment-video --video IN.mp4` on a short MP4
 encoded from a DAVIS sequence (same masks as `--frames` on the decoded frames)."""
+
 import fractions
 import os
 
@@ -15,7 +16,7 @@ from incontext import checkpoint, cli, videoio  # noqa: E402
 from incontext.models import seggpt  # noqa: E402
 
 SIZE = (32, 32)
-HW = (54, 96)          # frames downscaled from DAVIS 480p (even sizes: no yuv420p padding)
+HW = (54, 96)  # frames downscaled from DAVIS 480p (even sizes: no yuv420p padding)
 FPS = fractions.Fraction(12)
 
 
@@ -44,7 +45,7 @@ def clip(tmp_path_factory):
 
 def test_writer_reader_round_trip(tmp_path):
   rng = np.random.default_rng(0)
-  flat = [np.full((31, 45, 3), v, np.uint8) for v in (20, 120, 220)]   # odd size: padded
+  flat = [np.full((31, 45, 3), v, np.uint8) for v in (20, 120, 220)]  # odd size: padded
   path = tmp_path / "x.mp4"
   with videoio.VideoWriter(str(path), fps=fractions.Fraction(30000, 1001)) as w:
     for f in flat:
@@ -73,8 +74,21 @@ def test_unreadable_video(tmp_path):
 def test_segment_video_mp4_matches_frames(ckpt, clip, tmp_path, capsys):
   mp4, first = clip
   out = tmp_path / "out"
-  rc = cli.main(["segment-video", "--checkpoint", ckpt, "--video", str(mp4), "--first-mask",
-                 str(first), "--out", str(out), "--memory", "2"])
+  rc = cli.main(
+    [
+      "segment-video",
+      "--checkpoint",
+      ckpt,
+      "--video",
+      str(mp4),
+      "--first-mask",
+      str(first),
+      "--out",
+      str(out),
+      "--memory",
+      "2",
+    ]
+  )
   assert rc == 0, capsys.readouterr().err
   names = [f"{i:05d}.png" for i in range(5)]
   assert sorted(os.listdir(out)) == names + ["overlay.mp4"]
@@ -88,23 +102,49 @@ def test_segment_video_mp4_matches_frames(ckpt, clip, tmp_path, capsys):
   for i, f in enumerate(videoio.read_frames(str(mp4))):
     Image.fromarray(f).save(frames / f"{i:05d}.png")
   ref = tmp_path / "ref"
-  rc = cli.main(["segment-video", "--checkpoint", ckpt, "--frames", str(frames),
-                 "--first-mask", str(first), "--out", str(ref), "--memory", "2", "--no-gif"])
+  rc = cli.main(
+    [
+      "segment-video",
+      "--checkpoint",
+      ckpt,
+      "--frames",
+      str(frames),
+      "--first-mask",
+      str(first),
+      "--out",
+      str(ref),
+      "--memory",
+      "2",
+      "--no-gif",
+    ]
+  )
   assert rc == 0, capsys.readouterr().err
   for n in names:
     a, b = Image.open(out / n), Image.open(ref / n)
     assert a.mode == "P" and a.size == HW[::-1]
     np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
-  np.testing.assert_array_equal(np.asarray(Image.open(out / names[0])),
-                                np.asarray(Image.open(first)))
+  np.testing.assert_array_equal(
+    np.asarray(Image.open(out / names[0])), np.asarray(Image.open(first))
+  )
 
 
 def test_segment_video_bad_mask_size(ckpt, clip, tmp_path, capsys):
   mp4, _ = clip
   m = tmp_path / "m.png"
   Image.fromarray(np.full((10, 10), 255, np.uint8)).save(m)
-  rc = cli.main(["segment-video", "--checkpoint", ckpt, "--video", str(mp4), "--first-mask",
-                 str(m), "--out", str(tmp_path / "o")])
+  rc = cli.main(
+    [
+      "segment-video",
+      "--checkpoint",
+      ckpt,
+      "--video",
+      str(mp4),
+      "--first-mask",
+      str(m),
+      "--out",
+      str(tmp_path / "o"),
+    ]
+  )
   assert rc == 2
   assert "does not match the video" in capsys.readouterr().err
   assert not os.path.exists(tmp_path / "o")

@@ -1,4 +1,5 @@
 """Results people can see: palette label PNGs, Result.save/overlay, query expansion, warnings."""
+
 import logging
 import os
 
@@ -28,11 +29,14 @@ def ckpt(model, tmp_path_factory):
 
 def _oracle(monkeypatch, paint=None):
   """A 'model' that paints the first prompt's target (or `paint`, a normalised colour)."""
+
   def fake(model, prompt_imgs, prompt_tgts, queries, *, seg_type, feature_ensemble=True):
     if paint is not None:
-      return np.broadcast_to(canvas.normalize(np.asarray(paint, np.uint8)),
-                             np.shape(queries)).copy()
+      return np.broadcast_to(
+        canvas.normalize(np.asarray(paint, np.uint8)), np.shape(queries)
+      ).copy()
     return np.broadcast_to(np.asarray(prompt_tgts)[0], np.shape(queries)).copy()
+
   monkeypatch.setattr(I, "predict_canvas_batch", fake)
 
 
@@ -51,8 +55,8 @@ def test_binary_label_png_is_visible(tmp_path, fg):
   imageio.save_label_png(p, ids, pal)
   im = Image.open(p)
   assert im.mode == "P"
-  np.testing.assert_array_equal(np.asarray(im), ids)                  # index = label id
-  np.testing.assert_array_equal(imageio.load_mask(p), ids)            # reads back as ids
+  np.testing.assert_array_equal(np.asarray(im), ids)  # index = label id
+  np.testing.assert_array_equal(imageio.load_mask(p), ids)  # reads back as ids
   rgb = np.asarray(im.convert("RGB"))
   assert tuple(rgb[3, 4]) == (255, 255, 255) and tuple(rgb[0, 0]) == (0, 0, 0)
 
@@ -77,11 +81,14 @@ def test_result_save_and_overlay_round_trip(ckpt, tmp_path, monkeypatch):
   img = coco / "images" / "train2017" / "000000000009.jpg"
   mask = coco / "masks_semantic" / "train2017" / "000000000009.png"
   seg = I.Segmenter.from_checkpoint(ckpt)
-  r = seg.segment((img, mask), str(img))[0]         # one pair and one string query
+  r = seg.segment((img, mask), str(img))[0]  # one pair and one string query
   assert r.name == "000000000009" and r.labels.shape == r.image.shape[:2]
   paths = r.save(tmp_path / "out", raw=True)
   assert [os.path.basename(p) for p in paths] == [
-      "000000000009.png", "000000000009_overlay.png", "000000000009.raw.npy"]
+    "000000000009.png",
+    "000000000009_overlay.png",
+    "000000000009.raw.npy",
+  ]
   ids = sorted(set(np.unique(I.load_mask(mask)).tolist()) - {0})
   lab = Image.open(paths[0])
   assert lab.mode == "P"
@@ -117,23 +124,33 @@ def test_query_folders_and_globs(ckpt, tmp_path, capsys, monkeypatch):
   q.mkdir()
   for n in ("b_img.jpg", "a_img.jpg", "c_img.png"):
     Image.open(ex / "cat_01.jpg").save(q / n)
-  (q / "._a_img.jpg").write_bytes(b"\0\1junk")           # macOS resource fork: skipped
+  (q / "._a_img.jpg").write_bytes(b"\0\1junk")  # macOS resource fork: skipped
   (q / ".DS_Store").write_bytes(b"junk")
   (q / "notes.txt").write_text("not an image")
-  assert imageio.list_images([q]) == [str(q / n) for n in ("a_img.jpg", "b_img.jpg",
-                                                            "c_img.png")]
-  assert imageio.list_images([str(q / "*.jpg")]) == [str(q / "a_img.jpg"),
-                                                      str(q / "b_img.jpg")]
+  assert imageio.list_images([q]) == [str(q / n) for n in ("a_img.jpg", "b_img.jpg", "c_img.png")]
+  assert imageio.list_images([str(q / "*.jpg")]) == [str(q / "a_img.jpg"), str(q / "b_img.jpg")]
   with pytest.raises(imageio.InputError, match=r"\*.gif: no query images match"):
     imageio.list_images([str(q / "*.gif")])
   with pytest.raises(imageio.InputError, match="no such query image"):
     imageio.list_images([str(q / "missing.jpg")])
-  argv = ["segment", "--checkpoint", ckpt, "--prompt", ex / "cat_00.jpg", ex / "cat_00.png",
-          "--query", q / "*.jpg", q / "c_img.png", "--out", tmp_path / "o"]
+  argv = [
+    "segment",
+    "--checkpoint",
+    ckpt,
+    "--prompt",
+    ex / "cat_00.jpg",
+    ex / "cat_00.png",
+    "--query",
+    q / "*.jpg",
+    q / "c_img.png",
+    "--out",
+    tmp_path / "o",
+  ]
   assert cli.main([str(a) for a in argv]) == 0, capsys.readouterr().err
   assert sorted(os.listdir(tmp_path / "o")) == sorted(
-      [f"{n}{s}" for n in ("a_img", "b_img", "c_img") for s in (".png", "_overlay.png")]
-      + ["labels.json"])
+    [f"{n}{s}" for n in ("a_img", "b_img", "c_img") for s in (".png", "_overlay.png")]
+    + ["labels.json"]
+  )
   empty = tmp_path / "empty"
   empty.mkdir()
   argv[-3:] = [empty, "--out", tmp_path / "o2"]
@@ -142,7 +159,7 @@ def test_query_folders_and_globs(ckpt, tmp_path, capsys, monkeypatch):
 
 
 def test_warnings_empty_prediction_and_procedural_model(ckpt, tmp_path, monkeypatch, caplog):
-  _oracle(monkeypatch, paint=(0, 0, 0))              # the model paints all background
+  _oracle(monkeypatch, paint=(0, 0, 0))  # the model paints all background
   ex = shared_data_dir("examples", "perseg_examples")
   seg = I.Segmenter.from_checkpoint(ckpt)
   queries = [ex / "cat_01.jpg", ex / "cat_02.jpg"]
@@ -152,24 +169,27 @@ def test_warnings_empty_prediction_and_procedural_model(ckpt, tmp_path, monkeypa
   assert all(r.empty for r in res)
   msgs = [r.getMessage() for r in caplog.records]
   proc = [m for m in msgs if "procedural shapes only (7 steps)" in m]
-  assert len(proc) == 1 and proc[0].startswith(ckpt)    # once per Segmenter
+  assert len(proc) == 1 and proc[0].startswith(ckpt)  # once per Segmenter
   for q in queries:
     assert f"{q}: empty prediction (every pixel is background)" in msgs
-  assert all("\n" not in m for m in msgs)                # one line each
+  assert all("\n" not in m for m in msgs)  # one line each
   # a model with other metadata gives no procedural warning
   other = str(tmp_path / "conv")
   checkpoint.save_model(other, seg.model, trained_on={"data": "converted weights"})
   caplog.clear()
   with caplog.at_level(logging.WARNING, logger="incontext"):
-    I.Segmenter.from_checkpoint(other).segment([(ex / "cat_00.jpg", ex / "cat_00.png")],
-                                               queries[:1])
-  assert [r.getMessage() for r in caplog.records] == [f"{queries[0]}: empty prediction "
-                                                      "(every pixel is background)"]
+    I.Segmenter.from_checkpoint(other).segment(
+      [(ex / "cat_00.jpg", ex / "cat_00.png")], queries[:1]
+    )
+  assert [r.getMessage() for r in caplog.records] == [
+    f"{queries[0]}: empty prediction (every pixel is background)"
+  ]
 
 
 def test_trainer_records_what_it_trained_on():
   from experiments.configs import seggpt_train
   from incontext.train import trainer
+
   c = seggpt_train.get_config("preset=quickstart")
   assert trainer.trained_on(c, 400) == {"data": "procedural", "steps": 400, "init": "scratch"}
   c = seggpt_train.get_config("preset=real")

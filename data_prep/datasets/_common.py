@@ -8,6 +8,7 @@ in the schema of `incontext.data.sources`:
 Dataset metadata (`info.metadata`): class_names {"label id": name}, kind ('semantic' | 'video').
 The default file format is array_record (for `tfds.data_source` / grain).
 """
+
 from __future__ import annotations
 
 import pathlib
@@ -39,19 +40,25 @@ class SourceBuilder(tfds.core.GeneratorBasedBuilder):
     raise NotImplementedError
 
   def _info(self) -> tfds.core.DatasetInfo:
-    lab = lambda: tfds.features.Tensor(shape=(None, None), dtype=np.uint16,
-                                       encoding=tfds.features.Encoding.ZLIB)
-    feats = dict(image=tfds.features.Image(shape=(None, None, 3)), mask=lab(),
-                 classes=tfds.features.Sequence(np.int32), id=tfds.features.Text())
+    lab = lambda: tfds.features.Tensor(
+      shape=(None, None), dtype=np.uint16, encoding=tfds.features.Encoding.ZLIB
+    )
+    feats = dict(
+      image=tfds.features.Image(shape=(None, None, 3)),
+      mask=lab(),
+      classes=tfds.features.Sequence(np.int32),
+      id=tfds.features.Text(),
+    )
     if self.HAS_INSTANCES:
       feats["instances"] = lab()
     if self.KIND == "video":
       feats["video_id"] = tfds.features.Text()
       feats["frame_index"] = np.int32
     return self.dataset_info_from_configs(
-        features=tfds.features.FeaturesDict(feats),
-        metadata=tfds.core.MetadataDict(kind=self.KIND, class_names={}),
-        description=self.__doc__)
+      features=tfds.features.FeaturesDict(feats),
+      metadata=tfds.core.MetadataDict(kind=self.KIND, class_names={}),
+      description=self.__doc__,
+    )
 
   def _split_generators(self, dl_manager):
     manual = str(dl_manager.manual_dir)
@@ -69,8 +76,12 @@ class SourceBuilder(tfds.core.GeneratorBasedBuilder):
   def _generate_examples(self, src):
     for i in range(len(src)):
       ex = src[i]
-      out = {"image": ex["image"], "mask": ex["mask"].astype(np.uint16),
-             "classes": ex["classes"].astype(np.int32), "id": ex["id"]}
+      out = {
+        "image": ex["image"],
+        "mask": ex["mask"].astype(np.uint16),
+        "classes": ex["classes"].astype(np.int32),
+        "id": ex["id"],
+      }
       if self.HAS_INSTANCES:
         inst = ex.get("instances")
         inst = np.zeros_like(ex["mask"]) if inst is None else inst

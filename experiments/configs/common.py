@@ -7,6 +7,7 @@ works). Configs store it as `config.data_dir` and build their dataset roots from
 `--config.data_dir=DIR` on the command line moves every root that was under the default
 (`resolve_data_dir`, called by the entry points).
 """
+
 import os
 
 import ml_collections
@@ -58,46 +59,68 @@ def resolve_data_dir(config: ml_collections.ConfigDict) -> ml_collections.Config
 
   def move(s):
     if s == default or s.startswith(default + os.sep):
-      s = new + s[len(default):]
+      s = new + s[len(default) :]
     if s == new or s.startswith(new + os.sep):
       used.append(s)
     return s
+
   for k in list(config.keys()):
     if k != "data_dir":
       new_v = _map_strings(config[k], move)
       if new_v is not config[k]:
         config[k] = new_v
   if used and not os.path.isdir(new):
-    raise DataDirError(f"data_dir {new}: no such folder (set --config.data_dir=DIR or "
-                       f"{DATA_DIR_ENV}=DIR to the folder holding the datasets)")
+    raise DataDirError(
+      f"data_dir {new}: no such folder (set --config.data_dir=DIR or "
+      f"{DATA_DIR_ENV}=DIR to the folder holding the datasets)"
+    )
   return config
 
 
-def base(*, seed: int = 0, total_steps: int = 1000,
-         batch_size: int = 32) -> ml_collections.ConfigDict:
+def base(
+  *, seed: int = 0, total_steps: int = 1000, batch_size: int = 32
+) -> ml_collections.ConfigDict:
   """Run, optimiser (Painter/SegGPT recipe defaults), loss, ckpt, log and mesh sections."""
   c = ml_collections.ConfigDict()
-  c.data_dir = data_dir()                    # dataset roots below are built from it
+  c.data_dir = data_dir()  # dataset roots below are built from it
   # run
   c.seed = seed
   c.total_steps = total_steps
-  c.batch_size = batch_size                  # global batch (all hosts)
+  c.batch_size = batch_size  # global batch (all hosts)
   c.log_every = 50
-  c.export_params = True                     # workdir/params at the end (single host)
+  c.export_params = True  # workdir/params at the end (single host)
   # init: kind 'scratch' | 'params' (incontext params dir) | 'torch' (.pth, .safetensors,
   # a transformers folder or hf:REPO_ID); a relative path is from the working folder
   c.init = dict(kind="scratch", path="")
   # optim (docs/design.md#training-recipe): AdamW, warm-up + cosine, no wd on
   # norms/biases/pos/tokens, BEiT layer-wise lr decay, global-norm clipping.
-  c.optim = dict(lr=1e-4, min_lr=0.0, warmup_steps=100, schedule="cosine", wd=0.05, b1=0.9,
-                 b2=0.999, eps=1e-8, clip=3.0, layer_decay=0.8,
-                 no_wd=r".*(bias|scale)|(.*/)?pos_embed|(.*/)?\w*token\w*",
-                 trainable=".*", frozen="")
+  c.optim = dict(
+    lr=1e-4,
+    min_lr=0.0,
+    warmup_steps=100,
+    schedule="cosine",
+    wd=0.05,
+    b1=0.9,
+    b2=0.999,
+    eps=1e-8,
+    clip=3.0,
+    layer_decay=0.8,
+    no_wd=r".*(bias|scale)|(.*/)?pos_embed|(.*/)?\w*token\w*",
+    trainable=".*",
+    frozen="",
+  )
   c.loss = dict(beta=0.01, painter=False)
   # evals: few-shot mIoU on held-out classes
-  c.evals = dict(type="procedural", every=0, at_end=True, per_class=4, num_episodes=64,
-                 seed=1234, batch_size=0,
-                 num_png=8)
+  c.evals = dict(
+    type="procedural",
+    every=0,
+    at_end=True,
+    per_class=4,
+    num_episodes=64,
+    seed=1234,
+    batch_size=0,
+    num_png=8,
+  )
   # ckpt
   c.ckpt = dict(every=500, keep=3, best_metric="", best_mode="max")
   c.ckpt["async"] = True
@@ -115,6 +138,7 @@ def procedural_input(image_size: int = 32, patch_size: int = 4, **kw) -> dict:
 def shared_data_input(image_size: int = 448, patch_size: int = 16, **kw) -> dict:
   """The data pipeline over the raw sets in ../shared/data (incontext.data.pipeline)."""
   from incontext.data import pipeline
+
   cfg = pipeline.shared_data_config(data_dir(), image_size=image_size, patch_size=patch_size, **kw)
   return dict(type="pipeline", **cfg)
 
@@ -125,8 +149,16 @@ def shrink(c: ml_collections.ConfigDict) -> None:
   c.batch_size = 8
   c.log_every = 1
   c.model.variant = "test"
-  for k in ("width", "depth", "num_heads", "mlp_dim", "feature_layers", "decoder_dim",
-            "merge_index", "pretrain_grid"):
+  for k in (
+    "width",
+    "depth",
+    "num_heads",
+    "mlp_dim",
+    "feature_layers",
+    "decoder_dim",
+    "merge_index",
+    "pretrain_grid",
+  ):
     if k in c.model:
       del c.model[k]
   c.model.image_size = (16, 16)
@@ -145,13 +177,22 @@ def shrink(c: ml_collections.ConfigDict) -> None:
 # Kvasir-SEG and Weizmann horse entirely, these DAVIS sequences, COCO's fold-0 classes.
 DAVIS_HELD_OUT = ("boat", "kite-walk", "rollerblade")
 DAVIS_TRAIN = ("bmx-bumps", "dog-agility", "hockey", "motorbike", "surf")
-REAL_PP = ("random_resized_crop(scale=(0.3, 1.0))|hflip(p=0.5)|color_jitter(p=0.8)"
-           "|random_colouring(colours='white')|to_canvas|patch_mask(mode='half')")
+REAL_PP = (
+  "random_resized_crop(scale=(0.3, 1.0))|hflip(p=0.5)|color_jitter(p=0.8)"
+  "|random_colouring(colours='white')|to_canvas|patch_mask(mode='half')"
+)
 
 
-def real_data_input(image_size: int = 32, patch_size: int = 4, procedural_frac: float = 0.5,
-                    min_area: float = 0.0, davis_weight: float = 1.0, frame_gap: int = 20,
-                    instance_prob: float = 0.5, **kw) -> dict:
+def real_data_input(
+  image_size: int = 32,
+  patch_size: int = 4,
+  procedural_frac: float = 0.5,
+  min_area: float = 0.0,
+  davis_weight: float = 1.0,
+  frame_gap: int = 20,
+  instance_prob: float = 0.5,
+  **kw,
+) -> dict:
   """The `real` training mixture: COCO (fold-0 classes held out), CCP, CamVid, DAVIS train
   sequences; one object per pair painted white on black, the query half hidden (the few-shot
   inference task), and `procedural_frac` of the pairs procedural (teaches matching fast).
@@ -159,17 +200,22 @@ def real_data_input(image_size: int = 32, patch_size: int = 4, procedural_frac: 
   mixed with weight `davis_weight` (COCO 2, CCP 1, CamVid 1). `instance_prob` of the pairs
   of sources with instances (COCO) are one instance in two augmented views of one image."""
   if davis_weight < 0 or frame_gap < 0:
-    raise ValueError(f"real_data_input: davis_weight ({davis_weight}) and frame_gap "
-                     f"({frame_gap}) must be >= 0")
+    raise ValueError(
+      f"real_data_input: davis_weight ({davis_weight}) and frame_gap ({frame_gap}) must be >= 0"
+    )
   if not 0 <= instance_prob <= 1:
     raise ValueError(f"real_data_input: instance_prob {instance_prob} must be in [0, 1]")
-  cfg = shared_data_input(image_size=image_size, patch_size=patch_size,
-                          datasets=["coco128_seg", "clothing_co_parsing", "camvid",
-                                    "davis2016_subset"],
-                          pp=REAL_PP, procedural_frac=procedural_frac,
-                          procedural=dict(objects=(2, 2), coloured=(1, 1), size=(0.22, 0.34),
-                                          palette=1, half_prob=1.0),
-                          read_threads=2, prefetch=16, **kw)
+  cfg = shared_data_input(
+    image_size=image_size,
+    patch_size=patch_size,
+    datasets=["coco128_seg", "clothing_co_parsing", "camvid", "davis2016_subset"],
+    pp=REAL_PP,
+    procedural_frac=procedural_frac,
+    procedural=dict(objects=(2, 2), coloured=(1, 1), size=(0.22, 0.34), palette=1, half_prob=1.0),
+    read_threads=2,
+    prefetch=16,
+    **kw,
+  )
   for d in cfg["datasets"]:
     d["max_objects"] = 1
     d["mix_context_prob"] = 0.0
@@ -179,7 +225,7 @@ def real_data_input(image_size: int = 32, patch_size: int = 4, procedural_frac: 
       d["exclude_fold"] = 0
     if d["name"] == "davis2016_subset":
       d["sequences"] = DAVIS_TRAIN
-      d["exclude_examples"] = DAVIS_HELD_OUT    # also held out if `sequences` is overridden
+      d["exclude_examples"] = DAVIS_HELD_OUT  # also held out if `sequences` is overridden
       d["weight"] = float(davis_weight)
       d["max_frame_gap"] = int(frame_gap) or None
   return cfg

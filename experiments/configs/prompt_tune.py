@@ -20,6 +20,7 @@ Only the prompt image is learned unless `learn_target` (then the prompt target t
 Data: --config.data_dir (default $INCONTEXT_DATA_DIR, else ../shared/data beside the project).
 Result on ../shared/data (small CPU model): see experiments/show_real_results.py.
 """
+
 import ml_collections
 
 from experiments.configs import common
@@ -28,18 +29,42 @@ from experiments.configs import common
 def tasks(data: str) -> dict:
   """The named tasks over the data folder `data`."""
   return {
-      # Kvasir-SEG polyps: binary (0/255 -> 1); tune on 64 images of a seeded permutation.
-      "kvasir": dict(reader="kvasir_seg", root=f"{data}/kvasir_seg", perm_seed=1, start=0,
-                     stop=64, label_ids=(1,), label_names=("polyp",), seg_type="semantic"),
-      # Weizmann horses: tune on 64 of the first 200 of a seeded permutation (the rest of those
-      # 200 score it in show_real_results; the few-shot eval uses the permutation's [200:]).
-      "horse": dict(reader="weizmann_horse", root=f"{data}/weizmann_horse", perm_seed=0,
-                    start=0, stop=64, label_ids=(1,), label_names=("horse",),
-                    seg_type="semantic"),
-      # A user's folder: every image matching `images` with the mask of the same file stem.
-      "folder": dict(reader="image_mask_globs", images="", masks="", mask_type="binary",
-                     perm_seed=None, start=0, stop=None, label_ids=(1,),
-                     label_names=("foreground",), seg_type="semantic"),
+    # Kvasir-SEG polyps: binary (0/255 -> 1); tune on 64 images of a seeded permutation.
+    "kvasir": dict(
+      reader="kvasir_seg",
+      root=f"{data}/kvasir_seg",
+      perm_seed=1,
+      start=0,
+      stop=64,
+      label_ids=(1,),
+      label_names=("polyp",),
+      seg_type="semantic",
+    ),
+    # Weizmann horses: tune on 64 of the first 200 of a seeded permutation (the rest of those
+    # 200 score it in show_real_results; the few-shot eval uses the permutation's [200:]).
+    "horse": dict(
+      reader="weizmann_horse",
+      root=f"{data}/weizmann_horse",
+      perm_seed=0,
+      start=0,
+      stop=64,
+      label_ids=(1,),
+      label_names=("horse",),
+      seg_type="semantic",
+    ),
+    # A user's folder: every image matching `images` with the mask of the same file stem.
+    "folder": dict(
+      reader="image_mask_globs",
+      images="",
+      masks="",
+      mask_type="binary",
+      perm_seed=None,
+      start=0,
+      stop=None,
+      label_ids=(1,),
+      label_names=("foreground",),
+      seg_type="semantic",
+    ),
   }
 
 
@@ -69,22 +94,34 @@ def get_config(arg=None):
   c.keep_ckpts = 3
   # input: the task examples
   if a["task"].startswith("davis_"):
-    c.task = dict(reader="davis", root=f"{data}/davis2016_subset", split=None,
-                  sequences=(a["task"][len("davis_"):],), start=0, stop=8, label_ids=(1,),
-                  label_names=("object",), seg_type="instance", perm_seed=None)
+    c.task = dict(
+      reader="davis",
+      root=f"{data}/davis2016_subset",
+      split=None,
+      sequences=(a["task"][len("davis_") :],),
+      start=0,
+      stop=8,
+      label_ids=(1,),
+      label_names=("object",),
+      seg_type="instance",
+      perm_seed=None,
+    )
   elif a["task"] in TASKS:
     c.task = tasks(data)[a["task"]]
   else:
-    raise ValueError(f"prompt_tune config: unknown task {a['task']!r}; known: "
-                     f"{sorted(TASKS)} or davis_SEQ")
+    raise ValueError(
+      f"prompt_tune config: unknown task {a['task']!r}; known: {sorted(TASKS)} or davis_SEQ"
+    )
   # model: a params directory (converted official weights or a trained checkpoint)
   c.init = ""
   c.model_overrides = {}
   # tune
-  c.tune = dict(init=a["init"], init_index=0, learn_target=bool(a["learn_target"]),
-                batch_size=8, hflip=True)
-  c.optim = dict(lr=0.03, warmup_steps=10, schedule="cosine", end_frac=0.1, clip=1.0,
-                 b1=0.9, b2=0.99)
+  c.tune = dict(
+    init=a["init"], init_index=0, learn_target=bool(a["learn_target"]), batch_size=8, hflip=True
+  )
+  c.optim = dict(
+    lr=0.03, warmup_steps=10, schedule="cosine", end_frac=0.1, clip=1.0, b1=0.9, b2=0.99
+  )
   # loss: smooth-L1 beta; None = the beta the model was trained with (the trainer records it
   # in its params dir), 0.01 (SegGPT's) for converted official weights.
   c.loss = dict(beta=None)

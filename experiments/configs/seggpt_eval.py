@@ -76,6 +76,7 @@ function of the data, the protocol and the seed, see incontext.data.episodes):
              server, which computes G (no local score: val labels are not public).
              Paper: Table 3 (G 74.7, Js 75.1, Fs 80.2, Ju 67.4, Fu 75.9).
 """
+
 import os
 
 import ml_collections
@@ -89,33 +90,63 @@ PAPER = "SegGPT (Wang et al., ICCV 2023)"
 # The SegGPT paper's numbers (mIoU / J&F in %), by benchmark and method name. 'few-shot' rows
 # state neither the shots nor the ensemble.
 PAPER_RESULTS = {
-    "coco20i": {"source": f"{PAPER}, Table 1 (mean of 4 folds)",
-                "1-shot": 56.1, "few-shot": 67.9},
-    "pascal5i": {"source": f"{PAPER}, Table 1 (mean of 4 folds)",
-                 "1-shot": 83.2, "few-shot": 89.8},
-    "fss1000": {"source": f"{PAPER}, Tables 2 and 4a", "1-shot": 85.5, "few-shot": 89.3,
-                "4-shot spatial": 89.3, "4-shot feature": 87.8, "8-shot feature": 89.8},
-    "lvis92i": {"source": "SINE (Liu et al., NeurIPS 2024), Table 1", "1-shot": 18.6,
-                "few-shot": 25.4},
-    "davis2017": {"source": f"{PAPER}, Tables 3 and 4b (K = number of frames)",
-                  "K=1": 70.0, "K=4": 74.7, "K=8": 75.6, "K=12": 74.8, "K=16": 74.6},
-    "ytvos2018": {"source": f"{PAPER}, Table 3", "G": 74.7},
+  "coco20i": {"source": f"{PAPER}, Table 1 (mean of 4 folds)", "1-shot": 56.1, "few-shot": 67.9},
+  "pascal5i": {"source": f"{PAPER}, Table 1 (mean of 4 folds)", "1-shot": 83.2, "few-shot": 89.8},
+  "fss1000": {
+    "source": f"{PAPER}, Tables 2 and 4a",
+    "1-shot": 85.5,
+    "few-shot": 89.3,
+    "4-shot spatial": 89.3,
+    "4-shot feature": 87.8,
+    "8-shot feature": 89.8,
+  },
+  "lvis92i": {
+    "source": "SINE (Liu et al., NeurIPS 2024), Table 1",
+    "1-shot": 18.6,
+    "few-shot": 25.4,
+  },
+  "davis2017": {
+    "source": f"{PAPER}, Tables 3 and 4b (K = number of frames)",
+    "K=1": 70.0,
+    "K=4": 74.7,
+    "K=8": 75.6,
+    "K=12": 74.8,
+    "K=16": 74.6,
+  },
+  "ytvos2018": {"source": f"{PAPER}, Table 3", "G": 74.7},
 }
-BENCHMARKS = ("shared", "folder", "coco20i", "pascal5i", "fss1000", "lvis92i", "davis2017",
-              "ytvos2018")
+BENCHMARKS = (
+  "shared",
+  "folder",
+  "coco20i",
+  "pascal5i",
+  "fss1000",
+  "lvis92i",
+  "davis2017",
+  "ytvos2018",
+)
 
 
 def _parse(arg):
-  out = dict(shots=0, episodes=0, runlocal=False, benchmark="shared", fold=-1, root="",
-             memory=8, folder=False)
+  out = dict(
+    shots=0,
+    episodes=0,
+    runlocal=False,
+    benchmark="shared",
+    fold=-1,
+    root="",
+    memory=8,
+    folder=False,
+  )
   for item in filter(None, (arg or "").split(",")):
     k, _, v = item.partition("=")
     if k not in out:
       raise ValueError(f"seggpt_eval config: unknown arg {k!r}; known: {sorted(out)}")
     out[k] = type(out[k])(v) if v and not isinstance(out[k], bool) else True
   if out["benchmark"] not in BENCHMARKS:
-    raise ValueError(f"seggpt_eval config: unknown benchmark {out['benchmark']!r}; known: "
-                     f"{', '.join(BENCHMARKS)}")
+    raise ValueError(
+      f"seggpt_eval config: unknown benchmark {out['benchmark']!r}; known: {', '.join(BENCHMARKS)}"
+    )
   if out["folder"]:
     out["benchmark"] = "folder"
   return out
@@ -141,27 +172,56 @@ def _fewshot_presets(a, data: str) -> dict:
   if b == "coco20i":
     src = dict(reader="coco_json", root=root or f"{data}/coco", split="val2014")
     for f in _folds(a, 4):
-      out[f"coco20i_fold{f}"] = dict(source=src, fold=f, num_folds=4, scheme="interleaved",
-                                     shots=a["shots"] or 5, episodes=a["episodes"] or 1000,
-                                     ensembles=ens, seg_type="semantic", paper=paper)
+      out[f"coco20i_fold{f}"] = dict(
+        source=src,
+        fold=f,
+        num_folds=4,
+        scheme="interleaved",
+        shots=a["shots"] or 5,
+        episodes=a["episodes"] or 1000,
+        ensembles=ens,
+        seg_type="semantic",
+        paper=paper,
+      )
   elif b == "pascal5i":
     src = dict(reader="pascal_voc", root=root or f"{data}/VOC2012", split="val")
     for f in _folds(a, 4):
-      out[f"pascal5i_fold{f}"] = dict(source=src, fold=f, num_folds=4, scheme="blocks",
-                                      shots=a["shots"] or 5, episodes=a["episodes"] or 1000,
-                                      ensembles=ens, seg_type="semantic", paper=paper)
+      out[f"pascal5i_fold{f}"] = dict(
+        source=src,
+        fold=f,
+        num_folds=4,
+        scheme="blocks",
+        shots=a["shots"] or 5,
+        episodes=a["episodes"] or 1000,
+        ensembles=ens,
+        seg_type="semantic",
+        paper=paper,
+      )
   elif b == "fss1000":
-    out["fss1000"] = dict(source=dict(reader="fss1000", root=root or f"{data}/fss1000"),
-                          class_names=fss1000_test_classes(), shots=a["shots"] or 4,
-                          episodes=a["episodes"] or 1000, ensembles=ens, seg_type="semantic",
-                          paper=paper)
+    out["fss1000"] = dict(
+      source=dict(reader="fss1000", root=root or f"{data}/fss1000"),
+      class_names=fss1000_test_classes(),
+      shots=a["shots"] or 4,
+      episodes=a["episodes"] or 1000,
+      ensembles=ens,
+      seg_type="semantic",
+      paper=paper,
+    )
   elif b == "lvis92i":
     src = dict(reader="lvis", root=root or f"{data}/lvis", split="val")
     for f in _folds(a, 10):
-      out[f"lvis92i_fold{f}"] = dict(source=src, fold=f, num_folds=10,
-                                     scheme="interleaved_equal", folds_over_usable=True,
-                                     shots=a["shots"] or 5, episodes=a["episodes"] or 2300,
-                                     ensembles=ens, seg_type="semantic", paper=paper)
+      out[f"lvis92i_fold{f}"] = dict(
+        source=src,
+        fold=f,
+        num_folds=10,
+        scheme="interleaved_equal",
+        folds_over_usable=True,
+        shots=a["shots"] or 5,
+        episodes=a["episodes"] or 2300,
+        ensembles=ens,
+        seg_type="semantic",
+        paper=paper,
+      )
   return out
 
 
@@ -178,30 +238,67 @@ def get_config(arg=None):
   c.davis = {}
   c.youtube_vos = {}
   if a["benchmark"] == "shared":
-    common = dict(shots=a["shots"] or 4, episodes=a["episodes"] or 200,
-                  ensembles=("feature", "spatial"), seg_type="semantic")
+    common = dict(
+      shots=a["shots"] or 4,
+      episodes=a["episodes"] or 200,
+      ensembles=("feature", "spatial"),
+      seg_type="semantic",
+    )
     c.fewshot = {
-        "coco128_fold0": dict(source=dict(reader="coco128_seg", root=f"{data}/coco128_seg"),
-                              fold=0, num_folds=4, scheme="interleaved", **common),
-        "horse": dict(source=dict(reader="weizmann_horse", root=f"{data}/weizmann_horse"),
-                      classes=(1,), select=dict(perm_seed=0, start=200), **common),
+      "coco128_fold0": dict(
+        source=dict(reader="coco128_seg", root=f"{data}/coco128_seg"),
+        fold=0,
+        num_folds=4,
+        scheme="interleaved",
+        **common,
+      ),
+      "horse": dict(
+        source=dict(reader="weizmann_horse", root=f"{data}/weizmann_horse"),
+        classes=(1,),
+        select=dict(perm_seed=0, start=200),
+        **common,
+      ),
     }
-    c.davis = dict(root=f"{data}/davis2016_subset",
-                   sequences=("boat", "kite-walk", "rollerblade"), memories=(0, a["memory"]),
-                   resolution="480p", max_frames=None, save_masks=False)
+    c.davis = dict(
+      root=f"{data}/davis2016_subset",
+      sequences=("boat", "kite-walk", "rollerblade"),
+      memories=(0, a["memory"]),
+      resolution="480p",
+      max_frames=None,
+      save_masks=False,
+    )
   elif a["benchmark"] == "folder":
-    c.fewshot = {"folder": dict(
+    c.fewshot = {
+      "folder": dict(
         source=dict(reader="image_mask_globs", images="", masks="", mask_type="binary"),
-        classes=(1,), shots=a["shots"] or 4, episodes=a["episodes"] or 200,
-        ensembles=("feature", "spatial"), seg_type="semantic")}
+        classes=(1,),
+        shots=a["shots"] or 4,
+        episodes=a["episodes"] or 200,
+        ensembles=("feature", "spatial"),
+        seg_type="semantic",
+      )
+    }
   elif a["benchmark"] == "davis2017":
-    c.davis = dict(root=a["root"] or f"{data}/DAVIS", year=2017, split="val", sequences=(),
-                   memories=(0, a["memory"]), resolution="480p", max_frames=None,
-                   save_masks=True, paper=PAPER_RESULTS["davis2017"])
+    c.davis = dict(
+      root=a["root"] or f"{data}/DAVIS",
+      year=2017,
+      split="val",
+      sequences=(),
+      memories=(0, a["memory"]),
+      resolution="480p",
+      max_frames=None,
+      save_masks=True,
+      paper=PAPER_RESULTS["davis2017"],
+    )
   elif a["benchmark"] == "ytvos2018":
-    c.youtube_vos = dict(root=a["root"] or f"{data}/youtube_vos", split="valid",
-                         memories=(0, a["memory"]), max_frames=None, videos=(),
-                         paper=PAPER_RESULTS["ytvos2018"])
+    c.youtube_vos = dict(
+      root=a["root"] or f"{data}/youtube_vos",
+      split="valid",
+      memories=(0, a["memory"]),
+      max_frames=None,
+      videos=(),
+      paper=PAPER_RESULTS["ytvos2018"],
+    )
   else:
     c.fewshot = _fewshot_presets(a, data)
   if a["runlocal"]:

@@ -8,14 +8,24 @@ from incontext.errors import UserError
 
 
 def register(sub):
-  p = sub.add_parser("demo", help="local web app (Gradio): paint a prompt mask, segment "
-                     "images, videos, learned prompts")
+  p = sub.add_parser(
+    "demo",
+    help="local web app (Gradio): paint a prompt mask, segment images, videos, learned prompts",
+  )
   p.add_argument("--checkpoint", required=True, help="incontext params directory")
-  p.add_argument("--host", default="127.0.0.1", help="address to serve on (default "
-                 "127.0.0.1: this machine only; 0.0.0.0 exposes it to the network)")
+  p.add_argument(
+    "--host",
+    default="127.0.0.1",
+    help="address to serve on (default "
+    "127.0.0.1: this machine only; 0.0.0.0 exposes it to the network)",
+  )
   p.add_argument("--port", type=int, default=7860)
-  p.add_argument("--max-video-frames", type=int, default=300,
-                 help="longest video accepted by the Video tab (frames)")
+  p.add_argument(
+    "--max-video-frames",
+    type=int,
+    default=300,
+    help="longest video accepted by the Video tab (frames)",
+  )
   p.add_argument("--dtype", choices=("float32", "bfloat16"), default="float32")
   p.add_argument("--no-examples", action="store_true", help="hide the procedural examples")
   p.set_defaults(func=run)
@@ -32,11 +42,11 @@ def run(args) -> int:
     raise UserError("the demo needs Gradio: pip install 'incontext[demo]'") from None
   from incontext import app
   from incontext.inference import Segmenter
+
   seg = Segmenter.from_checkpoint(args.checkpoint, dtype=args.dtype)
-  demo = app.build_app(seg, max_video_frames=args.max_video_frames,
-                       examples=not args.no_examples)
-  print(f"incontext demo: serving {args.checkpoint} on http://{args.host}:{args.port}",
-        flush=True)
-  demo.queue().launch(server_name=args.host, server_port=args.port, show_error=False,
-                      footer_links=[])
+  demo = app.build_app(seg, max_video_frames=args.max_video_frames, examples=not args.no_examples)
+  print(f"incontext demo: serving {args.checkpoint} on http://{args.host}:{args.port}", flush=True)
+  demo.queue().launch(
+    server_name=args.host, server_port=args.port, show_error=False, footer_links=[]
+  )
   return 0

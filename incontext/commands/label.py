@@ -11,6 +11,7 @@ over all local devices; several hosts: start one process per host with --coordin
 writes the COCO file). Unreadable images are listed in OUT/errors.txt and skipped; the run
 then exits with status 1 naming how many failed.
 """
+
 import os
 import sys
 import time
@@ -21,29 +22,61 @@ FORMATS = ("png", "coco", "yolo")
 
 
 def register(sub):
-  p = sub.add_parser("label", help="label a folder of images from (image, mask) examples "
-                     "(PNG / COCO / YOLO; resumable, multi-device)")
+  p = sub.add_parser(
+    "label",
+    help="label a folder of images from (image, mask) examples "
+    "(PNG / COCO / YOLO; resumable, multi-device)",
+  )
   p.add_argument("--checkpoint", required=True, help="incontext params directory")
-  p.add_argument("--prompt", nargs=2, action="append", default=[], metavar=("IMG", "MASK"),
-                 help="an example image and its mask (repeat for several)")
-  p.add_argument("--learned-prompt", default=None, metavar="FILE",
-                 help="a learned prompt (alone or with --prompt)")
-  p.add_argument("--images", required=True, metavar="DIR_OR_GLOB",
-                 help="a folder of images or a glob pattern (quote it; ** is recursive)")
+  p.add_argument(
+    "--prompt",
+    nargs=2,
+    action="append",
+    default=[],
+    metavar=("IMG", "MASK"),
+    help="an example image and its mask (repeat for several)",
+  )
+  p.add_argument(
+    "--learned-prompt",
+    default=None,
+    metavar="FILE",
+    help="a learned prompt (alone or with --prompt)",
+  )
+  p.add_argument(
+    "--images",
+    required=True,
+    metavar="DIR_OR_GLOB",
+    help="a folder of images or a glob pattern (quote it; ** is recursive)",
+  )
   p.add_argument("--out", required=True, help="output folder (reused to resume)")
-  p.add_argument("--format", default="png,coco,yolo",
-                 help="comma-separated outputs among png,coco,yolo (masks are always written: "
-                 "they are the resume state)")
-  p.add_argument("--seg-type", choices=("instance", "semantic"), default="instance",
-                 help="type token; instance also splits COCO annotations per connected object")
+  p.add_argument(
+    "--format",
+    default="png,coco,yolo",
+    help="comma-separated outputs among png,coco,yolo (masks are always written: "
+    "they are the resume state)",
+  )
+  p.add_argument(
+    "--seg-type",
+    choices=("instance", "semantic"),
+    default="instance",
+    help="type token; instance also splits COCO annotations per connected object",
+  )
   p.add_argument("--ensemble", choices=("feature", "spatial"), default="feature")
-  p.add_argument("--names", default=None, help="comma-separated category names (default: "
-                 "from the first prompt image's file name)")
-  p.add_argument("--batch-per-device", type=int, default=1, help="queries per device per "
-                 "forward (default 1)")
+  p.add_argument(
+    "--names",
+    default=None,
+    help="comma-separated category names (default: from the first prompt image's file name)",
+  )
+  p.add_argument(
+    "--batch-per-device", type=int, default=1, help="queries per device per forward (default 1)"
+  )
   p.add_argument("--dtype", choices=("float32", "bfloat16"), default="float32")
-  p.add_argument("--coordinator", default=None, metavar="HOST:PORT",
-                 help="multi-host: jax.distributed coordinator address")
+  p.add_argument(
+    "--coordinator",
+    default=None,
+    metavar="HOST:PORT",
+    help="multi-host: jax.distributed coordinator address",
+  )
   p.add_argument("--num-processes", type=int, default=None)
   p.add_argument("--process-id", type=int, default=None)
   p.add_argument("--no-progress", action="store_true")
@@ -54,8 +87,7 @@ def _formats(spec):
   fmts = [f.strip() for f in spec.split(",") if f.strip()]
   bad = [f for f in fmts if f not in FORMATS]
   if bad or not fmts:
-    raise UserError(f"--format {spec!r}: expected a comma-separated subset of "
-                     f"{','.join(FORMATS)}")
+    raise UserError(f"--format {spec!r}: expected a comma-separated subset of {','.join(FORMATS)}")
   return set(fmts)
 
 
@@ -67,12 +99,13 @@ def run(args) -> int:
     raise UserError("give at least one --prompt IMG MASK or a --learned-prompt")
   multi = [args.coordinator, args.num_processes, args.process_id]
   if any(v is not None for v in multi) and not all(v is not None for v in multi):
-    raise UserError("multi-host runs need all of --coordinator, --num-processes and "
-                     "--process-id")
+    raise UserError("multi-host runs need all of --coordinator, --num-processes and --process-id")
   import jax
+
   if args.coordinator is not None:
-    jax.distributed.initialize(args.coordinator, num_processes=args.num_processes,
-                               process_id=args.process_id)
+    jax.distributed.initialize(
+      args.coordinator, num_processes=args.num_processes, process_id=args.process_id
+    )
   from incontext import labelling
 
   paths = labelling.list_images(args.images)
@@ -85,26 +118,36 @@ def run(args) -> int:
   seg = labelling.load_segmenter(args.checkpoint, seg_type=args.seg_type, dtype=args.dtype)
   lp = seg.load_learned_prompt(args.learned_prompt) if args.learned_prompt else None
   names = [n.strip() for n in args.names.split(",")] if args.names else None
-  lab = labelling.Labeller(seg, [tuple(p) for p in args.prompt], seg_type=args.seg_type,
-                           ensemble=args.ensemble, learned_prompt=lp, names=names,
-                           per_device_batch=args.batch_per_device)
+  lab = labelling.Labeller(
+    seg,
+    [tuple(p) for p in args.prompt],
+    seg_type=args.seg_type,
+    ensemble=args.ensemble,
+    learned_prompt=lp,
+    names=names,
+    per_device_batch=args.batch_per_device,
+  )
   pid, nproc = jax.process_index(), jax.process_count()
   settings = {
-      "checkpoint_weights": seg.meta.get("weights_hash"),
-      "prompts": [[os.path.abspath(a), os.path.abspath(b)] for a, b in args.prompt],
-      "learned_prompt": os.path.abspath(args.learned_prompt) if args.learned_prompt else None,
-      "seg_type": args.seg_type, "ensemble": args.ensemble, "categories": lab.categories,
-      "dtype": args.dtype,
+    "checkpoint_weights": seg.meta.get("weights_hash"),
+    "prompts": [[os.path.abspath(a), os.path.abspath(b)] for a, b in args.prompt],
+    "learned_prompt": os.path.abspath(args.learned_prompt) if args.learned_prompt else None,
+    "seg_type": args.seg_type,
+    "ensemble": args.ensemble,
+    "categories": lab.categories,
+    "dtype": args.dtype,
   }
   labelling.prepare_out(out, settings, writer=pid == 0)
-  if nproc > 1:      # process 0 removes stale temporaries before anyone writes
+  if nproc > 1:  # process 0 removes stale temporaries before anyone writes
     from jax.experimental import multihost_utils
+
     multihost_utils.sync_global_devices("incontext label: output folder ready")
   my_paths = labelling.shard(paths, pid, nproc)
   my_stems = labelling.shard(stems, pid, nproc)
   t0 = time.perf_counter()
-  summary = lab.run(my_paths, my_stems, out, progress=not args.no_progress,
-                    write_yolo="yolo" in fmts)
+  summary = lab.run(
+    my_paths, my_stems, out, progress=not args.no_progress, write_yolo="yolo" in fmts
+  )
   dt = time.perf_counter() - t0
   labelling.finish_shard(out, my_stems, write_yolo="yolo" in fmts)
   err_file = os.path.join(out, "errors.txt")
@@ -115,6 +158,7 @@ def run(args) -> int:
     part = os.path.join(out, f"errors.{pid}-of-{nproc}.txt")
     labelling.write_errors(part, summary.failed)
     from jax.experimental import multihost_utils
+
     multihost_utils.sync_global_devices("incontext label: shards done")
     failed = len(summary.failed)
     if pid == 0:
@@ -126,20 +170,30 @@ def run(args) -> int:
           os.remove(p)
       failed = len(merged)
   if pid == 0 and "coco" in fmts:
-    coco = labelling.write_coco(out, list(zip(files, stems)), lab.categories,
-                                instance=args.seg_type == "instance",
-                                info={"description": "incontext label", "settings": settings})
+    coco = labelling.write_coco(
+      out,
+      list(zip(files, stems)),
+      lab.categories,
+      instance=args.seg_type == "instance",
+      info={"description": "incontext label", "settings": settings},
+    )
   if nproc > 1:
     from jax.experimental import multihost_utils
+
     multihost_utils.sync_global_devices("incontext label: merged")
   rate = summary.labelled / dt if dt > 0 else 0.0
-  msg = (f"labelled {summary.labelled} images ({rate:.2f} images/s), {summary.skipped} already "
-         f"done" + (f", process {pid} of {nproc}" if nproc > 1 else ""))
+  msg = (
+    f"labelled {summary.labelled} images ({rate:.2f} images/s), {summary.skipped} already "
+    f"done" + (f", process {pid} of {nproc}" if nproc > 1 else "")
+  )
   if pid == 0 and "coco" in fmts:
     msg += f"; {len(coco['annotations'])} annotations in {args.out}/annotations.json"
   print(msg)
   if failed:
-    print(f"incontext label: {failed} image(s) could not be read; listed in "
-          f"{os.path.join(args.out, 'errors.txt')}", file=sys.stderr)
+    print(
+      f"incontext label: {failed} image(s) could not be read; listed in "
+      f"{os.path.join(args.out, 'errors.txt')}",
+      file=sys.stderr,
+    )
     return 1
   return 0

@@ -15,6 +15,7 @@ Everything is staged inside --out and moved into place at the end (incontext.out
 failed run leaves no partial outputs; an --out that holds files needs --overwrite, which replaces
 only what an earlier `segment` run wrote there.
 """
+
 import os
 
 from incontext import imageio
@@ -24,27 +25,65 @@ from incontext.imageio import InputError
 def register(sub):
   p = sub.add_parser("segment", help="segment query images from (image, mask) prompts")
   p.add_argument("--checkpoint", required=True, help="incontext params directory")
-  p.add_argument("--prompt", nargs=2, action="append", default=[], metavar=("IMG", "MASK"),
-                 help="a prompt image and its mask (repeat for several prompts)")
-  p.add_argument("--query", nargs="+", required=True, metavar="IMG",
-                 help="images to segment: files, folders or quoted globs ('imgs/*.jpg')")
+  p.add_argument(
+    "--prompt",
+    nargs=2,
+    action="append",
+    default=[],
+    metavar=("IMG", "MASK"),
+    help="a prompt image and its mask (repeat for several prompts)",
+  )
+  p.add_argument(
+    "--query",
+    nargs="+",
+    required=True,
+    metavar="IMG",
+    help="images to segment: files, folders or quoted globs ('imgs/*.jpg')",
+  )
   p.add_argument("--out", required=True, help="output folder")
-  p.add_argument("--ensemble", choices=("feature", "spatial"), default="feature",
-                 help="combine several prompts by feature ensemble (default) or as one "
-                 "n x n spatial grid prompt")
-  p.add_argument("--seg-type", choices=("instance", "semantic"), default=None,
-                 help="type token (default instance, or the learned prompt's)")
+  p.add_argument(
+    "--ensemble",
+    choices=("feature", "spatial"),
+    default="feature",
+    help="combine several prompts by feature ensemble (default) or as one "
+    "n x n spatial grid prompt",
+  )
+  p.add_argument(
+    "--seg-type",
+    choices=("instance", "semantic"),
+    default=None,
+    help="type token (default instance, or the learned prompt's)",
+  )
   p.add_argument("--raw", action="store_true", help="also write NAME.raw.npy")
-  p.add_argument("--learned-prompt", default=None, metavar="FILE",
-                 help="a learned prompt (alone or with --prompt; feature ensemble over all)")
-  p.add_argument("--batch-size", type=int, default=None, help="queries per forward (default "
-                 "4 on CPU; on an accelerator as many as half its memory holds)")
-  p.add_argument("--dtype", choices=("float32", "bfloat16"), default="float32",
-                 help="compute dtype (default float32)")
-  p.add_argument("--overwrite", action="store_true", help="replace the outputs of an earlier "
-                 "run in --out (files it did not write are kept)")
-  p.add_argument("--no-verify", action="store_true", help="skip the weights checksum check "
-                 "on load (faster for large models)")
+  p.add_argument(
+    "--learned-prompt",
+    default=None,
+    metavar="FILE",
+    help="a learned prompt (alone or with --prompt; feature ensemble over all)",
+  )
+  p.add_argument(
+    "--batch-size",
+    type=int,
+    default=None,
+    help="queries per forward (default "
+    "4 on CPU; on an accelerator as many as half its memory holds)",
+  )
+  p.add_argument(
+    "--dtype",
+    choices=("float32", "bfloat16"),
+    default="float32",
+    help="compute dtype (default float32)",
+  )
+  p.add_argument(
+    "--overwrite",
+    action="store_true",
+    help="replace the outputs of an earlier run in --out (files it did not write are kept)",
+  )
+  p.add_argument(
+    "--no-verify",
+    action="store_true",
+    help="skip the weights checksum check on load (faster for large models)",
+  )
   p.set_defaults(func=run)
 
 
@@ -53,8 +92,9 @@ def _stems(queries):
   for q in queries:
     stem = os.path.splitext(os.path.basename(q))[0]
     if stem in stems:
-      raise InputError(f"{q}: writes the same output name {stem!r} as {stems[stem]}; "
-                       "rename one of the queries")
+      raise InputError(
+        f"{q}: writes the same output name {stem!r} as {stems[stem]}; rename one of the queries"
+      )
     stems[stem] = q
   return list(stems)
 
@@ -62,24 +102,39 @@ def _stems(queries):
 def run(args) -> int:
   from incontext import outputs
   from incontext.inference import Segmenter, save_results
+
   if args.batch_size is not None and args.batch_size < 1:
     raise InputError(f"--batch-size must be >= 1, got {args.batch_size}")
   queries = imageio.list_images(args.query)
   stems = _stems(queries)
-  names = [s + suffix for s in stems for suffix in
-           (".png", "_overlay.png") + ((".raw.npy",) if args.raw else ())] + ["labels.json"]
-  outdir = outputs.OutputDir(args.out, command="segment", overwrite=args.overwrite,
-                             names=names, hint="--overwrite")
+  names = [
+    s + suffix
+    for s in stems
+    for suffix in (".png", "_overlay.png") + ((".raw.npy",) if args.raw else ())
+  ] + ["labels.json"]
+  outdir = outputs.OutputDir(
+    args.out, command="segment", overwrite=args.overwrite, names=names, hint="--overwrite"
+  )
   if not args.prompt and not args.learned_prompt:
     raise InputError("give at least one --prompt IMG MASK or a --learned-prompt")
-  seg = Segmenter.from_checkpoint(args.checkpoint, seg_type=args.seg_type or "instance",
-                                  dtype=args.dtype, verify=not args.no_verify)
+  seg = Segmenter.from_checkpoint(
+    args.checkpoint,
+    seg_type=args.seg_type or "instance",
+    dtype=args.dtype,
+    verify=not args.no_verify,
+  )
   lp = seg.load_learned_prompt(args.learned_prompt) if args.learned_prompt else None
   prompts = [tuple(p) for p in args.prompt]
   with outdir:
-    results = seg.segment_iter(prompts, queries, ensemble=args.ensemble, learned_prompt=lp,
-                               seg_type=args.seg_type, batch_size=args.batch_size,
-                               progress=True)
+    results = seg.segment_iter(
+      prompts,
+      queries,
+      ensemble=args.ensemble,
+      learned_prompt=lp,
+      seg_type=args.seg_type,
+      batch_size=args.batch_size,
+      progress=True,
+    )
     n = save_results(results, outdir.staging, raw=args.raw)
   print(f"wrote {n} segmentations to {args.out}")
   return 0

@@ -10,6 +10,7 @@ RGB colours, or white for a single grey 0/1 or 0/255 object) and OUT/overlay.gif
 Outputs are staged inside OUT and moved into place at the end (incontext.outputs), so a failed run
 leaves nothing behind; --overwrite replaces only what an earlier `segment-video` run wrote.
 """
+
 import logging
 import os
 
@@ -17,31 +18,59 @@ from incontext.errors import UserError
 
 
 def register(sub):
-  p = sub.add_parser("segment-video", help="propagate a first-frame mask through a video "
-                     "(DAVIS-format PNGs + overlay GIF)")
+  p = sub.add_parser(
+    "segment-video",
+    help="propagate a first-frame mask through a video (DAVIS-format PNGs + overlay GIF)",
+  )
   p.add_argument("--checkpoint", required=True, help="incontext params directory")
   src = p.add_mutually_exclusive_group(required=True)
   src.add_argument("--frames", help="folder of frames (sorted by file name)")
-  src.add_argument("--video", help="a video file (MP4 or anything FFmpeg reads); needs the "
-                   "video extra (PyAV)")
-  p.add_argument("--first-mask", required=True, help="mask of the first frame: DAVIS palette "
-                 "PNG (index = object id), grey 0/255, or an RGB colour mask (one colour per "
-                 "object)")
-  p.add_argument("--out", required=True,
-                 help="output folder (one that holds files needs --overwrite)")
-  p.add_argument("--memory", type=int, default=8, help="K previous frames used as extra prompts "
-                 "(paper Table 4b: 8 best; 0 = first frame only)")
+  src.add_argument(
+    "--video", help="a video file (MP4 or anything FFmpeg reads); needs the video extra (PyAV)"
+  )
+  p.add_argument(
+    "--first-mask",
+    required=True,
+    help="mask of the first frame: DAVIS palette "
+    "PNG (index = object id), grey 0/255, or an RGB colour mask (one colour per "
+    "object)",
+  )
+  p.add_argument(
+    "--out", required=True, help="output folder (one that holds files needs --overwrite)"
+  )
+  p.add_argument(
+    "--memory",
+    type=int,
+    default=8,
+    help="K previous frames used as extra prompts (paper Table 4b: 8 best; 0 = first frame only)",
+  )
   p.add_argument("--seg-type", choices=("instance", "semantic"), default="instance")
-  p.add_argument("--threshold", type=float, default=None, help="one object only: foreground "
-                 "where the output's channel mean / 255 is >= this (default: nearest colour, "
-                 "i.e. 0.5; lower it for a model whose uncertain pixels come out grey)")
+  p.add_argument(
+    "--threshold",
+    type=float,
+    default=None,
+    help="one object only: foreground "
+    "where the output's channel mean / 255 is >= this (default: nearest colour, "
+    "i.e. 0.5; lower it for a model whose uncertain pixels come out grey)",
+  )
   p.add_argument("--no-gif", action="store_true", help="skip the overlay GIF / MP4")
-  p.add_argument("--fps", type=float, default=10.0, help="overlay GIF frame rate (--frames; "
-                 "with --video the overlay MP4 keeps the source frame rate)")
-  p.add_argument("--overwrite", action="store_true", help="replace the outputs of an earlier "
-                 "run in --out (files it did not write are kept)")
-  p.add_argument("--no-verify", action="store_true", help="skip the weights checksum check "
-                 "on load (faster for large models)")
+  p.add_argument(
+    "--fps",
+    type=float,
+    default=10.0,
+    help="overlay GIF frame rate (--frames; "
+    "with --video the overlay MP4 keeps the source frame rate)",
+  )
+  p.add_argument(
+    "--overwrite",
+    action="store_true",
+    help="replace the outputs of an earlier run in --out (files it did not write are kept)",
+  )
+  p.add_argument(
+    "--no-verify",
+    action="store_true",
+    help="skip the weights checksum check on load (faster for large models)",
+  )
   p.set_defaults(func=run)
 
 
@@ -49,6 +78,7 @@ def run(args) -> int:
   from tqdm import tqdm
 
   from incontext import checkpoint, imageio, outputs, video
+
   if args.memory < 0:
     raise UserError(f"--memory {args.memory}: must be >= 0")
   if args.threshold is not None and not 0 < args.threshold < 1:
@@ -57,19 +87,27 @@ def run(args) -> int:
     return _run_video(args)
   paths = video.list_frames(args.frames)
   names = [os.path.splitext(os.path.basename(p))[0] + ".png" for p in paths]
-  outdir = outputs.OutputDir(args.out, command="segment-video", overwrite=args.overwrite,
-                             names=names + ([] if args.no_gif else ["overlay.gif"]),
-                             hint="--overwrite")
+  outdir = outputs.OutputDir(
+    args.out,
+    command="segment-video",
+    overwrite=args.overwrite,
+    names=names + ([] if args.no_gif else ["overlay.gif"]),
+    hint="--overwrite",
+  )
   first_ids = video.read_id_mask(args.first_mask)
   first = imageio.load_image(paths[0])
   if first.shape[:2] != first_ids.shape:
-    raise UserError(f"--first-mask {args.first_mask}: size {first_ids.shape[::-1]} (w, h) does "
-                     f"not match the first frame {paths[0]} {first.shape[1::-1]}")
+    raise UserError(
+      f"--first-mask {args.first_mask}: size {first_ids.shape[::-1]} (w, h) does "
+      f"not match the first frame {paths[0]} {first.shape[1::-1]}"
+    )
   if not video.object_ids(first_ids):
     raise UserError(f"--first-mask {args.first_mask}: no object (all background)")
   if args.threshold is not None and len(video.object_ids(first_ids)) > 1:
-    raise UserError(f"--threshold needs a single-object --first-mask; {args.first_mask} has "
-                     f"objects {video.object_ids(first_ids)}")
+    raise UserError(
+      f"--threshold needs a single-object --first-mask; {args.first_mask} has "
+      f"objects {video.object_ids(first_ids)}"
+    )
   model = checkpoint.load_model(args.checkpoint, verify=not args.no_verify)
   _warn_procedural(args.checkpoint)
   colours = video.first_mask_colours(args.first_mask, video.object_ids(first_ids))
@@ -79,30 +117,39 @@ def run(args) -> int:
     for p in paths[1:]:
       f = imageio.load_image(p)
       if f.shape[:2] != first.shape[:2]:
-        raise UserError(f"{p}: frame size {f.shape[1::-1]} differs from the first frame's "
-                         f"{first.shape[1::-1]}")
+        raise UserError(
+          f"{p}: frame size {f.shape[1::-1]} differs from the first frame's {first.shape[1::-1]}"
+        )
       yield f
 
   with outdir:
     tmp = outdir.staging
     gif = []
-    stream = video.propagate(model, frames(), first_ids, memory=args.memory,
-                             seg_type=args.seg_type, threshold=args.threshold)
-    for p, ids in tqdm(zip(paths, stream), total=len(paths), desc="segment-video",
-                       unit="frame"):
+    stream = video.propagate(
+      model,
+      frames(),
+      first_ids,
+      memory=args.memory,
+      seg_type=args.seg_type,
+      threshold=args.threshold,
+    )
+    for p, ids in tqdm(zip(paths, stream), total=len(paths), desc="segment-video", unit="frame"):
       name = os.path.splitext(os.path.basename(p))[0] + ".png"
       video.save_id_png(os.path.join(tmp, name), ids, colours)
       if not args.no_gif:
         gif.append(video.overlay(imageio.load_image(p), ids, colours))
     if gif:
       video.save_gif(os.path.join(tmp, "overlay.gif"), gif, fps=args.fps)
-  print(f"wrote {len(paths)} DAVIS-format masks (objects {video.object_ids(first_ids)}, memory "
-        f"{args.memory}) to {args.out}" + ("" if args.no_gif else ", overlay.gif"))
+  print(
+    f"wrote {len(paths)} DAVIS-format masks (objects {video.object_ids(first_ids)}, memory "
+    f"{args.memory}) to {args.out}" + ("" if args.no_gif else ", overlay.gif")
+  )
   return 0
 
 
 def _warn_procedural(ckpt: str) -> None:
   from incontext import checkpoint
+
   warn = checkpoint.procedural_only_warning(checkpoint.read_meta(ckpt))
   if warn:
     logging.getLogger("incontext").warning("%s: %s", ckpt, warn)
@@ -113,19 +160,28 @@ def _run_video(args) -> int:
   from tqdm import tqdm
 
   from incontext import checkpoint, outputs, video, videoio
+
   info = videoio.probe(args.video)
   first_ids = video.read_id_mask(args.first_mask)
   if (info.height, info.width) != first_ids.shape:
-    raise UserError(f"--first-mask {args.first_mask}: size {first_ids.shape[::-1]} (w, h) does "
-                    f"not match the video {args.video} ({info.width}, {info.height})")
+    raise UserError(
+      f"--first-mask {args.first_mask}: size {first_ids.shape[::-1]} (w, h) does "
+      f"not match the video {args.video} ({info.width}, {info.height})"
+    )
   ids = video.object_ids(first_ids)
   if not ids:
     raise UserError(f"--first-mask {args.first_mask}: no object (all background)")
   if args.threshold is not None and len(ids) > 1:
-    raise UserError(f"--threshold needs a single-object --first-mask; {args.first_mask} has "
-                    f"objects {ids}")
-  outdir = outputs.OutputDir(args.out, command="segment-video", overwrite=args.overwrite,
-                             names=[] if args.no_gif else ["overlay.mp4"], hint="--overwrite")
+    raise UserError(
+      f"--threshold needs a single-object --first-mask; {args.first_mask} has objects {ids}"
+    )
+  outdir = outputs.OutputDir(
+    args.out,
+    command="segment-video",
+    overwrite=args.overwrite,
+    names=[] if args.no_gif else ["overlay.mp4"],
+    hint="--overwrite",
+  )
   model = checkpoint.load_model(args.checkpoint, verify=not args.no_verify)
   _warn_procedural(args.checkpoint)
   colours = video.first_mask_colours(args.first_mask, ids)
@@ -139,18 +195,28 @@ def _run_video(args) -> int:
   n = 0
   with outdir:
     tmp = outdir.staging
-    writer = None if args.no_gif else videoio.VideoWriter(os.path.join(tmp, "overlay.mp4"),
-                                                          fps=info.fps)
-    stream = video.propagate(model, frames(), first_ids, memory=args.memory,
-                             seg_type=args.seg_type, threshold=args.threshold)
+    writer = (
+      None if args.no_gif else videoio.VideoWriter(os.path.join(tmp, "overlay.mp4"), fps=info.fps)
+    )
+    stream = video.propagate(
+      model,
+      frames(),
+      first_ids,
+      memory=args.memory,
+      seg_type=args.seg_type,
+      threshold=args.threshold,
+    )
     # propagate yields frame t's ids right after pulling frame t: `current` is that frame.
-    for n, m in enumerate(tqdm(stream, total=info.num_frames or None, desc="segment-video",
-                               unit="frame"), 1):
+    for n, m in enumerate(
+      tqdm(stream, total=info.num_frames or None, desc="segment-video", unit="frame"), 1
+    ):
       video.save_id_png(os.path.join(tmp, f"{n - 1:05d}.png"), m, colours)
       if writer is not None:
         writer.write(video.overlay(current[0], m, colours))
     if writer is not None:
       writer.close()
-  print(f"wrote {n} DAVIS-format masks (objects {ids}, memory {args.memory}) to {args.out}"
-        + ("" if args.no_gif else f", overlay.mp4 at {float(info.fps):.3g} fps"))
+  print(
+    f"wrote {n} DAVIS-format masks (objects {ids}, memory {args.memory}) to {args.out}"
+    + ("" if args.no_gif else f", overlay.mp4 at {float(info.fps):.3g} fps")
+  )
   return 0

@@ -24,6 +24,7 @@ Video (DAVIS): VideoEpisodes(source)[i] -> {"video_id", "prompt": (first image, 
 "frames": [images of frames 1..], "masks": [gt masks of frames 1..], "object_ids": [...]} where
 masks are uint8 object-id maps (0 background, 255 ignore; binary 0/1 for DAVIS 2016).
 """
+
 from __future__ import annotations
 
 from typing import Any, Sequence
@@ -62,8 +63,13 @@ def make_episodes(index: dict, *, shots: int, num_episodes: int, seed: int = 0) 
   return eps
 
 
-def fold_class_ids(source, fold: int, num_folds: int | None = None, scheme: str | None = None,
-                   dataset_name: str | None = None) -> list[int]:
+def fold_class_ids(
+  source,
+  fold: int,
+  num_folds: int | None = None,
+  scheme: str | None = None,
+  dataset_name: str | None = None,
+) -> list[int]:
   """The label ids of class fold `fold` over all of the source's classes (its `class_names`
   and the classes present), with the dataset's default fold scheme unless given."""
   name = dataset_name or getattr(source, "name", "")
@@ -80,10 +86,20 @@ class SemanticEpisodes:
   """Deterministic k-shot episodes over the classes of one fold (or a class list) of a
   semantic source."""
 
-  def __init__(self, source, *, fold: int = 0, shots: int = 1, num_episodes: int = 1000,
-               seed: int = 0, num_folds: int | None = None, scheme: str | None = None,
-               classes: Sequence[int] | None = None, dataset_name: str | None = None,
-               indices: Sequence[int] | None = None):
+  def __init__(
+    self,
+    source,
+    *,
+    fold: int = 0,
+    shots: int = 1,
+    num_episodes: int = 1000,
+    seed: int = 0,
+    num_folds: int | None = None,
+    scheme: str | None = None,
+    classes: Sequence[int] | None = None,
+    dataset_name: str | None = None,
+    indices: Sequence[int] | None = None,
+  ):
     self.source, self.fold, self.shots, self.seed = source, int(fold), int(shots), int(seed)
     if classes is None:
       classes = fold_class_ids(source, fold, num_folds, scheme, dataset_name)
@@ -91,10 +107,12 @@ class SemanticEpisodes:
     self.index = class_index(source, self.fold_classes, indices)
     self.classes = [c for c, ex in self.index.items() if len(ex) >= self.shots + 1]
     if not self.classes:
-      raise ValueError(f"no class of fold {fold} has {shots + 1} images in "
-                       f"{getattr(source, 'name', 'the source')}")
-    self.episodes = make_episodes(self.index, shots=self.shots, num_episodes=int(num_episodes),
-                                  seed=self.seed)
+      raise ValueError(
+        f"no class of fold {fold} has {shots + 1} images in {getattr(source, 'name', 'the source')}"
+      )
+    self.episodes = make_episodes(
+      self.index, shots=self.shots, num_episodes=int(num_episodes), seed=self.seed
+    )
     self.num_episodes = int(num_episodes)
 
   def __len__(self) -> int:
@@ -113,14 +131,21 @@ class SemanticEpisodes:
     def load(k):
       ex = self.source[k]
       return ex["image"], (ex["mask"] == c).astype(np.uint8)
+
     names = getattr(self.source, "class_names", {}) or {}
-    return {"support": [load(k) for k in sup], "query": load(q), "class_id": c,
-            "class_name": names.get(c, str(c)), "fold": self.fold}
+    return {
+      "support": [load(k) for k in sup],
+      "query": load(q),
+      "class_id": c,
+      "class_name": names.get(c, str(c)),
+      "fold": self.fold,
+    }
 
 
 def procedural_episodes(config, *, seed: int = 1234, per_class: int = 4) -> list[dict]:
   """Canvas episodes on procedural held-out classes (`incontext.data.procedural`)."""
   from incontext.data import procedural
+
   return procedural.make_episodes(config, seed=seed, per_class=per_class)
 
 
@@ -142,10 +167,15 @@ class VideoEpisodes:
   def __getitem__(self, k: int) -> dict[str, Any]:
     v = self.names[k]
     exs = [self.source[i] for i in self.videos[v]]
-    to_map = lambda e: (np.asarray(e.get("instances", e["mask"]), np.int32)
-                        .clip(0, 255).astype(np.uint8))
+    to_map = lambda e: (
+      np.asarray(e.get("instances", e["mask"]), np.int32).clip(0, 255).astype(np.uint8)
+    )
     first = to_map(exs[0])
     ids = sorted(int(x) for x in np.unique(first) if x not in (0, sources.IGNORE))
-    return {"video_id": v, "prompt": (exs[0]["image"], first),
-            "frames": [e["image"] for e in exs[1:]], "masks": [to_map(e) for e in exs[1:]],
-            "object_ids": ids}
+    return {
+      "video_id": v,
+      "prompt": (exs[0]["image"], first),
+      "frames": [e["image"] for e in exs[1:]],
+      "masks": [to_map(e) for e in exs[1:]],
+      "object_ids": ids,
+    }

@@ -8,13 +8,15 @@ Schemes (over a sorted list of label ids):
   'list': an explicit list of class names/ids is the test fold (FSS-1000 official test classes);
     fold 0 is that list, fold 1 the rest.
 """
+
 from __future__ import annotations
 
 from typing import Sequence
 
 
-def fold_classes(class_ids: Sequence[int], fold: int, num_folds: int = 4,
-                 scheme: str = "interleaved") -> list[int]:
+def fold_classes(
+  class_ids: Sequence[int], fold: int, num_folds: int = 4, scheme: str = "interleaved"
+) -> list[int]:
   ids = sorted(int(c) for c in class_ids)
   if not 0 <= fold < num_folds:
     raise ValueError(f"fold {fold} not in [0, {num_folds})")
@@ -24,7 +26,7 @@ def fold_classes(class_ids: Sequence[int], fold: int, num_folds: int = 4,
     return [ids[fold + num_folds * v] for v in range(len(ids) // num_folds)]
   if scheme == "blocks":
     n = len(ids)
-    return ids[fold * n // num_folds:(fold + 1) * n // num_folds]
+    return ids[fold * n // num_folds : (fold + 1) * n // num_folds]
   raise ValueError(f"unknown fold scheme {scheme!r}")
 
 
@@ -34,10 +36,10 @@ def fold_classes(class_ids: Sequence[int], fold: int, num_folds: int = 4,
 # clothing_co_parsing: interleaved over labels 1..58, 4 folds.
 # camvid: interleaved over labels 1..11, 4 folds (3/3/3/2 classes).
 DEFAULT_FOLDS = {
-    "coco128_seg": dict(num_folds=4, scheme="interleaved"),
-    "coco": dict(num_folds=4, scheme="interleaved"),
-    "pascal_voc": dict(num_folds=4, scheme="blocks"),
-    "clothing_co_parsing": dict(num_folds=4, scheme="interleaved"),
-    "camvid": dict(num_folds=4, scheme="interleaved"),
-    "ade20k": dict(num_folds=4, scheme="interleaved"),
+  "coco128_seg": dict(num_folds=4, scheme="interleaved"),
+  "coco": dict(num_folds=4, scheme="interleaved"),
+  "pascal_voc": dict(num_folds=4, scheme="blocks"),
+  "clothing_co_parsing": dict(num_folds=4, scheme="interleaved"),
+  "camvid": dict(num_folds=4, scheme="interleaved"),
+  "ade20k": dict(num_folds=4, scheme="interleaved"),
 }

@@ -22,6 +22,7 @@ After `to_canvas`: canvas_image uint8 [2H, W, 3], canvas_label int32 [2H, W].
 `finalize` returns exactly the batch keys of `incontext.canvas`: image, target, mask, valid,
 seg_type.
 """
+
 from __future__ import annotations
 
 import ast
@@ -43,6 +44,7 @@ def register(name: str):
   def deco(factory):
     OPS[name] = factory
     return factory
+
   return deco
 
 
@@ -83,6 +85,7 @@ def build_ops(spec: str | list, **defaults) -> list[Op]:
 
 # ---------------------------------------------------------------------------------------------
 # Helpers.
+
 
 def _pair(x) -> tuple[int, int]:
   return (int(x), int(x)) if np.isscalar(x) else (int(x[0]), int(x[1]))
@@ -137,6 +140,7 @@ def resize_label(label: np.ndarray, size_hw, box=None) -> np.ndarray:
 # ---------------------------------------------------------------------------------------------
 # Per-image augmentation.
 
+
 @register("resize")
 def resize(size=(448, 448)) -> Op:
   """Plain resize of every image/label to `size` (bicubic / nearest)."""
@@ -146,12 +150,18 @@ def resize(size=(448, 448)) -> Op:
     ex["images"] = [resize_image(im, size) for im in ex["images"]]
     ex["labels"] = [resize_label(l, size) for l in ex["labels"]]
     return ex
+
   return fn
 
 
 @register("random_resized_crop")
-def random_resized_crop(size=(448, 448), scale=(0.3, 1.0), ratio=(3 / 4, 4 / 3),
-                        keep_objects: bool = True, tries: int = 10) -> Op:
+def random_resized_crop(
+  size=(448, 448),
+  scale=(0.3, 1.0),
+  ratio=(3 / 4, 4 / 3),
+  keep_objects: bool = True,
+  tries: int = 10,
+) -> Op:
   """Per image: torchvision-style random resized crop to `size`; image bicubic, label nearest.
 
   With keep_objects, crops that would lose every object pixel are re-drawn (`tries` times), then
@@ -175,18 +185,21 @@ def random_resized_crop(size=(448, 448), scale=(0.3, 1.0), ratio=(3 / 4, 4 / 3),
       labels.append(resize_label(l, size, box))
     ex["images"], ex["labels"] = imgs, labels
     return ex
+
   return fn
 
 
 @register("hflip")
 def hflip(p: float = 0.5) -> Op:
   """Per image: horizontal flip of image and label together with probability p."""
+
   def fn(ex, rng):
     for k in range(len(ex["images"])):
       if rng.random() < p:
         ex["images"][k] = np.ascontiguousarray(ex["images"][k][:, ::-1])
         ex["labels"][k] = np.ascontiguousarray(ex["labels"][k][:, ::-1])
     return ex
+
   return fn
 
 
@@ -209,15 +222,20 @@ def _jitter_one(img: np.ndarray, rng, b, c, s, hue) -> np.ndarray:
 @register("color_jitter")
 def color_jitter(brightness=0.4, contrast=0.4, saturation=0.2, hue=0.1, p=0.8) -> Op:
   """Per image, image only: ColorJitter(0.4, 0.4, 0.2, 0.1) with probability p (Painter)."""
+
   def fn(ex, rng):
-    ex["images"] = [_jitter_one(im, rng, brightness, contrast, saturation, hue)
-                    if rng.random() < p else im for im in ex["images"]]
+    ex["images"] = [
+      _jitter_one(im, rng, brightness, contrast, saturation, hue) if rng.random() < p else im
+      for im in ex["images"]
+    ]
     return ex
+
   return fn
 
 
 # ---------------------------------------------------------------------------------------------
 # Mix-context: stitch the images of one side (sharing the pair's colour mapping) and re-crop.
+
 
 def _grid(n: int, rng) -> tuple[int, int]:
   if n == 2:
@@ -240,9 +258,12 @@ def mix_context(size=(448, 448), scale=(0.5, 1.0), keep_objects: bool = True) ->
     h, w = labels[0].shape
     imgs = [resize_image(i, (h, w)) for i in imgs]
     labels = [resize_label(l, (h, w)) for l in labels]
-    gi = np.concatenate([np.concatenate(imgs[r * cols:(r + 1) * cols], 1) for r in range(rows)], 0)
-    gl = np.concatenate([np.concatenate(labels[r * cols:(r + 1) * cols], 1)
-                         for r in range(rows)], 0)
+    gi = np.concatenate(
+      [np.concatenate(imgs[r * cols : (r + 1) * cols], 1) for r in range(rows)], 0
+    )
+    gl = np.concatenate(
+      [np.concatenate(labels[r * cols : (r + 1) * cols], 1) for r in range(rows)], 0
+    )
     gr = (cols * w) / (rows * h)
     box = None
     for _ in range(10):
@@ -262,11 +283,13 @@ def mix_context(size=(448, 448), scale=(0.5, 1.0), keep_objects: bool = True) ->
     ex["images"], ex["labels"] = [o[0] for o in out], [o[1] for o in out]
     ex["n_prompt"] = 1
     return ex
+
   return fn
 
 
 # ---------------------------------------------------------------------------------------------
 # Random colouring.
+
 
 def random_colours(rng, k: int, min_dist: int = 48, min_norm: int = 64) -> np.ndarray:
   """k distinct random RGB colours [k, 3] uint8, pairwise L-inf distance >= min_dist where
@@ -302,26 +325,30 @@ def random_colouring(min_dist: int = 48, colours: str = "random") -> Op:
     pal = np.zeros((256, 3), np.uint8)
     k = int(ex["num_objects"])
     if k:
-      pal[1:k + 1] = 255 if colours == "white" else random_colours(rng, k, min_dist)
+      pal[1 : k + 1] = 255 if colours == "white" else random_colours(rng, k, min_dist)
     ex["palette"] = pal
     return ex
+
   return fn
 
 
 @register("fixed_colouring")
 def fixed_colouring() -> Op:
   """Painter's deterministic base-b palette instead of random colours (ablation)."""
+
   def fn(ex, rng):
     pal = np.zeros((256, 3), np.uint8)
     base = canvas.build_palette(254)
     pal[:255] = base[:255]
     ex["palette"] = pal
     return ex
+
   return fn
 
 
 # ---------------------------------------------------------------------------------------------
 # Canvas.
+
 
 @register("to_canvas")
 def to_canvas(size=(448, 448)) -> Op:
@@ -337,14 +364,17 @@ def to_canvas(size=(448, 448)) -> Op:
     ex["canvas_label"] = np.concatenate(labels, 0)
     del ex["images"], ex["labels"]
     return ex
+
   return fn
 
 
 @register("canvas_crop")
-def canvas_crop(p: float = 0.0, scale=(0.3, 1.0), ratio=(0.3, 0.7),
-                skip_instance: bool = True) -> Op:
+def canvas_crop(
+  p: float = 0.0, scale=(0.3, 1.0), ratio=(0.3, 0.7), skip_instance: bool = True
+) -> Op:
   """Painter's second RandomResizedCrop over the whole 2H x W canvas (with probability p),
   resized back to 2H x W; Painter skips it for instance pairs. Straddles prompt and query."""
+
   def fn(ex, rng):
     if rng.random() >= p or (skip_instance and ex["seg_type"] == canvas.INSTANCE):
       return ex
@@ -355,6 +385,7 @@ def canvas_crop(p: float = 0.0, scale=(0.3, 1.0), ratio=(0.3, 0.7),
     ex["canvas_label"] = resize_label(l, (h, w), box)
     ex["half_mask_forbidden"] = True
     return ex
+
   return fn
 
 
@@ -365,8 +396,15 @@ class MaskingGenerator:
   `num_masking_patches` are hidden; as in Painter, the count is then made exact.
   """
 
-  def __init__(self, input_size, num_masking_patches, min_num_patches=16, max_num_patches=None,
-               min_aspect=0.3, max_aspect=None):
+  def __init__(
+    self,
+    input_size,
+    num_masking_patches,
+    min_num_patches=16,
+    max_num_patches=None,
+    min_aspect=0.3,
+    max_aspect=None,
+  ):
     self.height, self.width = input_size
     self.num_masking_patches = num_masking_patches
     self.min_num_patches = min_num_patches
@@ -384,7 +422,7 @@ class MaskingGenerator:
       if w < self.width and h < self.height:
         top = int(rng.integers(0, self.height - h + 1))
         left = int(rng.integers(0, self.width - w + 1))
-        win = mask[top:top + h, left:left + w]
+        win = mask[top : top + h, left : left + w]
         num_masked = int(win.sum())
         if 0 < h * w - num_masked <= max_mask_patches:
           delta += h * w - num_masked
@@ -415,9 +453,16 @@ class MaskingGenerator:
 
 
 @register("patch_mask")
-def patch_mask(size=(448, 448), patch_size: int = 16, mode: str = "painter", ratio: float = 0.5,
-               half_prob: float = 0.1, min_block: int | None = None,
-               max_block: int | None = None, min_aspect: float = 0.3) -> Op:
+def patch_mask(
+  size=(448, 448),
+  patch_size: int = 16,
+  mode: str = "painter",
+  ratio: float = 0.5,
+  half_prob: float = 0.1,
+  min_block: int | None = None,
+  max_block: int | None = None,
+  min_aspect: float = 0.3,
+) -> Op:
   """Patch mask over the (2H/p, W/p) token grid, row-major, True = hidden.
 
   Painter's masking (docs/design.md#training-recipe).
@@ -436,10 +481,12 @@ def patch_mask(size=(448, 448), patch_size: int = 16, mode: str = "painter", rat
   half = canvas.query_half_mask((gh, gw))
 
   def fn(ex, rng):
-    use_half = mode == "half" or (mode == "painter" and rng.random() < half_prob
-                                  and not ex.get("half_mask_forbidden", False))
+    use_half = mode == "half" or (
+      mode == "painter" and rng.random() < half_prob and not ex.get("half_mask_forbidden", False)
+    )
     ex["mask"] = half.copy() if use_half else gen(rng).reshape(-1)
     return ex
+
   return fn
 
 
@@ -464,14 +511,16 @@ def finalize(ex: dict) -> dict[str, np.ndarray]:
     pal[:255] = canvas.build_palette(254)[:255]
   pal_norm = _normalize_u8(pal)  # normalise 256 colours, then gather
   return {
-      "image": _normalize_u8(ex["canvas_image"]),
-      "target": pal_norm[np.clip(label, 0, 255)],
-      "mask": np.asarray(ex["mask"], bool),
-      "valid": (label != IGNORE).astype(np.float32),
-      "seg_type": np.int32(ex["seg_type"]),
+    "image": _normalize_u8(ex["canvas_image"]),
+    "target": pal_norm[np.clip(label, 0, 255)],
+    "mask": np.asarray(ex["mask"], bool),
+    "valid": (label != IGNORE).astype(np.float32),
+    "seg_type": np.int32(ex["seg_type"]),
   }
 
 
-DEFAULT_PP = ("random_resized_crop(scale=(0.3, 1.0))|hflip(p=0.5)|color_jitter(p=0.8)"
-              "|mix_context|random_colouring|to_canvas|canvas_crop(p=0.0)"
-              "|patch_mask(mode='painter', ratio=0.5, half_prob=0.1)")
+DEFAULT_PP = (
+  "random_resized_crop(scale=(0.3, 1.0))|hflip(p=0.5)|color_jitter(p=0.8)"
+  "|mix_context|random_colouring|to_canvas|canvas_crop(p=0.0)"
+  "|patch_mask(mode='painter', ratio=0.5, half_prob=0.1)"
+)

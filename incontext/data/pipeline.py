@@ -43,6 +43,7 @@ Example (trainer):
   batch = next(it)            # dict of numpy arrays, per-host batch
   state = it.get_state()      # save with the checkpoint; it.set_state(state) to resume
 """
+
 from __future__ import annotations
 
 import concurrent.futures
@@ -58,38 +59,38 @@ from incontext.data import folds, ops, procedural, sources
 
 # Config keys (top level) and defaults. Per-dataset keys are in DATASET_DEFAULTS.
 DEFAULTS: dict[str, Any] = dict(
-    image_size=448,          # int or (H, W) of one half; the canvas is (2H, W)
-    patch_size=16,           # token grid for `mask` is (2H/p, W/p)
-    pp=ops.DEFAULT_PP,       # op pipe string (see incontext.data.ops), `finalize` is appended
-    datasets=(),             # list of dataset configs (dicts), see DATASET_DEFAULTS
-    num_workers=0,           # grain mp_prefetch worker processes (0 = in-process threads); grain's
-                             # workers read absl flags: outside an absl app, call
-                             # absl.flags.FLAGS.mark_as_parsed() first (experiments/bench_data.py)
-    read_threads=2,          # threads of to_iter_dataset (per process)
-    prefetch=4,              # to_iter_dataset prefetch buffer (elements)
-    shard_records=False,     # also split every source's records across hosts (i % count == index)
-    procedural_frac=0.0,     # P(sample is a procedural pair, incontext.data.procedural) instead
-    procedural=None,         # procedural data config (image_size / patch_size come from here)
+  image_size=448,  # int or (H, W) of one half; the canvas is (2H, W)
+  patch_size=16,  # token grid for `mask` is (2H/p, W/p)
+  pp=ops.DEFAULT_PP,  # op pipe string (see incontext.data.ops), `finalize` is appended
+  datasets=(),  # list of dataset configs (dicts), see DATASET_DEFAULTS
+  num_workers=0,  # grain mp_prefetch worker processes (0 = in-process threads); grain's
+  # workers read absl flags: outside an absl app, call
+  # absl.flags.FLAGS.mark_as_parsed() first (experiments/bench_data.py)
+  read_threads=2,  # threads of to_iter_dataset (per process)
+  prefetch=4,  # to_iter_dataset prefetch buffer (elements)
+  shard_records=False,  # also split every source's records across hosts (i % count == index)
+  procedural_frac=0.0,  # P(sample is a procedural pair, incontext.data.procedural) instead
+  procedural=None,  # procedural data config (image_size / patch_size come from here)
 )
 
 DATASET_DEFAULTS: dict[str, Any] = dict(
-    name=None,               # unique name (defaults to reader)
-    reader=None,             # sources.READERS key ('coco128_seg', 'davis', 'tfds', ...)
-    root=None,               # raw folder (for raw readers); tfds: name/split/data_dir
-    weight=1.0,              # mixing weight (normalised over datasets)
-    instance_prob=0.5,       # P(instance pair) for sources with instance maps (not video)
-    max_objects=5,           # max classes/instances coloured per pair
-    min_area=0.0,            # objects under this fraction of the prompt image are not chosen
-    class_sampling="image",  # 'image': uniform example, then a class of it; 'class': uniform class
-    mix_context_prob=0.0,    # P(mix-context) for semantic pairs
-    mix_context_n=(2, 4),    # images per side when mixing (choice)
-    max_frame_gap=None,      # video: max |i - j| between prompt and query frames (None = any)
-    exclude_classes=(),      # label ids never coloured (held-out classes)
-    exclude_fold=None,       # or: hold out this fold's classes (folds.fold_classes)
-    exclude_examples=(),     # example ids (source `id`) or video ids never used in any pair
-    num_folds=None,          # default from folds.DEFAULT_FOLDS[name] or 4
-    fold_scheme=None,        # 'interleaved' | 'blocks'
-    excluded_as="background",  # held-out pixels: 'background' (FSS convention) or 'ignore'
+  name=None,  # unique name (defaults to reader)
+  reader=None,  # sources.READERS key ('coco128_seg', 'davis', 'tfds', ...)
+  root=None,  # raw folder (for raw readers); tfds: name/split/data_dir
+  weight=1.0,  # mixing weight (normalised over datasets)
+  instance_prob=0.5,  # P(instance pair) for sources with instance maps (not video)
+  max_objects=5,  # max classes/instances coloured per pair
+  min_area=0.0,  # objects under this fraction of the prompt image are not chosen
+  class_sampling="image",  # 'image': uniform example, then a class of it; 'class': uniform class
+  mix_context_prob=0.0,  # P(mix-context) for semantic pairs
+  mix_context_n=(2, 4),  # images per side when mixing (choice)
+  max_frame_gap=None,  # video: max |i - j| between prompt and query frames (None = any)
+  exclude_classes=(),  # label ids never coloured (held-out classes)
+  exclude_fold=None,  # or: hold out this fold's classes (folds.fold_classes)
+  exclude_examples=(),  # example ids (source `id`) or video ids never used in any pair
+  num_folds=None,  # default from folds.DEFAULT_FOLDS[name] or 4
+  fold_scheme=None,  # 'interleaved' | 'blocks'
+  excluded_as="background",  # held-out pixels: 'background' (FSS convention) or 'ignore'
 )
 
 
@@ -105,14 +106,17 @@ def _check_dataset_keys(d: dict, i: int) -> None:
   """A dataset entry's keys must be DATASET_DEFAULTS keys or its reader's arguments (a typo
   such as `exclude_fol` would otherwise be dropped silently)."""
   import inspect
+
   reader = sources.READERS.get(d.get("reader"))
   if reader is None:
-    return                      # an unknown reader is reported when the source is made
+    return  # an unknown reader is reported when the source is made
   known = set(DATASET_DEFAULTS) | set(inspect.signature(reader).parameters)
   unknown = sorted(set(d) - known)
   if unknown:
-    raise ValueError(f"datasets[{i}] ({d.get('name') or d.get('reader')}): unknown key"
-                     f"{'s' if len(unknown) > 1 else ''} {unknown}; known: {sorted(known)}")
+    raise ValueError(
+      f"datasets[{i}] ({d.get('name') or d.get('reader')}): unknown key"
+      f"{'s' if len(unknown) > 1 else ''} {unknown}; known: {sorted(known)}"
+    )
 
 
 def resolve_config(config) -> dict[str, Any]:
@@ -153,8 +157,9 @@ class HeldOutLeak(RuntimeError):
 def held_out_examples(dcfg: Mapping[str, Any]) -> set[str]:
   ex = dcfg.get("exclude_examples") or ()
   if isinstance(ex, str):
-    raise ValueError(f"dataset {dcfg.get('name')!r}: exclude_examples must be a list of ids, "
-                     f"got the string {ex!r}")
+    raise ValueError(
+      f"dataset {dcfg.get('name')!r}: exclude_examples must be a list of ids, got the string {ex!r}"
+    )
   return {str(x) for x in ex}
 
 
@@ -171,13 +176,16 @@ class DatasetIndex:
     recs = range(n) if record_shard is None else range(record_shard[0], n, record_shard[1])
     with concurrent.futures.ThreadPoolExecutor(4) as pool:  # PIL decodes release the GIL
       metas = dict(zip(recs, pool.map(source.meta, recs)))
-    all_classes = sorted(set(getattr(source, "class_names", {}) or {})
-                         | {int(c) for m in metas.values() for c in m["classes"]})
+    all_classes = sorted(
+      set(getattr(source, "class_names", {}) or {})
+      | {int(c) for m in metas.values() for c in m["classes"]}
+    )
     self.name = dcfg["name"]
     self.excluded = excluded_classes(dcfg, all_classes)
     self.excluded_examples = held_out_examples(dcfg)
-    held = lambda m: (str(m.get("id")) in self.excluded_examples
-                      or str(m.get("video_id")) in self.excluded_examples)
+    held = lambda m: (
+      str(m.get("id")) in self.excluded_examples or str(m.get("video_id")) in self.excluded_examples
+    )
     metas = {i: m for i, m in metas.items() if not held(m)}
     self.ids = {i: str(m.get("id", i)) for i, m in metas.items()}
     self.kind = getattr(source, "kind", "semantic")
@@ -193,8 +201,9 @@ class DatasetIndex:
     self.class_list = np.array(sorted(self.by_class), np.int32)
     self.with_class = np.array([i for i in metas if len(self.allowed[i])], np.int64)
     self.with_instances = np.array(
-        [i for i, m in metas.items() if m.get("num_instances", 0) > 0 and len(self.allowed[i])],
-        np.int64)
+      [i for i, m in metas.items() if m.get("num_instances", 0) > 0 and len(self.allowed[i])],
+      np.int64,
+    )
     self.usable = set(int(i) for i in self.with_class)
     self.videos: dict[str, np.ndarray] = {}
     self.video_has_obj: dict[str, np.ndarray] = {}
@@ -202,7 +211,8 @@ class DatasetIndex:
       vids: dict[str, list] = {}
       for i, m in metas.items():
         vids.setdefault(m["video_id"], []).append(
-            (m["frame_index"], i, m.get("num_instances", 0) > 0 and len(self.allowed[i]) > 0))
+          (m["frame_index"], i, m.get("num_instances", 0) > 0 and len(self.allowed[i]) > 0)
+        )
       for v, fr in sorted(vids.items()):
         fr.sort()
         self.videos[v] = np.array([f[1] for f in fr])
@@ -218,9 +228,11 @@ class DatasetIndex:
     bad_cls = set(meta.classes) & self.excluded
     bad_rec = [r for r in meta.records if r not in self.usable]
     if bad_cls or bad_rec:
-      raise HeldOutLeak(f"dataset {self.name!r}: a {meta.kind} pair paints held-out classes "
-                        f"{sorted(bad_cls)} or uses held-out examples "
-                        f"{[self.ids.get(r, r) for r in bad_rec]}")
+      raise HeldOutLeak(
+        f"dataset {self.name!r}: a {meta.kind} pair paints held-out classes "
+        f"{sorted(bad_cls)} or uses held-out examples "
+        f"{[self.ids.get(r, r) for r in bad_rec]}"
+      )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -233,6 +245,7 @@ class PairMeta:
   records: their record indices in the source.
   classes: the label ids of the painted objects (an instance's is the label under it).
   """
+
   dataset: str
   kind: str
   ids: tuple[str, ...]
@@ -271,8 +284,8 @@ class PairSampler:
       if h != w:
         raise ValueError(f"procedural_frac > 0 needs square halves, got image_size {(h, w)}")
       self.procedural = procedural.Sampler(
-          {**_to_dict(cfg.get("procedural")), "image_size": h, "patch_size": cfg["patch_size"]},
-          seed)
+        {**_to_dict(cfg.get("procedural")), "image_size": h, "patch_size": cfg["patch_size"]}, seed
+      )
 
   # -- pair sampling -------------------------------------------------------------------------
   def _lut(self, objects: Sequence[int], excluded: set[int], excluded_as: str) -> np.ndarray:
@@ -318,16 +331,25 @@ class PairSampler:
     exs = [load(i) for i in ids]
     area = float(np.mean(exs[0]["mask"] == c)) if d["min_area"] > 0 else 0.0
     meta = self._meta(d, idx, "mix_context" if n > 1 else "semantic", ids, objects)
-    return dict(images=[e["image"] for e in exs], labels=[lut[e["mask"]] for e in exs],
-                n_prompt=n, num_objects=len(objects), seg_type=canvas.SEMANTIC,
-                meta=meta), area
+    return dict(
+      images=[e["image"] for e in exs],
+      labels=[lut[e["mask"]] for e in exs],
+      n_prompt=n,
+      num_objects=len(objects),
+      seg_type=canvas.SEMANTIC,
+      meta=meta,
+    ), area
 
   @staticmethod
   def _meta(d, idx: DatasetIndex, kind: str, records, classes) -> PairMeta:
     records = tuple(int(r) for r in records)
-    return PairMeta(dataset=d["name"], kind=kind, ids=tuple(idx.ids.get(r, str(r))
-                                                            for r in records),
-                    records=records, classes=tuple(sorted({int(c) for c in classes})))
+    return PairMeta(
+      dataset=d["name"],
+      kind=kind,
+      ids=tuple(idx.ids.get(r, str(r)) for r in records),
+      records=records,
+      classes=tuple(sorted({int(c) for c in classes})),
+    )
 
   def _instances_pair(self, rng, d, idx: DatasetIndex, kind: str, recs, ex_p, ex_q):
     inst = ex_p["instances"]
@@ -339,7 +361,7 @@ class PairSampler:
     if d["min_area"] > 0 and len(ids):
       area = np.array([np.mean(inst == i) for i in ids])
       big = ids[area >= d["min_area"]]
-      ids = big if len(big) else ids[np.argmax(area)][None]   # none big enough: the largest
+      ids = big if len(big) else ids[np.argmax(area)][None]  # none big enough: the largest
     k = int(rng.integers(1, min(d["max_objects"], len(ids)) + 1)) if len(ids) else 0
     objects = [int(x) for x in rng.choice(ids, k, replace=False)] if k else []
     lut = self._lut(objects, set(), "background")
@@ -351,9 +373,14 @@ class PairSampler:
       l = lut[e["instances"]]
       l[sem_ignore[e["mask"]] == ops.IGNORE] = ops.IGNORE
       labs.append(l)
-    return dict(images=[ex_p["image"], ex_q["image"]], labels=labs, n_prompt=1,
-                num_objects=len(objects), seg_type=canvas.INSTANCE,
-                meta=self._meta(d, idx, kind, recs, [cls[o] for o in objects]))
+    return dict(
+      images=[ex_p["image"], ex_q["image"]],
+      labels=labs,
+      n_prompt=1,
+      num_objects=len(objects),
+      seg_type=canvas.INSTANCE,
+      meta=self._meta(d, idx, kind, recs, [cls[o] for o in objects]),
+    )
 
   def _instance(self, rng, d, src, idx):
     p = int(rng.choice(idx.with_instances))
@@ -385,8 +412,10 @@ class PairSampler:
       pair = self._semantic(rng, d, src, idx)
     meta = pair.get("meta")
     if not isinstance(meta, PairMeta):
-      raise HeldOutLeak(f"dataset {d['name']!r}: a pair without PairMeta cannot be checked "
-                        "against the held-out classes and examples")
+      raise HeldOutLeak(
+        f"dataset {d['name']!r}: a pair without PairMeta cannot be checked "
+        "against the held-out classes and examples"
+      )
     idx.check(meta)
     pair["dataset"] = di
     return pair
@@ -417,8 +446,14 @@ def build_sources(cfg: dict, sources_override: Mapping[str, Any] | None = None) 
   return out
 
 
-def make_sampler(config, *, seed: int, process_index: int = 0, process_count: int = 1,
-                 sources_override: Mapping[str, Any] | None = None) -> PairSampler:
+def make_sampler(
+  config,
+  *,
+  seed: int,
+  process_index: int = 0,
+  process_count: int = 1,
+  sources_override: Mapping[str, Any] | None = None,
+) -> PairSampler:
   cfg = resolve_config(config)
   if not cfg["datasets"]:
     raise ValueError("config has no datasets")
@@ -428,26 +463,48 @@ def make_sampler(config, *, seed: int, process_index: int = 0, process_count: in
   return PairSampler(cfg, srcs, idx, seed)
 
 
-NUM_SAMPLES = 2 ** 40  # "infinite" stream of sample indices
+NUM_SAMPLES = 2**40  # "infinite" stream of sample indices
 
 
-def make_train_dataset(config, *, seed: int, batch_size: int, process_index: int = 0,
-                       process_count: int = 1, sources_override=None) -> grain.IterDataset:
+def make_train_dataset(
+  config,
+  *,
+  seed: int,
+  batch_size: int,
+  process_index: int = 0,
+  process_count: int = 1,
+  sources_override=None,
+) -> grain.IterDataset:
   """The batched grain IterDataset behind `make_train_iterator` (same arguments)."""
   cfg = resolve_config(config)
-  sampler = make_sampler(cfg, seed=seed, process_index=process_index,
-                         process_count=process_count, sources_override=sources_override)
+  sampler = make_sampler(
+    cfg,
+    seed=seed,
+    process_index=process_index,
+    process_count=process_count,
+    sources_override=sources_override,
+  )
   ds = grain.MapDataset.range(NUM_SAMPLES)[process_index::process_count].map(sampler)
-  ds = ds.to_iter_dataset(grain.ReadOptions(num_threads=int(cfg["read_threads"]),
-                                            prefetch_buffer_size=int(cfg["prefetch"])))
+  ds = ds.to_iter_dataset(
+    grain.ReadOptions(
+      num_threads=int(cfg["read_threads"]), prefetch_buffer_size=int(cfg["prefetch"])
+    )
+  )
   ds = ds.batch(batch_size, drop_remainder=True)
   if cfg["num_workers"] > 0:
     ds = ds.mp_prefetch(grain.MultiprocessingOptions(num_workers=int(cfg["num_workers"])))
   return ds
 
 
-def make_train_iterator(config, *, seed: int, batch_size: int, process_index: int = 0,
-                        process_count: int = 1, sources_override=None) -> grain.DatasetIterator:
+def make_train_iterator(
+  config,
+  *,
+  seed: int,
+  batch_size: int,
+  process_index: int = 0,
+  process_count: int = 1,
+  sources_override=None,
+) -> grain.DatasetIterator:
   """Infinite, deterministic, resumable iterator of per-host training batches.
 
   Args:
@@ -467,27 +524,46 @@ def make_train_iterator(config, *, seed: int, batch_size: int, process_index: in
     a grain DatasetIterator yielding dicts {image, target, mask, valid, seg_type} of numpy arrays;
     `get_state()` / `set_state()` checkpoint it (or grain.checkpoint.CheckpointSave/Restore).
   """
-  return iter(make_train_dataset(config, seed=seed, batch_size=batch_size,
-                                 process_index=process_index, process_count=process_count,
-                                 sources_override=sources_override))
+  return iter(
+    make_train_dataset(
+      config,
+      seed=seed,
+      batch_size=batch_size,
+      process_index=process_index,
+      process_count=process_count,
+      sources_override=sources_override,
+    )
+  )
 
 
-def shared_data_config(root: str = "../shared/data", *, image_size=448, patch_size=16,
-                       datasets: Sequence[str] | None = None, **overrides) -> dict:
+def shared_data_config(
+  root: str = "../shared/data",
+  *,
+  image_size=448,
+  patch_size=16,
+  datasets: Sequence[str] | None = None,
+  **overrides,
+) -> dict:
   """A ready config over the raw folders in ../shared/data (for smoke tests / runlocal)."""
   all_ds = {
-      "coco128_seg": dict(reader="coco128_seg", root=f"{root}/coco128_seg", weight=2.0,
-                          mix_context_prob=0.2),
-      "clothing_co_parsing": dict(reader="clothing_co_parsing",
-                                  root=f"{root}/clothing_co_parsing", weight=1.0),
-      "camvid": dict(reader="camvid", root=f"{root}/camvid", split="train", weight=1.0),
-      "davis2016_subset": dict(reader="davis", root=f"{root}/davis2016_subset", split=None,
-                               weight=1.0, max_frame_gap=20),
-      "kvasir_seg": dict(reader="kvasir_seg", root=f"{root}/kvasir_seg", weight=0.5),
-      "weizmann_horse": dict(reader="weizmann_horse", root=f"{root}/weizmann_horse", weight=0.5),
+    "coco128_seg": dict(
+      reader="coco128_seg", root=f"{root}/coco128_seg", weight=2.0, mix_context_prob=0.2
+    ),
+    "clothing_co_parsing": dict(
+      reader="clothing_co_parsing", root=f"{root}/clothing_co_parsing", weight=1.0
+    ),
+    "camvid": dict(reader="camvid", root=f"{root}/camvid", split="train", weight=1.0),
+    "davis2016_subset": dict(
+      reader="davis", root=f"{root}/davis2016_subset", split=None, weight=1.0, max_frame_gap=20
+    ),
+    "kvasir_seg": dict(reader="kvasir_seg", root=f"{root}/kvasir_seg", weight=0.5),
+    "weizmann_horse": dict(reader="weizmann_horse", root=f"{root}/weizmann_horse", weight=0.5),
   }
   names = list(datasets) if datasets is not None else list(all_ds)
-  cfg = dict(image_size=image_size, patch_size=patch_size,
-             datasets=[{"name": n, **copy.deepcopy(all_ds[n])} for n in names])
+  cfg = dict(
+    image_size=image_size,
+    patch_size=patch_size,
+    datasets=[{"name": n, **copy.deepcopy(all_ds[n])} for n in names],
+  )
   cfg.update(overrides)
   return cfg

@@ -27,6 +27,7 @@ Sample k of the stream is a pure function of (seed, k); the stream is a grain Ma
   it = procedural.make_train_iterator(dict(image_size=32, patch_size=4), seed=0, batch_size=8)
   batch = next(it)           # image [8, 64, 32, 3], target, mask [8, 128], valid, seg_type
 """
+
 from __future__ import annotations
 
 import colorsys
@@ -38,24 +39,35 @@ import numpy as np
 from incontext import canvas
 
 DEFAULTS: dict[str, Any] = dict(
-    image_size=32,        # one half is image_size x image_size; the canvas is (2H, W)
-    patch_size=16,        # token grid of `mask`
-    num_classes=64,       # procedural classes 0..num_classes-1
-    heldout_every=4,      # class c is held out (eval only) iff c % heldout_every == heldout_every-1
-    objects=(2, 2),       # number of distinct classes per pair (min, max): target + distractors
-    coloured=(1, 1),      # number of them painted in the target (min, max)
-    size=(0.22, 0.34),    # object radius as a fraction of image_size (min, max)
-    palette=1,            # 1: white targets; n: colours drawn from PALETTE[:n]; 0: random
-    half_prob=1.0,        # P(mask exactly the query half); otherwise random patches
-    mask_ratio=0.5,       # fraction of hidden patches when not the half mask
-    read_threads=2,
-    prefetch=4,
+  image_size=32,  # one half is image_size x image_size; the canvas is (2H, W)
+  patch_size=16,  # token grid of `mask`
+  num_classes=64,  # procedural classes 0..num_classes-1
+  heldout_every=4,  # class c is held out (eval only) iff c % heldout_every == heldout_every-1
+  objects=(2, 2),  # number of distinct classes per pair (min, max): target + distractors
+  coloured=(1, 1),  # number of them painted in the target (min, max)
+  size=(0.22, 0.34),  # object radius as a fraction of image_size (min, max)
+  palette=1,  # 1: white targets; n: colours drawn from PALETTE[:n]; 0: random
+  half_prob=1.0,  # P(mask exactly the query half); otherwise random patches
+  mask_ratio=0.5,  # fraction of hidden patches when not the half mask
+  read_threads=2,
+  prefetch=4,
 )
 
-NUM_SAMPLES = 2 ** 40
+NUM_SAMPLES = 2**40
 # Saturated, mutually distant colours for `palette=n`; white first (palette=1: binary).
-PALETTE = np.array([(255, 255, 255), (255, 0, 0), (0, 255, 0), (0, 0, 255), (255, 255, 0),
-                    (255, 0, 255), (0, 255, 255), (255, 128, 0)], np.uint8)
+PALETTE = np.array(
+  [
+    (255, 255, 255),
+    (255, 0, 0),
+    (0, 255, 0),
+    (0, 0, 255),
+    (255, 255, 0),
+    (255, 0, 255),
+    (0, 255, 255),
+    (255, 128, 0),
+  ],
+  np.uint8,
+)
 TEXTURES = ("flat", "hstripes", "vstripes", "checker")
 SHAPES = ("ellipse", "rectangle", "triangle", "diamond")
 
@@ -69,23 +81,31 @@ def resolve_config(config: Mapping[str, Any] | None) -> dict[str, Any]:
       raise ValueError(f"procedural data config: unknown key {k!r}; known: {sorted(DEFAULTS)}")
     cfg[k] = v
   if cfg["image_size"] % cfg["patch_size"]:
-    raise ValueError(f"procedural data config: image_size {cfg['image_size']} is not a "
-                     f"multiple of patch_size {cfg['patch_size']}")
+    raise ValueError(
+      f"procedural data config: image_size {cfg['image_size']} is not a "
+      f"multiple of patch_size {cfg['patch_size']}"
+    )
   lo, hi = cfg["objects"]
   if not 1 <= lo <= hi:
-    raise ValueError(f"procedural data config: objects {cfg['objects']} must be (min, max) "
-                     "with 1 <= min <= max")
+    raise ValueError(
+      f"procedural data config: objects {cfg['objects']} must be (min, max) with 1 <= min <= max"
+    )
   if not 1 <= cfg["coloured"][0] <= cfg["coloured"][1]:
-    raise ValueError(f"procedural data config: coloured {cfg['coloured']} must be (min, max) "
-                     "with 1 <= min <= max")
+    raise ValueError(
+      f"procedural data config: coloured {cfg['coloured']} must be (min, max) with 1 <= min <= max"
+    )
   if not 0 <= cfg["palette"] <= len(PALETTE):
-    raise ValueError(f"procedural data config: palette {cfg['palette']} must be 0 (random "
-                     f"colours) or 1..{len(PALETTE)}")
+    raise ValueError(
+      f"procedural data config: palette {cfg['palette']} must be 0 (random "
+      f"colours) or 1..{len(PALETTE)}"
+    )
   train, held = class_split(cfg)
   if len(held) < hi or len(train) < hi:
-    raise ValueError(f"procedural data config: num_classes {cfg['num_classes']} with "
-                     f"heldout_every {cfg['heldout_every']} gives {len(train)} train / "
-                     f"{len(held)} held-out classes, fewer than objects max {hi}")
+    raise ValueError(
+      f"procedural data config: num_classes {cfg['num_classes']} with "
+      f"heldout_every {cfg['heldout_every']} gives {len(train)} train / "
+      f"{len(held)} held-out classes, fewer than objects max {hi}"
+    )
   return cfg
 
 
@@ -117,7 +137,7 @@ def _shape_mask(shape, yy, xx, cy, cx, ry, rx) -> np.ndarray:
     return (np.abs(dy) <= 0.8) & (np.abs(dx) <= 0.8)
   if shape == "diamond":
     return np.abs(dy) + np.abs(dx) <= 1
-  t = (dy + 1) / 2                                   # triangle, apex on top
+  t = (dy + 1) / 2  # triangle, apex on top
   return (t >= 0) & (t <= 1) & (np.abs(dx) <= t)
 
 
@@ -164,17 +184,19 @@ def render(classes, rng, cfg) -> tuple[np.ndarray, np.ndarray]:
   img = base[None, None] + (gy * yy + gx * xx)[..., None] + rng.normal(0, 6, (s, s, 3))
   label = np.zeros((s, s), np.int32)
   n = len(classes)
-  radii = rng.uniform(*cfg["size"], (n, 2)) * s                      # (ry, rx) per object
+  radii = rng.uniform(*cfg["size"], (n, 2)) * s  # (ry, rx) per object
   centres = _centres(rng, n, radii.mean(1), s)
   for i, c in enumerate(classes):
     rgb, tex, period = appearance(int(c))
     (ry, rx), (cy, cx) = radii[i], centres[i]
     m = _shape_mask(SHAPES[rng.integers(len(SHAPES))], yy, xx, cy, cx, ry, rx)
-    if m.sum() < 4:                                  # keep every object visible
+    if m.sum() < 4:  # keep every object visible
       m = _shape_mask("rectangle", yy, xx, cy, cx, max(ry, 3), max(rx, 3))
     col = rgb * rng.uniform(0.9, 1.1) + rng.uniform(-10, 10, 3)
-    obj = col[None, None] * _texture(tex, yy + rng.integers(period), xx + rng.integers(period),
-                                     period)[..., None]
+    obj = (
+      col[None, None]
+      * _texture(tex, yy + rng.integers(period), xx + rng.integers(period), period)[..., None]
+    )
     img = np.where(m[..., None], obj, img)
     label[m] = i + 1
   return np.clip(img, 0, 255).astype(np.uint8), label
@@ -194,8 +216,9 @@ def _colours(rng, k, palette: int = 0) -> np.ndarray:
   """k mutually distinct colours far from black (from PALETTE[:palette] if > 0)."""
   if palette:
     if k > palette:
-      raise ValueError(f"procedural data: {k} coloured classes need palette >= {k} "
-                       f"(got palette={palette})")
+      raise ValueError(
+        f"procedural data: {k} coloured classes need palette >= {k} (got palette={palette})"
+      )
     return PALETTE[rng.choice(palette, k, replace=False)]
   out = []
   while len(out) < k:
@@ -226,7 +249,7 @@ def _pair(rng, cfg, class_pool, *, first=None, num_coloured=None):
   q_obj = np.where(q_lab_perm > 0, perm[np.maximum(q_lab_perm - 1, 0)] + 1, 0)
   # Object i (label i+1) is painted colour j+1 iff i is the j-th coloured object.
   lut = np.zeros(n + 1, np.int32)
-  lut[1:k + 1] = np.arange(1, k + 1)                 # the first k sampled classes are coloured
+  lut[1 : k + 1] = np.arange(1, k + 1)  # the first k sampled classes are coloured
   return p_img, lut[p_lab], q_img, lut[q_obj], classes[:k], colours, q_obj
 
 
@@ -234,9 +257,13 @@ def _finalize(p_img, p_lab, q_img, q_lab, colours, mask) -> dict[str, np.ndarray
   pal = np.concatenate([np.zeros((1, 3), np.uint8), colours], 0)
   img = np.concatenate([p_img, q_img], 0)
   tgt = pal[np.concatenate([p_lab, q_lab], 0)]
-  return {"image": canvas.normalize(img), "target": canvas.normalize(tgt),
-          "mask": mask, "valid": np.ones(img.shape[:2], np.float32),
-          "seg_type": np.int32(canvas.SEMANTIC)}
+  return {
+    "image": canvas.normalize(img),
+    "target": canvas.normalize(tgt),
+    "mask": mask,
+    "valid": np.ones(img.shape[:2], np.float32),
+    "seg_type": np.int32(canvas.SEMANTIC),
+  }
 
 
 class Sampler:
@@ -253,24 +280,36 @@ class Sampler:
     return _finalize(p_img, p_lab, q_img, q_lab, colours, _mask(rng, self.cfg))
 
 
-def make_train_dataset(config, *, seed: int, batch_size: int, process_index: int = 0,
-                       process_count: int = 1) -> grain.IterDataset:
+def make_train_dataset(
+  config, *, seed: int, batch_size: int, process_index: int = 0, process_count: int = 1
+) -> grain.IterDataset:
   cfg = resolve_config(config)
   ds = grain.MapDataset.range(NUM_SAMPLES)[process_index::process_count].map(Sampler(cfg, seed))
-  ds = ds.to_iter_dataset(grain.ReadOptions(num_threads=int(cfg["read_threads"]),
-                                            prefetch_buffer_size=int(cfg["prefetch"])))
+  ds = ds.to_iter_dataset(
+    grain.ReadOptions(
+      num_threads=int(cfg["read_threads"]), prefetch_buffer_size=int(cfg["prefetch"])
+    )
+  )
   return ds.batch(batch_size, drop_remainder=True)
 
 
-def make_train_iterator(config, *, seed: int, batch_size: int, process_index: int = 0,
-                        process_count: int = 1) -> grain.DatasetIterator:
+def make_train_iterator(
+  config, *, seed: int, batch_size: int, process_index: int = 0, process_count: int = 1
+) -> grain.DatasetIterator:
   """Infinite, deterministic, resumable iterator of per-host batches (numpy dicts).
 
   Host i of `process_count` gets global samples i, i + count, ...; `get_state()` /
   `set_state()` checkpoint the position.
   """
-  return iter(make_train_dataset(config, seed=seed, batch_size=batch_size,
-                                 process_index=process_index, process_count=process_count))
+  return iter(
+    make_train_dataset(
+      config,
+      seed=seed,
+      batch_size=batch_size,
+      process_index=process_index,
+      process_count=process_count,
+    )
+  )
 
 
 def make_episodes(config, *, seed: int = 1234, per_class: int = 4) -> list[dict[str, Any]]:
@@ -289,15 +328,20 @@ def make_episodes(config, *, seed: int = 1234, per_class: int = 4) -> list[dict[
   s, p = cfg["image_size"], cfg["patch_size"]
   half = canvas.query_half_mask((2 * s // p, s // p))
   out = []
-  for e in range(per_class):            # classes interleaved: the first few span many classes
+  for e in range(per_class):  # classes interleaved: the first few span many classes
     for c in held:
       rng = np.random.default_rng([seed, int(c), e])
       # Class c is painted; the distractors are other held-out classes.
-      p_img, p_lab, q_img, q_lab, _, colours, q_obj = _pair(rng, cfg, held, first=int(c),
-                                                            num_coloured=1)
+      p_img, p_lab, q_img, q_lab, _, colours, q_obj = _pair(
+        rng, cfg, held, first=int(c), num_coloured=1
+      )
       ep = _finalize(p_img, p_lab, q_img, np.zeros_like(q_lab), colours, half)
-      ep.update(query_label=q_lab, prompt_label=p_lab, colours=colours,
-                class_ids=np.array([c], np.int32), query_objects=(q_obj > 0).astype(np.int32))
+      ep.update(
+        query_label=q_lab,
+        prompt_label=p_lab,
+        colours=colours,
+        class_ids=np.array([c], np.int32),
+        query_objects=(q_obj > 0).astype(np.int32),
+      )
       out.append(ep)
   return out
-

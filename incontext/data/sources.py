@@ -25,6 +25,7 @@ Raw readers exist for the layouts in `../shared/data` and the usual public layou
 `kvasir_seg`, `weizmann_horse`, `fss1000`, `pascal_voc`, `ade20k`; `tfds_source` reads a dataset
 built by `data_prep/datasets/*`. `make_source(cfg)` builds one from a config dict.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -46,6 +47,7 @@ class DataError(ValueError):
 
 # ---------------------------------------------------------------------------------------------
 # File readers.
+
 
 def read_image_raw(path: str) -> np.ndarray:
   """RGB uint8 [H, W, 3] as stored (no EXIF rotation, unlike `imageio.load_image`: dataset
@@ -114,6 +116,7 @@ def _check_same_size(image: np.ndarray, mask: np.ndarray, ipath: str, mpath: str
 # ---------------------------------------------------------------------------------------------
 # Polygon / RLE rasterisation (COCO json and YOLO-seg).
 
+
 def rasterize_polygons(polys: Sequence[Sequence[float]], h: int, w: int) -> np.ndarray:
   """bool [h, w] union of polygons given as flat [x0, y0, x1, y1, ...] pixel coordinates."""
   im = Image.new("L", (w, h), 0)
@@ -133,7 +136,7 @@ def rle_decode(rle: dict, h: int, w: int) -> np.ndarray:
       x, k, more = 0, 0, True
       while more:
         c = ord(counts[p]) - 48
-        x |= (c & 0x1f) << (5 * k)
+        x |= (c & 0x1F) << (5 * k)
         more = bool(c & 0x20)
         p += 1
         k += 1
@@ -146,7 +149,7 @@ def rle_decode(rle: dict, h: int, w: int) -> np.ndarray:
   flat = np.zeros(h * w, bool)
   pos, val = 0, False
   for c in counts:
-    flat[pos:pos + c] = val
+    flat[pos : pos + c] = val
     pos += c
     val = not val
   return flat.reshape(w, h).T  # column-major
@@ -182,12 +185,14 @@ def read_yolo_seg(txt_path: str, h: int, w: int) -> tuple[np.ndarray, np.ndarray
 # ---------------------------------------------------------------------------------------------
 # Sources.
 
+
 @dataclasses.dataclass
 class FolderSource:
   """A list of (image path, mask path) pairs plus a function turning raw masks into the schema.
 
   `load_masks(i, image) -> (mask, instances or None)` decodes example i's annotation.
   """
+
   name: str
   image_paths: list[str]
   load_masks: Callable[[int, np.ndarray | None], tuple[np.ndarray, np.ndarray | None]]
@@ -244,9 +249,14 @@ class FolderSource:
     if hasattr(load, "meta"):
       sub.meta = lambda j: load.meta(idx[j])
     return dataclasses.replace(
-        self, _meta_cache={}, image_paths=pick(self.image_paths), ids=pick(self.ids),
-        load_masks=sub, video_ids=pick(self.video_ids),
-        frame_indices=pick(self.frame_indices))
+      self,
+      _meta_cache={},
+      image_paths=pick(self.image_paths),
+      ids=pick(self.ids),
+      load_masks=sub,
+      video_ids=pick(self.video_ids),
+      frame_indices=pick(self.frame_indices),
+    )
 
 
 class _PngMasks:
@@ -256,8 +266,17 @@ class _PngMasks:
   building arrays, which makes indexing a folder ~5x faster than decoding to numpy.
   """
 
-  def __init__(self, mask_paths, image_paths, *, mode, lut=None, threshold=128,
-               resize_mask=False, instance_paths=None):
+  def __init__(
+    self,
+    mask_paths,
+    image_paths,
+    *,
+    mode,
+    lut=None,
+    threshold=128,
+    resize_mask=False,
+    instance_paths=None,
+  ):
     self.mask_paths, self.image_paths, self.mode, self.lut = mask_paths, image_paths, mode, lut
     self.threshold, self.resize_mask, self.instance_paths = threshold, resize_mask, instance_paths
 
@@ -276,8 +295,9 @@ class _PngMasks:
     if self.instance_paths is not None:
       inst = load_label_png(self.instance_paths[i])
       if image is not None:
-        inst = _check_same_size(image, inst, self.image_paths[i], self.instance_paths[i],
-                                self.resize_mask)
+        inst = _check_same_size(
+          image, inst, self.image_paths[i], self.instance_paths[i], self.resize_mask
+        )
     return mask.astype(np.int32), inst
 
   def meta(self, i) -> tuple[np.ndarray, int | None]:
@@ -329,13 +349,22 @@ def _require_dir(path: str, what: str):
     raise DataError(f"missing {what} folder: {path}")
 
 
-def image_mask_folder(root: str, *, name: str = "image_mask_folder",
-                      image_glob: str = "images/*.jpg", mask_pattern: str = "masks/{stem}.png",
-                      mask_type: str = "binary", class_names: dict[int, str] | None = None,
-                      label_offset: int = 0, ignore_values: Sequence[int] = (),
-                      background_values: Sequence[int] = (0,), threshold: int = 128,
-                      resize_mask: bool = False, instance_pattern: str | None = None,
-                      require_masks: bool = True) -> FolderSource:
+def image_mask_folder(
+  root: str,
+  *,
+  name: str = "image_mask_folder",
+  image_glob: str = "images/*.jpg",
+  mask_pattern: str = "masks/{stem}.png",
+  mask_type: str = "binary",
+  class_names: dict[int, str] | None = None,
+  label_offset: int = 0,
+  ignore_values: Sequence[int] = (),
+  background_values: Sequence[int] = (0,),
+  threshold: int = 128,
+  resize_mask: bool = False,
+  instance_pattern: str | None = None,
+  require_masks: bool = True,
+) -> FolderSource:
   """Any folder of images with binary, label-index or instance masks.
 
   Args:
@@ -351,15 +380,19 @@ def image_mask_folder(root: str, *, name: str = "image_mask_folder",
   images = sorted(glob.glob(os.path.join(root, image_glob)))
   if not images:
     raise DataError(f"no images match {os.path.join(root, image_glob)}")
+
   def fmt(pat, p):
     rel_dir = os.path.relpath(os.path.dirname(p), root)
     return os.path.join(root, pat.format(stem=_stem(p), dir=rel_dir))
+
   masks = [fmt(mask_pattern, p) for p in images]
   keep = [i for i, m in enumerate(masks) if os.path.exists(m)]
   if require_masks and len(keep) < len(images):
     missing = [masks[i] for i in range(len(images)) if i not in set(keep)]
-    raise DataError(f"missing mask file: {missing[0]} (for image {images[masks.index(missing[0])]};"
-                    f" {len(missing)} missing in total)")
+    raise DataError(
+      f"missing mask file: {missing[0]} (for image {images[masks.index(missing[0])]};"
+      f" {len(missing)} missing in total)"
+    )
   images, masks = [images[i] for i in keep], [masks[i] for i in keep]
   lut = None
   if mask_type == "label":
@@ -372,15 +405,33 @@ def image_mask_folder(root: str, *, name: str = "image_mask_folder",
   if class_names is None:
     class_names = {1: "foreground"} if mask_type in ("binary", "instance") else {}
   return FolderSource(
-      name=name, image_paths=images, ids=[_stem(p) for p in images], class_names=class_names,
-      load_masks=_label_loader(masks, images, mode=mask_type, lut=lut, threshold=threshold,
-                               resize_mask=resize_mask, instance_paths=inst_paths),
-      has_instances=mask_type == "instance" or inst_paths is not None)
+    name=name,
+    image_paths=images,
+    ids=[_stem(p) for p in images],
+    class_names=class_names,
+    load_masks=_label_loader(
+      masks,
+      images,
+      mode=mask_type,
+      lut=lut,
+      threshold=threshold,
+      resize_mask=resize_mask,
+      instance_paths=inst_paths,
+    ),
+    has_instances=mask_type == "instance" or inst_paths is not None,
+  )
 
 
-def image_mask_globs(images: str, masks: str, *, name: str = "folder",
-                     mask_type: str = "binary", class_names: dict[int, str] | None = None,
-                     threshold: int = 128, resize_mask: bool = False) -> FolderSource:
+def image_mask_globs(
+  images: str,
+  masks: str,
+  *,
+  name: str = "folder",
+  mask_type: str = "binary",
+  class_names: dict[int, str] | None = None,
+  threshold: int = 128,
+  resize_mask: bool = False,
+) -> FolderSource:
   """Images and masks from two glob patterns (relative to the working folder), paired by file
   stem: `images='photos/*.jpg', masks='labels/*.png'` pairs photos/a.jpg with labels/a.png.
 
@@ -388,8 +439,9 @@ def image_mask_globs(images: str, masks: str, *, name: str = "folder",
   `image_mask_folder` ('binary' 0/255 or 0/1 masks, 'label' label-id maps, 'instance').
   """
   if not images or not masks:
-    raise DataError(f"folder task: both image and mask globs are needed (images={images!r}, "
-                    f"masks={masks!r})")
+    raise DataError(
+      f"folder task: both image and mask globs are needed (images={images!r}, masks={masks!r})"
+    )
   ims = sorted(os.path.abspath(p) for p in glob.glob(os.path.expanduser(images)))
   if not ims:
     raise DataError(f"no images match {images} (from {os.getcwd()})")
@@ -401,20 +453,28 @@ def image_mask_globs(images: str, masks: str, *, name: str = "folder",
   stems = [_stem(p) for p in ims]
   if len(set(stems)) < len(stems):
     dup = sorted({s for s in stems if stems.count(s) > 1})[0]
-    raise DataError(f"{images}: several images have the stem {dup!r}; file stems pair "
-                    "images with masks")
+    raise DataError(
+      f"{images}: several images have the stem {dup!r}; file stems pair images with masks"
+    )
   missing = [p for p in ims if _stem(p) not in by_stem]
   if missing:
-    raise DataError(f"no mask matching {masks} for image {missing[0]} ({len(missing)} of "
-                    f"{len(ims)} images have none; masks pair with images by file stem)")
+    raise DataError(
+      f"no mask matching {masks} for image {missing[0]} ({len(missing)} of "
+      f"{len(ims)} images have none; masks pair with images by file stem)"
+    )
   mpaths = [by_stem[_stem(p)] for p in ims]
   if class_names is None:
     class_names = {1: "foreground"} if mask_type in ("binary", "instance") else {}
   return FolderSource(
-      name=name, image_paths=ims, ids=stems, class_names=dict(class_names),
-      load_masks=_label_loader(mpaths, ims, mode=mask_type, threshold=threshold,
-                               resize_mask=resize_mask),
-      has_instances=mask_type == "instance")
+    name=name,
+    image_paths=ims,
+    ids=stems,
+    class_names=dict(class_names),
+    load_masks=_label_loader(
+      mpaths, ims, mode=mask_type, threshold=threshold, resize_mask=resize_mask
+    ),
+    has_instances=mask_type == "instance",
+  )
 
 
 def kvasir_seg(root: str) -> FolderSource:
@@ -431,8 +491,7 @@ def clothing_co_parsing(root: str) -> FolderSource:
   """CCP: images/NNNN.jpg + masks/NNNN.png, label 0..58 (0 = null = background); classes.txt."""
   names = read_class_list(os.path.join(root, "classes.txt"))
   names.pop(0, None)
-  return image_mask_folder(root, name="clothing_co_parsing", mask_type="label",
-                           class_names=names)
+  return image_mask_folder(root, name="clothing_co_parsing", mask_type="label", class_names=names)
 
 
 def camvid(root: str, split: str = "train") -> FolderSource:
@@ -456,9 +515,13 @@ def camvid(root: str, split: str = "train") -> FolderSource:
     masks += [os.path.join(root, f"{s}annot", st + ".png") for st in stems]
   lut = np.full(256, IGNORE, np.int32)
   lut[:11] = np.arange(1, 12)
-  return FolderSource(name="camvid", image_paths=images, ids=[_stem(p) for p in images],
-                      class_names=names,
-                      load_masks=_label_loader(masks, images, mode="label", lut=lut))
+  return FolderSource(
+    name="camvid",
+    image_paths=images,
+    ids=[_stem(p) for p in images],
+    class_names=names,
+    load_masks=_label_loader(masks, images, mode="label", lut=lut),
+  )
 
 
 def coco_yolo(root: str, split: str = "train2017") -> FolderSource:
@@ -490,13 +553,21 @@ def coco_yolo(root: str, split: str = "train2017") -> FolderSource:
     with open(labels[i]) as f:
       cls = [int(l.split()[0]) + 1 for l in f if l.strip()]
     return np.array(sorted(set(cls)), np.int32), min(len(cls), MAX_INSTANCES)
+
   load.meta = meta
-  return FolderSource(name="coco128_seg", image_paths=images, ids=[_stem(p) for p in images],
-                      class_names=names, load_masks=load, has_instances=True)
+  return FolderSource(
+    name="coco128_seg",
+    image_paths=images,
+    ids=[_stem(p) for p in images],
+    class_names=names,
+    load_masks=load,
+    has_instances=True,
+  )
 
 
-def _coco_like(name: str, ann_file: str, image_path, label_of: dict[int, int],
-               names: dict[int, str]) -> FolderSource:
+def _coco_like(
+  name: str, ann_file: str, image_path, label_of: dict[int, int], names: dict[int, str]
+) -> FolderSource:
   """A COCO-format instances json (COCO, LVIS) -> FolderSource with semantic + instance maps.
 
   image_path(image record) -> file path; label_of[category id] -> label id. Crowd regions and
@@ -537,11 +608,20 @@ def _coco_like(name: str, ann_file: str, image_path, label_of: dict[int, int],
 
   def meta(i):
     a = [x for x in anns.get(imgs[i]["id"], []) if not x.get("iscrowd", 0)]
-    return (np.array(sorted({label_of[x["category_id"]] for x in a}), np.int32),
-            min(len(a), MAX_INSTANCES))
+    return (
+      np.array(sorted({label_of[x["category_id"]] for x in a}), np.int32),
+      min(len(a), MAX_INSTANCES),
+    )
+
   load.meta = meta
-  return FolderSource(name=name, image_paths=paths, ids=[_stem(p) for p in paths],
-                      class_names=names, load_masks=load, has_instances=True)
+  return FolderSource(
+    name=name,
+    image_paths=paths,
+    ids=[_stem(p) for p in paths],
+    class_names=names,
+    load_masks=load,
+    has_instances=True,
+  )
 
 
 def coco_json(root: str, split: str = "train2017", ann_file: str | None = None) -> FolderSource:
@@ -558,8 +638,9 @@ def coco_json(root: str, split: str = "train2017", ann_file: str | None = None) 
     cats = json.load(f)["categories"]
   label_of = {c: k + 1 for k, c in enumerate(sorted(c["id"] for c in cats))}
   names = {label_of[c["id"]]: c["name"] for c in cats}
-  return _coco_like("coco", ann_file, lambda d: os.path.join(root, split, d["file_name"]),
-                    label_of, names)
+  return _coco_like(
+    "coco", ann_file, lambda d: os.path.join(root, split, d["file_name"]), label_of, names
+  )
 
 
 def lvis_label(category_id: int) -> int:
@@ -584,15 +665,35 @@ def lvis(root: str, split: str = "val", ann_file: str | None = None) -> FolderSo
       return os.path.join(root, d["file_name"])
     folder, file = d["coco_url"].split("/")[-2:]
     return os.path.join(root, folder, file)
+
   return _coco_like("lvis", ann_file, path, label_of, names)
 
 
 def pascal_voc(root: str, split: str = "train") -> FolderSource:
   """PASCAL VOC: JPEGImages/X.jpg + SegmentationClass/X.png (palette 0..20, 255 = ignore);
   ImageSets/Segmentation/{split}.txt. Labels 1..20 keep VOC's ids."""
-  voc = ["aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow",
-         "diningtable", "dog", "horse", "motorbike", "person", "pottedplant", "sheep", "sofa",
-         "train", "tvmonitor"]
+  voc = [
+    "aeroplane",
+    "bicycle",
+    "bird",
+    "boat",
+    "bottle",
+    "bus",
+    "car",
+    "cat",
+    "chair",
+    "cow",
+    "diningtable",
+    "dog",
+    "horse",
+    "motorbike",
+    "person",
+    "pottedplant",
+    "sheep",
+    "sofa",
+    "train",
+    "tvmonitor",
+  ]
   lst = os.path.join(root, "ImageSets", "Segmentation", f"{split}.txt")
   if not os.path.exists(lst):
     raise DataError(f"missing VOC split list: {lst}")
@@ -602,9 +703,13 @@ def pascal_voc(root: str, split: str = "train") -> FolderSource:
   masks = [os.path.join(root, "SegmentationClass", s + ".png") for s in stems]
   lut = np.full(256, IGNORE, np.int32)
   lut[:21] = np.arange(21)
-  return FolderSource(name="pascal_voc", image_paths=images, ids=stems,
-                      class_names={k + 1: n for k, n in enumerate(voc)},
-                      load_masks=_label_loader(masks, images, mode="label", lut=lut))
+  return FolderSource(
+    name="pascal_voc",
+    image_paths=images,
+    ids=stems,
+    class_names={k + 1: n for k, n in enumerate(voc)},
+    load_masks=_label_loader(masks, images, mode="label", lut=lut),
+  )
 
 
 def ade20k(root: str, split: str = "training") -> FolderSource:
@@ -625,9 +730,13 @@ def ade20k(root: str, split: str = "training") -> FolderSource:
           names[int(parts[0])] = parts[-1].split(";")[0]
   lut = np.full(256, IGNORE, np.int32)
   lut[1:151] = np.arange(1, 151)
-  return FolderSource(name="ade20k", image_paths=images, ids=[_stem(p) for p in images],
-                      class_names=names,
-                      load_masks=_label_loader(masks, images, mode="label", lut=lut))
+  return FolderSource(
+    name="ade20k",
+    image_paths=images,
+    ids=[_stem(p) for p in images],
+    class_names=names,
+    load_masks=_label_loader(masks, images, mode="label", lut=lut),
+  )
 
 
 def fss1000(root: str, classes: Sequence[str] | None = None) -> FolderSource:
@@ -657,17 +766,31 @@ def fss1000(root: str, classes: Sequence[str] | None = None) -> FolderSource:
   def load(i, image):
     m, _ = base(i, image)
     return m * labels[i], None
+
   load.meta = lambda i: (np.array([labels[i]] if len(base.meta(i)[0]) else [], np.int32), None)
-  def class_dir(p):   # the class folder: the image's parent, or its grandparent for .../image/X
+
+  def class_dir(p):  # the class folder: the image's parent, or its grandparent for .../image/X
     d = os.path.dirname(p)
     return os.path.basename(d if os.path.basename(d) != "image" else os.path.dirname(d))
+
   ids = [f"{class_dir(p)}/{_stem(p)}" for p in images]
-  return FolderSource(name="fss1000", image_paths=images, ids=ids,
-                      class_names={label[c]: c for c in all_classes}, load_masks=load)
+  return FolderSource(
+    name="fss1000",
+    image_paths=images,
+    ids=ids,
+    class_names={label[c]: c for c in all_classes},
+    load_masks=load,
+  )
 
 
-def davis(root: str, *, split: str | None = "train", resolution: str = "480p",
-          year: int | str = 2016, sequences: Sequence[str] | None = None) -> FolderSource:
+def davis(
+  root: str,
+  *,
+  split: str | None = "train",
+  resolution: str = "480p",
+  year: int | str = 2016,
+  sequences: Sequence[str] | None = None,
+) -> FolderSource:
   """DAVIS 2016/2017 frame-level video source: JPEGImages/RES/SEQ/N.jpg + Annotations/RES/SEQ/N.png.
 
   2016: binary 0/255 -> instance 1. 2017: palette index = object id (instances), semantic mask
@@ -678,9 +801,11 @@ def davis(root: str, *, split: str | None = "train", resolution: str = "480p",
   adir = os.path.join(root, "Annotations", resolution)
   _require_dir(jdir, "DAVIS JPEGImages")
   if sequences is None:
-    cands = [os.path.join(root, "ImageSets", str(year), f"{split}.txt"),
-             os.path.join(root, "ImageSets", resolution, f"{split}.txt"),
-             os.path.join(root, "ImageSets", "sequences.txt")]
+    cands = [
+      os.path.join(root, "ImageSets", str(year), f"{split}.txt"),
+      os.path.join(root, "ImageSets", resolution, f"{split}.txt"),
+      os.path.join(root, "ImageSets", "sequences.txt"),
+    ]
     lst = next((c for c in cands if split and os.path.exists(c)), None)
     if lst is not None:
       with open(lst) as f:
@@ -714,15 +839,24 @@ def davis(root: str, *, split: str | None = "train", resolution: str = "480p",
   def meta(i):
     c, n = base.meta(i)
     return c, (len(c) if n is None else n)
+
   load.meta = meta
-  return FolderSource(name=f"davis{year}", image_paths=images,
-                      ids=[f"{v}/{_stem(p)}" for v, p in zip(vids, images)],
-                      class_names={1: "object"}, load_masks=load, kind="video",
-                      has_instances=True, video_ids=vids, frame_indices=fidx)
+  return FolderSource(
+    name=f"davis{year}",
+    image_paths=images,
+    ids=[f"{v}/{_stem(p)}" for v, p in zip(vids, images)],
+    class_names={1: "object"},
+    load_masks=load,
+    kind="video",
+    has_instances=True,
+    video_ids=vids,
+    frame_indices=fidx,
+  )
 
 
-def youtube_vos(root: str, split: str = "train",
-                videos: Sequence[str] | None = None) -> FolderSource:
+def youtube_vos(
+  root: str, split: str = "train", videos: Sequence[str] | None = None
+) -> FolderSource:
   """YouTube-VOS (2018/2019) frame-level video source: {split}/JPEGImages/VID/F.jpg +
   {split}/Annotations/VID/F.png (palette index = object id). Only annotated frames are records
   (every frame of a 'train' video; in 'valid', the frames where objects first appear)."""
@@ -740,15 +874,22 @@ def youtube_vos(root: str, split: str = "train",
         masks.append(m)
         vid_of.append(v)
         fidx.append(k)
-  return FolderSource(name="youtube_vos", image_paths=images,
-                      ids=[f"{v}/{_stem(p)}" for v, p in zip(vid_of, images)],
-                      class_names={1: "object"},
-                      load_masks=_label_loader(masks, images, mode="instance"), kind="video",
-                      has_instances=True, video_ids=vid_of, frame_indices=fidx)
+  return FolderSource(
+    name="youtube_vos",
+    image_paths=images,
+    ids=[f"{v}/{_stem(p)}" for v, p in zip(vid_of, images)],
+    class_names={1: "object"},
+    load_masks=_label_loader(masks, images, mode="instance"),
+    kind="video",
+    has_instances=True,
+    video_ids=vid_of,
+    frame_indices=fidx,
+  )
 
 
 # ---------------------------------------------------------------------------------------------
 # Built TFDS datasets (array_record) via tfds.data_source.
+
 
 class TfdsSource:
   """Reads a dataset built by `data_prep/datasets/<name>` with `tfds.data_source`.
@@ -758,12 +899,17 @@ class TfdsSource:
 
   def __init__(self, name: str, split: str = "train", data_dir: str | None = None):
     import tensorflow_datasets as tfds  # slow import, only when used
+
     self.name = name
     self._ds = tfds.data_source(name, split=split, data_dir=data_dir, download=False)
-    skip = {k: tfds.decode.SkipDecoding() for k in ("image", "mask")
-            if k in self._ds.dataset_info.features}
-    self._meta = tfds.data_source(name, split=split, data_dir=data_dir, download=False,
-                                  decoders=skip)
+    skip = {
+      k: tfds.decode.SkipDecoding()
+      for k in ("image", "mask")
+      if k in self._ds.dataset_info.features
+    }
+    self._meta = tfds.data_source(
+      name, split=split, data_dir=data_dir, download=False, decoders=skip
+    )
     md = dict(self._ds.dataset_info.metadata or {})
     self.class_names = {int(k): v for k, v in md.get("class_names", {}).items()}
     self.kind = md.get("kind", "semantic")
@@ -782,8 +928,11 @@ class TfdsSource:
 
   def __getitem__(self, i):
     ex = self._ds[int(i)]
-    out = {"image": np.asarray(ex["image"], np.uint8),
-           "mask": np.asarray(ex["mask"], np.int32), **self._common(ex)}
+    out = {
+      "image": np.asarray(ex["image"], np.uint8),
+      "mask": np.asarray(ex["mask"], np.int32),
+      **self._common(ex),
+    }
     if "instances" in ex:
       out["instances"] = np.asarray(ex["instances"], np.int32)
     return out
@@ -805,13 +954,23 @@ def tfds_source(name: str, split: str = "train", data_dir: str | None = None) ->
 
 
 READERS: dict[str, Callable[..., Any]] = {
-    "image_mask_folder": image_mask_folder, "image_mask_globs": image_mask_globs,
-    "kvasir_seg": kvasir_seg,
-    "weizmann_horse": weizmann_horse, "clothing_co_parsing": clothing_co_parsing,
-    "camvid": camvid, "coco128_seg": coco_yolo, "coco_yolo": coco_yolo, "coco_json": coco_json,
-    "pascal_voc": pascal_voc, "ade20k": ade20k, "fss1000": fss1000, "davis": davis,
-    "lvis": lvis, "youtube_vos": youtube_vos,
-    "davis2016_subset": davis, "tfds": tfds_source,
+  "image_mask_folder": image_mask_folder,
+  "image_mask_globs": image_mask_globs,
+  "kvasir_seg": kvasir_seg,
+  "weizmann_horse": weizmann_horse,
+  "clothing_co_parsing": clothing_co_parsing,
+  "camvid": camvid,
+  "coco128_seg": coco_yolo,
+  "coco_yolo": coco_yolo,
+  "coco_json": coco_json,
+  "pascal_voc": pascal_voc,
+  "ade20k": ade20k,
+  "fss1000": fss1000,
+  "davis": davis,
+  "lvis": lvis,
+  "youtube_vos": youtube_vos,
+  "davis2016_subset": davis,
+  "tfds": tfds_source,
 }
 
 
@@ -825,6 +984,7 @@ def make_source(cfg: dict[str, Any], cache: bool = True):
   exclude_classes, ...) are ignored. Sources are cached per process by their arguments.
   """
   import inspect
+
   if cfg.get("reader") not in READERS:
     raise KeyError(f"unknown reader {cfg.get('reader')!r}; known: {sorted(READERS)}")
   reader = READERS[cfg["reader"]]

@@ -5,6 +5,7 @@ and become object 1, 2017 palette indices are object ids). For each memory size 
 `incontext.video.propagate` and scores the benchmark's J and F (`incontext.metrics`: frames
 1..N-2, per object, averaged); the copy-the-first-mask baseline is scored beside it.
 """
+
 from __future__ import annotations
 
 import os
@@ -25,8 +26,9 @@ def split_sequences(root: str, *, year: int | str = 2017, split: str = "val") ->
     return [l.strip() for l in f if l.strip()]
 
 
-def frame_names(root: str, seq: str, resolution: str = "480p",
-                max_frames: int | None = None) -> list[str]:
+def frame_names(
+  root: str, seq: str, resolution: str = "480p", max_frames: int | None = None
+) -> list[str]:
   """File stems of the sequence's frames (the names the official evaluation expects)."""
   paths = video.list_frames(os.path.join(root, "JPEGImages", resolution, seq))[:max_frames]
   return [os.path.splitext(os.path.basename(p))[0] for p in paths]
@@ -43,15 +45,23 @@ def read_sequence(root: str, seq: str, resolution: str = "480p", max_frames: int
     a = os.path.join(adir, os.path.splitext(os.path.basename(p))[0] + ".png")
     gts.append(video.read_id_mask(a))
   vals = set(np.unique(np.stack(gts)).tolist())
-  if vals <= {0, 255}:                      # DAVIS 2016: binary 0/255 -> object 1
+  if vals <= {0, 255}:  # DAVIS 2016: binary 0/255 -> object 1
     gts = [(g == 255).astype(np.int32) for g in gts]
   return frames, gts
 
 
-def evaluate_davis(model, root: str, sequences: Sequence[str], *, memories: Sequence[int] = (0, 8),
-                   resolution: str = "480p", max_frames: int | None = None,
-                   seg_type: str = "instance", save_dir: str | None = None,
-                   threshold: float | None = None) -> dict:
+def evaluate_davis(
+  model,
+  root: str,
+  sequences: Sequence[str],
+  *,
+  memories: Sequence[int] = (0, 8),
+  resolution: str = "480p",
+  max_frames: int | None = None,
+  seg_type: str = "instance",
+  save_dir: str | None = None,
+  threshold: float | None = None,
+) -> dict:
   """{'K=<k>': {'J&F', 'J', 'F', 'per_sequence'}, 'copy first mask (baseline)': {...}} in %.
 
   threshold: the single-object decision threshold of `video.propagate` (None: nearest colour).
@@ -65,9 +75,15 @@ def evaluate_davis(model, root: str, sequences: Sequence[str], *, memories: Sequ
     frames, gts = read_sequence(root, seq, resolution, max_frames)
     base.add(seq, metrics.video_jf(video.copy_first_mask(gts[0], len(gts)), gts))
     for k in memories:
-      preds = list(tqdm(video.propagate(model, frames, gts[0], memory=k, seg_type=seg_type,
-                                        threshold=threshold),
-                        total=len(frames), desc=f"{seq} K={k}", unit="frame", leave=False))
+      preds = list(
+        tqdm(
+          video.propagate(model, frames, gts[0], memory=k, seg_type=seg_type, threshold=threshold),
+          total=len(frames),
+          desc=f"{seq} K={k}",
+          unit="frame",
+          leave=False,
+        )
+      )
       accs[f"K={k}"].add(seq, metrics.video_jf(preds, gts))
       if save_dir:
         d = os.path.join(save_dir, f"K{k}", seq)
@@ -79,10 +95,17 @@ def evaluate_davis(model, root: str, sequences: Sequence[str], *, memories: Sequ
   return out
 
 
-def calibrate_threshold(model, root: str, sequences: Sequence[str], *, memory: int = 0,
-                        thresholds: Sequence[float] = (0.2, 0.25, 0.3, 0.35, 0.4, 0.45, 0.5),
-                        resolution: str = "480p", max_frames: int | None = None,
-                        seg_type: str = "instance") -> tuple[float, dict]:
+def calibrate_threshold(
+  model,
+  root: str,
+  sequences: Sequence[str],
+  *,
+  memory: int = 0,
+  thresholds: Sequence[float] = (0.2, 0.25, 0.3, 0.35, 0.4, 0.45, 0.5),
+  resolution: str = "480p",
+  max_frames: int | None = None,
+  seg_type: str = "instance",
+) -> tuple[float, dict]:
   """The single-object decision threshold with the best J&F on `sequences` (which must not be
   the evaluated ones: e.g. the training sequences), ties to the one nearest 0.5.
 
@@ -92,8 +115,16 @@ def calibrate_threshold(model, root: str, sequences: Sequence[str], *, memory: i
     raise ValueError("calibrate_threshold: no thresholds to try")
   scores = {}
   for t in thresholds:
-    r = evaluate_davis(model, root, sequences, memories=(memory,), resolution=resolution,
-                       max_frames=max_frames, seg_type=seg_type, threshold=float(t))
+    r = evaluate_davis(
+      model,
+      root,
+      sequences,
+      memories=(memory,),
+      resolution=resolution,
+      max_frames=max_frames,
+      seg_type=seg_type,
+      threshold=float(t),
+    )
     scores[str(float(t))] = r[f"K={memory}"]["J&F"]
   best = max(thresholds, key=lambda t: (scores[str(float(t))], -abs(float(t) - 0.5)))
   return float(best), scores

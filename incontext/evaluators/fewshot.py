@@ -12,6 +12,7 @@ periodic evaluation): a pure function of (source, classes, shots, seed). The fea
 on iff more than one prompt is used (`inference.feature_ensemble_on`, the rule of `Segmenter`
 and `video.propagate` too).
 """
+
 from __future__ import annotations
 
 from typing import Sequence
@@ -27,8 +28,15 @@ def _binary(ex: dict, c: int) -> tuple[np.ndarray, np.ndarray]:
   return m == c, m == 255
 
 
-def predict_binary(model, support_imgs: Sequence[np.ndarray], support_fgs: Sequence[np.ndarray],
-                   query: np.ndarray, *, ensemble: str, seg_type: str) -> np.ndarray:
+def predict_binary(
+  model,
+  support_imgs: Sequence[np.ndarray],
+  support_fgs: Sequence[np.ndarray],
+  query: np.ndarray,
+  *,
+  ensemble: str,
+  seg_type: str,
+) -> np.ndarray:
   """Foreground [H, W] bool of `query` (uint8 [H, W, 3]) from binary support masks.
 
   ensemble: 'feature' (K prompts in one batch, features averaged) or 'spatial' (the K prompts
@@ -36,24 +44,38 @@ def predict_binary(model, support_imgs: Sequence[np.ndarray], support_fgs: Seque
   """
   size = tuple(model.cfg.image_size)
   imgs = np.stack([inference.resize_image_uint8(s, size) for s in support_imgs])
-  tgts = np.stack([inference.resize_mask_uint8(canvas.BINARY_PALETTE[f.astype(np.int64)], size)
-                   for f in support_fgs])
+  tgts = np.stack(
+    [
+      inference.resize_mask_uint8(canvas.BINARY_PALETTE[f.astype(np.int64)], size)
+      for f in support_fgs
+    ]
+  )
   if ensemble == "spatial" and len(imgs) > 1:
     i1, t1 = inference.spatial_ensemble(imgs, tgts)
     imgs, tgts = i1[None], t1[None]
   elif ensemble not in ("feature", "spatial"):
     raise ValueError(f"unknown ensemble {ensemble!r}; expected 'feature' or 'spatial'")
-  pred = inference.predict_canvas(model, canvas.normalize(imgs), canvas.normalize(tgts),
-                                  inference.prepare_image(query, size), seg_type=seg_type,
-                                  feature_ensemble=inference.feature_ensemble_on(len(imgs)))
-  lab = inference.labels_from_prediction(canvas.denormalize(pred), canvas.BINARY_PALETTE,
-                                         [1])
+  pred = inference.predict_canvas(
+    model,
+    canvas.normalize(imgs),
+    canvas.normalize(tgts),
+    inference.prepare_image(query, size),
+    seg_type=seg_type,
+    feature_ensemble=inference.feature_ensemble_on(len(imgs)),
+  )
+  lab = inference.labels_from_prediction(canvas.denormalize(pred), canvas.BINARY_PALETTE, [1])
   return inference.resize_nearest_torch(lab, query.shape[:2]) == 1
 
 
-def evaluate_fewshot(model, source, episodes: list[dict], *,
-                     methods: Sequence[tuple[str, int, str]], seg_type: str = "semantic",
-                     desc: str = "fewshot") -> dict:
+def evaluate_fewshot(
+  model,
+  source,
+  episodes: list[dict],
+  *,
+  methods: Sequence[tuple[str, int, str]],
+  seg_type: str = "semantic",
+  desc: str = "fewshot",
+) -> dict:
   """Scores methods on episodes.
 
   Args:
@@ -76,6 +98,7 @@ def evaluate_fewshot(model, source, episodes: list[dict], *,
         cache.pop(next(iter(cache)))
       cache[i] = source[i]
     return cache[i]
+
   for ep in tqdm(episodes, desc=desc, unit="episode"):
     c = ep["class"]
     q = get(ep["query"])
@@ -83,13 +106,13 @@ def evaluate_fewshot(model, source, episodes: list[dict], *,
     sup = [get(i) for i in ep["supports"]]
     s_imgs = [s["image"] for s in sup]
     s_fgs = [_binary(s, c)[0] for s in sup]
-    base.add(inference.resize_nearest_torch(s_fgs[0].astype(np.uint8), gt.shape) == 1, gt, c,
-             ign)
+    base.add(inference.resize_nearest_torch(s_fgs[0].astype(np.uint8), gt.shape) == 1, gt, c, ign)
     for name, k, ens in methods:
       if k > len(sup):
         raise ValueError(f"method {name!r} needs {k} supports, episodes have {len(sup)}")
-      pred = predict_binary(model, s_imgs[:k], s_fgs[:k], q["image"], ensemble=ens,
-                            seg_type=seg_type)
+      pred = predict_binary(
+        model, s_imgs[:k], s_fgs[:k], q["image"], ensemble=ens, seg_type=seg_type
+      )
       accs[name].add(pred, gt, c, ign)
   out = {name: a.result() for name, a in accs.items()}
   out["copy prompt mask (baseline)"] = base.result()

@@ -7,6 +7,7 @@ WORKDIR/results.md (a table); each result sits next to its baseline (copy the pr
 copy the first mask), each mIoU has its 95% bootstrap interval over the episodes, and a paper
 benchmark has the paper's number for the same row.
 """
+
 from __future__ import annotations
 
 import json
@@ -42,8 +43,9 @@ def _classes(src, bench: dict, shots: int, indices) -> tuple[list[int] | None, l
     ids = sorted(int(c) for c in src.class_names if int(c) > 0)
     index = episodes.class_index(src, ids, indices)
     usable = [c for c, ex in index.items() if len(ex) >= shots + 1]
-    return folds.fold_classes(usable, int(bench.get("fold", 0)), int(bench["num_folds"]),
-                              bench.get("scheme", "interleaved")), []
+    return folds.fold_classes(
+      usable, int(bench.get("fold", 0)), int(bench["num_folds"]), bench.get("scheme", "interleaved")
+    ), []
   return None, []
 
 
@@ -56,18 +58,35 @@ def fewshot_benchmark(model, bench: dict, *, seed: int = 0) -> dict:
   shots = int(bench.get("shots", 1))
   classes, missing = _classes(src, bench, shots, indices)
   if missing:
-    log.warning("%s: %d of its classes are not in %s (first: %s)", bench.get("name", "fewshot"),
-                len(missing), bench["source"].get("root"), missing[0])
+    log.warning(
+      "%s: %d of its classes are not in %s (first: %s)",
+      bench.get("name", "fewshot"),
+      len(missing),
+      bench["source"].get("root"),
+      missing[0],
+    )
   eps = episodes.SemanticEpisodes(
-      src, fold=int(bench.get("fold", 0)), shots=shots, num_episodes=int(bench["episodes"]),
-      seed=seed, num_folds=int(bench.get("num_folds", 4)),
-      scheme=bench.get("scheme", "interleaved"), classes=classes, indices=indices)
+    src,
+    fold=int(bench.get("fold", 0)),
+    shots=shots,
+    num_episodes=int(bench["episodes"]),
+    seed=seed,
+    num_folds=int(bench.get("num_folds", 4)),
+    scheme=bench.get("scheme", "interleaved"),
+    classes=classes,
+    indices=indices,
+  )
   methods = [("1-shot", 1, "feature")]
   if shots > 1:
     methods += [(f"{shots}-shot {e}", shots, e) for e in bench.get("ensembles", ("feature",))]
-  res = fewshot.evaluate_fewshot(model, src, eps.episodes, methods=methods,
-                                 seg_type=bench.get("seg_type", "semantic"),
-                                 desc=bench.get("name", "fewshot"))
+  res = fewshot.evaluate_fewshot(
+    model,
+    src,
+    eps.episodes,
+    methods=methods,
+    seg_type=bench.get("seg_type", "semantic"),
+    desc=bench.get("name", "fewshot"),
+  )
   for r in res.values():
     r["per_class"] = {str(k): v for k, v in r["per_class"].items()}
   paper = dict(bench.get("paper") or {})
@@ -75,10 +94,16 @@ def fewshot_benchmark(model, bench: dict, *, seed: int = 0) -> dict:
     if name in paper:
       r["paper"] = paper[name]
     elif name != "1-shot" and "baseline" not in name and "few-shot" in paper:
-      r["paper_few_shot"] = paper["few-shot"]      # shots / ensemble not stated by the paper
-  res["_info"] = {"classes": eps.fold_classes, "examples": len(idx), "episodes": len(eps),
-                  "shots": shots, "seed": seed, "missing_classes": missing,
-                  "paper_source": paper.get("source")}
+      r["paper_few_shot"] = paper["few-shot"]  # shots / ensemble not stated by the paper
+  res["_info"] = {
+    "classes": eps.fold_classes,
+    "examples": len(idx),
+    "episodes": len(eps),
+    "shots": shots,
+    "seed": seed,
+    "missing_classes": missing,
+    "paper_source": paper.get("source"),
+  }
   return res
 
 
@@ -91,8 +116,10 @@ def table(results: dict) -> str:
   """Markdown table of a results dict: each mIoU with its 95% bootstrap interval over the
   episodes and the paper's number for the same row ('few-shot' rows of the paper, which state
   neither shots nor ensemble, are marked *)."""
-  lines = ["| benchmark | method | mIoU [95% CI] | paper | FB-IoU | J&F | J | F |",
-           "|---|---|---|---|---|---|---|---|"]
+  lines = [
+    "| benchmark | method | mIoU [95% CI] | paper | FB-IoU | J&F | J | F |",
+    "|---|---|---|---|---|---|---|---|",
+  ]
   sources_seen = []
   for bench, res in results.get("fewshot", {}).items():
     src = res.get("_info", {}).get("paper_source")
@@ -105,29 +132,34 @@ def table(results: dict) -> str:
       miou = _fmt(r, "miou")
       if miou and ci and all(np.isfinite(ci)):
         miou += f" [{ci[0]:.1f}, {ci[1]:.1f}]"
-      paper = _fmt(r, "paper") or (_fmt(r, "paper_few_shot") + "*" if "paper_few_shot" in r
-                                   else "")
+      paper = _fmt(r, "paper") or (_fmt(r, "paper_few_shot") + "*" if "paper_few_shot" in r else "")
       lines.append(f"| {bench} | {m} | {miou} | {paper} | {_fmt(r, 'fb_iou')} | | | |")
   for key in ("davis", "youtube_vos"):
     for m, r in results.get(key, {}).items():
       if m.startswith("_") or not isinstance(r, dict):
         continue
-      lines.append(f"| {key} | {m} | | {_fmt(r, 'paper')} | | {_fmt(r, 'J&F')} | "
-                   f"{_fmt(r, 'J')} | {_fmt(r, 'F')} |")
+      lines.append(
+        f"| {key} | {m} | | {_fmt(r, 'paper')} | | {_fmt(r, 'J&F')} | "
+        f"{_fmt(r, 'J')} | {_fmt(r, 'F')} |"
+      )
     src = results.get(key, {}).get("_info", {}).get("paper_source")
     if src and src not in sources_seen:
       sources_seen.append(src)
   out = "\n".join(lines) + "\n"
   if sources_seen:
-    out += ("\nPaper numbers: " + "; ".join(sources_seen) + ". * the paper's few-shot number "
-            "(shots and ensemble not stated).\n")
+    out += (
+      "\nPaper numbers: " + "; ".join(sources_seen) + ". * the paper's few-shot number "
+      "(shots and ensemble not stated).\n"
+    )
   return out
 
 
 def write_results(workdir: str, results: dict):
   os.makedirs(workdir, exist_ok=True)
-  for name, text in (("results.json", json.dumps(results, indent=2, default=float)),
-                     ("results.md", table(results))):
+  for name, text in (
+    ("results.json", json.dumps(results, indent=2, default=float)),
+    ("results.md", table(results)),
+  ):
     tmp = os.path.join(workdir, f".tmp_{name}")
     with open(tmp, "w") as fh:
       fh.write(text)
@@ -137,11 +169,17 @@ def write_results(workdir: str, results: dict):
 def davis_benchmark(model, d: dict, workdir: str) -> dict:
   """`config.davis`: explicit `sequences`, or those of ImageSets/{year}/{split}.txt."""
   seqs = list(d.get("sequences") or ()) or davis.split_sequences(
-      d["root"], year=d.get("year", 2017), split=d.get("split", "val"))
+    d["root"], year=d.get("year", 2017), split=d.get("split", "val")
+  )
   res = davis.evaluate_davis(
-      model, d["root"], seqs, memories=list(d.get("memories", (0, 8))),
-      resolution=d.get("resolution", "480p"), max_frames=d.get("max_frames"),
-      save_dir=os.path.join(workdir, "davis_masks") if d.get("save_masks") else None)
+    model,
+    d["root"],
+    seqs,
+    memories=list(d.get("memories", (0, 8))),
+    resolution=d.get("resolution", "480p"),
+    max_frames=d.get("max_frames"),
+    save_dir=os.path.join(workdir, "davis_masks") if d.get("save_masks") else None,
+  )
   paper = dict(d.get("paper") or {})
   for name, r in res.items():
     if name in paper:
@@ -156,13 +194,19 @@ def run_eval(config, workdir: str, model=None) -> dict:
   c = config
   if model is None:
     if not c.get("init"):
-      raise ValueError("config.init must name a params directory (converted official weights "
-                       "or a trained checkpoint)")
+      raise ValueError(
+        "config.init must name a params directory (converted official weights "
+        "or a trained checkpoint)"
+      )
     model = checkpoint.load_model(c.init, **dict(c.get("model_overrides") or {}))
-  results = {"init": os.path.abspath(c.init) if c.get("init") else None,
-             "weights_hash": checkpoint.read_meta(c.init).get("weights_hash")
-             if c.get("init") else checkpoint.params_hash(model),
-             "model": checkpoint.config_to_dict(model.cfg), "fewshot": {}}
+  results = {
+    "init": os.path.abspath(c.init) if c.get("init") else None,
+    "weights_hash": checkpoint.read_meta(c.init).get("weights_hash")
+    if c.get("init")
+    else checkpoint.params_hash(model),
+    "model": checkpoint.config_to_dict(model.cfg),
+    "fewshot": {},
+  }
   for name, bench in dict(c.get("fewshot") or {}).items():
     bench = dict(bench)
     bench.setdefault("name", name)
@@ -175,10 +219,17 @@ def run_eval(config, workdir: str, model=None) -> dict:
   y = dict(c.get("youtube_vos") or {})
   if y:
     results["youtube_vos"] = youtube_vos.write_submission(
-        model, y["root"], os.path.join(workdir, "youtube_vos"), split=y.get("split", "valid"),
-        memories=list(y.get("memories", (0, 8))), max_frames=y.get("max_frames"),
-        videos=list(y.get("videos") or ()) or None)
-    results["youtube_vos"]["_info"] = {"paper_source": dict(y.get("paper") or {}).get("source"),
-                                       "paper_G": dict(y.get("paper") or {}).get("G")}
+      model,
+      y["root"],
+      os.path.join(workdir, "youtube_vos"),
+      split=y.get("split", "valid"),
+      memories=list(y.get("memories", (0, 8))),
+      max_frames=y.get("max_frames"),
+      videos=list(y.get("videos") or ()) or None,
+    )
+    results["youtube_vos"]["_info"] = {
+      "paper_source": dict(y.get("paper") or {}).get("source"),
+      "paper_G": dict(y.get("paper") or {}).get("G"),
+    }
   write_results(workdir, results)
   return results

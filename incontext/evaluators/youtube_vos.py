@@ -9,6 +9,7 @@ OUT/K{k}/Annotations/VID/FRAME.png (palette PNG of object ids) and OUT/K{k}.zip,
 official evaluation server takes (it computes G = mean of J/F on seen/unseen classes; the
 validation labels are not public, so nothing is scored here).
 """
+
 from __future__ import annotations
 
 import os
@@ -28,8 +29,9 @@ def list_videos(root: str, split: str = "valid") -> list[str]:
   return sorted(os.listdir(adir))
 
 
-def object_groups(root: str, split: str, vid: str, names: Sequence[str]
-                  ) -> list[tuple[int, np.ndarray]]:
+def object_groups(
+  root: str, split: str, vid: str, names: Sequence[str]
+) -> list[tuple[int, np.ndarray]]:
   """[(start frame index, [H, W] id map of the objects that start there)] in frame order."""
   adir = os.path.join(root, split, "Annotations", vid)
   seen: set[int] = set()
@@ -50,15 +52,23 @@ def segment_video(model, frames: Sequence[np.ndarray], groups, *, memory: int) -
   """[N] id maps: every object group propagated from its start frame, merged in start order."""
   out = [np.zeros(f.shape[:2], np.int32) for f in frames]
   for start, first in groups:
-    for t, p in enumerate(video.propagate(model, frames[start:], first, memory=memory),
-                          start=start):
+    for t, p in enumerate(
+      video.propagate(model, frames[start:], first, memory=memory), start=start
+    ):
       out[t] = np.where(p > 0, p, out[t])
   return out
 
 
-def write_submission(model, root: str, out_dir: str, *, split: str = "valid",
-                     memories: Sequence[int] = (0, 8), max_frames: int | None = None,
-                     videos: Sequence[str] | None = None) -> dict:
+def write_submission(
+  model,
+  root: str,
+  out_dir: str,
+  *,
+  split: str = "valid",
+  memories: Sequence[int] = (0, 8),
+  max_frames: int | None = None,
+  videos: Sequence[str] | None = None,
+) -> dict:
   """Writes OUT/K{k}/Annotations and OUT/K{k}.zip per memory size; returns
   {'K=<k>': {'videos', 'frames', 'zip'}}. A folder is complete or absent (written under a
   temporary name, then renamed)."""
@@ -82,8 +92,9 @@ def write_submission(model, root: str, out_dir: str, *, split: str = "valid",
     final = os.path.join(out_dir, f"K{k}")
     shutil.rmtree(final, ignore_errors=True)
     os.replace(tmp, final)
-    z = shutil.make_archive(os.path.join(out_dir, f".tmp_K{k}_zip"), "zip", root_dir=final,
-                            base_dir="Annotations")
+    z = shutil.make_archive(
+      os.path.join(out_dir, f".tmp_K{k}_zip"), "zip", root_dir=final, base_dir="Annotations"
+    )
     os.replace(z, final + ".zip")
     res[f"K={k}"] = {"videos": len(vids), "frames": n_frames, "zip": final + ".zip"}
   return res

@@ -10,6 +10,7 @@ asserted and every source tensor must be used. The way back (`model_to_official`
 
 torch is imported lazily and only to read `.pth` files.
 """
+
 import hashlib
 import os
 import re
@@ -25,23 +26,23 @@ from incontext.models import seggpt
 
 # Official name prefix <-> HF name prefix (docs/design.md#weight-names); "#" is a block index.
 _NAME_PAIRS = [
-    ("patch_embed.proj.", "model.embeddings.patch_embeddings.projection."),
-    ("mask_token", "model.embeddings.mask_token"),
-    ("segment_token_x", "model.embeddings.segment_token_input"),
-    ("segment_token_y", "model.embeddings.segment_token_prompt"),
-    ("type_token_cls", "model.embeddings.type_token_semantic"),
-    ("type_token_ins", "model.embeddings.type_token_instance"),
-    ("pos_embed", "model.embeddings.position_embeddings"),
-    ("norm.", "model.encoder.layernorm."),
-    ("blocks.#.attn.", "model.encoder.layers.#.attention."),
-    ("blocks.#.mlp.fc1.", "model.encoder.layers.#.mlp.lin1."),
-    ("blocks.#.mlp.fc2.", "model.encoder.layers.#.mlp.lin2."),
-    ("blocks.#.norm1.", "model.encoder.layers.#.layernorm_before."),
-    ("blocks.#.norm2.", "model.encoder.layers.#.layernorm_after."),
-    ("decoder_embed.", "decoder.decoder_embed."),
-    ("decoder_pred.0.", "decoder.decoder_pred.conv."),
-    ("decoder_pred.1.", "decoder.decoder_pred.layernorm."),
-    ("decoder_pred.3.", "decoder.decoder_pred.head."),
+  ("patch_embed.proj.", "model.embeddings.patch_embeddings.projection."),
+  ("mask_token", "model.embeddings.mask_token"),
+  ("segment_token_x", "model.embeddings.segment_token_input"),
+  ("segment_token_y", "model.embeddings.segment_token_prompt"),
+  ("type_token_cls", "model.embeddings.type_token_semantic"),
+  ("type_token_ins", "model.embeddings.type_token_instance"),
+  ("pos_embed", "model.embeddings.position_embeddings"),
+  ("norm.", "model.encoder.layernorm."),
+  ("blocks.#.attn.", "model.encoder.layers.#.attention."),
+  ("blocks.#.mlp.fc1.", "model.encoder.layers.#.mlp.lin1."),
+  ("blocks.#.mlp.fc2.", "model.encoder.layers.#.mlp.lin2."),
+  ("blocks.#.norm1.", "model.encoder.layers.#.layernorm_before."),
+  ("blocks.#.norm2.", "model.encoder.layers.#.layernorm_after."),
+  ("decoder_embed.", "decoder.decoder_embed."),
+  ("decoder_pred.0.", "decoder.decoder_pred.conv."),
+  ("decoder_pred.1.", "decoder.decoder_pred.layernorm."),
+  ("decoder_pred.3.", "decoder.decoder_pred.head."),
 ]
 
 
@@ -93,11 +94,12 @@ def detect_layout(sd: dict) -> str:
     return "official"
   sample = ", ".join(sorted(sd)[:5])
   raise ConversionError(
-      f"not a SegGPT checkpoint: no patch embedding tensor (first keys: {sample})")
+    f"not a SegGPT checkpoint: no patch embedding tensor (first keys: {sample})"
+  )
 
 
 # -- official name <-> NNX path ------------------------------------------------------------
-_lin = (lambda w: w.T, lambda k: k.T)                      # torch (out,in) <-> flax (in,out)
+_lin = (lambda w: w.T, lambda k: k.T)  # torch (out,in) <-> flax (in,out)
 _conv = (lambda w: w.transpose(2, 3, 1, 0), lambda k: k.transpose(3, 2, 0, 1))  # OIHW<->HWIO
 _same = (lambda w: w, lambda k: k)
 
@@ -105,32 +107,36 @@ _same = (lambda w: w, lambda k: k)
 def _table(cfg: seggpt.SegGPTConfig) -> dict[str, tuple[tuple, tuple[Callable, Callable]]]:
   """official name -> (NNX path, (to_nnx, to_torch))."""
   t = {
-      "mask_token": (("mask_token",), _same),
-      "segment_token_x": (("segment_token_x",), _same),
-      "segment_token_y": (("segment_token_y",), _same),
-      "type_token_cls": (("type_token_cls",), _same),
-      "type_token_ins": (("type_token_ins",), _same),
-      "pos_embed": (("pos_embed",), _same),
-      "patch_embed.proj.weight": (("patch_embed", "proj", "kernel"), _conv),
-      "patch_embed.proj.bias": (("patch_embed", "proj", "bias"), _same),
-      "norm.weight": (("norm", "scale"), _same),
-      "norm.bias": (("norm", "bias"), _same),
-      "decoder_embed.weight": (("decoder_embed", "kernel"), _lin),
-      "decoder_embed.bias": (("decoder_embed", "bias"), _same),
-      "decoder_pred.0.weight": (("decoder_conv", "kernel"), _conv),
-      "decoder_pred.0.bias": (("decoder_conv", "bias"), _same),
-      "decoder_pred.1.weight": (("decoder_norm", "scale"), _same),
-      "decoder_pred.1.bias": (("decoder_norm", "bias"), _same),
-      "decoder_pred.3.weight": (("decoder_head", "kernel"), _conv),
-      "decoder_pred.3.bias": (("decoder_head", "bias"), _same),
+    "mask_token": (("mask_token",), _same),
+    "segment_token_x": (("segment_token_x",), _same),
+    "segment_token_y": (("segment_token_y",), _same),
+    "type_token_cls": (("type_token_cls",), _same),
+    "type_token_ins": (("type_token_ins",), _same),
+    "pos_embed": (("pos_embed",), _same),
+    "patch_embed.proj.weight": (("patch_embed", "proj", "kernel"), _conv),
+    "patch_embed.proj.bias": (("patch_embed", "proj", "bias"), _same),
+    "norm.weight": (("norm", "scale"), _same),
+    "norm.bias": (("norm", "bias"), _same),
+    "decoder_embed.weight": (("decoder_embed", "kernel"), _lin),
+    "decoder_embed.bias": (("decoder_embed", "bias"), _same),
+    "decoder_pred.0.weight": (("decoder_conv", "kernel"), _conv),
+    "decoder_pred.0.bias": (("decoder_conv", "bias"), _same),
+    "decoder_pred.1.weight": (("decoder_norm", "scale"), _same),
+    "decoder_pred.1.bias": (("decoder_norm", "bias"), _same),
+    "decoder_pred.3.weight": (("decoder_head", "kernel"), _conv),
+    "decoder_pred.3.bias": (("decoder_head", "bias"), _same),
   }
   for i in range(cfg.depth):
     b = ("blocks", i)
     for tn, nn_ in (("norm1", "norm1"), ("norm2", "norm2")):
       t[f"blocks.{i}.{tn}.weight"] = (b + (nn_, "scale"), _same)
       t[f"blocks.{i}.{tn}.bias"] = (b + (nn_, "bias"), _same)
-    for tn, path in (("attn.qkv", ("attn", "qkv")), ("attn.proj", ("attn", "proj")),
-                     ("mlp.fc1", ("mlp", "fc1")), ("mlp.fc2", ("mlp", "fc2"))):
+    for tn, path in (
+      ("attn.qkv", ("attn", "qkv")),
+      ("attn.proj", ("attn", "proj")),
+      ("mlp.fc1", ("mlp", "fc1")),
+      ("mlp.fc2", ("mlp", "fc2")),
+    ):
       t[f"blocks.{i}.{tn}.weight"] = (b + path + ("kernel",), _lin)
       t[f"blocks.{i}.{tn}.bias"] = (b + path + ("bias",), _same)
     t[f"blocks.{i}.attn.rel_pos_h"] = (b + ("attn", "rel_pos_h"), _same)
@@ -157,8 +163,16 @@ def infer_config(sd: dict[str, np.ndarray], **overrides) -> seggpt.SegGPTConfig:
   except KeyError as e:
     raise ConversionError(f"checkpoint lacks tensor {e.args[0]!r}") from None
   g = int(round(np.sqrt(pos_rows - 1)))
-  kw = dict(image_size=(gh * patch // 2, gw * patch), patch=patch, width=width, depth=depth,
-            num_heads=width // hd, mlp_dim=mlp_dim, decoder_dim=dec_dim, pretrain_grid=g)
+  kw = dict(
+    image_size=(gh * patch // 2, gw * patch),
+    patch=patch,
+    width=width,
+    depth=depth,
+    num_heads=width // hd,
+    mlp_dim=mlp_dim,
+    decoder_dim=dec_dim,
+    pretrain_grid=g,
+  )
   if "feature_layers" not in overrides:
     if n_feat != 4:
       raise ConversionError(f"cannot infer {n_feat} decoder feature layers; pass feature_layers")
@@ -170,8 +184,9 @@ def infer_config(sd: dict[str, np.ndarray], **overrides) -> seggpt.SegGPTConfig:
   return seggpt.SegGPTConfig(**kw).validate()
 
 
-def load_official(model: seggpt.SegGPT, sd: dict[str, np.ndarray], *,
-                  allow_missing: tuple[str, ...] = ()) -> None:
+def load_official(
+  model: seggpt.SegGPT, sd: dict[str, np.ndarray], *, allow_missing: tuple[str, ...] = ()
+) -> None:
   """Copies an official-layout state dict into `model` in place (shapes asserted).
 
   Every source tensor must be used; names in `allow_missing` may be absent (they keep
@@ -189,15 +204,18 @@ def load_official(model: seggpt.SegGPT, sd: dict[str, np.ndarray], *,
     if name not in sd:
       continue
     src = np.asarray(sd[name])
-    if src.dtype.kind != "f" and "float" not in src.dtype.name:   # bfloat16 has kind 'V'
-      raise ConversionError(f"tensor {name!r}: dtype {src.dtype}, expected floating point "
-                            "weights (converting would truncate them)")
+    if src.dtype.kind != "f" and "float" not in src.dtype.name:  # bfloat16 has kind 'V'
+      raise ConversionError(
+        f"tensor {name!r}: dtype {src.dtype}, expected floating point "
+        "weights (converting would truncate them)"
+      )
     val = np.asarray(to_nnx(src))
     var = flat[path]
     if tuple(var.shape) != val.shape:
       want = np.shape(from_nnx(np.broadcast_to(np.float32(0), tuple(var.shape))))
-      raise ConversionError(f"tensor {name!r}: shape {tuple(src.shape)}, expected "
-                            f"{tuple(want)} for this model")
+      raise ConversionError(
+        f"tensor {name!r}: shape {tuple(src.shape)}, expected {tuple(want)} for this model"
+      )
     if not np.all(np.isfinite(val)):
       raise ConversionError(f"tensor {name!r} has non-finite values")
     var[...] = jnp.asarray(val, var[...].dtype)
@@ -209,8 +227,9 @@ def model_to_official(model: seggpt.SegGPT) -> dict[str, np.ndarray]:
   flat = dict(nnx.to_flat_state(nnx.state(model, nnx.Param)))
   out = {}
   for name, (path, (_, to_torch)) in _table(model.cfg).items():
-    out[name] = np.ascontiguousarray(to_torch(np.asarray(jax.device_get(flat[path][...]),
-                                                         np.float32)))
+    out[name] = np.ascontiguousarray(
+      to_torch(np.asarray(jax.device_get(flat[path][...]), np.float32))
+    )
   return out
 
 
@@ -225,6 +244,7 @@ def file_sha256(path: str) -> str:
 
 def _read_json(path: str) -> dict:
   import json
+
   try:
     with open(path) as f:
       return json.load(f)
@@ -257,8 +277,16 @@ def read_hf_config(path: str) -> dict:
 
 
 # transformers config fields fixed by the tensors' shapes (checked against them).
-_ARCH_FIELDS = ("hidden_size", "num_hidden_layers", "num_attention_heads", "patch_size",
-                "image_size", "mlp_dim", "decoder_hidden_size", "pretrain_image_size")
+_ARCH_FIELDS = (
+  "hidden_size",
+  "num_hidden_layers",
+  "num_attention_heads",
+  "patch_size",
+  "image_size",
+  "mlp_dim",
+  "decoder_hidden_size",
+  "pretrain_image_size",
+)
 
 
 def check_hf_config(cfg_path: str, cfg: seggpt.SegGPTConfig) -> None:
@@ -284,20 +312,25 @@ def resolve_source(source: str) -> str:
   official weights are `hf:BAAI/seggpt-vit-large`). A relative path is from the working
   folder."""
   if source.startswith("hf:"):
-    repo = source[len("hf:"):]
+    repo = source[len("hf:") :]
     if not repo:
       raise ConversionError(f"{source}: expected hf:OWNER/NAME")
     try:
       from huggingface_hub import snapshot_download  # only needed for downloads
     except ImportError:
-      raise ConversionError(f"{source}: downloading needs huggingface_hub "
-                            "(pip install huggingface_hub)") from None
+      raise ConversionError(
+        f"{source}: downloading needs huggingface_hub (pip install huggingface_hub)"
+      ) from None
     try:
-      folder = snapshot_download(repo_id=repo, allow_patterns=[
-          "config.json", "model.safetensors", "*.pth", "preprocessor_config.json"])
+      folder = snapshot_download(
+        repo_id=repo,
+        allow_patterns=["config.json", "model.safetensors", "*.pth", "preprocessor_config.json"],
+      )
     except Exception as e:  # network, unknown repo, offline without a cached copy
-      raise ConversionError(f"{source}: cannot download ({type(e).__name__}: "
-                            f"{str(e).splitlines()[0] if str(e) else ''})") from None
+      raise ConversionError(
+        f"{source}: cannot download ({type(e).__name__}: "
+        f"{str(e).splitlines()[0] if str(e) else ''})"
+      ) from None
     return resolve_source(folder)
   if not os.path.isdir(source):
     return source
@@ -308,10 +341,11 @@ def resolve_source(source: str) -> str:
   if len(found) == 1:
     return os.path.join(source, found[0])
   if not found:
-    raise ConversionError(f"{source}: folder has no model.safetensors or .pth weights "
-                          "(expected a transformers folder: config.json + model.safetensors)")
-  raise ConversionError(f"{source}: folder has several weight files {found[:4]}; "
-                        "name one of them")
+    raise ConversionError(
+      f"{source}: folder has no model.safetensors or .pth weights "
+      "(expected a transformers folder: config.json + model.safetensors)"
+    )
+  raise ConversionError(f"{source}: folder has several weight files {found[:4]}; name one of them")
 
 
 def read_state_dict(path: str) -> tuple[dict[str, np.ndarray], str]:
@@ -323,6 +357,7 @@ def read_state_dict(path: str) -> tuple[dict[str, np.ndarray], str]:
     raise ConversionError(f"{path}: no such file")
   if path.endswith(".safetensors"):
     from safetensors.numpy import load_file
+
     try:
       sd = load_file(path)
     except Exception as e:  # safetensors raises its own error types
@@ -331,8 +366,9 @@ def read_state_dict(path: str) -> tuple[dict[str, np.ndarray], str]:
     try:
       import torch  # an extra: only needed for .pth files
     except ImportError:
-      raise ConversionError(f"{path}: reading .pth needs torch "
-                            "(pip install 'incontext[torch]')") from None
+      raise ConversionError(
+        f"{path}: reading .pth needs torch (pip install 'incontext[torch]')"
+      ) from None
     try:
       obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:
@@ -354,25 +390,25 @@ def read_state_dict(path: str) -> tuple[dict[str, np.ndarray], str]:
 def hf_config_dict(cfg: seggpt.SegGPTConfig) -> dict:
   """transformers `SegGptConfig` fields for a model config."""
   return {
-      "architectures": ["SegGptForImageSegmentation"],
-      "model_type": "seggpt",
-      "hidden_size": cfg.width,
-      "num_hidden_layers": cfg.depth,
-      "num_attention_heads": cfg.num_heads,
-      "hidden_act": "gelu",
-      "hidden_dropout_prob": 0.0,
-      "initializer_range": 0.02,
-      "layer_norm_eps": cfg.eps,
-      "image_size": list(cfg.canvas),
-      "patch_size": cfg.patch,
-      "num_channels": 3,
-      "qkv_bias": True,
-      "mlp_dim": cfg.mlp_dim,
-      "drop_path_rate": cfg.drop_path,
-      "pretrain_image_size": cfg.pretrain_grid * cfg.patch,
-      "decoder_hidden_size": cfg.decoder_dim,
-      "use_relative_position_embeddings": True,
-      "merge_index": cfg.merge_index,
-      "intermediate_hidden_state_indices": list(cfg.feature_layers),
-      "beta": 0.01,
+    "architectures": ["SegGptForImageSegmentation"],
+    "model_type": "seggpt",
+    "hidden_size": cfg.width,
+    "num_hidden_layers": cfg.depth,
+    "num_attention_heads": cfg.num_heads,
+    "hidden_act": "gelu",
+    "hidden_dropout_prob": 0.0,
+    "initializer_range": 0.02,
+    "layer_norm_eps": cfg.eps,
+    "image_size": list(cfg.canvas),
+    "patch_size": cfg.patch,
+    "num_channels": 3,
+    "qkv_bias": True,
+    "mlp_dim": cfg.mlp_dim,
+    "drop_path_rate": cfg.drop_path,
+    "pretrain_image_size": cfg.pretrain_grid * cfg.patch,
+    "decoder_hidden_size": cfg.decoder_dim,
+    "use_relative_position_embeddings": True,
+    "merge_index": cfg.merge_index,
+    "intermediate_hidden_state_indices": list(cfg.feature_layers),
+    "beta": 0.01,
   }

@@ -7,6 +7,7 @@ different cubic kernel (A=-0.5), so we build PyTorch's interpolation as two smal
 matrices in numpy (A=-0.75, unclamped source coordinate, taps clamped to the border) and
 contract the table with them.
 """
+
 import functools
 
 import jax
@@ -37,8 +38,9 @@ def torch_bicubic_matrix(n_in: int, n_out: int) -> np.ndarray:
   return m
 
 
-def resize_pos_embed(pos_embed: jax.Array, out_hw: tuple[int, int],
-                     has_cls: bool = True) -> jax.Array:
+def resize_pos_embed(
+  pos_embed: jax.Array, out_hw: tuple[int, int], has_cls: bool = True
+) -> jax.Array:
   """[1, (1 +) g*g, C] table -> [1, H, W, C] grid, PyTorch-bicubic (float32, HIGHEST)."""
   table = pos_embed[0, 1:] if has_cls else pos_embed[0]
   g = int(round(np.sqrt(table.shape[0])))

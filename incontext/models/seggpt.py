@@ -10,6 +10,7 @@ Layout is channels-last: image and target canvases are [N, 2H, W, 3] (ImageNet-n
 prompt on top); the output `pred` is [N, 2H, W, 3] in the same space, or [N, H, W, 3] for
 `query_only=True` (the bottom half, bit-for-bit what the full decoder gives there).
 """
+
 import dataclasses
 from typing import Any
 
@@ -29,6 +30,7 @@ _HALF = (jnp.dtype(jnp.bfloat16), jnp.dtype(jnp.float16))
 @dataclasses.dataclass(frozen=True)
 class SegGPTConfig:
   """Model hyper-parameters. `image_size` is one half of the canvas (H, W)."""
+
   image_size: tuple[int, int] = (448, 448)
   patch: int = 16
   width: int = 1024
@@ -38,11 +40,11 @@ class SegGPTConfig:
   merge_index: int = 2
   feature_layers: tuple[int, ...] = (5, 11, 17, 23)
   decoder_dim: int = 64
-  pretrain_grid: int = 14          # pos_embed is (1, 1 + g*g, D): MAE's 224-pixel table
-  drop_path: float = 0.1           # max rate, linear over blocks; training only
-  ensemble: str = "official"       # feature-ensemble variant: "official" or "hf"
-  dtype: str = "float32"           # compute dtype; params stay float32
-  remat: bool = False              # rematerialise each block in the backward pass
+  pretrain_grid: int = 14  # pos_embed is (1, 1 + g*g, D): MAE's 224-pixel table
+  drop_path: float = 0.1  # max rate, linear over blocks; training only
+  ensemble: str = "official"  # feature-ensemble variant: "official" or "hf"
+  dtype: str = "float32"  # compute dtype; params stay float32
+  remat: bool = False  # rematerialise each block in the backward pass
   # Attention implementation: "auto" (by backend: "chunked" on CPU, "cudnn" on GPU for
   # bf16/f16 shapes cuDNN supports, else "fused"), "chunked" (L2-sized query chunks in a
   # loop; fastest on CPU), "fused" (one batched XLA attention over all entries and
@@ -71,8 +73,10 @@ class SegGPTConfig:
     if self.width % self.num_heads:
       raise ValueError(f"width {self.width} not divisible by num_heads {self.num_heads}")
     if max(self.feature_layers) >= self.depth or self.merge_index >= self.depth:
-      raise ValueError(f"feature_layers {self.feature_layers} / merge_index "
-                       f"{self.merge_index} out of range for depth {self.depth}")
+      raise ValueError(
+        f"feature_layers {self.feature_layers} / merge_index "
+        f"{self.merge_index} out of range for depth {self.depth}"
+      )
     if self.ensemble not in ("official", "hf"):
       raise ValueError(f"ensemble must be 'official' or 'hf', got {self.ensemble!r}")
     if self.attention not in ATTENTION:
@@ -85,8 +89,8 @@ class SegGPTConfig:
 def _layers(depth, merge_index=2):
   """Decoder feature blocks spread like 5/11/17/23 over `depth` blocks, after the merge."""
   layers = [int(round((i + 1) * depth / 4)) - 1 for i in range(4)]
-  layers[0] = max(layers[0], merge_index + 1)   # transformers requires features after merge
-  for i in range(1, 4):                          # strictly increasing
+  layers[0] = max(layers[0], merge_index + 1)  # transformers requires features after merge
+  for i in range(1, 4):  # strictly increasing
     layers[i] = max(layers[i], layers[i - 1] + 1)
   if layers[-1] >= depth:
     raise ValueError(f"depth {depth} is too shallow for 4 decoder features after the merge")
@@ -94,19 +98,35 @@ def _layers(depth, merge_index=2):
 
 
 VARIANTS: dict[str, dict[str, Any]] = {
-    "L/16": dict(width=1024, depth=24, num_heads=16, mlp_dim=4096),
-    "B/16": dict(width=768, depth=12, num_heads=12, mlp_dim=3072, feature_layers=_layers(12)),
-    "S/16": dict(width=384, depth=12, num_heads=6, mlp_dim=1536, feature_layers=_layers(12)),
-    "Ti/16": dict(width=192, depth=12, num_heads=3, mlp_dim=768, feature_layers=_layers(12)),
-    # The quickstart model (experiments/configs/seggpt_train.py quickstart and real presets):
-    # 32x32 halves in 4x4 patches (8x8 tokens per half), trains on a 2-core CPU in minutes.
-    "quickstart-0.6M": dict(image_size=(32, 32), patch=4, width=96, depth=6, num_heads=4,
-                            mlp_dim=192, decoder_dim=16, merge_index=1, feature_layers=(2, 3, 4, 5),
-                            pretrain_grid=8),
-    # The unit tests' model: a few blocks so the merge (after block 2) and the 4 decoder
-    # features still exist.
-    "test": dict(width=32, depth=7, num_heads=2, mlp_dim=64, feature_layers=(3, 4, 5, 6),
-                 decoder_dim=8, pretrain_grid=4),
+  "L/16": dict(width=1024, depth=24, num_heads=16, mlp_dim=4096),
+  "B/16": dict(width=768, depth=12, num_heads=12, mlp_dim=3072, feature_layers=_layers(12)),
+  "S/16": dict(width=384, depth=12, num_heads=6, mlp_dim=1536, feature_layers=_layers(12)),
+  "Ti/16": dict(width=192, depth=12, num_heads=3, mlp_dim=768, feature_layers=_layers(12)),
+  # The quickstart model (experiments/configs/seggpt_train.py quickstart and real presets):
+  # 32x32 halves in 4x4 patches (8x8 tokens per half), trains on a 2-core CPU in minutes.
+  "quickstart-0.6M": dict(
+    image_size=(32, 32),
+    patch=4,
+    width=96,
+    depth=6,
+    num_heads=4,
+    mlp_dim=192,
+    decoder_dim=16,
+    merge_index=1,
+    feature_layers=(2, 3, 4, 5),
+    pretrain_grid=8,
+  ),
+  # The unit tests' model: a few blocks so the merge (after block 2) and the 4 decoder
+  # features still exist.
+  "test": dict(
+    width=32,
+    depth=7,
+    num_heads=2,
+    mlp_dim=64,
+    feature_layers=(3, 4, 5, 6),
+    decoder_dim=8,
+    pretrain_grid=4,
+  ),
 }
 
 
@@ -166,7 +186,7 @@ def _logits_probs(q, k, rel_h, rel_w, gh, gw):
   lg = jnp.einsum("...qc,...kc->...qk", q, k, preferred_element_type=jnp.float32)
   lg = lg.reshape(*lg.shape[:-1], gh, gw)
   lg = lg + rel_h[..., :, None].astype(jnp.float32) + rel_w[..., None, :].astype(jnp.float32)
-  probs = jax.nn.softmax(lg.reshape(*lg.shape[:-2], gh * gw), axis=-1)   # float32 softmax
+  probs = jax.nn.softmax(lg.reshape(*lg.shape[:-2], gh * gw), axis=-1)  # float32 softmax
   return probs.astype(q.dtype)
 
 
@@ -180,13 +200,16 @@ def _attend_chunked(q: Array, k: Array, v: Array, rel_h: Array, rel_w: Array) ->
   b, nh, lq, c = q.shape
   gh, gw = rel_h.shape[-1], rel_w.shape[-1]
 
-  def one(qc, kc, vc, rhc, rwc):          # [nh, r, c], [nh, L, c], ..., [nh, r, gh], [nh, r, gw]
+  def one(qc, kc, vc, rhc, rwc):  # [nh, r, c], [nh, L, c], ..., [nh, r, gh], [nh, r, gw]
     return jnp.einsum("nqk,nkc->nqc", _logits_probs(qc, kc, rhc, rwc, gh, gw), vc)
 
   rows, n = _chunk_rows(lq, gh * gw, nh)
   if n == 1:
-    return jax.vmap(one)(q, k, v, rel_h, rel_w) if b > 1 else one(
-        q[0], k[0], v[0], rel_h[0], rel_w[0])[None]
+    return (
+      jax.vmap(one)(q, k, v, rel_h, rel_w)
+      if b > 1
+      else one(q[0], k[0], v[0], rel_h[0], rel_w[0])[None]
+    )
   pad = rows * n - lq
   padq = lambda a: jnp.pad(a, ((0, 0), (0, 0), (0, pad), (0, 0))) if pad else a
   # [B, nh, n * rows, .] -> [B, n, nh, rows, .]
@@ -216,9 +239,10 @@ def _attend_cudnn(q: Array, k: Array, v: Array, rel_h: Array, rel_w: Array) -> A
   b, nh, lq, c = q.shape
   gh, gw = rel_h.shape[-1], rel_w.shape[-1]
   bias = (rel_h[..., :, None] + rel_w[..., None, :]).reshape(b, nh, lq, gh * gw)
-  t = lambda a: a.transpose(0, 2, 1, 3)                            # [B, nh, T, c] <-> BTNH
-  out = jax.nn.dot_product_attention(t(q), t(k), t(v), bias=bias.astype(q.dtype), scale=1.0,
-                                     implementation="cudnn")
+  t = lambda a: a.transpose(0, 2, 1, 3)  # [B, nh, T, c] <-> BTNH
+  out = jax.nn.dot_product_attention(
+    t(q), t(k), t(v), bias=bias.astype(q.dtype), scale=1.0, implementation="cudnn"
+  )
   return t(out)
 
 
@@ -228,14 +252,16 @@ def _cudnn_usable(dtype, lq: int, num_k: int, head_dim: int) -> bool:
     return False
   try:
     from jax._src.cudnn import fused_attention_stablehlo as fa
+
     fa.check_cudnn_version()
-  except Exception:   # noqa: BLE001 -- no cuDNN (or no jax CUDA plugin): use XLA
+  except Exception:  # noqa: BLE001 -- no cuDNN (or no jax CUDA plugin): use XLA
     return False
   return True
 
 
-def attention_impl(setting: str, dtype, lq: int, num_k: int, head_dim: int,
-                   backend: str | None = None) -> str:
+def attention_impl(
+  setting: str, dtype, lq: int, num_k: int, head_dim: int, backend: str | None = None
+) -> str:
   """The implementation `setting` ("auto" or explicit) runs on `backend` (default: JAX's)."""
   if setting != "auto":
     return setting
@@ -250,8 +276,7 @@ def attention_impl(setting: str, dtype, lq: int, num_k: int, head_dim: int,
 _ATTEND = {"chunked": _attend_chunked, "fused": _attend_fused, "cudnn": _attend_cudnn}
 
 
-def _attend(q: Array, k: Array, v: Array, rel_h: Array, rel_w: Array,
-            impl: str = "auto") -> Array:
+def _attend(q: Array, k: Array, v: Array, rel_h: Array, rel_w: Array, impl: str = "auto") -> Array:
   """Softmax attention with the decomposed relative bias.
 
   q: [B, nh, Lq, c] (already scaled); k, v: [B, nh, L, c]; rel_h: [B, nh, Lq, gh];
@@ -292,17 +317,23 @@ class Attention(nnx.Module):
     hd = d // nh
     gq = gh - row0
     qkv = qkv.reshape(b, gh * gw, 3, nh, hd).transpose(2, 0, 3, 1, 4)
-    q, k, v = qkv[0], qkv[1], qkv[2]                                    # [B, nh, L, hd]
-    q = q[:, :, row0 * gw:]                                             # [B, nh, Lq, hd]
+    q, k, v = qkv[0], qkv[1], qkv[2]  # [B, nh, L, hd]
+    q = q[:, :, row0 * gw :]  # [B, nh, Lq, hd]
     dt = q.dtype
-    rh = self.rel_pos_h[...].astype(dt)[_rel_index(gh)[row0:]]          # [gq, gh, hd]
-    rw = self.rel_pos_w[...].astype(dt)[_rel_index(gw)]                 # [gw, gw, hd]
+    rh = self.rel_pos_h[...].astype(dt)[_rel_index(gh)[row0:]]  # [gq, gh, hd]
+    rw = self.rel_pos_w[...].astype(dt)[_rel_index(gw)]  # [gw, gw, hd]
     # Relative terms use the unscaled q (only q.k is scaled, as the official code).
     qg = q.reshape(b, nh, gq, gw, hd)
     rel_h = jnp.einsum("bnijc,ikc->bnijk", qg, rh).reshape(b, nh, gq * gw, gh)
     rel_w = jnp.einsum("bnijc,jlc->bnijl", qg, rw).reshape(b, nh, gq * gw, gw)
-    out = _attend(q * jnp.asarray(hd ** -0.5, dt), k, v, rel_h, rel_w,   # [B, nh, Lq, hd]
-                  self.attention)
+    out = _attend(
+      q * jnp.asarray(hd**-0.5, dt),
+      k,
+      v,
+      rel_h,
+      rel_w,  # [B, nh, Lq, hd]
+      self.attention,
+    )
     return out.transpose(0, 2, 1, 3).reshape(b, gq, gw, d)
 
 
@@ -313,7 +344,7 @@ class Mlp(nnx.Module):
     self.fc2 = nnx.Linear(cfg.mlp_dim, cfg.width, kernel_init=_dense_init(), dtype=dt, rngs=rngs)
 
   def __call__(self, x: Array) -> Array:
-    return self.fc2(jax.nn.gelu(self.fc1(x), approximate=False))   # exact erf GELU
+    return self.fc2(jax.nn.gelu(self.fc1(x), approximate=False))  # exact erf GELU
 
 
 def _drop_path(x: Array, rate: float, rng) -> Array:
@@ -334,8 +365,13 @@ def _prompt_mean(x: Array, axis: int, weights: Array | None) -> Array:
   return (x * w).sum(axis=axis, keepdims=True) / w.sum()
 
 
-def _ensemble_query_half(a: Array, mode: str | None, num_prompts: int,
-                         half: int | None = None, weights: Array | None = None) -> Array:
+def _ensemble_query_half(
+  a: Array,
+  mode: str | None,
+  num_prompts: int,
+  half: int | None = None,
+  weights: Array | None = None,
+) -> Array:
   """Averages the query half (bottom token rows) of the attention output over prompts.
 
   mode: None (off), "stream" (batch is [x_1..x_N, y_1..y_N]: mean within each stream)
@@ -369,8 +405,15 @@ class Block(nnx.Module):
     self.mlp = Mlp(cfg, rngs=rngs)
     self.drop_path = drop_path
 
-  def __call__(self, x: Array, ensemble: str | None = None, num_prompts: int = 1,
-               rng=None, row0: int = 0, weights: Array | None = None) -> Array:
+  def __call__(
+    self,
+    x: Array,
+    ensemble: str | None = None,
+    num_prompts: int = 1,
+    rng=None,
+    row0: int = 0,
+    weights: Array | None = None,
+  ) -> Array:
     """x: [B, gh, gw, D] -> [B, gh - row0, gw, D] (row0 > 0: only rows row0: computed).
 
     weights: [num_prompts] 0/1 prompt-slot validity for the ensemble (None: all valid).
@@ -383,8 +426,9 @@ class Block(nnx.Module):
     x = x[:, row0:] + _drop_path(a, self.drop_path, r1)
     return x + _drop_path(self.mlp(self.norm2(x)), self.drop_path, r2)
 
-  def shared(self, xp: Array, xq: Array, ensemble: str, row0: int = 0,
-             weights: Array | None = None) -> tuple[Array, Array]:
+  def shared(
+    self, xp: Array, xq: Array, ensemble: str, row0: int = 0, weights: Array | None = None
+  ) -> tuple[Array, Array]:
     """The block under feature ensemble when all entries of a stream share the query half.
 
     xp: [B, hp, gw, D] prompt rows of each entry (streams stacked: B = S * n);
@@ -397,13 +441,14 @@ class Block(nnx.Module):
     b, hp = xp.shape[:2]
     s = xq.shape[0]
     qkv_q = self.attn.qkv(self.norm1(xq))
-    qkv = jnp.concatenate([self.attn.qkv(self.norm1(xp)),
-                           jnp.repeat(qkv_q, b // s, axis=0)], axis=1)
-    o = self.attn.mix(qkv, row0)                            # [B, gh - row0, gw, D]
-    op, oq = o[:, :hp - row0], o[:, hp - row0:]
+    qkv = jnp.concatenate(
+      [self.attn.qkv(self.norm1(xp)), jnp.repeat(qkv_q, b // s, axis=0)], axis=1
+    )
+    o = self.attn.mix(qkv, row0)  # [B, gh - row0, gw, D]
+    op, oq = o[:, : hp - row0], o[:, hp - row0 :]
     if ensemble == "stream":
       oq = _prompt_mean(oq.reshape(s, b // s, *oq.shape[1:]), 1, weights)[:, 0]
-    else:                                                   # "all"
+    else:  # "all"
       oq = jnp.broadcast_to(_prompt_mean(oq, 0, weights), (s,) + oq.shape[1:])
     xp = xp[:, row0:] + self.attn.proj(op)
     xq = xq + self.attn.proj(oq)
@@ -412,16 +457,26 @@ class Block(nnx.Module):
 
 def _remat_block(ensemble: str | None, num_prompts: int, row0: int):
   """nnx.remat of a block call (static options closed over, not passed as arguments)."""
+
   def f(block, x, rng, weights):
     return block(x, ensemble, num_prompts, rng, row0=row0, weights=weights)
+
   return nnx.remat(f)
 
 
 class PatchEmbed(nnx.Module):
   def __init__(self, cfg: SegGPTConfig, *, rngs: nnx.Rngs):
     p = cfg.patch
-    self.proj = nnx.Conv(3, cfg.width, (p, p), strides=(p, p), padding="VALID",
-                         kernel_init=_torch_conv_init(), dtype=jnp.dtype(cfg.dtype), rngs=rngs)
+    self.proj = nnx.Conv(
+      3,
+      cfg.width,
+      (p, p),
+      strides=(p, p),
+      padding="VALID",
+      kernel_init=_torch_conv_init(),
+      dtype=jnp.dtype(cfg.dtype),
+      rngs=rngs,
+    )
 
   def __call__(self, x: Array) -> Array:
     return self.proj(x)
@@ -448,13 +503,14 @@ class SegGPT(nnx.Module):
     self.norm = _norm(d, cfg, rngs)
     p, dd = cfg.patch, cfg.decoder_dim
     dt = jnp.dtype(cfg.dtype)
-    self.decoder_embed = nnx.Linear(len(cfg.feature_layers) * d, p * p * dd,
-                                    kernel_init=_dense_init(), dtype=dt, rngs=rngs)
-    self.decoder_conv = nnx.Conv(dd, dd, (3, 3), padding=((1, 1), (1, 1)),
-                                 kernel_init=_torch_conv_init(), dtype=dt, rngs=rngs)
+    self.decoder_embed = nnx.Linear(
+      len(cfg.feature_layers) * d, p * p * dd, kernel_init=_dense_init(), dtype=dt, rngs=rngs
+    )
+    self.decoder_conv = nnx.Conv(
+      dd, dd, (3, 3), padding=((1, 1), (1, 1)), kernel_init=_torch_conv_init(), dtype=dt, rngs=rngs
+    )
     self.decoder_norm = _norm(dd, cfg, rngs)
-    self.decoder_head = nnx.Conv(dd, 3, (1, 1), kernel_init=_torch_conv_init(), dtype=dt,
-                                 rngs=rngs)
+    self.decoder_head = nnx.Conv(dd, 3, (1, 1), kernel_init=_torch_conv_init(), dtype=dt, rngs=rngs)
 
   # -- embedding --------------------------------------------------------------------------
   def embed(self, imgs: Array, tgts: Array, mask: Array, seg_type: Array) -> Array:
@@ -471,8 +527,10 @@ class SegGPT(nnx.Module):
     pos = posemb.resize_pos_embed(self.pos_embed[...], (gh, gw)).astype(dt)
     x, y = x + pos, y + pos
     st = jnp.asarray(seg_type, jnp.int32).reshape(-1, 1, 1, 1)
-    type_emb = (jnp.where(st == 0, self.type_token_cls[...], 0.0)
-                + jnp.where(st == 1, self.type_token_ins[...], 0.0)).astype(dt)
+    type_emb = (
+      jnp.where(st == 0, self.type_token_cls[...], 0.0)
+      + jnp.where(st == 1, self.type_token_ins[...], 0.0)
+    ).astype(dt)
     x, y = x + type_emb, y + type_emb
     return jnp.concatenate([x, y], axis=0)
 
@@ -492,9 +550,18 @@ class SegGPT(nnx.Module):
         modes.append(None if b // 2 < cond else ("stream" if i < cfg.merge_index else "all"))
     return modes
 
-  def encode(self, imgs: Array, tgts: Array, mask: Array, seg_type: Array, *,
-             feature_ensemble: bool = False, rng=None, query_only: bool = False,
-             prompt_weights: Array | None = None) -> list[Array]:
+  def encode(
+    self,
+    imgs: Array,
+    tgts: Array,
+    mask: Array,
+    seg_type: Array,
+    *,
+    feature_ensemble: bool = False,
+    rng=None,
+    query_only: bool = False,
+    prompt_weights: Array | None = None,
+  ) -> list[Array]:
     """Runs the ViT; returns the normed decoder features, each [N, gh, gw, D].
 
     Blocks after the last feature layer cannot affect the output and are skipped.
@@ -520,11 +587,19 @@ class SegGPT(nnx.Module):
       if i == cfg.merge_index:
         h = 0.5 * (h[:n] + h[n:])
       if i in cfg.feature_layers:
-        feats.append(self.norm(h[:, r0 - row0:]))
+        feats.append(self.norm(h[:, r0 - row0 :]))
     return feats
 
-  def _encode_shared(self, imgs: Array, tgts: Array, mask: Array, seg_type: Array, *,
-                     query_only: bool, prompt_weights: Array | None = None):
+  def _encode_shared(
+    self,
+    imgs: Array,
+    tgts: Array,
+    mask: Array,
+    seg_type: Array,
+    *,
+    query_only: bool,
+    prompt_weights: Array | None = None,
+  ):
     """Feature-ensemble encoder computing the shared query half once per stream.
 
     Assumes every entry has the same query half (image, mask and type token), as in
@@ -536,14 +611,15 @@ class SegGPT(nnx.Module):
     hp = cfg.grid[0] // 2
     h = self.embed(imgs, tgts, mask, seg_type)
     modes = self._ensemble_modes(n, True)
-    xp, xq = h[:, :hp], h[::n, hp:]                         # [2N, hp, ...], [2, gh - hp, ...]
+    xp, xq = h[:, :hp], h[::n, hp:]  # [2N, hp, ...], [2, gh - hp, ...]
     last = max(cfg.feature_layers)
     fp, fq = [], []
     for i, blk in enumerate(self.blocks):
       if i > last:
         break
-      xp, xq = blk.shared(xp, xq, modes[i], hp - 1 if (query_only and i == last) else 0,
-                          prompt_weights)
+      xp, xq = blk.shared(
+        xp, xq, modes[i], hp - 1 if (query_only and i == last) else 0, prompt_weights
+      )
       if i == cfg.merge_index:
         xp, xq = 0.5 * (xp[:n] + xp[n:]), 0.5 * (xq[:1] + xq[1:])
       if i in cfg.feature_layers:
@@ -572,9 +648,9 @@ class SegGPT(nnx.Module):
     cfg = self.cfg
     p = cfg.patch
     gh = cfg.grid[0]
-    x = jnp.concatenate(feats, axis=-1)                       # [N, gh, gw, 4D]
+    x = jnp.concatenate(feats, axis=-1)  # [N, gh, gw, 4D]
     if query_only and x.shape[1] == gh:
-      x = x[:, gh // 2 - 1:]                                  # one token row of context
+      x = x[:, gh // 2 - 1 :]  # one token row of context
     x = self._head(self._pixels(x))
     if query_only:
       x = x[:, p:]
@@ -586,19 +662,28 @@ class SegGPT(nnx.Module):
     Only the first query pixel row sees the (per-prompt) context row through the 3x3 conv;
     every other row is decoded once and broadcast.
     """
-    ctx = self._pixels(jnp.concatenate(fp, axis=-1))          # [N, p, W, dd]
-    q = self._pixels(jnp.concatenate(fq, axis=-1))            # [1, H, W, dd]
+    ctx = self._pixels(jnp.concatenate(fp, axis=-1))  # [N, p, W, dd]
+    q = self._pixels(jnp.concatenate(fq, axis=-1))  # [1, H, W, dd]
     n = ctx.shape[0]
-    rest = self._head(q)[:, 1:]                               # rows 1..H-1 (row 0 lacks context)
-    edge = jnp.concatenate([ctx[:, -1:], jnp.broadcast_to(q[:, :2], (n, 2) + q.shape[2:])],
-                           axis=1)
-    first = self._head(edge)[:, 1:2]                          # [N, 1, W, 3]
+    rest = self._head(q)[:, 1:]  # rows 1..H-1 (row 0 lacks context)
+    edge = jnp.concatenate([ctx[:, -1:], jnp.broadcast_to(q[:, :2], (n, 2) + q.shape[2:])], axis=1)
+    first = self._head(edge)[:, 1:2]  # [N, 1, W, 3]
     out = jnp.concatenate([first, jnp.broadcast_to(rest, (n,) + rest.shape[1:])], axis=1)
     return out.astype(jnp.float32)
 
-  def __call__(self, imgs: Array, tgts: Array, mask: Array, seg_type: Array, *,
-               feature_ensemble: bool = False, query_only: bool = False, rng=None,
-               shared_query: bool = False, prompt_weights: Array | None = None) -> Array:
+  def __call__(
+    self,
+    imgs: Array,
+    tgts: Array,
+    mask: Array,
+    seg_type: Array,
+    *,
+    feature_ensemble: bool = False,
+    query_only: bool = False,
+    rng=None,
+    shared_query: bool = False,
+    prompt_weights: Array | None = None,
+  ) -> Array:
     """Predicts the target canvas.
 
     Args:
@@ -621,19 +706,36 @@ class SegGPT(nnx.Module):
     Returns:
       [N, 2H, W, 3] (or [N, H, W, 3]) float32 prediction in normalised pixel space.
     """
-    if shared_query and feature_ensemble and imgs.shape[0] > 1 and all(
-        self._ensemble_modes(imgs.shape[0], True)):
+    if (
+      shared_query
+      and feature_ensemble
+      and imgs.shape[0] > 1
+      and all(self._ensemble_modes(imgs.shape[0], True))
+    ):
       if rng is not None:
         raise ValueError("shared_query is an inference path: drop path (rng) is not supported")
-      fp, fq = self._encode_shared(imgs, tgts, mask, seg_type, query_only=query_only,
-                                   prompt_weights=prompt_weights)
+      fp, fq = self._encode_shared(
+        imgs, tgts, mask, seg_type, query_only=query_only, prompt_weights=prompt_weights
+      )
       if query_only:
         return self._decode_shared(fp, fq)
       n = imgs.shape[0]
-      return self.decode([jnp.concatenate([a, jnp.broadcast_to(b, (n,) + b.shape[1:])], axis=1)
-                          for a, b in zip(fp, fq)])
-    feats = self.encode(imgs, tgts, mask, seg_type, feature_ensemble=feature_ensemble, rng=rng,
-                        query_only=query_only, prompt_weights=prompt_weights)
+      return self.decode(
+        [
+          jnp.concatenate([a, jnp.broadcast_to(b, (n,) + b.shape[1:])], axis=1)
+          for a, b in zip(fp, fq)
+        ]
+      )
+    feats = self.encode(
+      imgs,
+      tgts,
+      mask,
+      seg_type,
+      feature_ensemble=feature_ensemble,
+      rng=rng,
+      query_only=query_only,
+      prompt_weights=prompt_weights,
+    )
     return self.decode(feats, query_only=query_only)
 
 
@@ -645,4 +747,3 @@ def create(variant: str = "L/16", *, seed: int = 0, **overrides) -> SegGPT:
 def abstract(cfg: SegGPTConfig) -> SegGPT:
   """Shape-only model (no memory), e.g. as a restore target."""
   return nnx.eval_shape(lambda: SegGPT(cfg, rngs=nnx.Rngs(0)))
-

@@ -11,6 +11,7 @@ The prediction is decoded by nearest colour among black and the prompt colours. 
 baselines go through the same path: their label maps are painted with the episode's colours
 (`encode_labels`) and decoded by `decode_labels`.
 """
+
 from typing import Iterable
 
 import numpy as np
@@ -61,15 +62,20 @@ def evaluate(pred_queries: np.ndarray, episodes: list[dict]) -> dict[str, float]
   `prompt_label`), 'baseline_objects_miou' (every query object painted, target or not: what
   a segmenter without in-context matching reaches at best; episodes with `query_objects`)}.
   """
-  accs = {"miou": LabelMapIoU(), "baseline_copy_miou": LabelMapIoU(),
-          "baseline_objects_miou": LabelMapIoU()}
+  accs = {
+    "miou": LabelMapIoU(),
+    "baseline_copy_miou": LabelMapIoU(),
+    "baseline_objects_miou": LabelMapIoU(),
+  }
   for pq, ep in zip(pred_queries, episodes):
     col, gt, ids = ep["colours"], ep["query_label"], ep["class_ids"]
     accs["miou"].add(decode_labels(pq, col), gt, ids)
     if "prompt_label" in ep:
-      accs["baseline_copy_miou"].add(decode_labels(encode_labels(ep["prompt_label"], col), col),
-                                     gt, ids)
+      accs["baseline_copy_miou"].add(
+        decode_labels(encode_labels(ep["prompt_label"], col), col), gt, ids
+      )
     if "query_objects" in ep:
       accs["baseline_objects_miou"].add(
-          decode_labels(encode_labels(ep["query_objects"], col), col), gt, ids)
+        decode_labels(encode_labels(ep["query_objects"], col), col), gt, ids
+      )
   return {k: 100 * a.miou() for k, a in accs.items() if a.union}

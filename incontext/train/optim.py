@@ -7,6 +7,7 @@ i.e. PyTorch's AdamW with BEiT-style param groups: p -= lr * s_layer * (adam + w
 Frozen parameters (not matched by `trainable`, or matched by `frozen`) get zero updates and
 no optimiser state.
 """
+
 import re
 
 import jax
@@ -24,10 +25,13 @@ def schedule(optim) -> optax.Schedule:
   total = int(optim.total_steps)
   warm = min(int(optim.warmup_steps), total)
   if optim.get("schedule", "cosine") == "constant":
-    return optax.join_schedules([optax.linear_schedule(0.0, optim.lr, max(warm, 1)),
-                                 optax.constant_schedule(optim.lr)], [warm])
-  return optax.warmup_cosine_decay_schedule(0.0, optim.lr, warm, max(total, warm + 1),
-                                            end_value=optim.get("min_lr", 0.0))
+    return optax.join_schedules(
+      [optax.linear_schedule(0.0, optim.lr, max(warm, 1)), optax.constant_schedule(optim.lr)],
+      [warm],
+    )
+  return optax.warmup_cosine_decay_schedule(
+    0.0, optim.lr, warm, max(total, warm + 1), end_value=optim.get("min_lr", 0.0)
+  )
 
 
 def layer_id(name: str, depth: int) -> int:
@@ -52,10 +56,13 @@ def trainable_fn(trainable: str = ".*", frozen: str = ""):
 
 def _scale_by_path(fn) -> optax.GradientTransformation:
   """Multiplies each update by fn(path) (static per leaf)."""
+
   def update(updates, state, params=None):
     del params
     return jax.tree_util.tree_map_with_path(
-        lambda p, u: u * jnp.asarray(fn(path_str(p)), u.dtype), updates), state
+      lambda p, u: u * jnp.asarray(fn(path_str(p)), u.dtype), updates
+    ), state
+
   return optax.GradientTransformation(lambda p: optax.EmptyState(), update)
 
 
@@ -70,12 +77,16 @@ def make_tx(optim, *, depth: int) -> tuple[optax.GradientTransformation, optax.S
   no_wd = re.compile(optim.get("no_wd", NO_WD))
   decay = float(optim.get("layer_decay", 1.0))
   wd_mask = lambda params: jax.tree_util.tree_map_with_path(
-      lambda p, _: not no_wd.fullmatch(path_str(p)), params)
+    lambda p, _: not no_wd.fullmatch(path_str(p)), params
+  )
   parts = []
   if optim.get("clip", 0.0):
     parts.append(optax.clip_by_global_norm(float(optim.clip)))
-  parts.append(optax.scale_by_adam(b1=optim.get("b1", 0.9), b2=optim.get("b2", 0.999),
-                                   eps=optim.get("eps", 1e-8)))
+  parts.append(
+    optax.scale_by_adam(
+      b1=optim.get("b1", 0.9), b2=optim.get("b2", 0.999), eps=optim.get("eps", 1e-8)
+    )
+  )
   if optim.get("wd", 0.0):
     parts.append(optax.add_decayed_weights(float(optim.wd), mask=wd_mask))
   if decay != 1.0:
@@ -84,6 +95,7 @@ def make_tx(optim, *, depth: int) -> tuple[optax.GradientTransformation, optax.S
   tx = optax.chain(*parts)
   fn = trainable_fn(optim.get("trainable", ".*"), optim.get("frozen", ""))
   labels = lambda params: jax.tree_util.tree_map_with_path(
-      lambda p, _: "train" if fn(path_str(p)) else "frozen", params)
+    lambda p, _: "train" if fn(path_str(p)) else "frozen", params
+  )
   tx = optax.multi_transform({"train": tx, "frozen": optax.set_to_zero()}, labels)
   return tx, sched

@@ -1,4 +1,5 @@
 """PNG outputs of training (PIL only): the training curve and example predictions."""
+
 from __future__ import annotations
 
 import math
@@ -24,8 +25,11 @@ def curve_png(path: str, history: list[dict], *, size=(640, 360)) -> None:
   img = Image.new("RGB", size, "white")
   d = ImageDraw.Draw(img)
   d.rectangle([pad, 10, w - pad, h - pad], outline="black")
-  pts = [(r["step"], r["train/loss"]) for r in history
-         if "train/loss" in r and r["train/loss"] > 0 and math.isfinite(r["train/loss"])]
+  pts = [
+    (r["step"], r["train/loss"])
+    for r in history
+    if "train/loss" in r and r["train/loss"] > 0 and math.isfinite(r["train/loss"])
+  ]
   ev = [(r["step"], r["eval/miou"]) for r in history if "eval/miou" in r]
   if not pts:
     _save(img, path)
@@ -38,8 +42,8 @@ def curve_png(path: str, history: list[dict], *, size=(640, 360)) -> None:
   d.line([(x(s), y(v)) for s, v in pts], fill="blue", width=2)
   d.text((pad, h - pad + 6), f"step {s0}", fill="black")
   d.text((w - pad - 60, h - pad + 6), f"step {s1}", fill="black")
-  d.text((2, 10), f"{10 ** hi:.3g}", fill="blue")
-  d.text((2, h - pad - 10), f"{10 ** lo:.3g}", fill="blue")
+  d.text((2, 10), f"{10**hi:.3g}", fill="blue")
+  d.text((2, h - pad - 10), f"{10**lo:.3g}", fill="blue")
   d.text((pad + 4, h - 20), "train loss (blue, log)  eval mIoU % (red, 0-100)", fill="black")
   for s, v in ev:
     cx, cy = x(s), 10 + (100 - v) / 100 * (h - pad - 10)
@@ -48,8 +52,9 @@ def curve_png(path: str, history: list[dict], *, size=(640, 360)) -> None:
   _save(img, path)
 
 
-def predictions_png(path: str, episodes: list[dict], preds: np.ndarray, *, n: int = 8,
-                    scale: int = 0) -> None:
+def predictions_png(
+  path: str, episodes: list[dict], preds: np.ndarray, *, n: int = 8, scale: int = 0
+) -> None:
   """One row per episode: prompt image | prompt target | query image | query truth | pred."""
   rows = []
   for ep, pq in list(zip(episodes, preds))[:n]:
@@ -58,8 +63,9 @@ def predictions_png(path: str, episodes: list[dict], preds: np.ndarray, *, n: in
     hh = img.shape[0] // 2
     pal = np.concatenate([np.zeros((1, 3), np.uint8), np.asarray(ep["colours"], np.uint8)], 0)
     truth = pal[np.clip(ep["query_label"], 0, len(pal) - 1)].astype(np.float32)
-    rows.append(np.concatenate([img[:hh], tgt[:hh], img[hh:], truth, canvas.denormalize(pq)],
-                               axis=1))
+    rows.append(
+      np.concatenate([img[:hh], tgt[:hh], img[hh:], truth, canvas.denormalize(pq)], axis=1)
+    )
   if not rows:
     return
   sep = lambda a: np.pad(a, ((0, 2), (0, 0), (0, 0)), constant_values=255)

@@ -19,6 +19,7 @@ writes) is `incontext.train.workdir`, shared with the tuner. Settings are checke
 anything is compiled: unknown keys, non-positive steps, a total below the checkpoint's step and
 a model that differs from the one the checkpoints were trained with are one-line errors.
 """
+
 from __future__ import annotations
 
 import functools
@@ -43,11 +44,34 @@ from incontext.train.workdir import RunError, TrainingDiverged  # noqa: F401 (re
 log = logging.getLogger(__name__)
 
 # Config keys the trainer reads (top level and the sections read with .get()).
-KNOWN_KEYS = ("batch_size", "ckpt", "evals", "export_params", "init", "input", "log_every",
-              "loss", "mesh", "model", "optim", "seed", "sharding_rules", "total_steps")
+KNOWN_KEYS = (
+  "batch_size",
+  "ckpt",
+  "evals",
+  "export_params",
+  "init",
+  "input",
+  "log_every",
+  "loss",
+  "mesh",
+  "model",
+  "optim",
+  "seed",
+  "sharding_rules",
+  "total_steps",
+)
 KNOWN_CKPT = ("async", "best_metric", "best_mode", "every", "keep")
-KNOWN_EVALS = ("at_end", "batch_size", "data", "every", "num_episodes", "num_png", "per_class",
-               "seed", "type")
+KNOWN_EVALS = (
+  "at_end",
+  "batch_size",
+  "data",
+  "every",
+  "num_episodes",
+  "num_png",
+  "per_class",
+  "seed",
+  "type",
+)
 # Model fields that may change between runs of one workdir (they do not change the params).
 RUNTIME_MODEL_FIELDS = ("dtype", "remat", "drop_path", "ensemble")
 
@@ -69,23 +93,29 @@ def validate(config, workdir: str) -> int | None:
   wd.check_keys(config, KNOWN_KEYS, "config")
   wd.check_keys(config.ckpt, KNOWN_CKPT, "config.ckpt")
   wd.check_keys(config.evals, KNOWN_EVALS, "config.evals")
-  wd.check_positive(total_steps=config.total_steps, log_every=config.log_every,
-                    batch_size=config.batch_size)
+  wd.check_positive(
+    total_steps=config.total_steps, log_every=config.log_every, batch_size=config.batch_size
+  )
   if config.input.get("type", "procedural") == "pipeline":
     from incontext.data import pipeline
+
     pipeline.resolve_config({k: v for k, v in config.input.to_dict().items() if k != "type"})
   ckdir = os.path.join(workdir, "checkpoints")
   newest = wd.newest_step(ckdir)
   if newest is None:
     return None
   if int(config.total_steps) < newest:
-    raise RunError(f"config.total_steps={config.total_steps} is below the step of the "
-                   f"checkpoint in {ckdir} ({newest}); raise it or use another workdir")
+    raise RunError(
+      f"config.total_steps={config.total_steps} is below the step of the "
+      f"checkpoint in {ckdir} ({newest}); raise it or use another workdir"
+    )
   prev = wd.read_json(os.path.join(workdir, "config.json"))
   if prev and isinstance(prev.get("model"), dict):
-    arch = lambda m: {k: (list(v) if isinstance(v, tuple) else v) for k, v in
-                      ckpt_lib.config_to_dict(model_config(m)).items()
-                      if k not in RUNTIME_MODEL_FIELDS}
+    arch = lambda m: {
+      k: (list(v) if isinstance(v, tuple) else v)
+      for k, v in ckpt_lib.config_to_dict(model_config(m)).items()
+      if k not in RUNTIME_MODEL_FIELDS
+    }
     try:
       old = arch(type(config)({"model": prev["model"]}))
     except (TypeError, ValueError, KeyError):
@@ -95,24 +125,32 @@ def validate(config, workdir: str) -> int | None:
       diff = [k for k in new if new[k] != old.get(k)]
       if diff:
         k = diff[0]
-        raise RunError(f"config.model.{k}={new[k]} differs from the model the checkpoints in "
-                       f"{ckdir} were trained with ({k}={old.get(k)}); use another workdir")
+        raise RunError(
+          f"config.model.{k}={new[k]} differs from the model the checkpoints in "
+          f"{ckdir} were trained with ({k}={old.get(k)}); use another workdir"
+        )
   return newest
 
 
 def make_train_iterator(config, *, seed: int, batch_size: int):
   """Per-host batch iterator (checkpointable grain iterator) for `config.input`."""
   kind = config.input.get("type", "procedural")
-  kw = dict(seed=seed, batch_size=batch_size, process_index=jax.process_index(),
-            process_count=jax.process_count())
+  kw = dict(
+    seed=seed,
+    batch_size=batch_size,
+    process_index=jax.process_index(),
+    process_count=jax.process_count(),
+  )
   data_cfg = {k: v for k, v in config.input.to_dict().items() if k not in ("type",)}
   # Readers are imported where used: only the configured one (with its grain/TFDS
   # dependencies) loads.
   if kind == "procedural":
     from incontext.data import procedural
+
     return procedural.make_train_iterator(data_cfg, **kw)
   if kind == "pipeline":
     from incontext.data import pipeline
+
     return pipeline.make_train_iterator(data_cfg, **kw)
   raise ValueError(f"config.input.type: unknown {kind!r} (expected 'procedural' or 'pipeline')")
 
@@ -124,10 +162,12 @@ def make_episodes(config) -> list[dict]:
   kind = ev.get("type", "procedural")
   if kind == "procedural":
     from incontext.data import episodes
+
     src = ev.get("data", None) or config.input
     data_cfg = {k: v for k, v in src.to_dict().items() if k not in ("type",)}
-    return episodes.procedural_episodes(data_cfg, seed=ev.get("seed", 1234),
-                                        per_class=ev.get("per_class", 4))
+    return episodes.procedural_episodes(
+      data_cfg, seed=ev.get("seed", 1234), per_class=ev.get("per_class", 4)
+    )
   if kind == "episodes":
     return []
   raise ValueError(f"config.evals.type: unknown {kind!r} (expected 'procedural' or 'episodes')")
@@ -150,12 +190,18 @@ def evaluate_benchmark(model, config) -> dict:
   evaluation: the evaluator's own code (incontext.evaluators.run.fewshot_benchmark), so the
   numbers in metrics.jsonl are those experiments/evaluate.py reports for the same params."""
   from incontext.evaluators import run as eval_run
-  res = eval_run.fewshot_benchmark(model, eval_benchmark(config),
-                                   seed=int(config.evals.get("seed", 0)))
+
+  res = eval_run.fewshot_benchmark(
+    model, eval_benchmark(config), seed=int(config.evals.get("seed", 0))
+  )
   one = res["1-shot"]
-  out = {"miou": one["miou"], "miou_ci_lo": one["miou_ci95"][0],
-         "miou_ci_hi": one["miou_ci95"][1], "fb_iou": one["fb_iou"],
-         "baseline_copy_miou": res["copy prompt mask (baseline)"]["miou"]}
+  out = {
+    "miou": one["miou"],
+    "miou_ci_lo": one["miou_ci95"][0],
+    "miou_ci_hi": one["miou_ci95"][1],
+    "fb_iou": one["fb_iou"],
+    "baseline_copy_miou": res["copy prompt mask (baseline)"]["miou"],
+  }
   for name, r in res.items():
     if name not in ("1-shot", "copy prompt mask (baseline)", "_info"):
       out[f"{name.replace(' ', '_')}_miou"] = r["miou"]
@@ -167,12 +213,14 @@ def init_params(config, cfg: seggpt.SegGPTConfig, params_sh) -> Any:
   init = config.get("init", None)
   kind = init.get("kind", "scratch") if init else "scratch"
   if kind == "scratch":
-    make = lambda: nnx.to_pure_dict(nnx.state(seggpt.SegGPT(cfg, rngs=nnx.Rngs(config.seed)),
-                                              nnx.Param))
+    make = lambda: nnx.to_pure_dict(
+      nnx.state(seggpt.SegGPT(cfg, rngs=nnx.Rngs(config.seed)), nnx.Param)
+    )
     return jax.jit(make, out_shardings=params_sh)()
   if kind == "params":
-    model = ckpt_lib.load_model(init.path, expect_variant=cfg, dtype=cfg.dtype, remat=cfg.remat,
-                                drop_path=cfg.drop_path)
+    model = ckpt_lib.load_model(
+      init.path, expect_variant=cfg, dtype=cfg.dtype, remat=cfg.remat, drop_path=cfg.drop_path
+    )
   elif kind == "torch":
     sd, _ = convert.read_state_dict(convert.resolve_source(init.path))  # file, folder, hf:REPO
     model = seggpt.SegGPT(cfg, rngs=nnx.Rngs(config.seed))
@@ -180,13 +228,15 @@ def init_params(config, cfg: seggpt.SegGPTConfig, params_sh) -> Any:
   else:
     raise ValueError(f"config.init.kind: unknown {kind!r} (expected scratch, params or torch)")
   host = jax.tree.map(np.asarray, nnx.to_pure_dict(nnx.state(model, nnx.Param)))
-  return jax.tree.map(lambda x, s: jax.make_array_from_callback(x.shape, s, lambda i: x[i]),
-                      host, params_sh)
+  return jax.tree.map(
+    lambda x, s: jax.make_array_from_callback(x.shape, s, lambda i: x[i]), host, params_sh
+  )
 
 
 def _global_batch(local: dict, batch_sh) -> dict:
-  return {k: jax.make_array_from_process_local_data(batch_sh, np.asarray(v))
-          for k, v in local.items()}
+  return {
+    k: jax.make_array_from_process_local_data(batch_sh, np.asarray(v)) for k, v in local.items()
+  }
 
 
 def _host(x) -> np.ndarray:
@@ -196,16 +246,25 @@ def _host(x) -> np.ndarray:
 
 def checkpoint_manager(config, workdir: str) -> ocp.CheckpointManager:
   import grain
+
   c = config.ckpt
   best = c.get("best_metric", "") or None
   opts = ocp.CheckpointManagerOptions(
-      max_to_keep=c.get("keep", 3), enable_async_checkpointing=c.get("async", True),
-      best_fn=(lambda m: m[best]) if best else None, best_mode=c.get("best_mode", "max"),
-      keep_checkpoints_without_metrics=not best, create=True)
+    max_to_keep=c.get("keep", 3),
+    enable_async_checkpointing=c.get("async", True),
+    best_fn=(lambda m: m[best]) if best else None,
+    best_mode=c.get("best_mode", "max"),
+    keep_checkpoints_without_metrics=not best,
+    create=True,
+  )
   return ocp.CheckpointManager(
-      os.path.join(os.path.abspath(workdir), "checkpoints"), options=opts,
-      item_handlers={"state": ocp.StandardCheckpointHandler(),
-                     "data": grain.checkpoint.CheckpointHandler()})
+    os.path.join(os.path.abspath(workdir), "checkpoints"),
+    options=opts,
+    item_handlers={
+      "state": ocp.StandardCheckpointHandler(),
+      "data": grain.checkpoint.CheckpointHandler(),
+    },
+  )
 
 
 # -- evaluation -------------------------------------------------------------------------------
@@ -214,12 +273,14 @@ def run_eval(predict_fn, params, episodes, *, batch_size: int, batch_sh) -> tupl
   keys = ("image", "target", "mask", "valid", "seg_type")
   preds = []
   for i in range(0, len(episodes), batch_size):
-    chunk = episodes[i:i + batch_size]
-    pad = chunk + [chunk[-1]] * (batch_size - len(chunk))   # fixed shape: no recompiles
+    chunk = episodes[i : i + batch_size]
+    pad = chunk + [chunk[-1]] * (batch_size - len(chunk))  # fixed shape: no recompiles
     b = {k: np.stack([e[k] for e in pad]) for k in keys}
-    b = {k: jax.make_array_from_callback(v.shape, batch_sh, lambda idx, v=v: v[idx])
-         for k, v in b.items()}
-    preds.append(_host(predict_fn(params, b))[:len(chunk)])
+    b = {
+      k: jax.make_array_from_callback(v.shape, batch_sh, lambda idx, v=v: v[idx])
+      for k, v in b.items()
+    }
+    preds.append(_host(predict_fn(params, b))[: len(chunk)])
   preds = np.concatenate(preds, 0)
   return fewshot.evaluate(preds, episodes), preds
 
@@ -238,8 +299,10 @@ def run(config, workdir: str) -> dict[str, Any]:
   batch_sh = mesh_lib.batch_sharding(mesh)
   gbs = int(config.batch_size)
   if gbs % mesh_lib.batch_size_multiple(mesh) or gbs % jax.process_count():
-    raise ValueError(f"config.batch_size={gbs} must be a multiple of the batch devices "
-                     f"({mesh_lib.batch_size_multiple(mesh)}) and of the process count")
+    raise ValueError(
+      f"config.batch_size={gbs} must be a multiple of the batch devices "
+      f"({mesh_lib.batch_size_multiple(mesh)}) and of the process count"
+    )
   total = int(config.total_steps)
 
   # Data.
@@ -262,11 +325,19 @@ def run(config, workdir: str) -> dict[str, Any]:
   # Restore or init.
   mngr = checkpoint_manager(config, workdir)
   import grain
-  abstract = jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
-                          abs_state, state_sh)
-  start, restored = wd.restore_latest(mngr, lambda step: mngr.restore(
-      step, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract),
-                                    data=grain.checkpoint.CheckpointRestore(it))))
+
+  abstract = jax.tree.map(
+    lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s), abs_state, state_sh
+  )
+  start, restored = wd.restore_latest(
+    mngr,
+    lambda step: mngr.restore(
+      step,
+      args=ocp.args.Composite(
+        state=ocp.args.StandardRestore(abstract), data=grain.checkpoint.CheckpointRestore(it)
+      ),
+    ),
+  )
   if start is not None:
     state = restored["state"]
     log.info("resumed from %s at step %d", mngr.directory, start)
@@ -279,13 +350,25 @@ def run(config, workdir: str) -> dict[str, Any]:
 
   # Jit with explicit shardings; the state is donated.
   step_fn = jax.jit(
-      functools.partial(steps.train_step, graphdef=graphdef, tx=tx, schedule=schedule,
-                        patch=cfg.patch, beta=config.loss.beta,
-                        painter_loss=config.loss.get("painter", False),
-                        drop_path=cfg.drop_path > 0),
-      in_shardings=(state_sh, batch_sh), out_shardings=(state_sh, repl), donate_argnums=(0,))
-  predict_fn = jax.jit(functools.partial(steps.predict, graphdef=graphdef),
-                       in_shardings=(state_sh["params"], batch_sh), out_shardings=repl)
+    functools.partial(
+      steps.train_step,
+      graphdef=graphdef,
+      tx=tx,
+      schedule=schedule,
+      patch=cfg.patch,
+      beta=config.loss.beta,
+      painter_loss=config.loss.get("painter", False),
+      drop_path=cfg.drop_path > 0,
+    ),
+    in_shardings=(state_sh, batch_sh),
+    out_shardings=(state_sh, repl),
+    donate_argnums=(0,),
+  )
+  predict_fn = jax.jit(
+    functools.partial(steps.predict, graphdef=graphdef),
+    in_shardings=(state_sh["params"], batch_sh),
+    out_shardings=repl,
+  )
   ex_flops = flops.train_flops(cfg)
   peak = flops.peak_flops(jax.devices()[0].device_kind)
 
@@ -303,10 +386,12 @@ def run(config, workdir: str) -> dict[str, Any]:
       pending.append((step, m))
       bar.update(1)
       if step == start + 1:
-        jax.block_until_ready(m)            # exclude compilation from throughput
+        jax.block_until_ready(m)  # exclude compilation from throughput
         t_last, n_last = time.perf_counter(), step
-      do_eval = evaluating and ((eval_every and step % eval_every == 0) or
-                                    (step == total and config.evals.get("at_end", True)))
+      do_eval = evaluating and (
+        (eval_every and step % eval_every == 0)
+        or (step == total and config.evals.get("at_end", True))
+      )
       if step % log_every == 0 or step == total or do_eval:
         rows = _check_finite(pending)
         pending = []
@@ -314,48 +399,71 @@ def run(config, workdir: str) -> dict[str, Any]:
         rec = {"step": step, **{f"train/{k}": v for k, v in rows[-1].items()}}
         if step > n_last:
           ex_per_s = gbs * (step - n_last) / (now - t_last)
-          rec.update({"train/examples_per_s": ex_per_s,
-                      "train/step_s": (now - t_last) / (step - n_last),
-                      "train/flops_per_s_per_device": ex_per_s * ex_flops / jax.device_count()})
+          rec.update(
+            {
+              "train/examples_per_s": ex_per_s,
+              "train/step_s": (now - t_last) / (step - n_last),
+              "train/flops_per_s_per_device": ex_per_s * ex_flops / jax.device_count(),
+            }
+          )
           if peak:
             rec["train/mfu"] = rec["train/flops_per_s_per_device"] / peak
         t_last, n_last = now, step
         if do_eval:
           preds = None
           if episodes:
-            res, preds = run_eval(predict_fn, state["params"], episodes,
-                                  batch_size=_eval_bs(config, mesh), batch_sh=batch_sh)
+            res, preds = run_eval(
+              predict_fn,
+              state["params"],
+              episodes,
+              batch_size=_eval_bs(config, mesh),
+              batch_sh=batch_sh,
+            )
           else:
-            res = evaluate_benchmark(nnx.merge(graphdef, _host_params(state["params"])),
-                                     config)
+            res = evaluate_benchmark(nnx.merge(graphdef, _host_params(state["params"])), config)
           last_eval = {f"eval/{k}": v for k, v in res.items()}
           rec.update(last_eval)
           t_last = time.perf_counter()
           if is_main:
             if preds is not None:
-              plots.predictions_png(os.path.join(workdir, "predictions", f"step_{step}.png"),
-                                    episodes, preds, n=config.evals.get("num_png", 8))
-              plots.predictions_png(os.path.join(workdir, "predictions.png"), episodes, preds,
-                                    n=config.evals.get("num_png", 8))
+              plots.predictions_png(
+                os.path.join(workdir, "predictions", f"step_{step}.png"),
+                episodes,
+                preds,
+                n=config.evals.get("num_png", 8),
+              )
+              plots.predictions_png(
+                os.path.join(workdir, "predictions.png"),
+                episodes,
+                preds,
+                n=config.evals.get("num_png", 8),
+              )
             bar.write(f"step {step}: few-shot mIoU {res['miou']:.2f}%" + _baselines(res))
         if is_main:
           history.append(rec)
           metrics.append(rec)
           bar.set_postfix(loss=f"{rec['train/loss']:.4f}", lr=f"{rec['train/lr']:.2e}")
       if (ckpt_every and step % ckpt_every == 0) or step == total:
-        mngr.save(step, args=ocp.args.Composite(state=ocp.args.StandardSave(state),
-                                                data=grain.checkpoint.CheckpointSave(it)),
-                  metrics={k.split("/", 1)[1]: v for k, v in last_eval.items()} or None)
+        mngr.save(
+          step,
+          args=ocp.args.Composite(
+            state=ocp.args.StandardSave(state), data=grain.checkpoint.CheckpointSave(it)
+          ),
+          metrics={k.split("/", 1)[1]: v for k, v in last_eval.items()} or None,
+        )
   bar.close()
   mngr.wait_until_finished()
   mngr.close()
   wd.curve_png(os.path.join(workdir, "curve.png"), history)
   if config.get("export_params", True) and jax.process_count() == 1:
     model = nnx.merge(graphdef, jax.device_get(state["params"]))
-    ckpt_lib.save_model(os.path.join(workdir, "params"), model, overwrite=True,
-                        source={"trainer": workdir, "step": total,
-                                "loss": dict(config.loss)},
-                        trained_on=trained_on(config, total))
+    ckpt_lib.save_model(
+      os.path.join(workdir, "params"),
+      model,
+      overwrite=True,
+      source={"trainer": workdir, "step": total, "loss": dict(config.loss)},
+      trained_on=trained_on(config, total),
+    )
   return {"step": total, "history": history, "eval": last_eval}
 
 
@@ -366,27 +474,35 @@ def trained_on(config, steps: int) -> dict:
   if inp.get("type", "procedural") == "procedural":
     data = "procedural"
   else:
-    data = [d.get("name") or (d.get("source") or {}).get("reader") or d.get("reader") or "?"
-            for d in inp.get("datasets", [])]
+    data = [
+      d.get("name") or (d.get("source") or {}).get("reader") or d.get("reader") or "?"
+      for d in inp.get("datasets", [])
+    ]
     if inp.get("procedural_frac", 0.0):
       data.append("procedural")
   init = config.get("init", None)
   kind = init.get("kind", "scratch") if init else "scratch"
-  return {"data": data, "steps": int(steps),
-          "init": "scratch" if kind == "scratch" else f"{kind}:{init.get('path', '')}"}
+  return {
+    "data": data,
+    "steps": int(steps),
+    "init": "scratch" if kind == "scratch" else f"{kind}:{init.get('path', '')}",
+  }
 
 
 def _host_params(params):
   """Params as host numpy arrays (gathered across hosts when sharded over several)."""
   if jax.process_count() > 1:
     from jax.experimental import multihost_utils
+
     return multihost_utils.process_allgather(params, tiled=True)
   return jax.device_get(params)
 
 
 def _baselines(res: dict) -> str:
-  names = (("baseline_copy_miou", "copy-prompt-mask"),
-           ("baseline_objects_miou", "paint-every-object, no matching"))
+  names = (
+    ("baseline_copy_miou", "copy-prompt-mask"),
+    ("baseline_objects_miou", "paint-every-object, no matching"),
+  )
   parts = [f"baseline {n} {res[k]:.2f}%" for k, n in names if k in res]
   return f" ({'; '.join(parts)})" if parts else ""
 
@@ -399,6 +515,7 @@ def _eval_bs(config, mesh) -> int:
 
 def _progress(start, total, enabled):
   from tqdm import tqdm
+
   return tqdm(total=total, initial=start, disable=not enabled, desc="train", dynamic_ncols=True)
 
 
@@ -407,7 +524,8 @@ def _check_finite(pending: list[tuple[int, dict]]) -> list[dict]:
   rows = []
   for step, m in pending:
     row = {k: float(_host(v)) for k, v in m.items()}
-    wd.check_finite(step, row, ("loss", "grad_norm"),
-                    "lower optim.lr, raise optim.warmup_steps or set optim.clip")
+    wd.check_finite(
+      step, row, ("loss", "grad_norm"), "lower optim.lr, raise optim.warmup_steps or set optim.clip"
+    )
     rows.append(row)
   return rows

@@ -11,6 +11,7 @@ Batch (task examples, one prompt slot shared by all):
   target  [B, h, w, 3] float32  normalised colour-encoded ground truth
   valid   [B, h, w]    float32  1 where the loss counts (0 = ignore)
 """
+
 from __future__ import annotations
 
 import jax
@@ -36,8 +37,9 @@ def build_canvas(prompt: dict, batch: dict) -> tuple[jax.Array, jax.Array]:
   return imgs, tgts
 
 
-def tune_loss(prompt: dict, batch: dict, *, graphdef, params, seg_type: int,
-              beta: float = 0.01) -> jax.Array:
+def tune_loss(
+  prompt: dict, batch: dict, *, graphdef, params, seg_type: int, beta: float = 0.01
+) -> jax.Array:
   """The training loss (docs/design.md#loss) of the frozen model with this prompt, a scalar.
 
   Masked smooth-L1 over the query half (the hidden patches at inference) against the
@@ -51,16 +53,26 @@ def tune_loss(prompt: dict, batch: dict, *, graphdef, params, seg_type: int,
   b = imgs.shape[0]
   mask = jnp.asarray(canvas.query_half_mask(cfg.grid))[None]
   st = jnp.full((b,), seg_type, jnp.int32)
-  pred = model(imgs, tgts, mask, st, query_only=True)          # [B, h, w, 3]
+  pred = model(imgs, tgts, mask, st, query_only=True)  # [B, h, w, 3]
   # Over the query half every patch is hidden: a full patch mask of the half's grid.
   gq = (cfg.grid[0] // 2, cfg.grid[1])
   qmask = jnp.ones((1, gq[0] * gq[1]), bool)
-  return losses.masked_smooth_l1(pred, batch["target"], qmask, batch["valid"], patch=cfg.patch,
-                                 beta=beta)
+  return losses.masked_smooth_l1(
+    pred, batch["target"], qmask, batch["valid"], patch=cfg.patch, beta=beta
+  )
 
 
-def tune_step(state: dict, batch: dict, *, graphdef, params, tx, seg_type: int,
-              learn_target: bool, beta: float = 0.01):
+def tune_step(
+  state: dict,
+  batch: dict,
+  *,
+  graphdef,
+  params,
+  tx,
+  seg_type: int,
+  learn_target: bool,
+  beta: float = 0.01,
+):
   """One optimiser step on the prompt only.
 
   Args:
@@ -74,31 +86,39 @@ def tune_step(state: dict, batch: dict, *, graphdef, params, tx, seg_type: int,
   Returns:
     (new state, {'loss', 'grad_norm', 'update_norm'}).
   """
+
   def objective(prompt):
     if not learn_target:
       prompt = {"image": prompt["image"], "target": jax.lax.stop_gradient(prompt["target"])}
-    return tune_loss(prompt, batch, graphdef=graphdef, params=params, seg_type=seg_type,
-                     beta=beta)
+    return tune_loss(prompt, batch, graphdef=graphdef, params=params, seg_type=seg_type, beta=beta)
 
   loss, grad = jax.value_and_grad(objective)(state["prompt"])
   updates, opt = tx.update(grad, state["opt"], state["prompt"])
   prompt = optax.apply_updates(state["prompt"], updates)
-  metrics = {"loss": loss, "grad_norm": optax.tree.norm(grad),
-             "update_norm": optax.tree.norm(updates)}
+  metrics = {
+    "loss": loss,
+    "grad_norm": optax.tree.norm(grad),
+    "update_norm": optax.tree.norm(updates),
+  }
   return {"prompt": prompt, "opt": opt, "step": state["step"] + 1}, metrics
 
 
-def make_prompt_tx(optim: dict, total_steps: int,
-                   learn_target: bool) -> optax.GradientTransformation:
+def make_prompt_tx(
+  optim: dict, total_steps: int, learn_target: bool
+) -> optax.GradientTransformation:
   """Adam (no weight decay: the prompt is an input, not a weight) with warmup + cosine decay;
   the target leaf is frozen unless `learn_target`."""
   lr = float(optim["lr"])
   warm = int(optim.get("warmup_steps", 0))
   if optim.get("schedule", "cosine") == "cosine":
     # (optax needs >= 1 warm-up and >= 1 decay step; total_steps=1 is a valid run)
-    sched = optax.warmup_cosine_decay_schedule(0.0 if warm else lr, lr, max(warm, 1),
-                                               max(total_steps, max(warm, 1) + 1),
-                                               end_value=lr * float(optim.get("end_frac", 0.1)))
+    sched = optax.warmup_cosine_decay_schedule(
+      0.0 if warm else lr,
+      lr,
+      max(warm, 1),
+      max(total_steps, max(warm, 1) + 1),
+      end_value=lr * float(optim.get("end_frac", 0.1)),
+    )
   else:
     sched = optax.warmup_constant_schedule(0.0 if warm else lr, lr, max(warm, 1))
   adam = optax.adam(sched, b1=float(optim.get("b1", 0.9)), b2=float(optim.get("b2", 0.99)))
@@ -107,8 +127,9 @@ def make_prompt_tx(optim: dict, total_steps: int,
   return optax.masked(tx, {"image": True, "target": bool(learn_target)})
 
 
-def init_prompt(kind: str, h: int, w: int, *, example: dict | None = None, seed: int = 0,
-                noise_std: float = 1.0) -> dict:
+def init_prompt(
+  kind: str, h: int, w: int, *, example: dict | None = None, seed: int = 0, noise_std: float = 1.0
+) -> dict:
   """Initial prompt {'image', 'target'} [h, w, 3] normalised.
 
   kind: 'example' (a real task example's image and colour target), 'noise' (N(0, noise_std) in
@@ -118,8 +139,10 @@ def init_prompt(kind: str, h: int, w: int, *, example: dict | None = None, seed:
   if kind == "example":
     if example is None:
       raise ValueError("tune.init='example' needs a task example")
-    return {"image": np.asarray(example["image"], np.float32),
-            "target": np.asarray(example["target"], np.float32)}
+    return {
+      "image": np.asarray(example["image"], np.float32),
+      "target": np.asarray(example["target"], np.float32),
+    }
   if kind == "noise":
     rng = np.random.default_rng(seed)
     img = (noise_std * rng.standard_normal((h, w, 3))).astype(np.float32)

@@ -23,6 +23,7 @@ process 0 writes) is `incontext.train.workdir`, shared with the trainer. Setting
 before compiling: unknown keys, non-positive steps, a total below the checkpoint's step and a
 `config.init` whose weights differ from the ones the workdir was tuned with are errors.
 """
+
 from __future__ import annotations
 
 import functools
@@ -50,6 +51,7 @@ from incontext.train.workdir import RunError
 # ---------------------------------------------------------------------------------------------
 # Task examples.
 
+
 def task_palette(label_ids: Sequence[int]) -> np.ndarray:
   """[K+1, 3] uint8: white for one label, else the HF/Painter palette (row 0 black)."""
   if len(label_ids) == 1:
@@ -57,8 +59,14 @@ def task_palette(label_ids: Sequence[int]) -> np.ndarray:
   return canvas.build_palette(len(label_ids))
 
 
-def encode_example(image: np.ndarray, label: np.ndarray, size_hw, label_ids: Sequence[int],
-                   palette: np.ndarray, ignore: int = 255) -> dict:
+def encode_example(
+  image: np.ndarray,
+  label: np.ndarray,
+  size_hw,
+  label_ids: Sequence[int],
+  palette: np.ndarray,
+  ignore: int = 255,
+) -> dict:
   """uint8 image [H, W, 3] + label map [H, W] -> normalised {'image', 'target'} [h, w, 3] and
   'valid' [h, w] at `size_hw` (bicubic image, nearest labels; label_ids[k] gets palette[k+1],
   other labels background, `ignore` pixels valid 0)."""
@@ -68,8 +76,12 @@ def encode_example(image: np.ndarray, label: np.ndarray, size_hw, label_ids: Seq
   idx = np.zeros(lab.shape, np.int64)
   for k, c in enumerate(label_ids):
     idx[lab == int(c)] = k + 1
-  return {"image": canvas.normalize(img), "target": canvas.normalize(palette[idx]),
-          "valid": (lab != ignore).astype(np.float32), "label": idx.astype(np.int32)}
+  return {
+    "image": canvas.normalize(img),
+    "target": canvas.normalize(palette[idx]),
+    "valid": (lab != ignore).astype(np.float32),
+    "label": idx.astype(np.int32),
+  }
 
 
 def load_task(task: dict, size_hw, examples: Sequence[dict] | None = None) -> tuple[dict, dict]:
@@ -88,10 +100,12 @@ def load_task(task: dict, size_hw, examples: Sequence[dict] | None = None) -> tu
     ids = [str(i) for i in range(len(examples))]
   enc = [encode_example(e["image"], e["mask"], size_hw, label_ids, palette) for e in examples]
   data = {k: np.stack([e[k] for e in enc]) for k in ("image", "target", "valid")}
-  desc = {"label_ids": label_ids, "palette": palette,
-          "label_names": [str(n) for n in task.get("label_names") or
-                          [f"label_{c}" for c in label_ids]],
-          "example_ids": ids}
+  desc = {
+    "label_ids": label_ids,
+    "palette": palette,
+    "label_names": [str(n) for n in task.get("label_names") or [f"label_{c}" for c in label_ids]],
+    "example_ids": ids,
+  }
   return data, desc
 
 
@@ -104,13 +118,13 @@ def sample_batch(data: dict, step: int, batch_size: int, seed: int, hflip: bool)
   if hflip:
     flip = rng.random(batch_size) < 0.5
     for k in out:
-      out[k] = np.where(flip.reshape((-1,) + (1,) * (out[k].ndim - 1)), out[k][:, :, ::-1],
-                        out[k])
+      out[k] = np.where(flip.reshape((-1,) + (1,) * (out[k].ndim - 1)), out[k][:, :, ::-1], out[k])
   return out
 
 
 # ---------------------------------------------------------------------------------------------
 # Outputs.
+
 
 def _write_png(path: str, normalised: np.ndarray):
   tmp = path + ".tmp.png"
@@ -119,8 +133,10 @@ def _write_png(path: str, normalised: np.ndarray):
 
 
 def checkpoint_manager(workdir: str, keep: int = 3) -> ocp.CheckpointManager:
-  return ocp.CheckpointManager(os.path.join(os.path.abspath(workdir), "checkpoints"),
-                               options=ocp.CheckpointManagerOptions(max_to_keep=keep))
+  return ocp.CheckpointManager(
+    os.path.join(os.path.abspath(workdir), "checkpoints"),
+    options=ocp.CheckpointManagerOptions(max_to_keep=keep),
+  )
 
 
 def restore_prompt(workdir: str, step: int | None = None) -> tuple[dict, int]:
@@ -138,8 +154,10 @@ def restore_prompt(workdir: str, step: int | None = None) -> tuple[dict, int]:
     # Restore just the prompt leaves (no optimiser template needed).
     tree = mngr.restore(step, args=ocp.args.StandardRestore())
   p = tree["prompt"]
-  return {"image": np.asarray(p["image"], np.float32),
-          "target": np.asarray(p["target"], np.float32)}, step
+  return {
+    "image": np.asarray(p["image"], np.float32),
+    "target": np.asarray(p["target"], np.float32),
+  }, step
 
 
 def read_tune_meta(workdir: str) -> dict:
@@ -152,8 +170,20 @@ def read_tune_meta(workdir: str) -> dict:
   return meta
 
 
-KNOWN_KEYS = ("ckpt_every", "init", "keep_ckpts", "log_every", "loss", "mesh",
-              "model_overrides", "optim", "seed", "task", "total_steps", "tune")
+KNOWN_KEYS = (
+  "ckpt_every",
+  "init",
+  "keep_ckpts",
+  "log_every",
+  "loss",
+  "mesh",
+  "model_overrides",
+  "optim",
+  "seed",
+  "task",
+  "total_steps",
+  "tune",
+)
 KNOWN_TUNE = ("batch_size", "hflip", "init", "init_index", "learn_target")
 KNOWN_OPTIM = ("b1", "b2", "clip", "end_frac", "lr", "schedule", "warmup_steps")
 KNOWN_TASK = ("label_ids", "label_names", "perm_seed", "reader", "seg_type", "start", "stop")
@@ -168,12 +198,18 @@ def validate(config, workdir: str, *, examples=None) -> None:
   if examples is None and c.task.get("reader"):
     import inspect
     from incontext.data import sources
+
     reader = sources.READERS.get(c.task.reader)
     if reader is not None:
-      wd.check_keys(c.task, set(KNOWN_TASK) | set(inspect.signature(reader).parameters),
-                    "config.task")
-  wd.check_positive(total_steps=c.total_steps, log_every=c.get("log_every", 10),
-                    ckpt_every=c.get("ckpt_every", 100), tune__batch_size=c.tune.batch_size)
+      wd.check_keys(
+        c.task, set(KNOWN_TASK) | set(inspect.signature(reader).parameters), "config.task"
+      )
+  wd.check_positive(
+    total_steps=c.total_steps,
+    log_every=c.get("log_every", 10),
+    ckpt_every=c.get("ckpt_every", 100),
+    tune__batch_size=c.tune.batch_size,
+  )
   if not c.get("init"):
     raise RunError("config.init must name a params directory: tuning needs a trained model")
   ckdir = os.path.join(workdir, "checkpoints")
@@ -181,17 +217,22 @@ def validate(config, workdir: str, *, examples=None) -> None:
   if newest is None:
     return
   if int(c.total_steps) < newest:
-    raise RunError(f"config.total_steps={c.total_steps} is below the step of the checkpoint "
-                   f"in {ckdir} ({newest}); raise it or use another workdir")
+    raise RunError(
+      f"config.total_steps={c.total_steps} is below the step of the checkpoint "
+      f"in {ckdir} ({newest}); raise it or use another workdir"
+    )
   old = wd.read_json(os.path.join(workdir, "tune_meta.json")) or {}
   new_hash = checkpoint.read_meta(c.init).get("weights_hash")
   if old.get("weights_hash") and new_hash and old["weights_hash"] != new_hash:
-    raise RunError(f"config.init={c.init} (weights {new_hash[:12]}...) is not the model this "
-                   f"workdir was tuned with ({old.get('init')}, weights "
-                   f"{old['weights_hash'][:12]}...); use another workdir")
+    raise RunError(
+      f"config.init={c.init} (weights {new_hash[:12]}...) is not the model this "
+      f"workdir was tuned with ({old.get('init')}, weights "
+      f"{old['weights_hash'][:12]}...); use another workdir"
+    )
 
 
 # ---------------------------------------------------------------------------------------------
+
 
 def loss_beta(config) -> float:
   """The smooth-L1 beta to tune with: `config.loss.beta` if set, else the beta the model in
@@ -205,20 +246,38 @@ def loss_beta(config) -> float:
 
 
 @functools.lru_cache(maxsize=8)
-def _jitted_step(graphdef, optim_json: str, total: int, seg_type: int, learn_target: bool,
-                 repl, batch_sh, beta: float = 0.01):
+def _jitted_step(
+  graphdef,
+  optim_json: str,
+  total: int,
+  seg_type: int,
+  learn_target: bool,
+  repl,
+  batch_sh,
+  beta: float = 0.01,
+):
   """The jitted tune step (cached so that a resumed run in the same process does not
   recompile)."""
   tx = tune_steps.make_prompt_tx(json.loads(optim_json), total, learn_target)
-  tune_step = functools.partial(tune_steps.tune_step, graphdef=graphdef, tx=tx,
-                                seg_type=seg_type, learn_target=learn_target, beta=beta)
-  return jax.jit(lambda state, batch, params: tune_step(state, batch, params=params),
-                 in_shardings=(repl, batch_sh, repl), out_shardings=(repl, repl),
-                 donate_argnums=(0,))   # the prompt state is replaced; params never donated
+  tune_step = functools.partial(
+    tune_steps.tune_step,
+    graphdef=graphdef,
+    tx=tx,
+    seg_type=seg_type,
+    learn_target=learn_target,
+    beta=beta,
+  )
+  return jax.jit(
+    lambda state, batch, params: tune_step(state, batch, params=params),
+    in_shardings=(repl, batch_sh, repl),
+    out_shardings=(repl, repl),
+    donate_argnums=(0,),
+  )  # the prompt state is replaced; params never donated
 
 
-def run_tune(config, workdir: str, *, examples: Sequence[dict] | None = None,
-             stop_at: int | None = None) -> dict:
+def run_tune(
+  config, workdir: str, *, examples: Sequence[dict] | None = None, stop_at: int | None = None
+) -> dict:
   """Tunes a prompt; returns {'losses': [...], 'prompt': {...}, 'step': int, ...}.
 
   Args:
@@ -230,8 +289,9 @@ def run_tune(config, workdir: str, *, examples: Sequence[dict] | None = None,
   c = config
   workdir = wd.prepare(workdir)
   validate(c, workdir, examples=examples)
-  wd.write_json(os.path.join(workdir, "config.json"),
-                c.to_dict() if hasattr(c, "to_dict") else dict(c))
+  wd.write_json(
+    os.path.join(workdir, "config.json"), c.to_dict() if hasattr(c, "to_dict") else dict(c)
+  )
 
   # -- mesh ----------------------------------------------------------------------------------
   mesh = mesh_lib.make_mesh([tuple(a) for a in c.mesh])
@@ -239,8 +299,10 @@ def run_tune(config, workdir: str, *, examples: Sequence[dict] | None = None,
   batch_sh = mesh_lib.batch_sharding(mesh)
   bs = int(c.tune.batch_size)
   if bs % mesh_lib.batch_size_multiple(mesh):
-    raise ValueError(f"tune.batch_size {bs} is not a multiple of the "
-                     f"{mesh_lib.batch_size_multiple(mesh)} devices on the batch axes")
+    raise ValueError(
+      f"tune.batch_size {bs} is not a multiple of the "
+      f"{mesh_lib.batch_size_multiple(mesh)} devices on the batch axes"
+    )
 
   # -- frozen model --------------------------------------------------------------------------
   model = checkpoint.load_model(c.init, **dict(c.get("model_overrides") or {}))
@@ -253,21 +315,33 @@ def run_tune(config, workdir: str, *, examples: Sequence[dict] | None = None,
   data, desc = load_task(dict(c.task), cfg.image_size, examples)
   seg_type = str(c.task.get("seg_type", "semantic"))
   beta = loss_beta(c)
-  meta = {"kind": "incontext-tune-workdir", "model_config": checkpoint.config_to_dict(cfg),
-          "weights_hash": weights_hash, "init": os.path.abspath(c.init), "seg_type": seg_type,
-          "palette": desc["palette"].tolist(), "label_ids": desc["label_ids"],
-          "label_names": desc["label_names"], "task": {k: v for k, v in dict(c.task).items()},
-          "example_ids": desc["example_ids"], "tune": dict(c.tune),
-          "loss_beta": beta}
+  meta = {
+    "kind": "incontext-tune-workdir",
+    "model_config": checkpoint.config_to_dict(cfg),
+    "weights_hash": weights_hash,
+    "init": os.path.abspath(c.init),
+    "seg_type": seg_type,
+    "palette": desc["palette"].tolist(),
+    "label_ids": desc["label_ids"],
+    "label_names": desc["label_names"],
+    "task": {k: v for k, v in dict(c.task).items()},
+    "example_ids": desc["example_ids"],
+    "tune": dict(c.tune),
+    "loss_beta": beta,
+  }
   wd.write_json(os.path.join(workdir, "tune_meta.json"), meta)
 
   # -- prompt + optimiser --------------------------------------------------------------------
   h, w = cfg.image_size
   learn_target = bool(c.tune.learn_target)
   i0 = int(c.tune.get("init_index", 0))
-  prompt0 = tune_steps.init_prompt(str(c.tune.init), h, w, seed=int(c.seed),
-                                   example={"image": data["image"][i0],
-                                            "target": data["target"][i0]})
+  prompt0 = tune_steps.init_prompt(
+    str(c.tune.init),
+    h,
+    w,
+    seed=int(c.seed),
+    example={"image": data["image"][i0], "target": data["target"][i0]},
+  )
   total = int(c.total_steps)
   tx = tune_steps.make_prompt_tx(dict(c.optim), total, learn_target)
   state = {"prompt": jax.tree.map(jnp.asarray, prompt0), "step": jnp.int32(0)}
@@ -279,7 +353,8 @@ def run_tune(config, workdir: str, *, examples: Sequence[dict] | None = None,
   start = 0
   abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, state)
   step0, restored = wd.restore_latest(
-      mngr, lambda step: mngr.restore(step, args=ocp.args.StandardRestore(abstract)))
+    mngr, lambda step: mngr.restore(step, args=ocp.args.StandardRestore(abstract))
+  )
   if step0 is not None:
     state = restored
     start = int(state["step"])
@@ -287,8 +362,16 @@ def run_tune(config, workdir: str, *, examples: Sequence[dict] | None = None,
   rows = metrics.load(upto=start)
 
   # -- jit -----------------------------------------------------------------------------------
-  step_fn = _jitted_step(graphdef, json.dumps(dict(c.optim), sort_keys=True), total,
-                         canvas.SEG_TYPES[seg_type], learn_target, repl, batch_sh, beta)
+  step_fn = _jitted_step(
+    graphdef,
+    json.dumps(dict(c.optim), sort_keys=True),
+    total,
+    canvas.SEG_TYPES[seg_type],
+    learn_target,
+    repl,
+    batch_sh,
+    beta,
+  )
 
   # -- loop ----------------------------------------------------------------------------------
   log_every = int(c.get("log_every", 10))
@@ -322,8 +405,14 @@ def run_tune(config, workdir: str, *, examples: Sequence[dict] | None = None,
     _write_png(os.path.join(workdir, "prompt_target.png"), prompt["target"])
     if final == total:
       export(workdir, os.path.join(workdir, "prompt.npz"))
-  return {"losses": [r["loss"] for r in rows], "rows": rows, "prompt": prompt, "step": final,
-          "params": params, "weights_hash": weights_hash}
+  return {
+    "losses": [r["loss"] for r in rows],
+    "rows": rows,
+    "prompt": prompt,
+    "step": final,
+    "params": params,
+    "weights_hash": weights_hash,
+  }
 
 
 def export(workdir: str, out: str, step: int | None = None) -> dict:
@@ -331,11 +420,25 @@ def export(workdir: str, out: str, step: int | None = None) -> dict:
   meta = read_tune_meta(workdir)
   prompt, step = restore_prompt(workdir, step)
   cfg = checkpoint.config_from_dict(meta["model_config"])
-  lp = prompts.LearnedPrompt(image=prompt["image"], target=prompt["target"],
-                             seg_type=meta["seg_type"],
-                             palette=np.asarray(meta["palette"], np.uint8),
-                             label_ids=meta["label_ids"], label_names=meta["label_names"])
-  return prompts.save(out, lp, model_cfg=cfg, weights_hash=meta["weights_hash"],
-                      made_by={"method": "in-context tuning", "tune_workdir":
-                               os.path.abspath(workdir), "step": step, "init": meta["init"],
-                               "task": meta["task"], "tune": meta["tune"]})
+  lp = prompts.LearnedPrompt(
+    image=prompt["image"],
+    target=prompt["target"],
+    seg_type=meta["seg_type"],
+    palette=np.asarray(meta["palette"], np.uint8),
+    label_ids=meta["label_ids"],
+    label_names=meta["label_names"],
+  )
+  return prompts.save(
+    out,
+    lp,
+    model_cfg=cfg,
+    weights_hash=meta["weights_hash"],
+    made_by={
+      "method": "in-context tuning",
+      "tune_workdir": os.path.abspath(workdir),
+      "step": step,
+      "init": meta["init"],
+      "task": meta["task"],
+      "tune": meta["tune"],
+    },
+  )

@@ -14,6 +14,7 @@
 
 Only process 0 writes files (every process restores and computes).
 """
+
 from __future__ import annotations
 
 import json
@@ -77,8 +78,9 @@ def check_keys(cfg: Mapping, known: Iterable[str], where: str) -> None:
   """RunError naming `where` if `cfg` has keys outside `known` (typos are not ignored)."""
   unknown = sorted(set(cfg) - set(known))
   if unknown:
-    raise RunError(f"{where}: unknown key{'s' if len(unknown) > 1 else ''} {unknown}; "
-                   f"known: {sorted(known)}")
+    raise RunError(
+      f"{where}: unknown key{'s' if len(unknown) > 1 else ''} {unknown}; known: {sorted(known)}"
+    )
 
 
 def check_positive(**settings) -> None:
@@ -119,16 +121,24 @@ class MetricsLog:
       ends.append((i, pos))
     if dropped:
       last = dropped == [len(lines) - (lines[-1] == b"")]
-      log.warning("%s: dropped %s line%s %s (%s)", self.path,
-                  "the partial last" if last else "corrupt", "" if len(dropped) == 1 else "s",
-                  dropped, "a crash or full disk while appending" if last else "unreadable JSON")
+      log.warning(
+        "%s: dropped %s line%s %s (%s)",
+        self.path,
+        "the partial last" if last else "corrupt",
+        "" if len(dropped) == 1 else "s",
+        dropped,
+        "a crash or full disk while appending" if last else "unreadable JSON",
+      )
     keep = [r["step"] <= upto for r in rows]
     kept = [r for r, k in zip(rows, keep) if k]
     if is_main() and (dropped or len(kept) != len(rows)):
       n = keep.index(False) if False in keep else len(rows)
-      prefix = all(keep[:n]) and not any(keep[n:]) and all(
-          d > (ends[n - 1][0] if n else 0) for d in dropped)
-      if prefix:     # only trailing lines go: cut the file in place (works on a full disk)
+      prefix = (
+        all(keep[:n])
+        and not any(keep[n:])
+        and all(d > (ends[n - 1][0] if n else 0) for d in dropped)
+      )
+      if prefix:  # only trailing lines go: cut the file in place (works on a full disk)
         with open(self.path, "r+b") as f:
           f.truncate(ends[n - 1][1] if n else 0)
       else:
@@ -176,21 +186,29 @@ def restore_latest(mngr, restore: Callable[[int], Any]) -> tuple[int | None, Any
   for step in steps:
     try:
       restored = restore(step)
-    except Exception as e:    # orbax/tensorstore/grain raise many kinds for corrupt files
+    except Exception as e:  # orbax/tensorstore/grain raise many kinds for corrupt files
       failed.append((step, e))
       continue
     if failed:
       ckdir = os.fspath(mngr.directory)
       for s, e in failed:
         where = _aside(ckdir, s) if is_main() else f"{ckdir}/corrupt-{s}"
-        log.warning("checkpoint %s/%d does not restore (%s); moved it to %s and resumed from "
-                    "step %d", ckdir, s, _short(e), where, step)
+        log.warning(
+          "checkpoint %s/%d does not restore (%s); moved it to %s and resumed from step %d",
+          ckdir,
+          s,
+          _short(e),
+          where,
+          step,
+        )
       mngr.reload()
     return step, restored
   if failed:
     s, e = failed[0]
-    raise RunError(f"{os.fspath(mngr.directory)}: no checkpoint restores (newest, step {s}: "
-                   f"{_short(e)}); nothing was moved")
+    raise RunError(
+      f"{os.fspath(mngr.directory)}: no checkpoint restores (newest, step {s}: "
+      f"{_short(e)}); nothing was moved"
+    )
   return None, None
 
 
@@ -199,9 +217,11 @@ def check_finite(step: int, row: Mapping[str, float], keys: Iterable[str], hint:
   """TrainingDiverged naming `step` if any of `keys` in `row` is not finite."""
   bad = [k for k in keys if k in row and not math.isfinite(row[k])]
   if bad:
-    raise TrainingDiverged(f"training diverged at step {step}: non-finite "
-                           + ", ".join(f"{k}={row[k]}" for k in bad)
-                           + (f" ({hint})" if hint else ""))
+    raise TrainingDiverged(
+      f"training diverged at step {step}: non-finite "
+      + ", ".join(f"{k}={row[k]}" for k in bad)
+      + (f" ({hint})" if hint else "")
+    )
 
 
 def curve_png(path: str, rows: list[dict], key: str = "train/loss") -> None:
@@ -209,6 +229,7 @@ def curve_png(path: str, rows: list[dict], key: str = "train/loss") -> None:
   if not is_main():
     return
   from incontext.train import plots
+
   if key != "train/loss":
     rows = [{**r, "train/loss": r[key]} for r in rows if key in r]
   plots.curve_png(path, rows)

@@ -1,4 +1,5 @@
 """ADE20K (ADEChallengeData2016: images/{training,validation}, annotations/...)."""
+
 import os
 
 try:
@@ -9,6 +10,7 @@ except ImportError:  # run by `tfds build data_prep/datasets/NAME` (datasets/ on
 
 class Builder(SourceBuilder):
   """ADE20K SceneParsing 150 classes: labels 1..150, 0 ('other') -> 255 ignore."""
+
   MANUAL_DOWNLOAD_INSTRUCTIONS = "manual_dir: ADEChallengeData2016/"
 
   def split_sources(self, manual_dir):

@@ -8,6 +8,7 @@ except ImportError:  # run by `tfds build data_prep/datasets/NAME` (datasets/ on
 
 class Builder(SourceBuilder):
   """Clothing Co-Parsing (CCP), pixel-level annotated photos; one 'train' split."""
+
   MANUAL_DOWNLOAD_INSTRUCTIONS = "manual_dir: images/*.jpg, masks/*.png (label index), classes.txt"
 
   def split_sources(self, manual_dir):

@@ -1,4 +1,5 @@
 """COCO with semantic + instance masks, from the YOLO-seg layout or COCO instances json."""
+
 import os
 
 import tensorflow_datasets as tfds
@@ -17,6 +18,7 @@ class Builder(SourceBuilder):
   (train2017 -> train, val2017 -> validation).
   Config 'json': train2017/, val2017/ + annotations/instances_{train,val}2017.json.
   """
+
   BUILDER_CONFIGS = [tfds.core.BuilderConfig(name="yolo"), tfds.core.BuilderConfig(name="json")]
   HAS_INSTANCES = True
   MANUAL_DOWNLOAD_INSTRUCTIONS = "manual_dir: a COCO copy in YOLO-seg or official json layout"

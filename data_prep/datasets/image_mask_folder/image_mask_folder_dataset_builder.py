@@ -1,4 +1,5 @@
 """Any folder of images with binary, label-index or instance masks."""
+
 import os
 
 try:
@@ -22,9 +23,11 @@ class Builder(SourceBuilder):
    "class_names": {"1": "polyp"}}. Sub-folders of manual_dir named train/validation/test (each
   with that layout) become splits; otherwise everything is 'train'.
   """
+
   BUILDER_CONFIGS = [tfds.core.BuilderConfig(name=n) for n in ("binary", "label", "instance")]
   MANUAL_DOWNLOAD_INSTRUCTIONS = (
-      "manual_dir: images/ + masks/ (see layout.json in data_prep/README.md)")
+    "manual_dir: images/ + masks/ (see layout.json in data_prep/README.md)"
+  )
 
   @property
   def HAS_INSTANCES(self):  # noqa: N802
@@ -38,8 +41,9 @@ class Builder(SourceBuilder):
         kw.update(json.load(f))
     if "class_names" in kw:
       kw["class_names"] = {int(k): v for k, v in kw["class_names"].items()}
-    splits = [s for s in ("train", "validation", "test")
-              if os.path.isdir(os.path.join(manual_dir, s))]
+    splits = [
+      s for s in ("train", "validation", "test") if os.path.isdir(os.path.join(manual_dir, s))
+    ]
     if splits:
       return {s: sources.image_mask_folder(os.path.join(manual_dir, s), **kw) for s in splits}
     return {"train": sources.image_mask_folder(manual_dir, **kw)}

@@ -1,4 +1,5 @@
 """LVIS v1 with semantic + instance masks, over the COCO 2017 images."""
+
 import os
 
 try:
@@ -12,9 +13,12 @@ class Builder(SourceBuilder):
   (each image's folder and file come from its coco_url). Label = category id, ids >= 255
   shifted by one (255 is the ignore value); instance k = k-th annotation of the image.
   """
+
   HAS_INSTANCES = True
-  MANUAL_DOWNLOAD_INSTRUCTIONS = ("manual_dir: LVIS/ with annotations/lvis_v1_{train,val}.json "
-                                  "and the COCO 2017 image folders train2017/, val2017/")
+  MANUAL_DOWNLOAD_INSTRUCTIONS = (
+    "manual_dir: LVIS/ with annotations/lvis_v1_{train,val}.json "
+    "and the COCO 2017 image folders train2017/, val2017/"
+  )
 
   def split_sources(self, manual_dir):
     out = {}

@@ -1,4 +1,5 @@
 """PASCAL VOC 2012 segmentation (JPEGImages, SegmentationClass, ImageSets/Segmentation)."""
+
 import os
 
 try:
@@ -9,8 +10,10 @@ except ImportError:  # run by `tfds build data_prep/datasets/NAME` (datasets/ on
 
 class Builder(SourceBuilder):
   """PASCAL VOC semantic segmentation: labels 1..20, 0 background, 255 boundary/ignore."""
+
   MANUAL_DOWNLOAD_INSTRUCTIONS = (
-      "manual_dir: VOCdevkit/VOC2012 (JPEGImages, SegmentationClass, ImageSets)")
+    "manual_dir: VOCdevkit/VOC2012 (JPEGImages, SegmentationClass, ImageSets)"
+  )
 
   def split_sources(self, manual_dir):
     out = {}

@@ -1,4 +1,5 @@
 """YouTube-VOS (2018 / 2019) as frame records of the annotated frames."""
+
 import os
 
 try:
@@ -13,6 +14,7 @@ class Builder(SourceBuilder):
   object id). 'train' has every annotated frame; 'valid' (split 'validation') only the frames
   where objects first appear (the prompts of the benchmark).
   """
+
   KIND = "video"
   HAS_INSTANCES = True
   MANUAL_DOWNLOAD_INSTRUCTIONS = "manual_dir: youtube_vos/ with train/ and valid/ folders"
