@@ -115,7 +115,7 @@ def test_bad_sources_give_clear_errors(sources, tmp_path, capsys):
   bad["blocks.1.mlp.fc1.weight"] = np.zeros((CFG.mlp_dim + 1, CFG.width), np.float32)
   _write_pth(tmp_path / "shape.pth", bad)
   cases.append(
-    (tmp_path / "shape.pth", "tensor 'blocks.1.mlp.fc1.weight': shape (65, 32) does not fit")
+    (tmp_path / "shape.pth", "tensor 'blocks.1.mlp.fc1.weight': shape (65, 32), expected (64, 32)")
   )
   missing = {k: v for k, v in official.items() if k != "blocks.4.attn.proj.bias"}
   _write_pth(tmp_path / "missing.pth", missing)

@@ -454,7 +454,13 @@ def test_outputs_on_a_mount_point_with_a_read_only_parent(params_dir, tmp_path, 
   assert rc == 2 and "already exists and is not empty" in err  # refused, one line
   rc = cli.main(argv + ["--overwrite"])
   assert rc == 0, capsys.readouterr().err
-  assert sorted(os.listdir(out)) == [outputs.MANIFEST, "img.png", "img_overlay.png", "photo.jpg"]
+  assert sorted(os.listdir(out)) == [
+    outputs.MANIFEST,
+    "img.png",
+    "img_overlay.png",
+    "labels.json",
+    "photo.jpg",
+  ]
   rc = cli.main(argv + ["--overwrite"])  # again: replaces its own
   assert rc == 0 and (out / "photo.jpg").read_bytes() == b"user data"
   FAULTS.add("outputs: mount point, read-only parent, unrelated files", 3, 3)
@@ -536,11 +542,13 @@ def test_cli_output_conventions_are_the_same_everywhere(params_dir, tmp_path, ca
       "mine.txt",
       "img.png",
       "img_overlay.png",
+      "labels.json",
       "00000.png",
       "00001.png",
       "overlay.gif",
       "config.json",
       "model.safetensors",
+      "preprocessor_config.json",
     ]
   )
   FAULTS.add("CLI --overwrite conventions + hidden frames", n, clean)

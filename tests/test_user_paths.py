@@ -117,6 +117,7 @@ def test_official_weights_path_from_a_working_folder(hf_folder, tmp_path, monkey
   )
   assert rc == 0, err
   assert sorted(os.listdir("hf_export")) == [
+    ".incontext-outputs.json",
     "config.json",
     "model.safetensors",
     "preprocessor_config.json",

@@ -91,7 +91,7 @@ def test_segment_video_mp4_matches_frames(ckpt, clip, tmp_path, capsys):
   )
   assert rc == 0, capsys.readouterr().err
   names = [f"{i:05d}.png" for i in range(5)]
-  assert sorted(os.listdir(out)) == names + ["overlay.mp4"]
+  assert sorted(os.listdir(out)) == sorted([".incontext-outputs.json", *names, "overlay.mp4"])
   assert not [f for f in os.listdir(tmp_path) if f.startswith(".tmp")]
   info = videoio.probe(str(out / "overlay.mp4"))
   assert info.fps == FPS and (info.height, info.width) == HW

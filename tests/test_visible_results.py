@@ -149,7 +149,7 @@ def test_query_folders_and_globs(ckpt, tmp_path, capsys, monkeypatch):
   assert cli.main([str(a) for a in argv]) == 0, capsys.readouterr().err
   assert sorted(os.listdir(tmp_path / "o")) == sorted(
     [f"{n}{s}" for n in ("a_img", "b_img", "c_img") for s in (".png", "_overlay.png")]
-    + ["labels.json"]
+    + ["labels.json", ".incontext-outputs.json"]
   )
   empty = tmp_path / "empty"
   empty.mkdir()

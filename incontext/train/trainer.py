@@ -45,6 +45,7 @@ log = logging.getLogger(__name__)
 
 # Config keys the trainer reads (top level and the sections read with .get()).
 KNOWN_KEYS = (
+  "data_dir",
   "batch_size",
   "ckpt",
   "evals",

@@ -171,6 +171,7 @@ def read_tune_meta(workdir: str) -> dict:
 
 
 KNOWN_KEYS = (
+  "data_dir",
   "ckpt_every",
   "init",
   "keep_ckpts",
