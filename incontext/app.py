@@ -30,6 +30,7 @@ from typing import Sequence
 import numpy as np
 from PIL import Image
 
+from incontext import canvas, inference, video, videoio
 from incontext.imageio import InputError
 
 log = logging.getLogger(__name__)
@@ -91,7 +92,6 @@ def editor_to_prompt(value, uploaded_mask=None, name: str = "prompt"):
   Raises InputError with a message for the page: no image, nothing painted, strokes with no
   image under them, or an uploaded mask whose aspect ratio is not the image's.
   """
-  from incontext import inference
 
   value = value or {}
   bg = _rgb(value.get("background"))
@@ -173,7 +173,6 @@ def segment_images(
   Args: prompts [(image, mask)], queries: paths or uint8 arrays.
   Returns (overlays [(uint8 image, caption)], label PNG paths).
   """
-  from incontext import inference
 
   imgs = [
     inference.load_image(q) if isinstance(q, (str, os.PathLike)) else np.asarray(q) for q in queries
@@ -223,7 +222,6 @@ def segment_video(
 
   Frames are decoded and encoded one at a time; `progress(done, total)` after each frame.
   """
-  from incontext import video, videoio
 
   info = videoio.probe(video_path)
   if info.num_frames > max_frames:
@@ -267,14 +265,14 @@ def segment_video(
 def procedural_examples(folder: str, n: int = 3, size: int = 32, scale: int = 8) -> list:
   """Held-out procedural pairs (what the quickstart model is trained and evaluated on),
   upscaled `scale` x with nearest for display -> [[prompt, prompt mask, query], ...] paths."""
-  from incontext.data import procedural
+
+  from incontext.data import procedural  # needs grain (the train extra): examples only
 
   eps = procedural.make_episodes(dict(image_size=size), seed=7, per_class=1)[:n]
   up = lambda a: np.repeat(np.repeat(a, scale, 0), scale, 1)
   rows = []
   for i, ep in enumerate(eps):
     half = ep["image"].shape[0] // 2
-    from incontext import canvas
 
     img = canvas.denormalize(ep["image"])
     p_img, q_img = (np.clip(np.round(x), 0, 255).astype(np.uint8) for x in (img[:half], img[half:]))
@@ -304,7 +302,7 @@ def _files(x) -> list[str]:
 def build_app(seg, *, max_video_frames: int = MAX_VIDEO_FRAMES, examples: bool = True):
   """The Gradio Blocks app around a `Segmenter` (anything with `segment`, `model`,
   `load_learned_prompt`)."""
-  import gradio as gr
+  import gradio as gr  # optional: the `demo` extra
 
   brush = gr.Brush(
     colors=[hex_colour(c) for c in BRUSH_COLOURS],
@@ -358,8 +356,6 @@ def build_app(seg, *, max_video_frames: int = MAX_VIDEO_FRAMES, examples: bool =
       return [], None, _message(e)
 
   def first_frame(path):
-    from incontext import videoio
-
     if not path:
       return None, ""
     try:

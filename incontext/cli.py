@@ -30,6 +30,7 @@ import sys
 import traceback
 import warnings
 
+from incontext import compile_cache
 from incontext.errors import UserError
 
 COMMANDS = ("convert", "export_hf", "segment", "export_prompt", "segment_video", "label", "demo")
@@ -130,8 +131,6 @@ def main(argv=None) -> int:
   configure_logging(args.verbose)
   cache_dir = None
   if not args.no_compile_cache:
-    from incontext import compile_cache
-
     cache_dir = compile_cache.enable_from_env()
   try:
     rc = int(args.func(args) or 0)

@@ -40,7 +40,7 @@ import numpy as np
 from flax import nnx
 from PIL import Image
 
-from incontext import accel, canvas, checkpoint, imageio
+from incontext import accel, canvas, checkpoint, imageio, prompts
 from incontext.imageio import InputError, load_image, load_mask  # noqa: F401 (re-exported)
 
 __all__ = [
@@ -711,14 +711,6 @@ class Segmenter:
 
   def load_learned_prompt(self, path: str):
     """Loads a learned prompt (`incontext.prompts`) checked against this model."""
-    try:
-      from incontext import prompts
-    except ModuleNotFoundError as e:
-      if e.name == "incontext.prompts":
-        raise InputError(
-          f"{path}: learned prompts need incontext.prompts, which this installation lacks"
-        ) from None
-      raise
     path = os.fspath(path)
     if not os.path.exists(path):
       raise InputError(f"{path}: no such learned prompt")

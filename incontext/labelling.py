@@ -34,10 +34,19 @@ import os
 import re
 from typing import Callable, Sequence
 
+import jax
+import jax.numpy as jnp
 import numpy as np
+import orbax.checkpoint as ocp
+from flax import nnx
 from PIL import Image
+from scipy import ndimage
+from tqdm import tqdm
 
+from incontext import checkpoint, inference, video
+from incontext import mesh as mesh_lib
 from incontext.imageio import InputError
+from incontext.models import seggpt
 
 IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".gif")
 TMP_PREFIX = ".tmp_"
@@ -151,7 +160,6 @@ def remove_stale_tmp(folder: str) -> None:
 
 def save_mask(path: str, ids: np.ndarray) -> None:
   """Palette label PNG (DAVIS colours), written atomically."""
-  from incontext import video
 
   write_atomic(path, lambda tmp: video.save_id_png(tmp, ids))
 
@@ -163,7 +171,6 @@ def read_mask(path: str) -> np.ndarray:
 # -- masks -> annotations -------------------------------------------------------------------
 def components(binary: np.ndarray) -> list[np.ndarray]:
   """8-connected components of a [H, W] bool mask, in raster order of their first pixel."""
-  from scipy import ndimage
 
   lab, n = ndimage.label(binary, structure=np.ones((3, 3), bool))
   return [lab == i for i in range(1, n + 1)]
@@ -171,7 +178,7 @@ def components(binary: np.ndarray) -> list[np.ndarray]:
 
 def mask_annotations(mask: np.ndarray, *, instance: bool) -> list[dict]:
   """[H, W] category ids -> COCO annotation dicts (no ids): RLE segmentation, bbox, area."""
-  from pycocotools import mask as mask_util
+  from pycocotools import mask as mask_util  # optional: the `label` extra
 
   out = []
   for c in [int(v) for v in np.unique(mask) if v != 0]:
@@ -308,14 +315,9 @@ def load_segmenter(directory: str, *, seg_type: str, dtype: str = "float32"):
   restored with an explicit local-device target (the default restore assumes the topology
   the checkpoint was saved with), so every process holds its own replica.
   """
-  import jax
-  from incontext import checkpoint, inference
 
   if jax.process_count() == 1:
     return inference.Segmenter.from_checkpoint(directory, seg_type=seg_type, dtype=dtype)
-  import orbax.checkpoint as ocp
-  from flax import nnx
-  from incontext.models import seggpt
 
   meta = checkpoint.read_meta(directory)
   cfg = checkpoint.config_from_dict(dict(meta["config"], dtype=dtype))
@@ -361,9 +363,6 @@ class Labeller:
     devices=None,
     names: Sequence[str] | None = None,
   ):
-    import jax
-    from incontext import mesh as mesh_lib
-
     self.seg = segmenter
     self.seg_type = seg_type
     pi, pt, palette, label_ids, colour = segmenter.encode_prompts(
@@ -379,9 +378,6 @@ class Labeller:
     self.batch_size = int(per_device_batch) * len(devices)
     rep = mesh_lib.replicated(self.mesh)
     self._batch = mesh_lib.batch_sharding(self.mesh)
-    from flax import nnx
-
-    from incontext import inference
 
     self._graphdef, state = nnx.split(segmenter.model)
     self._state = jax.device_put(state, rep)
@@ -389,10 +385,6 @@ class Labeller:
     self._fe = inference.feature_ensemble_on(len(pi))
 
   def _forward(self, qs: np.ndarray):
-    import jax
-    import jax.numpy as jnp
-    from incontext import inference
-
     q = jax.device_put(qs, self._batch)
     st = jnp.int32(inference._seg_type_id(self.seg_type))
     return inference._forward(
@@ -400,8 +392,6 @@ class Labeller:
     )
 
   def _load(self, path):
-    from incontext import inference
-
     try:
       img = inference.load_image(path)
     except InputError as e:
@@ -418,7 +408,6 @@ class Labeller:
     write_yolo: bool = True,
   ) -> Summary:
     """Labels the images whose mask is missing in out/masks; returns what happened."""
-    from incontext import inference
 
     masks_dir = os.path.join(out, "masks")
     todo = [
@@ -429,8 +418,6 @@ class Labeller:
     summary = Summary(total=len(paths), skipped=len(paths) - len(todo), labelled=0, failed=[])
     bar = None
     if progress:
-      from tqdm import tqdm
-
       bar = tqdm(
         total=len(paths), initial=summary.skipped, unit="img", desc="label", dynamic_ncols=True
       )

@@ -36,7 +36,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from incontext import canvas
+from incontext import canvas, outputs
 from incontext.errors import UserError
 
 KIND = "incontext-learned-prompt"
@@ -105,8 +105,6 @@ def _check_prompt(lp: LearnedPrompt, model_cfg, where: str):
 
 
 def _atomic_write_bytes(path: str, data: bytes):
-  from incontext import outputs
-
   outputs.write_bytes(path, data)  # temp file + rename, usual permissions
 
 

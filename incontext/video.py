@@ -125,7 +125,7 @@ def predict_slots(model, prompt_imgs, prompt_tgts, valid, query, *, seg_type) ->
   prompt_imgs, prompt_tgts: [S, h, w, 3] normalised (invalid slots: any finite values);
   query: [h, w, 3] normalised. Returns [h, w, 3] float32 normalised.
   """
-  from incontext import inference
+  from incontext import inference  # jax/flax load only when a model runs
 
   valid = np.asarray(valid, bool)
   if not valid[0]:

@@ -38,6 +38,7 @@ def convert_file(
 ) -> dict:
   """Converts one checkpoint (file, transformers folder or hf:REPO_ID); returns the written
   metadata."""
+  # imported on demand, so that `incontext --help` loads no jax (see incontext/cli.py)
   from flax import nnx
 
   from incontext import checkpoint, outputs

@@ -40,6 +40,7 @@ def run(args) -> int:
     import gradio  # noqa: F401
   except ModuleNotFoundError:
     raise UserError("the demo needs Gradio: pip install 'incontext[demo]'") from None
+  # imported on demand, so that `incontext --help` loads no jax (see incontext/cli.py)
   from incontext import app
   from incontext.inference import Segmenter
 

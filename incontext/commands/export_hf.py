@@ -33,6 +33,7 @@ def preprocessor_config(cfg) -> dict:
   """transformers `SegGptImageProcessor` settings for a model config: the same input
   pipeline as `incontext.inference` (PIL bicubic to one canvas half, /255, ImageNet
   mean/std; prompt masks NEAREST-resized)."""
+  # imported on demand, so that `incontext --help` loads no jax (see incontext/cli.py)
   from incontext import canvas
 
   h, w = cfg.image_size
@@ -56,6 +57,7 @@ def export_hf(
   """Writes `out` (config.json, model.safetensors, preprocessor_config.json); outputs are
   staged inside `out` (incontext.outputs), overwrite replaces only what an earlier export
   wrote there."""
+  # imported on demand, so that `incontext --help` loads no jax (see incontext/cli.py)
   import numpy as np
   from safetensors.numpy import save_file
 

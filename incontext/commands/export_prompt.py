@@ -23,6 +23,7 @@ def register(sub):
 
 
 def run(args) -> int:
+  # imported on demand, so that `incontext --help` loads no jax (see incontext/cli.py)
   from incontext import outputs, prompts
   from incontext.train import tuner
 

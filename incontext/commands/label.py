@@ -100,6 +100,7 @@ def run(args) -> int:
   multi = [args.coordinator, args.num_processes, args.process_id]
   if any(v is not None for v in multi) and not all(v is not None for v in multi):
     raise UserError("multi-host runs need all of --coordinator, --num-processes and --process-id")
+  # imported on demand, so that `incontext --help` loads no jax (see incontext/cli.py)
   import jax
 
   if args.coordinator is not None:

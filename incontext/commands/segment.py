@@ -100,6 +100,7 @@ def _stems(queries):
 
 
 def run(args) -> int:
+  # imported on demand, so that `incontext --help` loads no jax (see incontext/cli.py)
   from incontext import outputs
   from incontext.inference import Segmenter, save_results
 

@@ -75,6 +75,7 @@ def register(sub):
 
 
 def run(args) -> int:
+  # imported on demand, so that `incontext --help` loads no jax (see incontext/cli.py)
   from tqdm import tqdm
 
   from incontext import checkpoint, imageio, outputs, video
@@ -148,6 +149,7 @@ def run(args) -> int:
 
 
 def _warn_procedural(ckpt: str) -> None:
+  # imported on demand, so that `incontext --help` loads no jax (see incontext/cli.py)
   from incontext import checkpoint
 
   warn = checkpoint.procedural_only_warning(checkpoint.read_meta(ckpt))
@@ -157,6 +159,7 @@ def _warn_procedural(ckpt: str) -> None:
 
 def _run_video(args) -> int:
   """--video: decode, propagate and encode frame by frame (one frame held at a time)."""
+  # imported on demand, so that `incontext --help` loads no jax (see incontext/cli.py)
   from tqdm import tqdm
 
   from incontext import checkpoint, outputs, video, videoio

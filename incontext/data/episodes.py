@@ -144,7 +144,7 @@ class SemanticEpisodes:
 
 def procedural_episodes(config, *, seed: int = 1234, per_class: int = 4) -> list[dict]:
   """Canvas episodes on procedural held-out classes (`incontext.data.procedural`)."""
-  from incontext.data import procedural
+  from incontext.data import procedural  # needs grain (the train extra)
 
   return procedural.make_episodes(config, seed=seed, per_class=per_class)
 

@@ -36,6 +36,7 @@ from flax import nnx
 from incontext import checkpoint as ckpt_lib
 from incontext import mesh as mesh_lib
 from incontext import sharding
+from incontext.evaluators import run as eval_run
 from incontext.models import convert, seggpt
 from incontext.train import fewshot, flops, optim, plots, steps
 from incontext.train import workdir as wd
@@ -98,7 +99,7 @@ def validate(config, workdir: str) -> int | None:
     total_steps=config.total_steps, log_every=config.log_every, batch_size=config.batch_size
   )
   if config.input.get("type", "procedural") == "pipeline":
-    from incontext.data import pipeline
+    from incontext.data import pipeline  # grain/TFDS readers load only when configured
 
     pipeline.resolve_config({k: v for k, v in config.input.to_dict().items() if k != "type"})
   ckdir = os.path.join(workdir, "checkpoints")
@@ -146,11 +147,11 @@ def make_train_iterator(config, *, seed: int, batch_size: int):
   # Readers are imported where used: only the configured one (with its grain/TFDS
   # dependencies) loads.
   if kind == "procedural":
-    from incontext.data import procedural
+    from incontext.data import procedural  # grain: only for procedural inputs
 
     return procedural.make_train_iterator(data_cfg, **kw)
   if kind == "pipeline":
-    from incontext.data import pipeline
+    from incontext.data import pipeline  # grain/TFDS readers load only when configured
 
     return pipeline.make_train_iterator(data_cfg, **kw)
   raise ValueError(f"config.input.type: unknown {kind!r} (expected 'procedural' or 'pipeline')")
@@ -162,7 +163,7 @@ def make_episodes(config) -> list[dict]:
   ev = config.evals
   kind = ev.get("type", "procedural")
   if kind == "procedural":
-    from incontext.data import episodes
+    from incontext.data import episodes  # local: run() calls its episode list `episodes`
 
     src = ev.get("data", None) or config.input
     data_cfg = {k: v for k, v in src.to_dict().items() if k not in ("type",)}
@@ -190,7 +191,6 @@ def evaluate_benchmark(model, config) -> dict:
   """{'miou', 'miou_ci_lo', 'miou_ci_hi', 'baseline_copy_miou', ...} of the 'episodes'
   evaluation: the evaluator's own code (incontext.evaluators.run.fewshot_benchmark), so the
   numbers in metrics.jsonl are those experiments/evaluate.py reports for the same params."""
-  from incontext.evaluators import run as eval_run
 
   res = eval_run.fewshot_benchmark(
     model, eval_benchmark(config), seed=int(config.evals.get("seed", 0))

@@ -27,6 +27,7 @@ before compiling: unknown keys, non-positive steps, a total below the checkpoint
 from __future__ import annotations
 
 import functools
+import inspect
 import json
 import os
 from typing import Sequence
@@ -197,9 +198,6 @@ def validate(config, workdir: str, *, examples=None) -> None:
   wd.check_keys(c.tune, KNOWN_TUNE, "config.tune")
   wd.check_keys(c.optim, KNOWN_OPTIM, "config.optim")
   if examples is None and c.task.get("reader"):
-    import inspect
-    from incontext.data import sources
-
     reader = sources.READERS.get(c.task.reader)
     if reader is not None:
       wd.check_keys(

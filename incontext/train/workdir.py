@@ -27,6 +27,7 @@ from typing import Any, Callable, Iterable, Mapping
 import jax
 
 from incontext import outputs
+from incontext.train import plots
 from incontext.errors import UserError
 
 log = logging.getLogger(__name__)
@@ -228,7 +229,6 @@ def curve_png(path: str, rows: list[dict], key: str = "train/loss") -> None:
   """Loss curve PNG (process 0 only); `rows` with `key` are drawn as the train loss."""
   if not is_main():
     return
-  from incontext.train import plots
 
   if key != "train/loss":
     rows = [{**r, "train/loss": r[key]} for r in rows if key in r]
