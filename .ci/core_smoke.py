@@ -77,7 +77,7 @@ def main(data: str, work: str) -> int:
 
   out = os.path.join(work, "out")
   got = sorted(os.listdir(out))
-  want = ["hmbb_2.png", "hmbb_2_overlay.png", "labels.json"]
+  want = [".incontext-outputs.json", "hmbb_2.png", "hmbb_2_overlay.png", "labels.json"]
   if got != want:
     print(f"core_smoke: {out} holds {got}, expected {want}", file=sys.stderr)
     return 1

@@ -82,7 +82,12 @@ def test_segment_runs_without_heavy_extras(tmp_path):
   p = _run(SCRIPT, tmp_path, ex, cwd=tmp_path)
   assert p.returncode == 0, p.stderr[-3000:]
   for out in ("out", "out_proc"):
-    assert sorted(os.listdir(tmp_path / out)) == ["hmbb_2.png", "hmbb_2_overlay.png", "labels.json"]
+    assert sorted(os.listdir(tmp_path / out)) == [
+      ".incontext-outputs.json",
+      "hmbb_2.png",
+      "hmbb_2_overlay.png",
+      "labels.json",
+    ]
     assert Image.open(tmp_path / out / "hmbb_2.png").mode == "P"
   warn = [ln for ln in p.stderr.splitlines() if "procedural shapes only" in ln]
   assert len(warn) == 1 and "proc" in warn[0] and "(5 steps)" in warn[0], p.stderr[-2000:]
