@@ -336,7 +336,9 @@ def load_segmenter(directory: str, *, seg_type: str, dtype: str = "float32"):
     ) from None
   graphdef, state = nnx.split(model)
   nnx.replace_by_pure_dict(state, restored)
-  return inference.Segmenter(nnx.merge(graphdef, state), seg_type=seg_type, meta=meta)
+  model = nnx.merge(graphdef, state)
+  checkpoint.verify_model(directory, model, meta)  # the same check as load_model
+  return inference.Segmenter(model, seg_type=seg_type, meta=meta)
 
 
 # -- the labeller ---------------------------------------------------------------------------

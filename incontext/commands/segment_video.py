@@ -78,7 +78,7 @@ def run(args) -> int:
   # imported on demand, so that `incontext --help` loads no jax (see incontext/cli.py)
   from tqdm import tqdm
 
-  from incontext import checkpoint, imageio, outputs, video
+  from incontext import imageio, outputs, video
 
   if args.memory < 0:
     raise UserError(f"--memory {args.memory}: must be >= 0")
@@ -95,23 +95,9 @@ def run(args) -> int:
     names=names + ([] if args.no_gif else ["overlay.gif"]),
     hint="--overwrite",
   )
-  first_ids = video.read_id_mask(args.first_mask)
   first = imageio.load_image(paths[0])
-  if first.shape[:2] != first_ids.shape:
-    raise UserError(
-      f"--first-mask {args.first_mask}: size {first_ids.shape[::-1]} (w, h) does "
-      f"not match the first frame {paths[0]} {first.shape[1::-1]}"
-    )
-  if not video.object_ids(first_ids):
-    raise UserError(f"--first-mask {args.first_mask}: no object (all background)")
-  if args.threshold is not None and len(video.object_ids(first_ids)) > 1:
-    raise UserError(
-      f"--threshold needs a single-object --first-mask; {args.first_mask} has "
-      f"objects {video.object_ids(first_ids)}"
-    )
-  model = checkpoint.load_model(args.checkpoint, verify=not args.no_verify)
-  _warn_procedural(args.checkpoint)
-  colours = video.first_mask_colours(args.first_mask, video.object_ids(first_ids))
+  first_ids = _first_mask(args, first.shape[:2], f"the first frame {paths[0]}")
+  model, colours = _model_and_colours(args, first_ids)
 
   def frames():
     yield first
@@ -148,28 +134,16 @@ def run(args) -> int:
   return 0
 
 
-def _warn_procedural(ckpt: str) -> None:
+def _first_mask(args, size, what: str):
+  """--first-mask as ids [H, W], checked against the frame size (h, w) and --threshold."""
   # imported on demand, so that `incontext --help` loads no jax (see incontext/cli.py)
-  from incontext import checkpoint
+  from incontext import video
 
-  warn = checkpoint.procedural_only_warning(checkpoint.read_meta(ckpt))
-  if warn:
-    logging.getLogger("incontext").warning("%s: %s", ckpt, warn)
-
-
-def _run_video(args) -> int:
-  """--video: decode, propagate and encode frame by frame (one frame held at a time)."""
-  # imported on demand, so that `incontext --help` loads no jax (see incontext/cli.py)
-  from tqdm import tqdm
-
-  from incontext import checkpoint, outputs, video, videoio
-
-  info = videoio.probe(args.video)
   first_ids = video.read_id_mask(args.first_mask)
-  if (info.height, info.width) != first_ids.shape:
+  if tuple(size) != first_ids.shape:
     raise UserError(
       f"--first-mask {args.first_mask}: size {first_ids.shape[::-1]} (w, h) does "
-      f"not match the video {args.video} ({info.width}, {info.height})"
+      f"not match {what} {tuple(size)[::-1]}"
     )
   ids = video.object_ids(first_ids)
   if not ids:
@@ -178,6 +152,31 @@ def _run_video(args) -> int:
     raise UserError(
       f"--threshold needs a single-object --first-mask; {args.first_mask} has objects {ids}"
     )
+  return first_ids
+
+
+def _model_and_colours(args, first_ids):
+  """The checked model (a procedural-only one is warned about) and the objects' colours."""
+  # imported on demand, so that `incontext --help` loads no jax (see incontext/cli.py)
+  from incontext import checkpoint, video
+
+  model = checkpoint.load_model(args.checkpoint, verify=not args.no_verify)
+  warn = checkpoint.procedural_only_warning(checkpoint.read_meta(args.checkpoint))
+  if warn:
+    logging.getLogger("incontext").warning("%s: %s", args.checkpoint, warn)
+  return model, video.first_mask_colours(args.first_mask, video.object_ids(first_ids))
+
+
+def _run_video(args) -> int:
+  """--video: decode, propagate and encode frame by frame (one frame held at a time)."""
+  # imported on demand, so that `incontext --help` loads no jax (see incontext/cli.py)
+  from tqdm import tqdm
+
+  from incontext import outputs, video, videoio
+
+  info = videoio.probe(args.video)
+  first_ids = _first_mask(args, (info.height, info.width), f"the video {args.video}")
+  ids = video.object_ids(first_ids)
   outdir = outputs.OutputDir(
     args.out,
     command="segment-video",
@@ -185,9 +184,7 @@ def _run_video(args) -> int:
     names=[] if args.no_gif else ["overlay.mp4"],
     hint="--overwrite",
   )
-  model = checkpoint.load_model(args.checkpoint, verify=not args.no_verify)
-  _warn_procedural(args.checkpoint)
-  colours = video.first_mask_colours(args.first_mask, ids)
+  model, colours = _model_and_colours(args, first_ids)
   current = [None]
 
   def frames():
