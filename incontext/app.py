@@ -181,30 +181,70 @@ def segment_images(
     os.path.splitext(os.path.basename(q))[0] if isinstance(q, (str, os.PathLike)) else f"query_{i}"
     for i, q in enumerate(queries)
   ]
+  ids, shown = painted_to_ids([m for _, m in prompts])
+  if shown is not None:  # the model sees object ids; the page shows the painted colours
+    prompts = [(img, m) for (img, _), m in zip(prompts, ids)]
   results = seg.segment(
     prompts, imgs, ensemble=ensemble, seg_type=seg_type, learned_prompt=learned_prompt
   )
   overlays, files = [], []
   for name, img, res in zip(names, imgs, results):
-    idx = _palette_indices(res)
-    colored = np.asarray(res.palette, np.uint8)[idx]
-    overlays.append((tint(img, colored, idx > 0), name))
+    if shown is None:
+      idx, palette = _palette_indices(res), np.asarray(res.palette, np.uint8)
+    else:
+      idx, palette = np.asarray(res.labels, np.uint8), shown
+    overlays.append((tint(img, palette[idx], idx > 0), name))
     path = os.path.join(out_dir, f"{name}.png")
-    save_palette_png(path, idx, res.palette)
+    save_palette_png(path, idx, palette)
     files.append(path)
   return overlays, files
 
 
-def colour_mask_to_ids(mask: np.ndarray) -> np.ndarray:
-  """[H, W, 3] colour mask (or [H, W] ids) -> [H, W] ids 1..K by sorted colour."""
-  m = np.asarray(mask)
-  if m.ndim == 2:
-    return m.astype(np.int32)
-  cols = np.unique(m.reshape(-1, 3), axis=0)
-  cols = cols[cols.any(axis=1)]
-  out = np.zeros(m.shape[:2], np.int32)
-  for k, c in enumerate(cols):
-    out[np.all(m == c, axis=-1)] = k + 1
+def painted_to_ids(masks: Sequence[np.ndarray]):
+  """Painted colour masks -> (object-id maps, the colours to show them in).
+
+  A brush colour names an object, it is not a colour the model must paint: a model trained
+  with white targets only (Painter-style binary, e.g. the quickstart model) cannot inpaint a
+  red prompt. So every distinct colour becomes an object id 1..K (brush colours first, in
+  brush order, then any other colour in sorted order) and `Segmenter.segment` encodes the ids
+  in the model's own convention (white for one object, the standard palette for several).
+
+  Args: [H, W, 3] uint8 colour masks (black = background); [H, W] masks are label maps already.
+  Returns (uint8 [H, W] id maps, uint8 [K+1, 3] colours with black first) when every mask is a
+  colour mask; else (masks unchanged, None). A colour mask whose three channels are equal
+  (a grey or white mask uploaded as RGB) is read as its grey label map.
+  """
+  masks = [np.asarray(m) for m in masks]
+  if not masks or any(m.ndim != 3 for m in masks):
+    return masks, None
+  if all((m[..., :1] == m).all() for m in masks):
+    return [np.ascontiguousarray(m[..., 0]) for m in masks], None
+  cols = np.unique(np.concatenate([m.reshape(-1, 3) for m in masks]), axis=0)
+  cols = [tuple(int(v) for v in c) for c in cols if any(c)]
+  brush = [c for c in BRUSH_COLOURS if c in cols]
+  cols = brush + [c for c in cols if c not in brush]
+  if len(cols) > inference.MAX_LABEL:
+    raise InputError(
+      f"colour masks have {len(cols)} distinct colours; at most {inference.MAX_LABEL} objects "
+      "are supported (is this a photo or an anti-aliased mask?)"
+    )
+  lut = {c: k + 1 for k, c in enumerate(cols)}
+  ids = []
+  for m in masks:
+    out = np.zeros(m.shape[:2], np.uint8)
+    for c in np.unique(m.reshape(-1, 3), axis=0):
+      if c.any():
+        out[np.all(m == c, axis=-1)] = lut[tuple(int(v) for v in c)]
+    ids.append(out)
+  return ids, np.asarray([(0, 0, 0)] + cols, np.uint8)
+
+
+def _by_id(colours: np.ndarray | None) -> np.ndarray | None:
+  """[K+1, 3] colours -> the [256, 3] colour-by-id table of `video.overlay`/`save_id_png`."""
+  if colours is None:
+    return None
+  out = np.zeros((256, 3), np.uint8)
+  out[: len(colours)] = colours
   return out
 
 
@@ -220,6 +260,9 @@ def segment_video(
 ):
   """Propagates the first-frame mask through an MP4 -> (overlay.mp4 path, zip of DAVIS PNGs).
 
+  first_mask: the painted colours [H, W, 3] (each colour one object; ids as `painted_to_ids`,
+  shown in the painted colours) or an id map [H, W] (shown in the DAVIS colours).
+
   Frames are decoded and encoded one at a time; `progress(done, total)` after each frame.
   """
 
@@ -229,7 +272,9 @@ def segment_video(
       f"the video has {info.num_frames} frames; this app's limit is "
       f"{max_frames} (trim it, or start the demo with a higher limit)"
     )
-  ids = colour_mask_to_ids(first_mask)
+  (ids,), shown = painted_to_ids([first_mask])
+  shown = _by_id(shown)  # None for an id map: the DAVIS colours
+  ids = ids.astype(np.int32)
   if ids.shape != (info.height, info.width):
     raise InputError(
       f"the first-frame mask is {ids.shape[1]}x{ids.shape[0]} but the video is "
@@ -252,10 +297,10 @@ def segment_video(
   with videoio.VideoWriter(mp4, fps=info.fps) as w, zipfile.ZipFile(zpath, "w") as z:
     for t, m in enumerate(video.propagate(model, frames(), ids, memory=memory)):
       png = os.path.join(out_dir, f"{t:05d}.png")
-      video.save_id_png(png, m)
+      video.save_id_png(png, m, shown)
       z.write(png, f"{t:05d}.png")
       os.remove(png)
-      w.write(video.overlay(current[0], m))
+      w.write(video.overlay(current[0], m, shown))
       if progress is not None:
         progress(t + 1, total)
   return mp4, zpath
@@ -423,7 +468,7 @@ def build_app(seg, *, max_video_frames: int = MAX_VIDEO_FRAMES, examples: bool =
             elem_id="overlays",
             columns=2,
             object_fit="contain",
-            height=320,
+            height="auto",
           )
           labels = gr.File(
             label="Label PNGs (palette = painted colours)", file_count="multiple", elem_id="labels"
@@ -448,12 +493,14 @@ def build_app(seg, *, max_video_frames: int = MAX_VIDEO_FRAMES, examples: bool =
         with gr.Column():
           vid = gr.Video(label="Video (MP4)", sources=["upload"], elem_id="video_in")
           ved = editor("First frame: paint the objects", "first_frame")
-          memory = gr.Slider(0, 16, value=8, step=1, label="Memory K (previous frames)")
-          vrun = gr.Button("Segment video", variant="primary")
+          memory = gr.Slider(
+            0, 16, value=8, step=1, label="Memory K (previous frames)", elem_id="memory"
+          )
+          vrun = gr.Button("Segment video", variant="primary", elem_id="video_run")
         with gr.Column():
-          vstatus = gr.Markdown()
-          vout = gr.Video(label="Overlay")
-          vzip = gr.File(label="DAVIS-format masks (zip)")
+          vstatus = gr.Markdown(elem_id="video_status")
+          vout = gr.Video(label="Overlay", elem_id="video_out")
+          vzip = gr.File(label="DAVIS-format masks (zip)", elem_id="video_zip")
       vid.change(first_frame, vid, [ved, vstatus])
       vrun.click(run_video, [vid, ved, memory], [vout, vzip, vstatus])
     with gr.Tab("Learned prompt"):
@@ -465,7 +512,7 @@ def build_app(seg, *, max_video_frames: int = MAX_VIDEO_FRAMES, examples: bool =
         with gr.Column():
           lstatus = gr.Markdown()
           lgal = gr.Gallery(
-            label="Overlays", format="png", columns=2, object_fit="contain", height=320
+            label="Overlays", format="png", columns=2, object_fit="contain", height="auto"
           )
           lfiles = gr.File(label="Label PNGs", file_count="multiple")
       lrun.click(run_learned, [lp_file, lq], [lgal, lfiles, lstatus])
