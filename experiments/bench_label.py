@@ -6,18 +6,20 @@ a transformers `SegGptConfig` and copied into ours with `incontext.models.conver
 whole per-image job: read the photo, preprocess, forward, post-process to a label map at the
 photo's size, write a PNG. Transformers is the usual labelling loop (`SegGptImageProcessor`,
 one query per forward, `post_process_semantic_segmentation`); ours is what `incontext label`
-runs (queries batched over the local devices, reading the next batch while the forward runs).
-Ours labels one image first for each prompt count (warm-up: compilation), transformers once
-with one prompt (eager: its first call only), then the timed images; the two sides alternate
-per prompt count, so machine load hits both alike.
+runs (`Labeller`, one call per image here so that the sides can alternate; with one CPU device
+and `--batch-per-device 1` a batch is one image anyway, so the read-ahead of the next batch is
+not part of the number). Ours labels one image first for each prompt count (warm-up:
+compilation), transformers once with one prompt (eager: its first call only), then the timed
+images; the two sides alternate image by image, so machine load hits both alike.
 
-Measured (2026-12-02, L/16, 2-core CPU shared with other jobs, so absolute times are slow
-and noisy; `--images 2 --ks 1`): 1 prompt: transformers 421.9 s for 2 photos (0.0047 img/s),
-ours 110.3 s (0.018 img/s, 3.8x; one-image warm-up with compilation 83.8 s). The 4-prompt row
-did not finish in the time the shared machine allowed (transformers ~4 x 211 s per photo).
+Measured (2026-12-02, L/16, 2-core CPU, `python -m experiments.bench_label`, 4 photos per
+side): 1 prompt: transformers 124.5 s (0.032 img/s), ours 43.4 s (0.092 img/s), 2.87x;
+4 prompts: transformers 436.8 s (0.009 img/s), ours 116.3 s (0.034 img/s), 3.76x (this part
+shared the cores with other jobs; the alternation keeps the ratio fair). Warm-up with
+compilation: 14.2 s (1 prompt), 27.7 s (4 prompts).
 
-  python experiments/bench_label.py                      # L/16, 1 and 4 prompts, 4 images
-  python experiments/bench_label.py --variant B/16 --depth 4 --images 8   # quick look
+  python -m experiments.bench_label                      # L/16, 1 and 4 prompts, 4 images
+  python -m experiments.bench_label --variant B/16 --depth 8 --images 8   # quick look
 """
 
 import argparse
@@ -58,6 +60,8 @@ def hf_label(hm, processor, prompts, queries, out_dir):
     )
     with torch.no_grad():
       out = hm(**inp, feature_ensemble=k > 1, embedding_type="instance")
+    # With the feature ensemble the k outputs are one query's prediction k times over.
+    out.pred_masks = out.pred_masks.mean(0, keepdim=True)
     lab = processor.post_process_semantic_segmentation(
       out, target_sizes=[img.shape[:2]], num_labels=1
     )[0]
@@ -119,19 +123,24 @@ def main(argv=None):
     for k in [int(v) for v in args.ks.split(",")]:
       prompts = all_prompts[:k]
       lab = labelling.Labeller(seg, prompts, per_device_batch=args.batch_per_device)
-      d = tempfile.mkdtemp(dir=tmp)
+      d_ours, d_hf = tempfile.mkdtemp(dir=tmp), tempfile.mkdtemp(dir=tmp)
       t0 = time.perf_counter()
-      ours_label(lab, warm, d)
+      ours_label(lab, warm, d_ours)
       tw = time.perf_counter() - t0
-      t0 = time.perf_counter()
-      ours_label(lab, queries, d)
-      to = time.perf_counter() - t0
-      d = tempfile.mkdtemp(dir=tmp)
       if not rows:  # eager: one (one-prompt) warm-up call is enough
-        hf_label(hm, processor, prompts[:1], warm, d)
-      t0 = time.perf_counter()
-      hf_label(hm, processor, prompts, queries, d)
-      th = time.perf_counter() - t0
+        hf_label(hm, processor, prompts[:1], warm, d_hf)
+      # The sides alternate image by image, so a change in machine load hits both alike.
+      to = th = 0.0
+      for i, q in enumerate(queries):
+        t0 = time.perf_counter()
+        ours_label(lab, [q], d_ours)
+        to += time.perf_counter() - t0
+        t0 = time.perf_counter()
+        hf_label(hm, processor, prompts, [q], d_hf)
+        th += time.perf_counter() - t0
+        print(
+          f"#   image {i + 1}/{len(queries)}: transformers {th:.1f} s, ours {to:.1f} s", flush=True
+        )
       rows.append((k, args.images / th, args.images / to))
       print(
         f"# k={k}: transformers {th:.1f} s, ours {to:.1f} s (warm-up incl. compile {tw:.1f} s)",
