@@ -88,6 +88,13 @@ def build_parser() -> argparse.ArgumentParser:
   return parser
 
 
+class _PlainFormatter(logging.Formatter):
+  """`warning: message`: a quiet run's warnings read as one line each."""
+
+  def format(self, record):
+    return f"{record.levelname.lower()}: {record.getMessage()}"
+
+
 def configure_logging(verbose: int = 0) -> None:
   """Quiet console (verbose=0) or library logs shown (1: INFO, 2: DEBUG).
 
@@ -100,6 +107,10 @@ def configure_logging(verbose: int = 0) -> None:
     for name in _NOISY_LOGGERS:
       logging.getLogger(name).setLevel(logging.ERROR)
     warnings.filterwarnings("ignore", module=_NOISY_MODULES)
+    if not logging.root.handlers:  # else a library's basicConfig() prints "WARNING:name:..."
+      handler = logging.StreamHandler()
+      handler.setFormatter(_PlainFormatter())
+      logging.root.addHandler(handler)
     return
   os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "0")
   level = logging.INFO if verbose == 1 else logging.DEBUG

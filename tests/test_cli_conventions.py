@@ -129,6 +129,23 @@ def test_user_errors_are_user_errors():
   assert not cli._is_user_error(ValueError("x")) and not cli._is_user_error(KeyError("x"))
 
 
+def test_quiet_warnings_are_one_plain_line(files, tmp_path):
+  """A warning in a quiet run reads `warning: ...` (not logging's `WARNING:incontext...`)."""
+  proc = tmp_path / "proc"
+  checkpoint.save_model(
+    str(proc),
+    seggpt.create("test", image_size=(32, 32), patch=8, drop_path=0.0, seed=2),
+    trained_on={"data": "procedural", "steps": 5},
+  )
+  args = _segment_args(files, tmp_path / "o")
+  args[args.index("--checkpoint") + 1] = proc
+  r = _cli(args)
+  assert r.returncode == 0, r.stderr
+  warn = [l for l in r.stderr.splitlines() if "procedural shapes only" in l]
+  assert len(warn) == 1 and warn[0].startswith(f"warning: {proc}: this model was trained"), warn
+  assert "WARNING" not in r.stderr, r.stderr
+
+
 def test_quiet_by_default_and_the_compile_cache(files, tmp_path):
   """A normal run prints only its result and progress (no orbax / absl INFO lines); with the
   cache on, the first run writes compiled programs and a second process loads them all
