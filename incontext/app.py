@@ -506,13 +506,20 @@ def build_app(seg, *, max_video_frames: int = MAX_VIDEO_FRAMES, examples: bool =
     with gr.Tab("Learned prompt"):
       with gr.Row():
         with gr.Column():
-          lp_file = gr.File(label="Learned prompt (.npz)", file_types=[".npz"])
-          lq = gr.File(label="Query images", file_count="multiple", file_types=["image"])
-          lrun = gr.Button("Segment", variant="primary")
+          lp_file = gr.File(label="Learned prompt (.npz)", file_types=[".npz"], elem_id="lp_file")
+          lq = gr.File(
+            label="Query images", file_count="multiple", file_types=["image"], elem_id="lp_queries"
+          )
+          lrun = gr.Button("Segment", variant="primary", elem_id="lp_run")
         with gr.Column():
-          lstatus = gr.Markdown()
+          lstatus = gr.Markdown(elem_id="lp_status")
           lgal = gr.Gallery(
-            label="Overlays", format="png", columns=2, object_fit="contain", height="auto"
+            label="Overlays",
+            format="png",
+            columns=2,
+            object_fit="contain",
+            height="auto",
+            elem_id="lp_overlays",
           )
           lfiles = gr.File(label="Label PNGs", file_count="multiple")
       lrun.click(run_learned, [lp_file, lq], [lgal, lfiles, lstatus])

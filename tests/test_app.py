@@ -13,7 +13,7 @@ import pytest
 from flax import nnx
 from PIL import Image
 
-from incontext import app, checkpoint, inference
+from incontext import app, checkpoint, inference, prompts
 from incontext.imageio import InputError
 from incontext.models import seggpt
 
@@ -452,7 +452,8 @@ def test_browser_quickstart_paint_segment_and_video(quickstart, tmp_path):
   example's object with mouse strokes, add the query, run: the overlay shows the painted red
   where the model segments the query's object; (2) the Examples row runs as it is; (3) the
   Video tab: upload an MP4, paint the object on its first frame, run to the end: the overlay
-  MP4 and the zip of masks are those of `app.segment_video` and follow the object."""
+  MP4 and the zip of masks are those of `app.segment_video` and follow the object; (4) the
+  Learned-prompt tab with a prompt file made from the example's pair."""
   exe = _browser()
   from playwright.sync_api import sync_playwright
 
@@ -467,6 +468,17 @@ def test_browser_quickstart_paint_segment_and_video(quickstart, tmp_path):
   with videoio.VideoWriter(mp4, fps=fps) as w:
     for t in range(n_frames):
       w.write(np.roll(q_img, 8 * t, axis=1))
+  # A learned-prompt file: here simply the example's prompt pair, normalised (untuned).
+  imgs, tgts, pal, ids, _ = seg.encode_prompts([(inference.load_image(p), p_gt.astype(np.uint8))])
+  lp_path = str(tmp_path / "object.npz")
+  prompts.save(
+    lp_path,
+    prompts.LearnedPrompt(
+      image=imgs[0], target=tgts[0], seg_type="instance", palette=pal, label_ids=list(ids)
+    ),
+    model_cfg=seg.cfg,
+    weights_hash=seg.meta["weights_hash"],
+  )
   rec = Recording(seg)
   port = _free_port()
   demo = app.build_app(rec)
@@ -530,6 +542,20 @@ def test_browser_quickstart_paint_segment_and_video(quickstart, tmp_path):
       page.wait_for_selector("#video_out video[src]")
       mp4_bytes = _fetch(page, port, page.locator("#video_out video").first.get_attribute("src"))
       page.screenshot(path=str(tmp_path / "video_tab.png"), full_page=True)
+      # (4) The Learned-prompt tab.
+      page.get_by_role("tab", name="Learned prompt").click()
+      page.locator("#lp_file input[type=file]").first.set_input_files(lp_path)
+      page.locator("#lp_queries input[type=file]").first.set_input_files(q)
+      page.wait_for_function("document.querySelector('#lp_queries').innerText.includes('.png')")
+      page.wait_for_function("document.querySelector('#lp_file').innerText.includes('.npz')")
+      page.click("#lp_run")
+      page.wait_for_function(
+        "document.querySelector('#lp_status').innerText.includes('Segmented')", timeout=120_000
+      )
+      lp_status = page.locator("#lp_status").inner_text().strip()
+      assert lp_status == "Segmented 1 image(s) with the learned prompt.", lp_status
+      page.wait_for_selector("#lp_overlays img")
+      lp_overlay = _fetch(page, port, page.locator("#lp_overlays img").first.get_attribute("src"))
       browser.close()
   finally:
     demo.close()
@@ -567,6 +593,13 @@ def test_browser_quickstart_paint_segment_and_video(quickstart, tmp_path):
     direct = [np.asarray(Image.open(io.BytesIO(zf.read(n)))) for n in zf.namelist()]
   for a, b in zip(masks, direct):
     np.testing.assert_array_equal(a, b)
+  # (4) The learned prompt: the model's answer for it, in the prompt's (white) colour.
+  lp = seg.load_learned_prompt(lp_path)
+  res = seg.segment([], [q_img], learned_prompt=lp, seg_type="instance")[0]
+  assert _iou(res.labels > 0, q_gt) > 0.7, _iou(res.labels > 0, q_gt)
+  white = np.full_like(q_img, 255)
+  got = np.asarray(Image.open(io.BytesIO(lp_overlay)).convert("RGB"))
+  np.testing.assert_array_equal(got, app.tint(q_img, white, res.labels > 0))
   (tmp_path / "out.mp4").write_bytes(mp4_bytes)
   info = videoio.probe(str(tmp_path / "out.mp4"))
   assert info.num_frames == n_frames and info.fps == fps
