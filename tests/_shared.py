@@ -2,10 +2,13 @@
 
 Tests that need it skip with a reason when it is missing, except under CI=true, where they fail.
 Use `shared_data_dir()` (returns the path) or the `needs_shared_data(*subdirs)` helper.
+`run_train` runs the training command line as a user would.
 """
 
 import os
 import pathlib
+import subprocess
+import sys
 
 import pytest
 
@@ -26,3 +29,19 @@ def shared_data_dir(*subdirs: str) -> pathlib.Path:
       pytest.fail(msg + "; CI=true requires it")
     pytest.skip(msg)
   return path
+
+
+def run_train(workdir, *overrides, preset="quickstart", timeout=1800):
+  """`python -m experiments.train --config ...seggpt_train.py:PRESET OVERRIDES --workdir W`
+  in a fresh process with one CPU device, from the project root: CompletedProcess (text)."""
+  env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=1")
+  cmd = [sys.executable, "-m", "experiments.train"]
+  cmd += ["--config", f"experiments/configs/seggpt_train.py:{preset}", *overrides]
+  return subprocess.run(
+    cmd + ["--workdir", str(workdir)],
+    cwd=PROJECT_ROOT,
+    env=env,
+    capture_output=True,
+    text=True,
+    timeout=timeout,
+  )

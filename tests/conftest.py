@@ -1,12 +1,9 @@
 """Test setup: 8 fake CPU devices (set before jax is imported) and shared fixtures."""
 
 import os
-import subprocess
-import sys
 
 import pytest
-
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from _shared import run_train
 
 os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=8")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
@@ -23,22 +20,6 @@ def quickstart_run(tmp_path_factory):
   """The README's quickstart command, run once per session (~2-3 min on 2 idle cores):
   (workdir, stdout). Used by the slow tests that need the trained quickstart model."""
   wd = tmp_path_factory.mktemp("quickstart") / "qs"
-  env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=1")
-  r = subprocess.run(
-    [
-      sys.executable,
-      "-m",
-      "experiments.train",
-      "--config",
-      "experiments/configs/seggpt_train.py:quickstart",
-      "--workdir",
-      str(wd),
-    ],
-    cwd=ROOT,
-    env=env,
-    capture_output=True,
-    text=True,
-    timeout=1800,
-  )
+  r = run_train(wd)
   assert r.returncode == 0, r.stderr[-3000:]
   return wd, r.stdout

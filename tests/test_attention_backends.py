@@ -6,16 +6,13 @@ inference forward and the sharded train step lower, and their attention has no l
 
 import functools
 import json
-import os
-import subprocess
-import sys
-from pathlib import Path
 
 import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
 import pytest
+from _shared import run_train
 from flax import nnx
 
 from incontext import canvas
@@ -329,35 +326,20 @@ def test_device_check_runs_end_to_end_on_cpu_tiny(tmp_path):
 
 @pytest.mark.slow
 def test_bf16_quickstart_learns_like_float32(tmp_path):
-  """The quickstart (150 steps, as tests/test_procedural.py) in bf16 and float32: the bf16
-  run learns in-context matching too, its held-out mIoU within 5 points of float32 (bf16
-  rounds every step differently, so the runs drift apart like runs with different seeds)."""
-  root = Path(__file__).resolve().parents[1]
-  env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=1")
+  """The quickstart cut to 150 steps, in bf16 and float32: the bf16 run learns in-context
+  matching too, its held-out mIoU within 5 points of float32 (bf16 rounds every step
+  differently, so the runs drift apart like runs with different seeds)."""
   ev = {}
   for dt in ("float32", "bfloat16"):
     wd = tmp_path / dt
-    r = subprocess.run(
-      [
-        sys.executable,
-        "-m",
-        "experiments.train",
-        "--config",
-        "experiments/configs/seggpt_train.py:quickstart",
-        "--config.total_steps=150",
-        "--config.optim.warmup_steps=20",
-        f"--config.model.dtype={dt}",
-        "--config.evals.every=0",
-        "--config.ckpt.every=0",
-        "--config.export_params=False",
-        "--workdir",
-        str(wd),
-      ],
-      cwd=root,
-      env=env,
-      capture_output=True,
-      text=True,
-      timeout=1800,
+    r = run_train(
+      wd,
+      "--config.total_steps=150",
+      "--config.optim.warmup_steps=20",
+      f"--config.model.dtype={dt}",
+      "--config.evals.every=0",
+      "--config.ckpt.every=0",
+      "--config.export_params=False",
     )
     assert r.returncode == 0, r.stderr[-3000:]
     ev[dt] = [json.loads(line) for line in open(wd / "metrics.jsonl")][-1]

@@ -4,11 +4,10 @@ bad args behave; the runlocal quickstart runs end to end through the CLI entry."
 import importlib
 import json
 import os
-import subprocess
-import sys
 
 import numpy as np
 import pytest
+from _shared import run_train
 
 from incontext import config_lib
 
@@ -72,23 +71,11 @@ def test_parse_arg_errors_and_types():
 
 def test_cli_runlocal_with_override_writes_config(tmp_path):
   wd = tmp_path / "wd"
-  env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=1")
-  r = subprocess.run(
-    [
-      sys.executable,
-      "-m",
-      "experiments.train",
-      "--config",
-      "experiments/configs/seggpt_train.py:quickstart,runlocal",
-      "--config.total_steps=2",
-      "--config.optim.lr=0.002",
-      "--workdir",
-      str(wd),
-    ],
-    cwd=ROOT,
-    env=env,
-    capture_output=True,
-    text=True,
+  r = run_train(
+    wd,
+    "--config.total_steps=2",
+    "--config.optim.lr=0.002",
+    preset="quickstart,runlocal",
     timeout=600,
   )
   assert r.returncode == 0, r.stderr[-3000:]
@@ -97,23 +84,7 @@ def test_cli_runlocal_with_override_writes_config(tmp_path):
   assert saved["total_steps"] == 2 and saved["optim"]["lr"] == 0.002
   for f in ("metrics.jsonl", "curve.png", "predictions.png", "params/incontext.json"):
     assert (wd / f).exists(), f
-  r = subprocess.run(
-    [
-      sys.executable,
-      "-m",
-      "experiments.train",
-      "--config",
-      "experiments/configs/seggpt_train.py:quickstart,runlocal",
-      "--config.optim.lrr=1",
-      "--workdir",
-      str(tmp_path / "bad"),
-    ],
-    cwd=ROOT,
-    env=env,
-    capture_output=True,
-    text=True,
-    timeout=300,
-  )
+  r = run_train(tmp_path / "bad", "--config.optim.lrr=1", preset="quickstart,runlocal", timeout=300)
   assert r.returncode != 0 and "lrr" in r.stderr
 
 
