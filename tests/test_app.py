@@ -1,6 +1,7 @@
 """The demo app: prompt masks from the brush editor, outputs, clear errors, video, and a real
 browser run (headless Chromium + Playwright) that paints a stroke with the mouse."""
 
+import contextlib
 import io
 import os
 import shutil
@@ -201,6 +202,29 @@ def _browser():
   return exe
 
 
+@contextlib.contextmanager
+def _app_page(seg, exe, *, examples=True, height=1000):
+  """The app around `seg` on a free port, open in headless Chromium: yields (page, port)."""
+  from playwright.sync_api import sync_playwright
+
+  port = _free_port()
+  demo = app.build_app(seg, examples=examples)
+  demo.queue().launch(
+    server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True
+  )
+  try:
+    with sync_playwright() as pw:
+      browser = pw.chromium.launch(executable_path=exe, args=["--no-sandbox"])
+      try:
+        page = browser.new_page(viewport={"width": 1300, "height": height})
+        page.goto(f"http://127.0.0.1:{port}/")
+        yield page, port
+      finally:
+        browser.close()
+  finally:
+    demo.close()
+
+
 def _free_port():
   with socket.socket() as s:
     s.bind(("127.0.0.1", 0))
@@ -245,57 +269,40 @@ def _status(page, previous=""):
 
 def test_browser_paint_and_segment(tmp_path):
   exe = _browser()
-  from playwright.sync_api import sync_playwright
-
   blue = (30, 30, 200)
   prompt, _ = _scene(colour=blue)
   query, qm = _scene(box=(15, 75, 70, 150), colour=blue)
   Image.fromarray(prompt).save(tmp_path / "prompt.png")
   Image.fromarray(query).save(tmp_path / "query.png")
-  port = _free_port()
-  demo = app.build_app(ColourMatch(), examples=False)
-  demo.queue().launch(
-    server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True
-  )
-  try:
-    with sync_playwright() as p:
-      browser = p.chromium.launch(executable_path=exe, args=["--no-sandbox"])
-      page = browser.new_page(viewport={"width": 1300, "height": 1000})
-      page.goto(f"http://127.0.0.1:{port}/")
-      # Run with nothing painted: a message in the page, not a stack trace.
-      page.locator("#queries input[type=file]").first.set_input_files(str(tmp_path / "query.png"))
-      page.wait_for_selector("#prompt1 canvas")
-      page.wait_for_function("document.querySelector('#queries').innerText.includes('.png')")
-      _upload_until_shown(page, "#prompt1", str(tmp_path / "prompt.png"), blue)
-      time.sleep(1)
-      page.click("#run")
-      status = _status(page)
-      assert "prompt 1: no mask painted" in status, status
-      assert "Traceback" not in page.content()
-      # Paint a stroke across the middle of the blue rectangle, located on screen.
-      editor = page.locator("#prompt1")
-      box = editor.bounding_box()
-      shot = np.asarray(Image.open(io.BytesIO(editor.screenshot())))
-      y0, y1, x0, x1 = _find(shot, blue)
-      cy = box["y"] + (y0 + y1) / 2
-      page.mouse.move(box["x"] + x0 + 0.3 * (x1 - x0), cy)
-      page.mouse.down()
-      for f in np.linspace(0.3, 0.7, 8):
-        page.mouse.move(box["x"] + x0 + f * (x1 - x0), cy, steps=2)
-      page.mouse.up()
-      time.sleep(1.0)
-      page.click("#run")
-      status = _status(page, previous=status)
-      assert status == "Segmented 1 image(s).", status
-      page.wait_for_selector("#overlays img")
-      src = page.locator("#overlays img").first.get_attribute("src")
-      body = page.request.get(
-        src if src.startswith("http") else f"http://127.0.0.1:{port}{src}"
-      ).body()
-      page.screenshot(path=str(tmp_path / "demo.png"), full_page=True)
-      browser.close()
-  finally:
-    demo.close()
+  with _app_page(ColourMatch(), exe, examples=False) as (page, port):
+    # Run with nothing painted: a message in the page, not a stack trace.
+    page.locator("#queries input[type=file]").first.set_input_files(str(tmp_path / "query.png"))
+    page.wait_for_selector("#prompt1 canvas")
+    page.wait_for_function("document.querySelector('#queries').innerText.includes('.png')")
+    _upload_until_shown(page, "#prompt1", str(tmp_path / "prompt.png"), blue)
+    time.sleep(1)
+    page.click("#run")
+    status = _status(page)
+    assert "prompt 1: no mask painted" in status, status
+    assert "Traceback" not in page.content()
+    # Paint a stroke across the middle of the blue rectangle, located on screen.
+    editor = page.locator("#prompt1")
+    box = editor.bounding_box()
+    shot = np.asarray(Image.open(io.BytesIO(editor.screenshot())))
+    y0, y1, x0, x1 = _find(shot, blue)
+    cy = box["y"] + (y0 + y1) / 2
+    page.mouse.move(box["x"] + x0 + 0.3 * (x1 - x0), cy)
+    page.mouse.down()
+    for f in np.linspace(0.3, 0.7, 8):
+      page.mouse.move(box["x"] + x0 + f * (x1 - x0), cy, steps=2)
+    page.mouse.up()
+    time.sleep(1.0)
+    page.click("#run")
+    status = _status(page, previous=status)
+    assert status == "Segmented 1 image(s).", status
+    page.wait_for_selector("#overlays img")
+    body = _fetch(page, port, page.locator("#overlays img").first.get_attribute("src"))
+    page.screenshot(path=str(tmp_path / "demo.png"), full_page=True)
   overlay = np.asarray(Image.open(io.BytesIO(body)).convert("RGB"))
   assert overlay.shape == query.shape
   # The painted colour (red) where the rectangle is, the query untouched elsewhere.
@@ -457,8 +464,6 @@ def test_browser_quickstart_paint_segment_and_video(quickstart, tmp_path):
   MP4 and the zip of masks are those of `app.segment_video` and follow the object; (4) the
   Learned-prompt tab with a prompt file made from the example's pair."""
   exe = _browser()
-  from playwright.sync_api import sync_playwright
-
   from incontext import videoio
 
   seg, rows, gts = quickstart
@@ -482,85 +487,73 @@ def test_browser_quickstart_paint_segment_and_video(quickstart, tmp_path):
     weights_hash=seg.meta["weights_hash"],
   )
   rec = Recording(seg)
-  port = _free_port()
-  demo = app.build_app(rec)
-  demo.queue().launch(
-    server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True
-  )
-  try:
-    with sync_playwright() as pw:
-      browser = pw.chromium.launch(executable_path=exe, args=["--no-sandbox"])
-      page = browser.new_page(viewport={"width": 1300, "height": 1100})
-      page.goto(f"http://127.0.0.1:{port}/")
-      # (1) Paint the example's prompt object, add the query, run.
-      page.wait_for_selector("#prompt1 canvas")
-      page.locator("#queries input[type=file]").first.set_input_files(q)
-      page.wait_for_function("document.querySelector('#queries').innerText.includes('.png')")
-      colour = tuple(int(v) for v in np.median(inference.load_image(p)[p_gt], 0))
-      _upload_until_shown(page, "#prompt1", p, colour)
-      time.sleep(1)
-      assert _paint(page, "#prompt1", p_gt) > 2
-      time.sleep(1)
-      page.click("#run")
-      status = _status(page)
-      assert status == "Segmented 1 image(s).", status
-      page.wait_for_selector("#overlays img")
-      overlay = _fetch(page, port, page.locator("#overlays img").first.get_attribute("src"))
-      page.screenshot(path=str(tmp_path / "images_tab.png"), full_page=True)
-      if os.environ.get("INCONTEXT_DEMO_SCREENSHOT"):  # docs/demo.png: down to the label PNGs
-        b = page.locator("#labels").bounding_box()
-        clip = dict(x=0, y=0, width=1300, height=b["y"] + b["height"] + 16)
-        page.screenshot(path=os.environ["INCONTEXT_DEMO_SCREENSHOT"], full_page=True, clip=clip)
-      # (2) The second Examples row, run as it is (prompt, uploaded mask, query).
-      page.goto(f"http://127.0.0.1:{port}/")
-      page.wait_for_selector("#prompt1 canvas")
-      page.get_by_text("example1_query.png").first.click()
-      page.wait_for_function("document.querySelector('#queries').innerText.includes('.png')")
-      time.sleep(2)
-      page.click("#run")
-      assert _status(page) == "Segmented 1 image(s).", _status(page)
-      page.wait_for_selector("#overlays img")
-      ex_overlay = _fetch(page, port, page.locator("#overlays img").first.get_attribute("src"))
-      # (3) The Video tab, to the end.
-      page.get_by_role("tab", name="Video").click()
-      page.locator("#video_in input[type=file]").first.set_input_files(mp4)
-      _upload_wait = time.monotonic() + 60
-      while time.monotonic() < _upload_wait:  # the first frame appears in the editor
-        shot = np.asarray(Image.open(io.BytesIO(page.locator("#first_frame").screenshot())))
-        if (np.abs(shot[..., :3].astype(int) - colour).sum(-1) < 40).any():
-          break
-        time.sleep(0.5)
-      time.sleep(1)
-      assert _paint(page, "#first_frame", q_gt) > 2
-      time.sleep(1)
-      page.locator("#memory input[type=number]").fill("2")
-      page.locator("#memory input[type=number]").press("Enter")
-      page.click("#video_run")
-      page.wait_for_function(
-        "document.querySelector('#video_status').innerText.trim() === 'Done.'", timeout=300_000
-      )
-      page.wait_for_selector("#video_zip a[href]")
-      zip_bytes = _fetch(page, port, page.locator("#video_zip a[href]").first.get_attribute("href"))
-      page.wait_for_selector("#video_out video[src]")
-      mp4_bytes = _fetch(page, port, page.locator("#video_out video").first.get_attribute("src"))
-      page.screenshot(path=str(tmp_path / "video_tab.png"), full_page=True)
-      # (4) The Learned-prompt tab.
-      page.get_by_role("tab", name="Learned prompt").click()
-      page.locator("#lp_file input[type=file]").first.set_input_files(lp_path)
-      page.locator("#lp_queries input[type=file]").first.set_input_files(q)
-      page.wait_for_function("document.querySelector('#lp_queries').innerText.includes('.png')")
-      page.wait_for_function("document.querySelector('#lp_file').innerText.includes('.npz')")
-      page.click("#lp_run")
-      page.wait_for_function(
-        "document.querySelector('#lp_status').innerText.includes('Segmented')", timeout=120_000
-      )
-      lp_status = page.locator("#lp_status").inner_text().strip()
-      assert lp_status == "Segmented 1 image(s) with the learned prompt.", lp_status
-      page.wait_for_selector("#lp_overlays img")
-      lp_overlay = _fetch(page, port, page.locator("#lp_overlays img").first.get_attribute("src"))
-      browser.close()
-  finally:
-    demo.close()
+  with _app_page(rec, exe, height=1100) as (page, port):
+    # (1) Paint the example's prompt object, add the query, run.
+    page.wait_for_selector("#prompt1 canvas")
+    page.locator("#queries input[type=file]").first.set_input_files(q)
+    page.wait_for_function("document.querySelector('#queries').innerText.includes('.png')")
+    colour = tuple(int(v) for v in np.median(inference.load_image(p)[p_gt], 0))
+    _upload_until_shown(page, "#prompt1", p, colour)
+    time.sleep(1)
+    assert _paint(page, "#prompt1", p_gt) > 2
+    time.sleep(1)
+    page.click("#run")
+    status = _status(page)
+    assert status == "Segmented 1 image(s).", status
+    page.wait_for_selector("#overlays img")
+    overlay = _fetch(page, port, page.locator("#overlays img").first.get_attribute("src"))
+    page.screenshot(path=str(tmp_path / "images_tab.png"), full_page=True)
+    if os.environ.get("INCONTEXT_DEMO_SCREENSHOT"):  # docs/demo.png: down to the label PNGs
+      b = page.locator("#labels").bounding_box()
+      clip = dict(x=0, y=0, width=1300, height=b["y"] + b["height"] + 16)
+      page.screenshot(path=os.environ["INCONTEXT_DEMO_SCREENSHOT"], full_page=True, clip=clip)
+    # (2) The second Examples row, run as it is (prompt, uploaded mask, query).
+    page.goto(f"http://127.0.0.1:{port}/")
+    page.wait_for_selector("#prompt1 canvas")
+    page.get_by_text("example1_query.png").first.click()
+    page.wait_for_function("document.querySelector('#queries').innerText.includes('.png')")
+    time.sleep(2)
+    page.click("#run")
+    assert _status(page) == "Segmented 1 image(s).", _status(page)
+    page.wait_for_selector("#overlays img")
+    ex_overlay = _fetch(page, port, page.locator("#overlays img").first.get_attribute("src"))
+    # (3) The Video tab, to the end.
+    page.get_by_role("tab", name="Video").click()
+    page.locator("#video_in input[type=file]").first.set_input_files(mp4)
+    _upload_wait = time.monotonic() + 60
+    while time.monotonic() < _upload_wait:  # the first frame appears in the editor
+      shot = np.asarray(Image.open(io.BytesIO(page.locator("#first_frame").screenshot())))
+      if (np.abs(shot[..., :3].astype(int) - colour).sum(-1) < 40).any():
+        break
+      time.sleep(0.5)
+    time.sleep(1)
+    assert _paint(page, "#first_frame", q_gt) > 2
+    time.sleep(1)
+    page.locator("#memory input[type=number]").fill("2")
+    page.locator("#memory input[type=number]").press("Enter")
+    page.click("#video_run")
+    page.wait_for_function(
+      "document.querySelector('#video_status').innerText.trim() === 'Done.'", timeout=300_000
+    )
+    page.wait_for_selector("#video_zip a[href]")
+    zip_bytes = _fetch(page, port, page.locator("#video_zip a[href]").first.get_attribute("href"))
+    page.wait_for_selector("#video_out video[src]")
+    mp4_bytes = _fetch(page, port, page.locator("#video_out video").first.get_attribute("src"))
+    page.screenshot(path=str(tmp_path / "video_tab.png"), full_page=True)
+    # (4) The Learned-prompt tab.
+    page.get_by_role("tab", name="Learned prompt").click()
+    page.locator("#lp_file input[type=file]").first.set_input_files(lp_path)
+    page.locator("#lp_queries input[type=file]").first.set_input_files(q)
+    page.wait_for_function("document.querySelector('#lp_queries').innerText.includes('.png')")
+    page.wait_for_function("document.querySelector('#lp_file').innerText.includes('.npz')")
+    page.click("#lp_run")
+    page.wait_for_function(
+      "document.querySelector('#lp_status').innerText.includes('Segmented')", timeout=120_000
+    )
+    lp_status = page.locator("#lp_status").inner_text().strip()
+    assert lp_status == "Segmented 1 image(s) with the learned prompt.", lp_status
+    page.wait_for_selector("#lp_overlays img")
+    lp_overlay = _fetch(page, port, page.locator("#lp_overlays img").first.get_attribute("src"))
 
   # (1) The painted mask is the object; the model finds the query's object; the overlay
   # shows red exactly where it does.
