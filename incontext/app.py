@@ -31,6 +31,7 @@ import numpy as np
 from PIL import Image
 
 from incontext import canvas, inference, video, videoio
+from incontext.data import procedural
 from incontext.imageio import InputError
 
 log = logging.getLogger(__name__)
@@ -310,8 +311,6 @@ def segment_video(
 def procedural_examples(folder: str, n: int = 3, size: int = 32, scale: int = 8) -> list:
   """Held-out procedural pairs (what the quickstart model is trained and evaluated on),
   upscaled `scale` x with nearest for display -> [[prompt, prompt mask, query], ...] paths."""
-
-  from incontext.data import procedural  # needs grain (the train extra): examples only
 
   eps = procedural.make_episodes(dict(image_size=size), seed=7, per_class=1)[:n]
   up = lambda a: np.repeat(np.repeat(a, scale, 0), scale, 1)

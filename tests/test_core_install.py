@@ -76,6 +76,28 @@ def test_inference_modules_import_without_heavy_extras(tmp_path):
   assert p.returncode == 0, p.stderr[-3000:]
 
 
+DEMO = (
+  IMPORTS
+  + """
+import os
+for mod in ("incontext.app", "incontext.commands.demo", "incontext.commands.label"):
+  importlib.import_module(mod)
+from incontext import app
+app.build_app(object(), examples=True)  # the procedural examples are drawn here
+rows = app.procedural_examples(sys.argv[1])
+assert len(rows) == 3 and all(os.path.getsize(f) > 0 for r in rows for f in r), rows
+"""
+)
+
+
+def test_demo_and_its_examples_without_the_train_extra(tmp_path):
+  """`pip install 'incontext[demo,label]'` (the README's line) has no grain: the app still
+  builds, with its procedural examples (numpy only)."""
+  pytest.importorskip("gradio")
+  p = _run(DEMO, tmp_path, cwd=tmp_path)
+  assert p.returncode == 0, p.stderr[-3000:]
+
+
 @pytest.mark.slow  # ~25 s of CPU (a subprocess: jax start-up, convert, two segment runs)
 def test_segment_runs_without_heavy_extras(tmp_path):
   ex = shared_data_dir("examples", "seggpt_examples", "examples")

@@ -31,12 +31,14 @@ Sample k of the stream is a pure function of (seed, k); the stream is a grain Ma
 from __future__ import annotations
 
 import colorsys
-from typing import Any, Mapping
+from typing import TYPE_CHECKING, Any, Mapping
 
-import grain
 import numpy as np
 
 from incontext import canvas
+
+if TYPE_CHECKING:
+  import grain
 
 DEFAULTS: dict[str, Any] = dict(
   image_size=32,  # one half is image_size x image_size; the canvas is (2H, W)
@@ -283,6 +285,8 @@ class Sampler:
 def make_train_dataset(
   config, *, seed: int, batch_size: int, process_index: int = 0, process_count: int = 1
 ) -> grain.IterDataset:
+  import grain  # the train extra; the samplers and episodes (e.g. the demo's examples) are numpy
+
   cfg = resolve_config(config)
   ds = grain.MapDataset.range(NUM_SAMPLES)[process_index::process_count].map(Sampler(cfg, seed))
   ds = ds.to_iter_dataset(
