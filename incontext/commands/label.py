@@ -188,7 +188,9 @@ def run(args) -> int:
     f"done" + (f", process {pid} of {nproc}" if nproc > 1 else "")
   )
   if pid == 0 and "coco" in fmts:
-    msg += f"; {len(coco['annotations'])} annotations in {args.out}/annotations.json"
+    msg += (
+      f"; {len(coco['annotations'])} annotations in {os.path.join(args.out, 'annotations.json')}"
+    )
   print(msg)
   if failed:
     print(
