@@ -386,8 +386,8 @@ def _paint(page, selector: str, mask: np.ndarray, colour=RED):
     edges = np.flatnonzero(np.diff(np.r_[0, inner[r].astype(np.int8), 0]))
     todo += [(r, a, b - 1) for a, b in zip(edges[::2], edges[1::2])]  # runs [a, b) of row r
   n = len(todo)
-  # Each stroke is checked on screen and painted again if it did not land (2 runs in about 15
-  # painted off place before the layout wait above; none since).
+  # Each stroke is checked on screen and painted again if it did not land (3 runs in 17, all
+  # with other jobs on the cores, painted off place before the layout wait above; none since).
   for _ in range(3):
     box = _still_box(editor)
     for r, a, b in todo:
