@@ -17,6 +17,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from experiments import benchenv
 from incontext.models import seggpt
 
 # name: (batch entries, heads, head dim, token grid gh x gw)
@@ -87,4 +88,5 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-  main()
+  with benchenv.bracket("bench_attention"):
+    rc = main()

@@ -37,6 +37,9 @@ from PIL import Image
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # this checkout's incontext, in process as in the subprocesses
+
+from experiments import benchenv  # noqa: E402 (after the path set-up)
+
 EXAMPLES = ROOT.parent / "shared" / "data" / "examples" / "seggpt_examples" / "examples"
 
 HF_SCRIPT = r"""
@@ -227,4 +230,5 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-  main()
+  with benchenv.bracket("bench_cli"):
+    rc = main()

@@ -10,6 +10,7 @@ import time
 
 from absl import flags
 
+from experiments import benchenv
 from experiments.configs import common
 from incontext.data import pipeline
 
@@ -52,4 +53,5 @@ def main():
 
 
 if __name__ == "__main__":
-  main()
+  with benchenv.bracket("bench_data"):
+    rc = main()

@@ -11,6 +11,7 @@ next `--episodes` are, and the time is scaled to 100 episodes. A video frame cos
 import argparse
 import time
 
+from experiments import benchenv
 from incontext.data import episodes, sources
 from incontext.evaluators import fewshot
 from incontext.models import seggpt
@@ -45,4 +46,5 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-  main()
+  with benchenv.bracket("bench_eval"):
+    rc = main()

@@ -33,6 +33,7 @@ import jax
 import numpy as np
 from flax import nnx
 
+from experiments import benchenv
 from incontext import canvas
 from incontext.models import convert, seggpt
 
@@ -296,4 +297,6 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-  sys.exit(0 if main() else 1)
+  with benchenv.bracket("bench_inference"):
+    rc = main()
+  sys.exit(0 if rc else 1)

@@ -32,6 +32,7 @@ import time
 import numpy as np
 from PIL import Image
 
+from experiments import benchenv
 from experiments import bench_inference
 from incontext import checkpoint, labelling
 from incontext.inference import Segmenter, load_image, load_mask
@@ -154,4 +155,6 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-  sys.exit(0 if main() else 1)
+  with benchenv.bracket("bench_label"):
+    rc = main()
+  sys.exit(0 if rc else 1)

@@ -24,6 +24,7 @@ import ml_collections
 import numpy as np
 from flax import nnx
 
+from experiments import benchenv
 from experiments.configs.seggpt_train import SMALL_32
 from incontext import mesh as mesh_lib
 from incontext import sharding
@@ -160,4 +161,5 @@ def main():
 
 
 if __name__ == "__main__":
-  main()
+  with benchenv.bracket("bench_train"):
+    rc = main()

@@ -31,6 +31,7 @@ import ml_collections
 import numpy as np
 from flax import nnx
 
+from experiments import benchenv
 from experiments import bench_inference
 from incontext import canvas
 from incontext.models import seggpt
@@ -281,4 +282,5 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-  main()
+  with benchenv.bracket("device_check"):
+    rc = main()
