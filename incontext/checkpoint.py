@@ -10,7 +10,9 @@ Layout of a params directory DIR (what `incontext convert` and the trainer's exp
 Writes are staged inside DIR and moved into place at the end (incontext.outputs), so a failed
 run leaves no half-written directory; overwriting replaces only what an earlier save wrote.
 Loading checks the weights against `weights_hash` and that they are finite (`verify=False` skips
-it), hashing one array at a time.
+it), hashing one array at a time, once: a verified directory gets a stamp in the user's cache
+keyed by its files' paths, sizes, inodes and times, so later loads of the unchanged files skip
+the hash (any change to a file changes the key).
 """
 
 import dataclasses
@@ -23,7 +25,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 from flax import nnx
 
-from incontext import outputs
+from incontext import outputs, timing
 from incontext.errors import UserError
 from incontext.models import seggpt
 
@@ -181,10 +183,11 @@ def load_model(
         f"{directory}: model does not match the expected variant "
         f"(field: (checkpoint, expected)) {diff}"
       )
-  model = seggpt.abstract(cfg)
-  target = _pure(model)
+  with timing.phase("restore", compiles=False):  # the abstract model's trace
+    model = seggpt.abstract(cfg)
+    target = _pure(model)
   try:
-    with ocp.StandardCheckpointer() as ckptr:
+    with timing.phase("restore"), ocp.StandardCheckpointer() as ckptr:
       restored = ckptr.restore(os.path.join(directory, "params"), target)
   except Exception as e:
     first = (str(e).strip().splitlines() or [""])[0][:300]  # tensorstore errors span pages
@@ -192,9 +195,14 @@ def load_model(
       f"{directory}: cannot restore params, the files are corrupt or "
       f"incomplete ({type(e).__name__}: {first})"
     ) from None
-  model = nnx.merge(*_graph_and_state(cfg, restored, model))
+  with timing.phase("restore"):
+    model = nnx.merge(*_graph_and_state(cfg, restored, model))
   if verify:
-    verify_model(directory, model, meta)
+    key = _stamp_key(directory, meta)
+    if key is None or not _has_stamp(key):
+      with timing.phase("verify"):
+        verify_model(directory, model, meta)
+      _write_stamp(key, directory)
   return model
 
 
@@ -212,6 +220,61 @@ def verify_model(directory: str, model: seggpt.SegGPT, meta: dict) -> None:
     )
   if bad:
     raise CheckpointError(f"{directory}: non-finite weights in {len(bad)} arrays, e.g. {bad[0]}")
+
+
+# -- verified stamps: the 1.2 GB of L/16 weights are hashed once, not on every load ----------
+# A stamp is an empty file in the user's cache whose name is the sha256 of the params
+# directory's real path, its recorded weights hash and, for every file in it, its relative
+# path, size, inode, mtime and ctime (ns). Any change to a file (a write, a replacement, even
+# with the mtime set back: ctime moves) gives another key, so the weights are hashed again.
+STAMP_LIMIT = 256  # the oldest stamps are dropped above this many
+
+
+def stamp_dir() -> str:
+  """$XDG_CACHE_HOME/incontext/verified, else ~/.cache/incontext/verified."""
+  base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+  return os.path.join(os.path.abspath(base), "incontext", "verified")
+
+
+def _stamp_key(directory: str, meta: dict) -> str | None:
+  """The key of a params directory's current files, or None when it cannot be read."""
+  h = hashlib.sha256()
+  real = os.path.realpath(directory)
+  h.update(f"{real}\0{meta.get('weights_hash')}\0".encode())
+  try:
+    for root, dirs, files in os.walk(real):
+      dirs.sort()
+      for name in sorted(files):
+        path = os.path.join(root, name)
+        st = os.stat(path)
+        rel = os.path.relpath(path, real)
+        h.update(f"{rel}\0{st.st_size}\0{st.st_ino}\0{st.st_mtime_ns}\0{st.st_ctime_ns}\n".encode())
+  except OSError:
+    return None
+  return h.hexdigest()
+
+
+def _has_stamp(key: str) -> bool:
+  return os.path.isfile(os.path.join(stamp_dir(), key))
+
+
+def _write_stamp(key: str | None, directory: str) -> None:
+  """Records a verified key; a cache folder that cannot be written only costs a re-hash."""
+  if key is None:
+    return
+  folder = stamp_dir()
+  try:
+    os.makedirs(folder, mode=0o700, exist_ok=True)
+    with open(os.path.join(folder, key), "w") as f:
+      f.write(os.path.realpath(directory) + "\n")
+    stamps = sorted(
+      (e for e in os.scandir(folder) if e.is_file(follow_symlinks=False)),
+      key=lambda e: e.stat().st_mtime_ns,
+    )
+    for e in stamps[:-STAMP_LIMIT]:
+      os.unlink(e.path)
+  except OSError:
+    pass
 
 
 def _graph_and_state(cfg, pure, abstract_model=None):

@@ -16,6 +16,8 @@ Conventions shared by every command:
                a CUDA-enabled jaxlib is not installed") are hidden; `-v` shows them (and the
                traceback of user errors), `-vv` adds DEBUG logs. Results, warnings about the
                results and progress bars are always shown.
+  --profile    prints where the time went at the end (`incontext.timing`: start-up, imports,
+               checks, restore, verify, compile, decode, forward, post-process, write); -v too.
   compile cache  compiled XLA programs are kept on disk (`incontext.compile_cache`), so a
                repeated call does not compile again: `--no-compile-cache` or
                INCONTEXT_COMPILE_CACHE=0 turn it off, INCONTEXT_CACHE_DIR moves it.
@@ -30,7 +32,7 @@ import sys
 import traceback
 import warnings
 
-from incontext import compile_cache
+from incontext import compile_cache, timing
 from incontext.errors import UserError
 
 COMMANDS = ("convert", "export_hf", "segment", "export_prompt", "segment_video", "label", "demo")
@@ -51,7 +53,7 @@ _NOISY_MODULES = r"(absl|orbax|jax|jaxlib|flax|tensorflow|google|tensorstore)(\.
 
 
 def _add_common(p: argparse.ArgumentParser, top: bool) -> None:
-  """-v and --no-compile-cache, accepted before and after the command name."""
+  """-v, --profile and --no-compile-cache, accepted before and after the command name."""
   # Sub-parsers use SUPPRESS defaults so they do not overwrite what the top level parsed.
   d = {} if top else {"default": argparse.SUPPRESS}
   p.add_argument(
@@ -60,6 +62,12 @@ def _add_common(p: argparse.ArgumentParser, top: bool) -> None:
     action="count",
     help="show library logs and warnings (-vv: debug logs)",
     **({"default": 0} if top else d),
+  )
+  p.add_argument(
+    "--profile",
+    action="store_true",
+    help="print where the time went (start-up, imports, restore, compile, forward, ...)",
+    **({"default": False} if top else d),
   )
   p.add_argument(
     "--no-compile-cache",
@@ -137,12 +145,22 @@ def _one_line(e: BaseException) -> str:
 
 
 def main(argv=None) -> int:
+  timing.reset()
   parser = build_parser()
   args = parser.parse_args(argv)
   configure_logging(args.verbose)
+  try:
+    return _run(args)
+  finally:
+    if args.profile or args.verbose:
+      print(timing.report(f"incontext {args.command}: time breakdown (s)"), file=sys.stderr)
+
+
+def _run(args) -> int:
   cache_dir = None
   if not args.no_compile_cache:
-    cache_dir = compile_cache.enable_from_env()
+    with timing.phase("imports"):
+      cache_dir = compile_cache.enable_from_env()
   try:
     rc = int(args.func(args) or 0)
     if cache_dir:

@@ -40,7 +40,7 @@ import numpy as np
 from flax import nnx
 from PIL import Image
 
-from incontext import accel, canvas, checkpoint, imageio, prompts
+from incontext import accel, canvas, checkpoint, imageio, prompts, timing
 from incontext.imageio import InputError, load_image, load_mask  # noqa: F401 (re-exported)
 
 __all__ = [
@@ -789,9 +789,10 @@ class Segmenter:
       raise InputError(f"seg_type {seg_type!r} conflicts with the learned prompt's {lp.seg_type!r}")
     st = seg_type or (lp.seg_type if lp is not None else self.seg_type)
     prompts = _as_prompt_list(prompts)
-    pi, pt, palette, label_ids, colour = self.encode_prompts(
-      prompts, ensemble=ensemble, learned_prompt=lp
-    )
+    with timing.phase("decode"):
+      pi, pt, palette, label_ids, colour = self.encode_prompts(
+        prompts, ensemble=ensemble, learned_prompt=lp
+      )
     colours = imageio.label_palette(label_ids, palette[1:], _prompt_file_palette(prompts))
     if batch_size is None:
       batch_size = accel.default_batch_size(self.cfg, len(pi))
@@ -806,22 +807,25 @@ class Segmenter:
     try:
       for start in range(0, len(queries), batch_size):
         chunk = queries[start : start + batch_size]
-        raw_imgs = [_read_image(q, _name(q, start + j, "query")) for j, q in enumerate(chunk)]
-        # Not padded to batch_size: a lone query costs one query's compute; a stream of
-        # queries compiles two shapes at most (full batches and the last remainder).
-        qs = [prepare_image(a, size) for a in raw_imgs]
-        raw = predict_canvas_batch(
-          self.model,
-          pi,
-          pt,
-          np.stack(qs),
-          seg_type=st,
-          feature_ensemble=feature_ensemble_on(len(pi)),
-        )
+        with timing.phase("decode"):
+          raw_imgs = [_read_image(q, _name(q, start + j, "query")) for j, q in enumerate(chunk)]
+          # Not padded to batch_size: a lone query costs one query's compute; a stream of
+          # queries compiles two shapes at most (full batches and the last remainder).
+          qs = np.stack([prepare_image(a, size) for a in raw_imgs])
+        with timing.phase("forward"):  # compilation is taken out into "compile"
+          raw = predict_canvas_batch(
+            self.model,
+            pi,
+            pt,
+            qs,
+            seg_type=st,
+            feature_ensemble=feature_ensemble_on(len(pi)),
+          )
         if bar is not None:
           bar.update(len(chunk))
         for j, img in enumerate(raw_imgs):
-          res = self._result(raw[j], img.shape[:2], palette, label_ids, colour)
+          with timing.phase("post-process"):
+            res = self._result(raw[j], img.shape[:2], palette, label_ids, colour)
           q = chunk[j]
           res.image, res.colours = img, colours
           res.name = (

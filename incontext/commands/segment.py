@@ -18,7 +18,7 @@ only what an earlier `segment` run wrote there.
 
 import os
 
-from incontext import imageio
+from incontext import imageio, timing
 from incontext.imageio import InputError
 
 
@@ -100,24 +100,26 @@ def _stems(queries):
 
 
 def run(args) -> int:
-  # imported on demand, so that `incontext --help` loads no jax (see incontext/cli.py)
-  from incontext import outputs
-  from incontext.inference import Segmenter, save_results
+  with timing.phase("imports"):
+    # imported on demand, so that `incontext --help` loads no jax (see incontext/cli.py)
+    from incontext import outputs
+    from incontext.inference import Segmenter, save_results
 
-  if args.batch_size is not None and args.batch_size < 1:
-    raise InputError(f"--batch-size must be >= 1, got {args.batch_size}")
-  queries = imageio.list_images(args.query)
-  stems = _stems(queries)
-  names = [
-    s + suffix
-    for s in stems
-    for suffix in (".png", "_overlay.png") + ((".raw.npy",) if args.raw else ())
-  ] + ["labels.json"]
-  outdir = outputs.OutputDir(
-    args.out, command="segment", overwrite=args.overwrite, names=names, hint="--overwrite"
-  )
-  if not args.prompt and not args.learned_prompt:
-    raise InputError("give at least one --prompt IMG MASK or a --learned-prompt")
+  with timing.phase("checks"):
+    if args.batch_size is not None and args.batch_size < 1:
+      raise InputError(f"--batch-size must be >= 1, got {args.batch_size}")
+    queries = imageio.list_images(args.query)
+    stems = _stems(queries)
+    names = [
+      s + suffix
+      for s in stems
+      for suffix in (".png", "_overlay.png") + ((".raw.npy",) if args.raw else ())
+    ] + ["labels.json"]
+    outdir = outputs.OutputDir(
+      args.out, command="segment", overwrite=args.overwrite, names=names, hint="--overwrite"
+    )
+    if not args.prompt and not args.learned_prompt:
+      raise InputError("give at least one --prompt IMG MASK or a --learned-prompt")
   seg = Segmenter.from_checkpoint(
     args.checkpoint,
     seg_type=args.seg_type or "instance",
@@ -126,7 +128,9 @@ def run(args) -> int:
   )
   lp = seg.load_learned_prompt(args.learned_prompt) if args.learned_prompt else None
   prompts = [tuple(p) for p in args.prompt]
-  with outdir:
+  # "write": the PNGs and the commit of the folder; the phases inside (decode, forward, ...)
+  # are taken out of it.
+  with timing.phase("write"), outdir:
     results = seg.segment_iter(
       prompts,
       queries,
