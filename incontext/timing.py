@@ -127,3 +127,18 @@ def report(title: str = "time breakdown (s)") -> str:
     lines.append("  ".join(row))
   pad = " " * (len(title) + 2)
   return "\n".join((title + "  " if i == 0 else pad) + ln for i, ln in enumerate(lines))
+
+
+def parse_report(text: str) -> dict[str, float]:
+  """The {phase: seconds} of the last `report()` printed in `text` (e.g. a command's stderr)."""
+  i = text.rfind("time breakdown (s)")
+  if i < 0:
+    return {}
+  words = text[i + len("time breakdown (s)") :].split()
+  out = {}
+  for name, value in zip(words[::2], words[1::2]):
+    try:
+      out[name] = float(value)
+    except ValueError:
+      break
+  return out

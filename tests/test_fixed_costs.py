@@ -147,8 +147,8 @@ def test_profile_prints_every_phase_of_a_segment_call(tmp_path):
     timeout=300,
   )
   assert r.returncode == 0, r.stderr
-  line = " ".join(r.stderr[r.stderr.index("time breakdown") :].split())
-  got = dict(zip(line.split()[3::2], map(float, line.split()[4::2])))
+  got = timing.parse_report(r.stderr)
+  line = r.stderr[r.stderr.index("time breakdown") :]
   want = "start-up imports checks restore verify compile decode forward post-process write"
   assert set(want.split()) | {"other", "total"} == set(got), line
   assert sum(v for k, v in got.items() if k != "total") == pytest.approx(got["total"], abs=0.1)
