@@ -6,6 +6,12 @@ Layout of a params directory DIR (what `incontext convert` and the trainer's exp
                         "trained_on": {"data": "procedural" | [dataset names] | ...,
                                        "steps": N, ...}}
   DIR/params/          Orbax StandardCheckpointer tree of the NNX Param state
+  DIR/params.safetensors  the same arrays as one safetensors file (names: the Param paths
+                       joined by "/"), the inference copy that `load_model` reads when present:
+                       it comes off the disk at near the bytes' read speed, where Orbax's
+                       restore of the L/16 tree takes about ten times as long
+                       (experiments/bench_restore.py; docs/design.md#params-directories).
+                       Directories written before it existed load from `params/`.
 
 Writes are staged inside DIR and moved into place at the end (incontext.outputs), so a failed
 run leaves no half-written directory; overwriting replaces only what an earlier save wrote.
@@ -31,6 +37,8 @@ from incontext.models import seggpt
 
 KIND = "incontext-seggpt-params"
 META = "incontext.json"
+INFERENCE_COPY = "params.safetensors"
+NAMES = (META, "params", INFERENCE_COPY)  # the entries save_model writes
 
 
 class CheckpointError(UserError):
@@ -107,7 +115,7 @@ def save_model(
     command="params",
     overwrite=overwrite,
     hint=hint,
-    names=(META, "params"),
+    names=NAMES,
     owned=_owned_params_dir,
   ) as out:
     meta = {
@@ -121,6 +129,7 @@ def save_model(
     with ocp.StandardCheckpointer() as ckptr:
       ckptr.save(out.path("params"), _pure(model))
       ckptr.wait_until_finished()
+    _save_inference_copy(out.path(INFERENCE_COPY), model)
     with open(out.path(META), "w") as f:
       json.dump(meta, f, indent=2)
   return meta
@@ -185,18 +194,21 @@ def load_model(
       )
   with timing.phase("restore", compiles=False):  # the abstract model's trace
     model = seggpt.abstract(cfg)
-    target = _pure(model)
+  copy = os.path.join(directory, INFERENCE_COPY)
   try:
-    with timing.phase("restore"), ocp.StandardCheckpointer() as ckptr:
-      restored = ckptr.restore(os.path.join(directory, "params"), target)
+    with timing.phase("restore"):
+      if os.path.isfile(copy):
+        model = _load_inference_copy(copy, model)
+      else:
+        with ocp.StandardCheckpointer() as ckptr:
+          restored = ckptr.restore(os.path.join(directory, "params"), _pure(model))
+        model = nnx.merge(*_graph_and_state(cfg, restored, model))
   except Exception as e:
     first = (str(e).strip().splitlines() or [""])[0][:300]  # tensorstore errors span pages
     raise CheckpointError(
       f"{directory}: cannot restore params, the files are corrupt or "
       f"incomplete ({type(e).__name__}: {first})"
     ) from None
-  with timing.phase("restore"):
-    model = nnx.merge(*_graph_and_state(cfg, restored, model))
   if verify:
     key = _stamp_key(directory, meta)
     if key is None or not _has_stamp(key):
@@ -204,6 +216,44 @@ def load_model(
         verify_model(directory, model, meta)
       _write_stamp(key, directory)
   return model
+
+
+def _save_inference_copy(path: str, model) -> None:
+  import safetensors.numpy as stn
+
+  arrays = {
+    "/".join(map(str, p)): np.asarray(jax.device_get(var[...]))
+    for p, var in nnx.to_flat_state(nnx.state(model, nnx.Param))
+  }
+  stn.save_file(arrays, path, metadata={"format": "np", "kind": KIND})
+
+
+def _load_inference_copy(path: str, abstract_model):
+  """The model from its safetensors copy: every Param must be there with its shape.
+
+  The arrays are read whole (safetensors' mmap'd read) and placed on the device in one
+  `device_put` of the whole tree (per-array transfers cost about twice as long at L/16).
+  """
+  import safetensors.numpy as stn
+
+  arrays = stn.load_file(path)
+  graphdef, state = nnx.split(abstract_model)
+  params = {
+    "/".join(map(str, p)): var for p, var in nnx.to_flat_state(state) if isinstance(var, nnx.Param)
+  }
+  for name, var in params.items():
+    arr = arrays.get(name)
+    if arr is None:
+      raise ValueError(f"{INFERENCE_COPY} has no array {name!r}")
+    if arr.shape != tuple(var.shape) or arr.dtype != var.dtype:
+      raise ValueError(
+        f"{INFERENCE_COPY}: {name} is {arr.dtype}{list(arr.shape)}, "
+        f"expected {var.dtype}{list(var.shape)}"
+      )
+  placed = jax.device_put({name: arrays[name] for name in params})
+  for name, var in params.items():
+    var.set_value(placed[name])
+  return nnx.merge(graphdef, state)
 
 
 def verify_model(directory: str, model: seggpt.SegGPT, meta: dict) -> None:

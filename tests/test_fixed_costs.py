@@ -1,5 +1,5 @@
-"""The fixed costs of a call: weights hashed once per unchanged checkpoint, and the breakdown
-that `--profile` prints (incontext/timing.py)."""
+"""The fixed costs of a call: params read from their safetensors inference copy, weights hashed
+once per unchanged checkpoint, and the breakdown that `--profile` prints (incontext/timing.py)."""
 
 import os
 import pathlib
@@ -44,6 +44,36 @@ def _largest_file(d: pathlib.Path) -> pathlib.Path:
   return max((p for p in d.rglob("*") if p.is_file()), key=lambda p: p.stat().st_size)
 
 
+def test_the_inference_copy_holds_the_orbax_weights_exactly(params, cache):
+  assert (params / checkpoint.INFERENCE_COPY).is_file()
+  want = checkpoint.read_meta(str(params))["weights_hash"]
+  from_copy = checkpoint.load_model(str(params))
+  assert checkpoint.params_hash(from_copy) == want
+  os.rename(params / checkpoint.INFERENCE_COPY, params.parent / "away.safetensors")
+  from_orbax = checkpoint.load_model(str(params))  # a directory written before the copy
+  assert checkpoint.params_hash(from_orbax) == want
+
+
+@pytest.mark.parametrize("fault", ["missing array", "wrong shape", "truncated"])
+def test_a_bad_inference_copy_is_a_one_line_error(params, cache, fault):
+  import safetensors.numpy as stn
+
+  path = params / checkpoint.INFERENCE_COPY
+  arrays = stn.load_file(str(path))
+  name = sorted(arrays)[0]
+  if fault == "missing array":
+    del arrays[name]
+  elif fault == "wrong shape":
+    arrays[name] = arrays[name].reshape(-1)[:-1] if arrays[name].size > 1 else arrays[name][None]
+  if fault == "truncated":
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+  else:
+    stn.save_file(arrays, str(path))
+  with pytest.raises(checkpoint.CheckpointError, match=rf"^{params}: cannot restore params") as e:
+    checkpoint.load_model(str(params))
+  assert "\n" not in str(e.value)
+
+
 def test_unchanged_weights_are_hashed_once(params, cache, monkeypatch):
   calls = _count_hashes(monkeypatch)
   checkpoint.load_model(str(params))
@@ -60,7 +90,7 @@ def test_a_changed_file_is_hashed_again_and_caught(params, cache, monkeypatch):
   meta = checkpoint.read_meta(str(params))
   key = checkpoint._stamp_key(str(params), meta)
   assert checkpoint._has_stamp(key)
-  f = _largest_file(params / "params")
+  f = _largest_file(params)  # the inference copy, which load_model reads
   st = f.stat()
   data = bytearray(f.read_bytes())
   data[len(data) // 2] ^= 0xFF
