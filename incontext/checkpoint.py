@@ -107,6 +107,7 @@ def save_model(
     hint=hint,
     names=(META, "params"),
     owned=_owned_params_dir,
+    folders=("params",),
   ) as out:
     meta = {
       "kind": KIND,
