@@ -573,7 +573,7 @@ class LabelFolder:
       if outputs.entry_kind(out, j) != "file":
         continue
       with open(jp, "rb") as f:
-        entries += f.read().decode("utf-8", "replace").splitlines()
+        entries += [l for l in f.read().decode("utf-8", "replace").splitlines() if l]
     return outputs.trusted_entries(
       out, entries, folders=FOLDERS, nested=True, source=path, warn=warn
     )
@@ -680,17 +680,24 @@ class LabelFolder:
     """Reads what is recorded (after process 0's `prepare`) and opens this process's journal."""
     self.records = self.read_records(warn=False) | self.records
     jp = os.path.join(self.out, f"{JOURNAL_PREFIX}{self.index}")
-    self._journal = os.open(jp, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW, 0o666)
+    self._journal = os.open(jp, os.O_RDWR | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW, 0o666)
+    size = os.fstat(self._journal).st_size
+    if size and os.pread(self._journal, 1, size - 1) != b"\n":  # a killed run's cut line
+      self.record_line("")
 
   def record(self, path: str) -> None:
     """Notes that `path` (in OUT) is label's: appended to the journal before the rename."""
     name = os.path.relpath(path, self.out)
     assert outputs.plain_name(name, nested=True) is None, name
+    self.record_line(name)
+    self.records.add(name)
+
+  def record_line(self, name: str) -> None:
     try:
       os.write(self._journal, (name + "\n").encode())
     except OSError as e:
-      raise OSError(e.errno, e.strerror, os.path.join(self.out, f"{JOURNAL_PREFIX}{self.index}"))
-    self.records.add(name)
+      jp = os.path.join(self.out, f"{JOURNAL_PREFIX}{self.index}")
+      raise OSError(e.errno, e.strerror, jp) from None
 
   def done(self, stem: str) -> bool:
     """The image's mask exists and label wrote it."""
