@@ -552,7 +552,7 @@ def check_file(path: str, *, overwrite: bool, hint: str = "overwrite") -> str:
 
 def write_bytes(path: str, data: bytes) -> None:
   """Writes a file atomically (temporary file in the same folder, then rename) with the usual
-  permissions."""
+  permissions. An OSError without a file name (a full disk) is raised naming `path`."""
   d = os.path.dirname(os.path.abspath(path))
   os.makedirs(d, exist_ok=True)
   fd, tmp = tempfile.mkstemp(prefix=".tmp_" + os.path.basename(path) + "_", dir=d)
@@ -563,6 +563,12 @@ def write_bytes(path: str, data: bytes) -> None:
       os.fsync(f.fileno())
     fix_mode(tmp)
     os.replace(tmp, path)
+  except OSError as e:
+    if os.path.exists(tmp):
+      os.remove(tmp)
+    if e.filename is None or e.filename == tmp:  # a full disk: name the file being written
+      raise OSError(e.errno, e.strerror or str(e), path) from None
+    raise
   except BaseException:
     if os.path.exists(tmp):
       os.remove(tmp)
