@@ -117,6 +117,7 @@ def save_model(
     hint=hint,
     names=NAMES,
     owned=_owned_params_dir,
+    folders=("params",),
   ) as out:
     meta = {
       "kind": KIND,

@@ -14,10 +14,20 @@ Output folder OUT:
   errors.txt          images that could not be read (skipped; a rerun retries them)
   label.json          the settings the folder was labelled with (a rerun must match them)
 
-Resumable: an image is done when its mask exists; every file is written to a temporary name
-in its folder and renamed into place, so a killed run leaves no partial file under a final
-name (stale temporaries are removed by the next run) and a rerun only labels what is missing.
-The COCO file and the YOLO labels are derived from the masks, so they are rebuilt at the end.
+OUT follows the output rules of `incontext.outputs` (`LabelFolder`): one run at a time (the
+same lock), a manifest `.incontext-outputs.json` (command "label", nested names such as
+`masks/a.png`) lists every file `label` wrote there, and while a run is under way each process
+appends the name of a file to its journal `.incontext-journal-I` *before* renaming the file into
+place (the journals are folded into the manifest at the end). A folder holding anything label
+did not record is refused unless overwrite is set, and then those files are never touched: an
+output name taken by one is an error, checked before any work. An unreadable manifest or
+label.json is an error, not a fresh start.
+
+Resumable: an image is done when its mask exists *and* is recorded; every file is written to a
+temporary name in its folder and renamed into place, so a killed run leaves no partial file
+under a final name (the next run removes its own stale temporaries, `.tmp_PID_NAME` for one of
+its output names, and no other file) and a rerun only labels what is missing. The COCO file and
+the YOLO labels are derived from the masks, so they are rebuilt at the end.
 
 Scale: the queries of a batch are sharded over the local devices (data parallel, the model
 replicated); with several processes (`jax.distributed`) each labels every process_count-th
@@ -43,7 +53,7 @@ from PIL import Image
 from scipy import ndimage
 from tqdm import tqdm
 
-from incontext import checkpoint, inference, video
+from incontext import checkpoint, inference, outputs, video
 from incontext import mesh as mesh_lib
 from incontext.imageio import InputError
 from incontext.models import seggpt
@@ -128,40 +138,41 @@ def _tmp_path(path: str) -> str:
   return os.path.join(d, f"{TMP_PREFIX}{os.getpid()}_{f}")
 
 
-def write_atomic(path: str, write: Callable[[str], None]) -> None:
-  """write(tmp_path) then rename into place (same folder; the tmp name keeps the extension)."""
+def write_atomic(path: str, write: Callable[[str], None], record=None) -> None:
+  """write(tmp_path) then rename into place (same folder; the tmp name keeps the extension).
+
+  record(path), when given, is called before the rename (see `LabelFolder.record`). An
+  OSError without a file name (a full disk while writing) is raised naming `path`."""
   tmp = _tmp_path(path)
   try:
     write(tmp)
+    if record is not None:
+      record(path)
     os.replace(tmp, path)
+  except OSError as e:
+    if os.path.exists(tmp):
+      os.remove(tmp)
+    if e.filename is None or e.filename == tmp:
+      raise OSError(e.errno, e.strerror or str(e), path) from None
+    raise
   except BaseException:
     if os.path.exists(tmp):
       os.remove(tmp)
     raise
 
 
-def write_text_atomic(path: str, text: str) -> None:
+def write_text_atomic(path: str, text: str, record=None) -> None:
   def w(tmp):
     with open(tmp, "w") as f:
       f.write(text)
 
-  write_atomic(path, w)
+  write_atomic(path, w, record)
 
 
-def remove_stale_tmp(folder: str) -> None:
-  if os.path.isdir(folder):
-    for f in os.listdir(folder):
-      if f.startswith(TMP_PREFIX):
-        try:
-          os.remove(os.path.join(folder, f))
-        except FileNotFoundError:  # another process cleaned it
-          pass
-
-
-def save_mask(path: str, ids: np.ndarray) -> None:
+def save_mask(path: str, ids: np.ndarray, record=None) -> None:
   """Palette label PNG (DAVIS colours), written atomically."""
 
-  write_atomic(path, lambda tmp: video.save_id_png(tmp, ids))
+  write_atomic(path, lambda tmp: video.save_id_png(tmp, ids), record)
 
 
 def read_mask(path: str) -> np.ndarray:
@@ -408,14 +419,17 @@ class Labeller:
     *,
     progress: bool = False,
     write_yolo: bool = True,
+    folder: "LabelFolder | None" = None,
   ) -> Summary:
-    """Labels the images whose mask is missing in out/masks; returns what happened."""
+    """Labels the images whose mask is missing in out/masks (with a `folder`: missing or not
+    recorded by label, and every file written is recorded); returns what happened."""
 
     masks_dir = os.path.join(out, "masks")
+    record = folder.record if folder is not None else None
     todo = [
       (p, s)
       for p, s in zip(paths, stems)
-      if not os.path.exists(os.path.join(masks_dir, s + ".png"))
+      if not (folder.done(s) if folder is not None else os.path.exists(masks_dir + f"/{s}.png"))
     ]
     summary = Summary(total=len(paths), skipped=len(paths) - len(todo), labelled=0, failed=[])
     bar = None
@@ -449,8 +463,8 @@ class Labeller:
             )
             ids = self.lut[res.labels.astype(np.int64)]
             if write_yolo:
-              write_yolo_file(out, stem, ids)
-            save_mask(os.path.join(masks_dir, stem + ".png"), ids)  # last: marks it done
+              write_yolo_file(out, stem, ids, record)
+            save_mask(os.path.join(masks_dir, stem + ".png"), ids, record)  # last: marks it done
             summary.labelled += 1
         if bar is not None:
           bar.update(len(chunk))
@@ -461,20 +475,25 @@ class Labeller:
     return summary
 
 
-def write_yolo_file(out: str, stem: str, ids: np.ndarray) -> None:
+def write_yolo_file(out: str, stem: str, ids: np.ndarray, record=None) -> None:
   write_text_atomic(
-    os.path.join(out, "labels", stem + ".txt"), "".join(l + "\n" for l in yolo_lines(ids))
+    os.path.join(out, "labels", stem + ".txt"),
+    "".join(l + "\n" for l in yolo_lines(ids)),
+    record,
   )
 
 
-def finish_shard(out: str, stems: Sequence[str], *, write_yolo: bool) -> None:
+def finish_shard(out: str, stems: Sequence[str], *, write_yolo: bool, folder=None) -> None:
   """YOLO files for this shard's masks that lack one (e.g. labelled before --format yolo)."""
   if not write_yolo:
     return
+  record = folder.record if folder is not None else None
   for s in stems:
     mp = os.path.join(out, "masks", s + ".png")
+    if folder is not None and not folder.done(s):
+      continue
     if os.path.exists(mp) and not os.path.exists(os.path.join(out, "labels", s + ".txt")):
-      write_yolo_file(out, s, read_mask(mp))
+      write_yolo_file(out, s, read_mask(mp), record)
 
 
 def write_coco(
@@ -484,43 +503,247 @@ def write_coco(
   *,
   instance: bool,
   info: dict | None = None,
+  folder=None,
 ) -> dict:
   coco = build_coco(items, os.path.join(out, "masks"), categories, instance=instance, info=info)
-  write_text_atomic(os.path.join(out, "annotations.json"), json.dumps(coco))
+  write_text_atomic(
+    os.path.join(out, "annotations.json"),
+    json.dumps(coco),
+    folder.record if folder is not None else None,
+  )
   return coco
 
 
-def prepare_out(out: str, settings: dict, *, writer: bool) -> None:
-  """Creates OUT/{masks,labels}, removes stale temporaries and checks (process 0: writes)
-  OUT/label.json: a folder labelled with other settings is an error."""
-  for sub in ("", "masks", "labels"):
-    os.makedirs(os.path.join(out, sub), exist_ok=True)
-  path = os.path.join(out, "label.json")
-  if os.path.exists(path):
-    with open(path) as f:
+# -- the output folder ------------------------------------------------------------------------
+COMMAND = "label"
+FOLDERS = ("masks", "labels")
+SETTINGS = "label.json"
+JOURNAL_PREFIX = ".incontext-journal-"
+_TMP_RE = re.compile(re.escape(TMP_PREFIX) + r"\d+_(.+)$")
+
+
+def output_names(stems: Sequence[str], *, nproc: int = 1) -> list[str]:
+  """Every name (relative to OUT) a run over these stems may write."""
+  names = [*FOLDERS, SETTINGS, "annotations.json", "errors.txt"]
+  names += [f"errors.{i}-of-{nproc}.txt" for i in range(nproc)] if nproc > 1 else []
+  return names + [f"masks/{s}.png" for s in stems] + [f"labels/{s}.txt" for s in stems]
+
+
+class LabelFolder:
+  """OUT of `label` under the rules of `incontext.outputs` (see the module docstring).
+
+  Process 0 calls `open` (checks and takes the lock, before any work), then `prepare` (the
+  settings check, label.json and the folders); every process then calls `start` (reads what is
+  recorded, opens its journal) and writes through `record`; process 0 ends with `finish` (the
+  manifest, the lock released) or `abort` after a failure.
+  """
+
+  def __init__(self, out: str, *, overwrite: bool = False, hint: str = "overwrite", index=0):
+    self.out = os.path.abspath(out)
+    self.overwrite = overwrite
+    self.hint = hint
+    self.index = index
+    self.records: set[str] = set()
+    self._lock: outputs.FolderLock | None = None
+    self._made: list[str] = []
+    self._journal: int | None = None
+    self._names: set[str] = set()
+
+  # -- what label wrote --------------------------------------------------------------------
+  def _journals(self) -> list[str]:
+    return sorted(f for f in os.listdir(self.out) if f.startswith(JOURNAL_PREFIX))
+
+  def read_records(self, *, warn: bool = True) -> set[str]:
+    """The trusted entries of the manifest (when it is label's) and of the journals; an
+    unreadable manifest is an error."""
+    out = self.out
+    path = os.path.join(out, outputs.MANIFEST)
+    entries = []
+    if os.path.lexists(path):
+      m = outputs.read_manifest(out)
+      if m is None:
+        raise InputError(
+          f"{path}: unreadable (expected the JSON list of the files written here); "
+          "restore or remove it, or use a new output folder"
+        )
+      if m.get("command") == COMMAND:
+        entries += m["files"]
+    for j in self._journals():
+      jp = os.path.join(out, j)
+      if outputs.entry_kind(out, j) != "file":
+        continue
+      with open(jp, "rb") as f:
+        entries += [l for l in f.read().decode("utf-8", "replace").splitlines() if l]
+    return outputs.trusted_entries(
+      out, entries, folders=FOLDERS, nested=True, source=path, warn=warn
+    )
+
+  def _ours_tmp(self, name: str) -> bool:
+    """A temporary file of one of label's writes (`.tmp_PID_NAME`, NAME one of its outputs)."""
+    m = _TMP_RE.match(os.path.basename(name))
+    return bool(m) and os.path.join(os.path.dirname(name), m.group(1)) in self._names
+
+  def _unrelated(self) -> list[str]:
+    out, rec = self.out, self.records
+    found = []
+    for n in sorted(os.listdir(out)):
+      if (
+        n in (outputs.MANIFEST, outputs.LOCK, "lost+found")
+        or n.startswith((JOURNAL_PREFIX, ".tmp_" + outputs.MANIFEST))
+        or self._ours_tmp(n)
+      ):
+        continue
+      if n not in rec:
+        found.append(n)
+      elif n in FOLDERS:
+        found += [
+          f"{n}/{f}"
+          for f in sorted(os.listdir(os.path.join(out, n)))
+          if f"{n}/{f}" not in rec and not self._ours_tmp(f"{n}/{f}")
+        ]
+    return found
+
+  # -- process 0 ---------------------------------------------------------------------------
+  def open(self, names: Sequence[str]) -> None:
+    """Checks OUT and takes the lock (process 0, before any work): refuses a folder holding
+    files label did not record (unless overwrite) and any output name taken by one."""
+    out = self.out
+    if os.path.lexists(out) and not os.path.isdir(out):
+      raise outputs.OutputError(f"{out}: exists and is not a folder")
+    self._names = set(names)
+    try:
+      self._made = outputs.make_folder(out)
+    except OSError as e:
+      raise outputs.OutputError(f"{out}: cannot create the output folder ({e.strerror})") from None
+    lock = outputs.FolderLock(out)
+    try:
+      lock.acquire()
+      self._lock = lock
+      self.records = self.read_records()
+      unrelated = self._unrelated()
+      if unrelated and not self.overwrite:
+        raise outputs.OutputError(
+          f"{out}: holds {len(unrelated)} file(s) that `label` did not write there "
+          f"(e.g. {unrelated[0]}); set {self.hint} to label into it anyway (they are never "
+          "touched), or use a new output folder"
+        )
+      for n in names:
+        if n not in self.records and os.path.lexists(os.path.join(out, n)):
+          raise outputs.OutputError(
+            f"{os.path.join(out, n)}: exists and was not written by `label`; not replacing "
+            "it (move it away or use a new output folder)"
+          )
+    except BaseException:
+      self.abort()
+      raise
+
+  def prepare(self, settings: dict) -> None:
+    """The settings check (label.json), then the manifest, the folders and label.json."""
+    out = self.out
+    path = os.path.join(out, SETTINGS)
+    if SETTINGS in self.records:
       try:
-        old = json.load(f)
-      except json.JSONDecodeError:
-        old = None
-    if old is not None and old != settings:
-      diff = sorted(k for k in set(old) | set(settings) if old.get(k) != settings.get(k))
-      raise InputError(
-        f"{out}: was labelled with other settings (differ: {', '.join(diff)}); "
-        "use a new output folder"
-      )
-  if writer:
-    for sub in ("", "masks", "labels"):
-      remove_stale_tmp(os.path.join(out, sub))
-    if not os.path.exists(path):
+        with open(path, "rb") as f:
+          old = json.loads(f.read().decode("utf-8"))
+        if not isinstance(old, dict):
+          raise ValueError("not a JSON object")
+      except (OSError, ValueError) as e:
+        raise InputError(
+          f"{path}: unreadable ({type(e).__name__}: {' '.join(str(e).split())}); it holds the "
+          "settings this folder was labelled with: restore it or use a new output folder"
+        ) from None
+      if old != settings:
+        diff = sorted(k for k in set(old) | set(settings) if old.get(k) != settings.get(k))
+        raise InputError(
+          f"{out}: was labelled with other settings (differ: {', '.join(diff)}); "
+          "use a new output folder"
+        )
+    outputs.write_manifest(
+      out, COMMAND, self.records | {*FOLDERS, SETTINGS}, complete=False, stamp=False
+    )
+    for sub in FOLDERS:
+      os.makedirs(os.path.join(out, sub), exist_ok=True)
+    for sub in ("", *FOLDERS):  # stale temporaries of label's own writes, nothing else
+      for f in os.listdir(os.path.join(out, sub)):
+        name = f"{sub}/{f}" if sub else f
+        if self._ours_tmp(name) and outputs.entry_kind(out, name) == "file":
+          try:
+            os.remove(os.path.join(out, name))
+          except FileNotFoundError:
+            pass
+    if SETTINGS not in self.records:
       write_text_atomic(path, json.dumps(settings, indent=2, sort_keys=True) + "\n")
+    self.records |= {*FOLDERS, SETTINGS}
+
+  # -- every process -----------------------------------------------------------------------
+  def start(self) -> None:
+    """Reads what is recorded (after process 0's `prepare`) and opens this process's journal."""
+    self.records = self.read_records(warn=False) | self.records
+    jp = os.path.join(self.out, f"{JOURNAL_PREFIX}{self.index}")
+    self._journal = os.open(jp, os.O_RDWR | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW, 0o666)
+    size = os.fstat(self._journal).st_size
+    if size and os.pread(self._journal, 1, size - 1) != b"\n":  # a killed run's cut line
+      self.record_line("")
+
+  def record(self, path: str) -> None:
+    """Notes that `path` (in OUT) is label's: appended to the journal before the rename."""
+    name = os.path.relpath(path, self.out)
+    assert outputs.plain_name(name, nested=True) is None, name
+    self.record_line(name)
+    self.records.add(name)
+
+  def record_line(self, name: str) -> None:
+    try:
+      os.write(self._journal, (name + "\n").encode())
+    except OSError as e:
+      jp = os.path.join(self.out, f"{JOURNAL_PREFIX}{self.index}")
+      raise OSError(e.errno, e.strerror, jp) from None
+
+  def done(self, stem: str) -> bool:
+    """The image's mask exists and label wrote it."""
+    name = f"masks/{stem}.png"
+    return name in self.records and outputs.entry_kind(self.out, name) == "file"
+
+  def owns(self, name: str) -> bool:
+    return name in self.records
+
+  def close(self) -> None:
+    if self._journal is not None:
+      os.close(self._journal)
+      self._journal = None
+
+  def finish(self) -> None:
+    """Process 0, after every process is done: the journals become the manifest (sorted, no
+    time stamp: the same files give the same bytes) and the lock is released."""
+    self.close()
+    records = self.read_records(warn=False) | self.records
+    present = {n for n in records if outputs.entry_kind(self.out, n) is not None}
+    outputs.write_manifest(self.out, COMMAND, present, complete=True, stamp=False)
+    for j in self._journals():
+      if outputs.entry_kind(self.out, j) == "file":
+        os.remove(os.path.join(self.out, j))
+    self.abort()
+
+  def abort(self) -> None:
+    """Releases the lock and removes the folders `open` created, while they are empty."""
+    self.close()
+    if self._lock is not None:
+      self._lock.release()
+      self._lock = None
+    outputs.remove_empty(self._made)
+    self._made = []
 
 
-def write_errors(path: str, failed: Sequence[tuple[str, str]]) -> None:
-  """errors.txt: one `PATH<TAB>message` line per failed image (removed when none failed)."""
+def write_errors(path: str, failed: Sequence[tuple[str, str]], folder=None) -> None:
+  """errors.txt: one `PATH<TAB>message` line per failed image (removed when none failed; with
+  a `folder`, only when label wrote it)."""
+  record = folder.record if folder is not None else None
   if failed:
-    write_text_atomic(path, "".join(f"{p}\t{m}\n" for p, m in sorted(failed)))
+    write_text_atomic(path, "".join(f"{p}\t{m}\n" for p, m in sorted(failed)), record)
   elif os.path.exists(path):
-    os.remove(path)
+    name = os.path.relpath(path, folder.out) if folder is not None else None
+    if folder is None or (folder.owns(name) and outputs.entry_kind(folder.out, name) == "file"):
+      os.remove(path)
 
 
 def read_errors(path: str) -> list[tuple[str, str]]:
@@ -542,7 +765,8 @@ __all__ = [
   "Labeller",
   "Summary",
   "write_coco",
-  "prepare_out",
+  "LabelFolder",
+  "output_names",
   "write_errors",
   "read_errors",
   "finish_shard",

@@ -1,15 +1,27 @@
 """Safe output folders and files for every command that writes results.
 
 An output folder OUT is written like this:
+  * one run at a time: a run holds an exclusive lock (`fcntl.flock`) on `OUT/.incontext-lock`
+    from the moment it starts writing until it is done; a second run into the same folder is
+    refused with a one-line error instead of waiting (the lock file is removed at the end);
   * everything is first written to a staging folder *inside* OUT (`OUT/.incontext-tmp-PID-*`),
     so it works when OUT is a mount point or its parent is read-only, and a failed run leaves
-    OUT as it was (a folder the run created itself is removed again);
+    OUT as it was: it removes exactly what it wrote (its staging folder, the entries it had
+    already moved into place) and the folders it created (OUT and its missing parents) only
+    when they are then empty, so files that appeared there meanwhile survive;
   * at the end the staged entries are moved into OUT and a manifest `OUT/.incontext-outputs.json`
     records which entries this command wrote;
   * an OUT that already holds files is refused unless `overwrite` is set, and then only the
     entries the manifest records (written by an earlier run of the same command) are replaced
     or removed: files the command did not write are never touched, and a new output whose name
     is taken by such a file is an error;
+  * the manifest is not trusted (anyone can ship a folder with one): an entry is honoured only
+    when it is a plain name (a string without `/`, not empty, `.` or `..`, not absolute; nested
+    names `a/b` only where the caller allows them, each part checked) naming, without following
+    any symbolic link, a regular file inside OUT or a folder the command says it makes. Other
+    entries are ignored with a warning and never followed; a symbolic link is never removed or
+    followed (the commands never write links, so a link is not theirs), which makes a new output
+    of that name an error;
   * outputs get the usual permissions (0666 / 0777 minus the umask), not the owner-only modes
     that temporary files and folders are created with.
 
@@ -24,9 +36,13 @@ Single-file outputs (a learned prompt `.npz`) use `check_file` and `write_bytes`
 from __future__ import annotations
 
 import datetime
+import errno
+import fcntl
 import json
+import logging
 import os
 import shutil
+import stat
 import tempfile
 from typing import Iterable
 
@@ -34,9 +50,12 @@ from incontext.errors import UserError
 
 MANIFEST = ".incontext-outputs.json"
 STAGING_PREFIX = ".incontext-tmp-"
+LOCK = ".incontext-lock"
 KIND = "incontext-outputs"
 # Entries a fresh file system puts in a mount point; not user data.
 _IGNORED = ("lost+found",)
+
+log = logging.getLogger(__name__)
 
 
 class OutputError(UserError):
@@ -67,10 +86,16 @@ def _pid_alive(pid: int) -> bool:
 
 
 def read_manifest(out: str) -> dict | None:
-  """The manifest of an output folder, or None (absent or unreadable)."""
+  """The manifest of an output folder, or None (absent, unreadable or not a regular file).
+
+  Its entries are not checked here: see `trusted_entries`."""
+  path = os.path.join(out, MANIFEST)
   try:
-    with open(os.path.join(out, MANIFEST)) as f:
-      m = json.load(f)
+    if not stat.S_ISREG(os.lstat(path).st_mode):  # a link or a FIFO is never read
+      log.warning("%s: not a regular file; ignored", path)
+      return None
+    with open(path, "rb") as f:
+      m = json.loads(f.read().decode("utf-8"))
   except (OSError, ValueError):
     return None
   if not isinstance(m, dict) or m.get("kind") != KIND or not isinstance(m.get("files"), list):
@@ -78,22 +103,219 @@ def read_manifest(out: str) -> dict | None:
   return m
 
 
-def _write_manifest(out: str, command: str, files: Iterable[str], complete: bool) -> None:
+def write_manifest(
+  out: str, command: str, files: Iterable[str], complete: bool, *, stamp: bool = True
+) -> None:
+  """Writes OUT's manifest atomically; stamp=False leaves out the time (a manifest that must
+  be the same bytes whenever the same files were written)."""
   m = {
     "kind": KIND,
     "command": command,
     "files": sorted(set(files)),
     "complete": complete,
-    "written": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
   }
+  if stamp:
+    m["written"] = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
   write_bytes(os.path.join(out, MANIFEST), (json.dumps(m, indent=2) + "\n").encode())
 
 
+# Names in OUT that are this module's bookkeeping, never outputs (`write_bytes` writes the
+# manifest through a temporary file named _MANIFEST_TMP*).
+_RESERVED = (MANIFEST, LOCK)
+_MANIFEST_TMP = ".tmp_" + MANIFEST
+
+
+def plain_name(entry, *, nested: bool = False) -> str | None:
+  """Why `entry` is not a safe relative output name, or None when it is one: a non-empty
+  string, not absolute, no `\\` or NUL, no part empty, `.` or `..`; `/` only when `nested`."""
+  if not isinstance(entry, str):
+    return f"not a string ({type(entry).__name__})"
+  if not entry or entry in (".", ".."):
+    return "empty or the folder itself"
+  if os.path.isabs(entry) or entry.startswith("/"):
+    return "an absolute path"
+  if "\\" in entry or "\0" in entry:
+    return "a backslash or NUL in the name"
+  parts = entry.split("/")
+  if len(parts) > 1 and not nested:
+    return "not a plain name (contains /)"
+  if any(p in ("", ".", "..") for p in parts):
+    return "a path part that is empty, . or .."
+  if parts[0] in _RESERVED or parts[0].startswith(STAGING_PREFIX):
+    return "a name this module keeps for itself"
+  return None
+
+
+def entry_kind(out: str, name: str) -> str | None:
+  """What OUT/name is, without following any symbolic link on the way: "file" (regular),
+  "folder", "link", "other" (FIFO, device, socket) or None (missing). `name` must have passed
+  `plain_name`."""
+  path = out
+  parts = name.split("/")
+  for i, part in enumerate(parts):
+    path = os.path.join(path, part)
+    try:
+      mode = os.lstat(path).st_mode
+    except OSError:
+      return None
+    if stat.S_ISLNK(mode):
+      return "link"
+    if i < len(parts) - 1 and not stat.S_ISDIR(mode):
+      return None
+  if stat.S_ISREG(mode):
+    return "file"
+  return "folder" if stat.S_ISDIR(mode) else "other"
+
+
+def _inside(out: str, name: str) -> bool:
+  real_out = os.path.realpath(out)
+  return os.path.realpath(os.path.join(out, name)).startswith(real_out + os.sep)
+
+
+def trusted_entries(
+  out: str,
+  entries,
+  *,
+  folders: Iterable[str] = (),
+  nested: bool = False,
+  source: str = "",
+  warn: bool = True,
+) -> set[str]:
+  """The manifest entries that may be replaced or removed: plain names (`plain_name`) that
+  are, without following links, a regular file inside OUT or a folder named in `folders` (the
+  folders the command makes; for nested names the first part is checked). Entries naming
+  nothing are dropped silently; every other entry is ignored with a warning (when `warn`)."""
+  folders = set(folders)
+  keep = set()
+  for e in entries if isinstance(entries, (list, tuple, set)) else ():
+    why = plain_name(e, nested=nested)
+    if why is None:
+      kind = entry_kind(out, e)
+      if kind is None:
+        continue
+      if kind == "link":
+        why = "a symbolic link (never followed or removed)"
+      elif kind == "folder" and e.split("/")[0] not in folders:
+        why = "a folder this command does not make"
+      elif kind == "folder" and "/" in e:
+        why = "a folder inside an output folder"
+      elif kind not in ("file", "folder"):
+        why = "not a regular file"
+      elif not _inside(out, e):
+        why = "outside the output folder"
+      else:
+        keep.add(e)
+        continue
+    if warn:
+      log.warning(
+        "%s: ignoring the entry %s: %s", source or os.path.join(out, MANIFEST), ascii(e), why
+      )
+  return keep
+
+
+class FolderLock:
+  """An exclusive, non-blocking `fcntl.flock` on OUT/.incontext-lock (see the module
+  docstring). `acquire` raises OutputError naming the holder's pid when another run has it;
+  `release` removes the lock file. The kernel drops the lock when its process dies, so a
+  killed run's lock file is simply taken over."""
+
+  def __init__(self, out: str):
+    self.out = out
+    self.path = os.path.join(out, LOCK)
+    self.fd: int | None = None
+
+  def _busy_error(self, fd: int) -> OutputError:
+    holder = os.pread(fd, 32, 0).decode("ascii", "replace").strip() or "?"
+    return OutputError(
+      f"{self.out}: another incontext run (process {holder}) is writing to this folder; "
+      "wait for it to finish or write to another folder"
+    )
+
+  def check_free(self) -> None:
+    """Raises the `acquire` error when another run holds the lock now (takes nothing)."""
+    try:
+      fd = os.open(self.path, os.O_RDONLY | os.O_NOFOLLOW)
+    except OSError:
+      return
+    try:
+      fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except OSError as e:
+      if e.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
+        raise self._busy_error(fd) from None
+    finally:
+      os.close(fd)
+
+  def acquire(self) -> None:
+    for _ in range(100):
+      fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o666 & ~umask())
+      try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+      except OSError as e:
+        if e.errno not in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
+          os.close(fd)
+          raise
+        err = self._busy_error(fd)
+        os.close(fd)
+        raise err from None
+      # Its previous holder may have removed the file between our open and flock.
+      try:
+        same = os.path.samestat(os.fstat(fd), os.stat(self.path, follow_symlinks=False))
+      except FileNotFoundError:
+        same = False
+      if same:
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        self.fd = fd
+        return
+      os.close(fd)
+    raise OutputError(f"{self.path}: cannot take the lock (the file keeps being replaced)")
+
+  def release(self) -> None:
+    if self.fd is None:
+      return
+    try:
+      if os.path.samestat(os.fstat(self.fd), os.stat(self.path, follow_symlinks=False)):
+        os.remove(self.path)  # while still holding it: a waiting run then retries the open
+    except OSError:
+      pass
+    os.close(self.fd)
+    self.fd = None
+
+
 def _remove(path: str) -> None:
+  """Removes a file, a link (itself, never its target) or a folder tree (rmtree does not
+  follow the links inside)."""
   if os.path.isdir(path) and not os.path.islink(path):
     shutil.rmtree(path)
   elif os.path.lexists(path):
     os.remove(path)
+
+
+def make_folder(path: str) -> list[str]:
+  """Creates `path` and its missing parents; returns the folders it created, outermost
+  first (for `remove_empty`)."""
+  made, p = [], os.path.abspath(path)
+  while not os.path.lexists(p):
+    made.append(p)
+    p = os.path.dirname(p)
+  made.reverse()
+  for d in made:
+    try:
+      os.mkdir(d)
+    except FileExistsError:  # another run made it meanwhile: not ours to remove
+      made = [m for m in made if m != d]
+      if not os.path.isdir(d):
+        raise
+  return made
+
+
+def remove_empty(folders: Iterable[str]) -> None:
+  """Removes the given folders, innermost first, each only while it is empty."""
+  for d in sorted(folders, key=len, reverse=True):
+    try:
+      os.rmdir(d)
+    except OSError:
+      return
 
 
 class OutputDir:
@@ -106,6 +328,8 @@ class OutputDir:
     names: output names known up front, checked before any work is done (optional).
     hint: how the user sets `overwrite`, for the refusal message.
     owned: entries treated as recorded when `out` has no manifest (a format that predates it).
+    folders: the names of the folders the command writes (a recorded folder of another name
+      is not trusted: see `trusted_entries`).
   """
 
   def __init__(
@@ -117,23 +341,33 @@ class OutputDir:
     names: Iterable[str] = (),
     hint: str = "overwrite",
     owned=None,
+    folders: Iterable[str] = (),
   ):
     self.out = os.path.abspath(os.fspath(out))
     self.command = command
     self.overwrite = overwrite
     self.hint = hint
     self.staging: str | None = None
-    self._created = False
+    self._names = list(names)
+    self._folders = tuple(folders)
+    self._made: list[str] = []  # folders this run created (OUT, its parents)
+    self._moved: list[str] = []  # entries this run moved into OUT
+    self._lock: FolderLock | None = None
+    self._had_manifest = False
+    self._wrote_manifest = False
     self._recorded: set[str] = set()
     self._owned = owned
-    self._check(list(names))
+    self._warned = False
+    self._check(self._names)
 
   # -- checks before any work ------------------------------------------------------------------
   def _existing(self) -> list[str]:
     return sorted(
       n
       for n in os.listdir(self.out)
-      if n != MANIFEST and n not in _IGNORED and not n.startswith(STAGING_PREFIX)
+      if n not in _RESERVED
+      and n not in _IGNORED
+      and not n.startswith((STAGING_PREFIX, _MANIFEST_TMP))
     )
 
   def _check(self, names: list[str]) -> None:
@@ -142,12 +376,18 @@ class OutputDir:
       raise OutputError(f"{out}: exists and is not a folder")
     if not os.path.isdir(out):
       return
+    if self._lock is None:
+      FolderLock(out).check_free()
     existing = self._existing()
     manifest = read_manifest(out)
+    self._recorded = set()
+    warn, self._warned = not self._warned, True  # the check runs twice: warn once
     if manifest is not None and manifest.get("command") == self.command:
-      self._recorded = {str(n) for n in manifest["files"]}
+      self._recorded = trusted_entries(out, manifest["files"], folders=self._folders, warn=warn)
     elif manifest is None and self._owned is not None:
-      self._recorded = set(self._owned(out))
+      self._recorded = trusted_entries(
+        out, list(self._owned(out)), folders=self._folders, source=out, warn=warn
+      )
     if existing and not self.overwrite:
       what = (
         f"holds the outputs of an earlier `{self.command}` run"
@@ -173,27 +413,44 @@ class OutputDir:
   # -- staging -----------------------------------------------------------------------------
   def __enter__(self) -> "OutputDir":
     out = self.out
-    if not os.path.isdir(out):
-      parent = os.path.dirname(out)
+    for _ in range(10):  # a failing concurrent run may remove an empty OUT under us: retry
       try:
-        os.makedirs(parent, exist_ok=True)
-        os.mkdir(out)
+        self._made += make_folder(out)
       except OSError as e:
         raise OutputError(f"{out}: cannot create the output folder ({e.strerror})") from None
-      self._created = True
-    self._clean_stale()
+      lock = FolderLock(out)
+      try:
+        lock.acquire()
+      except FileNotFoundError:
+        continue
+      except OSError as e:
+        self._undo()
+        raise OutputError(f"{out}: cannot write in the output folder ({e.strerror})") from None
+      except BaseException:
+        self._undo()
+        raise
+      self._lock = lock
+      break
+    else:
+      raise OutputError(f"{out}: the output folder keeps disappearing")
     try:
+      self._check(self._names)  # again, under the lock: another run may have finished meanwhile
+      self._had_manifest = os.path.lexists(os.path.join(out, MANIFEST))
+      self._clean_stale()
       self.staging = tempfile.mkdtemp(prefix=f"{STAGING_PREFIX}{os.getpid()}-", dir=out)
+      fix_mode(self.staging)
     except OSError as e:
       self._undo()
       raise OutputError(f"{out}: cannot write in the output folder ({e.strerror})") from None
-    fix_mode(self.staging)
+    except BaseException:
+      self._undo()
+      raise
     return self
 
   def _clean_stale(self) -> None:
     """Removes staging folders of killed runs (their process is gone)."""
     for n in os.listdir(self.out):
-      if not n.startswith(STAGING_PREFIX):
+      if not n.startswith(STAGING_PREFIX) or entry_kind(self.out, n) != "folder":
         continue
       try:
         pid = int(n[len(STAGING_PREFIX) :].split("-", 1)[0])
@@ -208,11 +465,31 @@ class OutputDir:
     return os.path.join(self.staging, name)
 
   def _undo(self) -> None:
+    """Removes exactly what this run wrote: the staging folder, the entries already moved
+    into OUT (a failed commit), its manifest changes, and the folders it created while empty."""
     if self.staging:
       shutil.rmtree(self.staging, ignore_errors=True)
       self.staging = None
-    if self._created:
-      shutil.rmtree(self.out, ignore_errors=True)
+    for n in self._moved:
+      try:
+        _remove(os.path.join(self.out, n))
+      except OSError:
+        pass
+    if self._wrote_manifest:
+      left = sorted(n for n in self._recorded if entry_kind(self.out, n) is not None)
+      try:
+        if left or self._had_manifest:
+          write_manifest(self.out, self.command, left, complete=False)
+        else:
+          os.remove(os.path.join(self.out, MANIFEST))
+      except OSError:
+        pass  # the manifest lists entries that may be missing: harmless
+    self._moved = []
+    if self._lock is not None:
+      self._lock.release()
+      self._lock = None
+    remove_empty(self._made)
+    self._made = []
 
   def __exit__(self, exc_type, exc, tb) -> bool:
     if exc_type is not None:
@@ -225,6 +502,11 @@ class OutputDir:
       raise
     return False
 
+  def _removable(self, n: str) -> bool:
+    """OUT/n may be replaced: still a regular file or a folder the command makes."""
+    kind = entry_kind(self.out, n)
+    return kind == "file" or (kind == "folder" and n in self._folders)
+
   def commit(self) -> list[str]:
     """Moves the staged entries into place; returns their names."""
     out, staging = self.out, self.staging
@@ -233,17 +515,28 @@ class OutputDir:
     old = self._recorded if self.overwrite else set()
     # Record the union first: a crash while moving leaves every entry listed for a later
     # overwrite to clean up.
-    _write_manifest(out, self.command, set(new) | old, complete=False)
+    self._wrote_manifest = True
+    write_manifest(out, self.command, set(new) | old, complete=False)
     for n in sorted(old - set(new)):
-      _remove(os.path.join(out, n))
+      if self._removable(n):
+        _remove(os.path.join(out, n))
     for n in new:
-      dst = os.path.join(out, n)
-      if os.path.isdir(dst) and not os.path.islink(dst):
-        shutil.rmtree(dst)
-      os.replace(os.path.join(staging, n), dst)
-    _write_manifest(out, self.command, new, complete=True)
+      src, dst = os.path.join(staging, n), os.path.join(out, n)
+      if os.path.lexists(dst):
+        if not self._removable(n):  # changed under us since the check: leave it alone
+          raise OutputError(f"{dst}: changed while this run was writing; not replacing it")
+        if os.path.isdir(dst) or os.path.isdir(src):  # os.replace cannot swap these
+          _remove(dst)
+      os.replace(src, dst)
+      self._moved.append(n)
+    write_manifest(out, self.command, new, complete=True)
     os.rmdir(staging)
     self.staging = None
+    self._moved = []
+    self._made = []
+    if self._lock is not None:
+      self._lock.release()
+      self._lock = None
     return new
 
 
@@ -259,7 +552,7 @@ def check_file(path: str, *, overwrite: bool, hint: str = "overwrite") -> str:
 
 def write_bytes(path: str, data: bytes) -> None:
   """Writes a file atomically (temporary file in the same folder, then rename) with the usual
-  permissions."""
+  permissions. An OSError without a file name (a full disk) is raised naming `path`."""
   d = os.path.dirname(os.path.abspath(path))
   os.makedirs(d, exist_ok=True)
   fd, tmp = tempfile.mkstemp(prefix=".tmp_" + os.path.basename(path) + "_", dir=d)
@@ -270,6 +563,12 @@ def write_bytes(path: str, data: bytes) -> None:
       os.fsync(f.fileno())
     fix_mode(tmp)
     os.replace(tmp, path)
+  except OSError as e:
+    if os.path.exists(tmp):
+      os.remove(tmp)
+    if e.filename is None or e.filename == tmp:  # a full disk: name the file being written
+      raise OSError(e.errno, e.strerror or str(e), path) from None
+    raise
   except BaseException:
     if os.path.exists(tmp):
       os.remove(tmp)

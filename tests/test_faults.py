@@ -486,6 +486,120 @@ def test_full_disk_leaves_the_output_folder_as_it_was(params_dir, tmp_path, moun
   FAULTS.add("full disk: segment outputs, metrics append", 2, 2)
 
 
+def _label_argv(params_dir, tmp_path, out, n=6):
+  from PIL import Image
+
+  rng = np.random.default_rng(1)
+  src = tmp_path / "label_src"
+  if not src.exists():
+    (src / "images").mkdir(parents=True)
+    for i in range(n):
+      Image.fromarray(rng.integers(0, 255, (48, 40, 3)).astype(np.uint8)).save(
+        src / "images" / f"im_{i}.png"
+      )
+    m = np.zeros((48, 40), np.uint8)
+    m[8:30, 6:20] = 255
+    Image.fromarray(m).save(src / "mask.png")
+  img = src / "images" / "im_0.png"
+  return ["label", "--checkpoint", params_dir, "--prompt", str(img), str(src / "mask.png")] + [
+    "--images",
+    str(src / "images"),
+    "--out",
+    str(out),
+    "--no-progress",
+  ]
+
+
+def _tree(d):
+  return {
+    os.path.relpath(p, d): open(p, "rb").read()
+    for p in (os.path.join(r, f) for r, _, fs in os.walk(d) for f in fs)
+  }
+
+
+def test_label_on_a_full_disk_names_the_file_and_resumes_to_a_clean_run(
+  params_dir, tmp_path, mounts, capsys
+):
+  pytest.importorskip("pycocotools", reason="pycocotools (label extra) missing")
+  clean = tmp_path / "clean"
+  assert cli.main(_label_argv(params_dir, tmp_path, clean)) == 0, capsys.readouterr().err
+  out = tmp_path / "small"
+  mounts.tmpfs(out, "28k")  # a page per file: full after a few images
+  rc = cli.main(_label_argv(params_dir, tmp_path, out))
+  err = [l for l in capsys.readouterr().err.splitlines() if "error:" in l]
+  assert rc == 2 and len(err) == 1 and "No space left on device" in err[0], err
+  assert f"error: {out}/" in err[0], err  # names the file it was writing
+  assert not [f for r, _, fs in os.walk(out) for f in fs if f.startswith(".tmp_")]
+  r = subprocess.run(["mount", "-o", "remount,size=4m", str(out)], capture_output=True, text=True)
+  if r.returncode:
+    pytest.skip(f"cannot grow the tmpfs: {r.stderr.strip()}")
+  assert cli.main(_label_argv(params_dir, tmp_path, out)) == 0
+  assert _tree(out) == _tree(clean)
+  FAULTS.add("full disk: label names the file, the rerun equals a clean run", 2, 2)
+
+
+def test_tampered_manifests_and_user_files_are_never_touched(params_dir, tmp_path, capsys):
+  """segment --overwrite with manifest entries outside OUT, `.`, links; label into a folder
+  of the user's files, its dataset folder, a corrupt label.json."""
+  outside = tmp_path / "victim.txt"
+  outside.write_text("v")
+  folder = tmp_path / "precious"
+  folder.mkdir()
+  (folder / "a.jpg").write_text("a")
+  out = tmp_path / "out"
+  argv = _segment_argv(params_dir, tmp_path, out)
+  assert cli.main(argv) == 0
+  entries = ["../victim.txt", str(outside), str(folder), ".", "", "a/../../victim.txt", 7, "lnk"]
+  os.symlink(folder, out / "lnk")
+  m = json.loads((out / outputs.MANIFEST).read_text())
+  n = clean = 0
+  for e in entries:
+    n += 1
+    (out / outputs.MANIFEST).write_text(json.dumps(dict(m, files=m["files"] + [e])))
+    rc = cli.main(argv + ["--overwrite"])
+    ok = rc == 0 and outside.read_text() == "v" and (folder / "a.jpg").read_text() == "a"
+    clean += ok and os.path.islink(out / "lnk") and (out / "img.png").exists()
+  capsys.readouterr()
+  FAULTS.add("tampered output manifest (outside, absolute, ., empty, nested, link)", n, clean)
+  assert clean == n
+  pytest.importorskip("pycocotools", reason="pycocotools (label extra) missing")
+  mine = tmp_path / "mine"
+  mine.mkdir()
+  (mine / "annotations.json").write_text("user's")
+  (mine / "errors.txt").write_text("user's")
+  (mine / ".tmp_x").write_text("user's")
+  ds = tmp_path / "label_src"
+  label_cases = {
+    "user files": (_label_argv(params_dir, tmp_path, mine), mine),
+    "user files, --overwrite": (_label_argv(params_dir, tmp_path, mine) + ["--overwrite"], mine),
+  }
+  from PIL import Image
+
+  _label_argv(params_dir, tmp_path, ds)  # makes the images
+  (ds / "masks").mkdir(exist_ok=True)
+  Image.fromarray(np.ones((48, 40), np.uint8)).save(ds / "masks" / "im_1.png")
+  label_cases["dataset folder as --out, --overwrite"] = (
+    _label_argv(params_dir, tmp_path, ds) + ["--overwrite"],
+    ds,
+  )
+  n = clean = 0
+  for name, (args, d) in label_cases.items():
+    n += 1
+    before = _tree(d)
+    rc = cli.main(args)
+    err = capsys.readouterr().err.strip().splitlines()
+    clean += rc == 2 and len(err) == 1 and _tree(d) == before
+  good = tmp_path / "good"
+  assert cli.main(_label_argv(params_dir, tmp_path, good)) == 0
+  (good / "label.json").write_text("{")
+  n += 1
+  rc = cli.main(_label_argv(params_dir, tmp_path, good))
+  err = capsys.readouterr().err.strip().splitlines()
+  clean += rc == 2 and len(err) == 1 and "label.json: unreadable" in err[0]
+  FAULTS.add("label: user files, dataset folder as OUT, corrupt label.json", n, clean)
+  assert clean == n
+
+
 def test_cli_output_conventions_are_the_same_everywhere(params_dir, tmp_path, capsys):
   """segment, segment-video, export-hf, convert: an existing output is refused with one line;
   --overwrite replaces only their own outputs."""

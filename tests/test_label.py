@@ -264,3 +264,155 @@ def test_two_processes_equal_one(ckpt, data, tmp_path, capsys):
   assert "process 1 of 2" in outs[1]
   assert _files(two) == _files(one)
   _check_coco_matches_masks(two, instance=False)
+
+
+# -- the output rules (the folder may hold the user's files) --------------------------------------
+def _snapshot(folder):
+  return {k: v for k, v in _files(folder).items()}
+
+
+def test_a_folder_with_the_users_files_is_refused_and_never_touched(ckpt, data, tmp_path, capsys):
+  out = tmp_path / "out"
+  out.mkdir()
+  (out / "notes.txt").write_text("mine")
+  (out / ".tmp_draft").write_text("my temp file")
+  (out / ".tmp_123_notes.txt").write_text("looks like a temporary, is not label's")
+  before = _snapshot(out)
+  rc = cli.main(_argv(ckpt, data, out))
+  err = capsys.readouterr().err.strip().splitlines()
+  assert rc == 2 and len(err) == 1, err
+  assert "holds 3 file(s) that `label` did not write there" in err[0] and "--overwrite" in err[0]
+  assert _snapshot(out) == before
+  # --overwrite: labels into it, the user's files untouched.
+  assert cli.main(_argv(ckpt, data, out, "--overwrite")) == 0, capsys.readouterr().err
+  after = _snapshot(out)
+  assert {k: after[k] for k in before} == before
+  assert len(os.listdir(out / "masks")) == N_IMAGES
+  m = json.loads((out / ".incontext-outputs.json").read_text())
+  stems = [f"img_{i:03d}" for i in range(N_IMAGES)]
+  assert m["files"] == sorted(
+    ["annotations.json", "label.json", "labels", "masks"]
+    + [f"masks/{s}.png" for s in stems]
+    + [f"labels/{s}.txt" for s in stems]
+  )
+  assert not [f for f in m["files"] if f in before]
+  # A rerun needs --overwrite again (the folder still holds the user's files), then resumes.
+  assert cli.main(_argv(ckpt, data, out)) == 2
+  assert "did not write there" in capsys.readouterr().err
+  assert cli.main(_argv(ckpt, data, out, "--overwrite")) == 0
+  assert "labelled 0 images" in capsys.readouterr().out
+  assert _snapshot(out) == after
+
+
+@pytest.mark.parametrize(
+  "user_file",
+  ["annotations.json", "errors.txt", "label.json", "labels/img_003.txt", "masks/img_000.png"],
+)
+def test_an_output_name_taken_by_a_users_file_is_refused_even_with_overwrite(
+  ckpt, data, tmp_path, capsys, user_file
+):
+  out = tmp_path / "out"
+  (out / os.path.dirname(user_file)).mkdir(parents=True, exist_ok=True)
+  (out / user_file).write_bytes(b"the user's own")
+  before = _snapshot(out)
+  for extra in ((), ("--overwrite",)):
+    rc = cli.main(_argv(ckpt, data, out, *extra))
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2 and len(err) == 1, err
+    taken = user_file.split("/")[0] if extra else ""
+    assert (f"{taken}: exists and was not written by `label`" if extra else "did not write") in (
+      err[0]
+    ), err
+    assert _snapshot(out) == before
+  assert sorted(os.listdir(out)) == [user_file.split("/")[0]]  # no lock, manifest or masks left
+
+
+def test_the_dataset_folder_as_out_does_not_count_its_masks_as_done(ckpt, data, tmp_path, capsys):
+  """--out equal to a folder with images/ and ground-truth masks/: refused, masks untouched."""
+  ds = tmp_path / "ds"
+  (ds / "images").mkdir(parents=True)
+  (ds / "masks").mkdir()
+  for i in range(N_IMAGES):
+    os.link(data / "images" / f"img_{i:03d}.jpg", ds / "images" / f"img_{i:03d}.jpg")
+  for i in range(3):
+    Image.fromarray(np.full((48, 40), i + 1, np.uint8)).save(ds / "masks" / f"img_{i:03d}.png")
+  before = _snapshot(ds)
+  argv = _argv(ckpt, data, ds)
+  argv[argv.index("--images") + 1] = str(ds / "images")
+  assert cli.main(argv) == 2
+  assert "did not write there" in capsys.readouterr().err
+  assert cli.main(argv + ["--overwrite"]) == 2
+  err = capsys.readouterr().err
+  assert "ds/masks: exists and was not written by `label`" in err, err
+  assert _snapshot(ds) == before and sorted(os.listdir(ds)) == ["images", "masks"]
+
+
+def test_an_unreadable_state_file_is_an_error(ckpt, data, tmp_path, capsys):
+  out = tmp_path / "out"
+  assert cli.main(_argv(ckpt, data, out)) == 0
+  capsys.readouterr()
+  good = _snapshot(out)
+  cases = {
+    "label.json": [b"{", b"[]", b"\xff\xfe"],
+    ".incontext-outputs.json": [b"{", b'{"kind": "x"}', b"null"],
+  }
+  for name, contents in cases.items():
+    for c in contents:
+      (out / name).write_bytes(c)
+      rc = cli.main(_argv(ckpt, data, out))
+      err = capsys.readouterr().err.strip().splitlines()
+      assert rc == 2 and len(err) == 1 and f"{name}: unreadable" in err[0], (name, c, err)
+      # nothing else changed (no lock, journal or temporary left behind)
+      assert {k: v for k, v in _snapshot(out).items() if k != name} == {
+        k: v for k, v in good.items() if k != name
+      }
+      (out / name).write_bytes(good[name])
+  assert cli.main(_argv(ckpt, data, out)) == 0
+  assert _snapshot(out) == good
+
+
+def test_a_failed_start_removes_only_the_empty_folders_it_made(ckpt, data, tmp_path, capsys):
+  out = tmp_path / "a" / "b" / "out"
+  argv = _argv(ckpt, data, out)
+  argv[argv.index("--checkpoint") + 1] = str(tmp_path / "no_such_checkpoint")
+  assert cli.main(argv) == 2
+  assert "no_such_checkpoint" in capsys.readouterr().err
+  assert os.listdir(tmp_path) == []
+
+
+@pytest.mark.slow  # two fresh processes importing jax and compiling
+def test_two_runs_at_once_end_as_one_clean_run(ckpt, data, tmp_path, capsys):
+  clean = tmp_path / "clean"
+  assert cli.main(_argv(ckpt, data, clean)) == 0
+  out = tmp_path / "out"
+  procs = [_worker(ckpt, data, out) for _ in range(2)]
+  res = [(p.wait(timeout=600), p.stdout.read()) for p in procs]
+  for rc, o in res:
+    assert rc == 0 or (rc == 2 and "another incontext run" in o), o[-2000:]
+  assert any(rc == 0 for rc, _ in res)
+  if any(rc == 2 for rc, _ in res):  # refused: a rerun resumes
+    assert cli.main(_argv(ckpt, data, out)) == 0
+  assert _files(out) == _files(clean)
+
+
+def test_a_journal_line_cut_by_a_kill_does_not_swallow_the_next_record(tmp_path):
+  out = tmp_path / "out"
+  names = labelling.output_names(["a", "b"])
+  f = labelling.LabelFolder(str(out))
+  f.open(names)
+  f.prepare({"k": 1})
+  f.start()
+  labelling.write_text_atomic(str(out / "masks" / "a.png"), "A", f.record)
+  f.close()  # killed: no finish; the journal's last line is cut
+  with open(out / f"{labelling.JOURNAL_PREFIX}0", "ab") as j:
+    j.write(b"masks/b.p")
+  f.abort()
+  g = labelling.LabelFolder(str(out))
+  g.open(names)
+  g.prepare({"k": 1})
+  g.start()
+  labelling.write_text_atomic(str(out / "labels" / "b.txt"), "B", g.record)
+  g.finish()
+  m = json.loads((out / ".incontext-outputs.json").read_text())
+  assert m["files"] == ["label.json", "labels", "labels/b.txt", "masks", "masks/a.png"]
+  assert sorted(os.listdir(out)) == [".incontext-outputs.json", "label.json", "labels", "masks"]

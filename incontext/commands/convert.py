@@ -45,7 +45,12 @@ def convert_file(
   from incontext.models import convert, seggpt
 
   outputs.OutputDir(
-    out, command="params", overwrite=overwrite, hint=hint, names=checkpoint.NAMES
+    out,
+    command="params",
+    overwrite=overwrite,
+    hint=hint,
+    names=checkpoint.NAMES,
+    folders=("params",),
   )  # refuse before reading the source
   origin = source
   source = convert.resolve_source(source)

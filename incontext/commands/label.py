@@ -9,7 +9,9 @@ Resumable: rerunning the command labels only the images without a mask. Queries 
 over all local devices; several hosts: start one process per host with --coordinator,
 --num-processes and --process-id (each labels its share of the sorted image list; process 0
 writes the COCO file). Unreadable images are listed in OUT/errors.txt and skipped; the run
-then exits with status 1 naming how many failed.
+then exits with status 1 naming how many failed. OUT may hold only what `label` wrote there
+(recorded in OUT/.incontext-outputs.json) unless --overwrite is given, and files it did not
+write are never replaced or removed (`incontext.labelling.LabelFolder`).
 """
 
 import os
@@ -49,6 +51,11 @@ def register(sub):
     help="a folder of images or a glob pattern (quote it; ** is recursive)",
   )
   p.add_argument("--out", required=True, help="output folder (reused to resume)")
+  p.add_argument(
+    "--overwrite",
+    action="store_true",
+    help="label into a folder that holds other files (they are never touched)",
+  )
   p.add_argument(
     "--format",
     default="png,coco,yolo",
@@ -116,6 +123,21 @@ def run(args) -> int:
     raise UserError(f"--out {args.out}: exists and is not a directory")
   root = args.images if os.path.isdir(args.images) else None
   files = [os.path.relpath(p, root) if root else p for p in paths]
+  pid, nproc = jax.process_index(), jax.process_count()
+  folder = labelling.LabelFolder(out, overwrite=args.overwrite, hint="--overwrite", index=pid)
+  if pid == 0:  # checked (and locked) before any work
+    folder.open(labelling.output_names(stems, nproc=nproc))
+  try:
+    return _label(args, jax, labelling, folder, paths, stems, files, fmts, pid, nproc)
+  finally:
+    if pid == 0:
+      folder.abort()  # after finish: nothing left to do
+    else:
+      folder.close()
+
+
+def _label(args, jax, labelling, folder, paths, stems, files, fmts, pid, nproc) -> int:
+  out = folder.out
   seg = labelling.load_segmenter(args.checkpoint, seg_type=args.seg_type, dtype=args.dtype)
   lp = seg.load_learned_prompt(args.learned_prompt) if args.learned_prompt else None
   names = [n.strip() for n in args.names.split(",")] if args.names else None
@@ -128,7 +150,6 @@ def run(args) -> int:
     names=names,
     per_device_batch=args.batch_per_device,
   )
-  pid, nproc = jax.process_index(), jax.process_count()
   settings = {
     "checkpoint_weights": seg.meta.get("weights_hash"),
     "prompts": [[os.path.abspath(a), os.path.abspath(b)] for a, b in args.prompt],
@@ -138,36 +159,45 @@ def run(args) -> int:
     "categories": lab.categories,
     "dtype": args.dtype,
   }
-  labelling.prepare_out(out, settings, writer=pid == 0)
-  if nproc > 1:  # process 0 removes stale temporaries before anyone writes
+  if pid == 0:
+    folder.prepare(settings)
+  if nproc > 1:  # process 0 checked the folder and removed stale temporaries first
     from jax.experimental import multihost_utils
 
     multihost_utils.sync_global_devices("incontext label: output folder ready")
+  folder.start()
   my_paths = labelling.shard(paths, pid, nproc)
   my_stems = labelling.shard(stems, pid, nproc)
   t0 = time.perf_counter()
   summary = lab.run(
-    my_paths, my_stems, out, progress=not args.no_progress, write_yolo="yolo" in fmts
+    my_paths,
+    my_stems,
+    out,
+    progress=not args.no_progress,
+    write_yolo="yolo" in fmts,
+    folder=folder,
   )
   dt = time.perf_counter() - t0
-  labelling.finish_shard(out, my_stems, write_yolo="yolo" in fmts)
+  labelling.finish_shard(out, my_stems, write_yolo="yolo" in fmts, folder=folder)
   err_file = os.path.join(out, "errors.txt")
   if nproc == 1:
-    labelling.write_errors(err_file, summary.failed)
+    labelling.write_errors(err_file, summary.failed, folder)
     failed = len(summary.failed)
   else:
     part = os.path.join(out, f"errors.{pid}-of-{nproc}.txt")
-    labelling.write_errors(part, summary.failed)
+    labelling.write_errors(part, summary.failed, folder)
+    folder.close()  # process 0 reads every journal next
     from jax.experimental import multihost_utils
 
     multihost_utils.sync_global_devices("incontext label: shards done")
     failed = len(summary.failed)
     if pid == 0:
+      folder.start()  # every process's records, the journal reopened
       parts = [os.path.join(out, f"errors.{i}-of-{nproc}.txt") for i in range(nproc)]
       merged = [e for p in parts for e in labelling.read_errors(p)]
-      labelling.write_errors(err_file, merged)
+      labelling.write_errors(err_file, merged, folder)
       for p in parts:
-        if os.path.exists(p):
+        if os.path.exists(p) and folder.owns(os.path.relpath(p, out)):
           os.remove(p)
       failed = len(merged)
   if pid == 0 and "coco" in fmts:
@@ -177,7 +207,10 @@ def run(args) -> int:
       lab.categories,
       instance=args.seg_type == "instance",
       info={"description": "incontext label", "settings": settings},
+      folder=folder,
     )
+  if pid == 0:
+    folder.finish()
   if nproc > 1:
     from jax.experimental import multihost_utils
 
