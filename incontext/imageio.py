@@ -12,6 +12,7 @@
   `label_palette` picks those colours (the prompt file's palette when it shows every label,
   else the colours the model painted); `overlay` tints an image by a colour mask.
 * `list_images(items)` -> image files from files, folders and glob patterns.
+* `check_regular_file(path, what)`: only regular files are read (a FIFO would block).
 
 Every failure is an `InputError` (a ValueError) whose message starts with the file name.
 """
@@ -34,12 +35,27 @@ class InputError(UserError):
 MAX_MASK_PIXELS = 40_000_000
 
 
-def _open(path: str, what: str) -> Image.Image:
+def check_regular_file(path, what: str) -> None:
+  """InputError unless `path` is a regular file (or a link to one).
+
+  Only regular files are read: opening a FIFO blocks until something writes to it, and a
+  device or socket is never an image, mask, video or prompt file.
+  """
   path = os.fspath(path)
+  a = "an" if what[:1] in "aeiou" else "a"
   if not os.path.exists(path):
     raise InputError(f"{path}: no such {what} file")
   if os.path.isdir(path):
-    raise InputError(f"{path}: is a directory, expected an {what} file")
+    raise InputError(f"{path}: is a directory, expected {a} {what} file")
+  if not os.path.isfile(path):
+    raise InputError(
+      f"{path}: not a regular file (a FIFO, device or socket), expected {a} {what} file"
+    )
+
+
+def _open(path: str, what: str) -> Image.Image:
+  path = os.fspath(path)
+  check_regular_file(path, what)
   try:
     im = Image.open(path)  # lazy: reads the header only
     w, h = im.size
@@ -207,9 +223,10 @@ def _visible(name: str) -> bool:
 def list_images(items, what: str = "query") -> list[str]:
   """Image files from files, folders (their images, sorted) and glob patterns (sorted).
 
-  Hidden files (names starting with '.') inside folders and glob matches are skipped; a
-  file named directly is kept as given. Raises InputError naming the item that gives
-  nothing.
+  Hidden files (names starting with '.') and anything that is not a regular file (a FIFO,
+  device or socket) inside folders and glob matches are skipped; a file named directly is
+  kept as given (a FIFO, device or socket named directly is refused). Raises InputError naming
+  the item that gives nothing.
   """
   out = []
   for item in items:
@@ -224,6 +241,7 @@ def list_images(items, what: str = "query") -> list[str]:
         raise InputError(f"{item}: folder has no {what} images ({', '.join(IMAGE_EXTS)})")
       out += found
     elif os.path.exists(item):
+      check_regular_file(item, f"{what} image")
       out.append(item)
     elif any(c in item for c in "*?["):
       found = sorted(f for f in glob.glob(item) if _visible(f) and os.path.isfile(f))

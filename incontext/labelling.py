@@ -60,7 +60,9 @@ def list_images(spec: str) -> list[str]:
     out = [
       os.path.join(spec, f)
       for f in os.listdir(spec)
-      if f.lower().endswith(IMAGE_EXTS) and not f.startswith(".")
+      if f.lower().endswith(IMAGE_EXTS)
+      and not f.startswith(".")
+      and os.path.isfile(os.path.join(spec, f))  # a FIFO would block: regular files only
     ]
   else:
     out = [

@@ -20,7 +20,7 @@ from typing import Iterator
 
 import numpy as np
 
-from incontext.imageio import InputError
+from incontext.imageio import InputError, check_regular_file
 
 
 def _av():
@@ -44,8 +44,7 @@ class VideoInfo:
 def _open(path: str):
   av = _av()
   path = os.fspath(path)
-  if not os.path.isfile(path):
-    raise InputError(f"{path}: no such video file")
+  check_regular_file(path, "video")
   try:
     c = av.open(path)
   except (av.error.FFmpegError, ValueError) as e:
