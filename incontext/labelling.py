@@ -39,11 +39,10 @@ import jax.numpy as jnp
 import numpy as np
 import orbax.checkpoint as ocp
 from flax import nnx
-from PIL import Image
 from scipy import ndimage
 from tqdm import tqdm
 
-from incontext import checkpoint, inference, video
+from incontext import checkpoint, imageio, inference, video
 from incontext import mesh as mesh_lib
 from incontext.imageio import InputError
 from incontext.models import seggpt
@@ -167,7 +166,8 @@ def save_mask(path: str, ids: np.ndarray) -> None:
 
 
 def read_mask(path: str) -> np.ndarray:
-  return np.asarray(Image.open(path))
+  """A mask this module wrote (category ids; 255 is a category, not void)."""
+  return imageio.load_mask(path, void=False)
 
 
 # -- masks -> annotations -------------------------------------------------------------------
