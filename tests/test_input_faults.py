@@ -8,6 +8,7 @@ timeout, so a regression fails instead of blocking the suite.
 """
 
 import hashlib
+import json
 import os
 import subprocess
 import sys
@@ -332,3 +333,97 @@ def test_experiment_entry_points_bad_settings_are_one_line_exit_2(params_dir, tm
     clean += 1
   assert afile.read_text() == "user data" and not (tmp_path / "w").exists()
   FAULTS.add("experiments: workdir is a file, misspelt / mistyped overrides", len(cases), clean)
+
+
+# -- 7. mask values that are valid elsewhere -------------------------------------------------------
+def _voc_mask(path, hw=(24, 24)):
+  """A VOC-style palette mask: object 15 with a void (255) border, void stripe in the
+  background, the VOC colour map."""
+  from incontext import video
+
+  m = np.zeros(hw, np.uint8)
+  m[4:12, 4:12] = 255
+  m[5:11, 5:11] = 15
+  m[20, :] = 255
+  im = Image.fromarray(m, mode="P")
+  im.putpalette(video.davis_palette().reshape(-1).tolist())
+  im.save(path)
+  return str(path)
+
+
+def _mask16(path, fg, hw=(24, 24)):
+  m = np.zeros(hw, np.uint16)
+  m[4:12, 4:12] = fg
+  Image.fromarray(m).save(path)
+  assert Image.open(path).mode.startswith("I;16")
+  return str(path)
+
+
+def test_mask_values_valid_elsewhere_one_reader(params_dir, tmp_path, capsys):
+  """VOC void 255 beside labels is background; 0/65535 and 0/1 16-bit masks are binary; the
+  same in `segment`, `segment-video`'s first mask, `label`'s prompts and the reader itself."""
+  from incontext import inference, labelling, video
+
+  voc = _voc_mask(tmp_path / "voc.png")
+  b65535 = _mask16(tmp_path / "b65535.png", 65535)
+  b1 = _mask16(tmp_path / "b1.png", 1)
+  # The reader: void -> 0 (and kept with void=False); 16-bit two-valued -> 0/255, 0/1 kept.
+  assert sorted(np.unique(imageio.load_mask(voc))) == [0, 15]
+  assert sorted(np.unique(imageio.load_mask(voc, void=False))) == [0, 15, 255]
+  assert sorted(np.unique(imageio.load_mask(b65535))) == [0, 255]
+  assert sorted(np.unique(imageio.load_mask(b1))) == [0, 1]
+  assert sorted(np.unique(video.read_id_mask(voc))) == [0, 15]
+  assert sorted(np.unique(video.read_id_mask(b65535))) == [0, 255]
+  # A 0/255 palette mask is binary (255 is its object, not void); labels > 255 among several
+  # 16-bit values are still refused.
+  pb = np.zeros((24, 24), np.uint8)
+  pb[2:8, 2:8] = 255
+  pim = Image.fromarray(pb, mode="P")
+  pim.putpalette([v for i in range(256) for v in (i, i, i)])
+  pim.save(tmp_path / "pal_binary.png")
+  assert sorted(np.unique(imageio.load_mask(tmp_path / "pal_binary.png"))) == [0, 255]
+  multi = np.zeros((24, 24), np.uint16)
+  multi[2:8, 2:8], multi[10:14, 10:14] = 300, 7
+  Image.fromarray(multi).save(tmp_path / "multi16.png")
+  with pytest.raises(imageio.InputError, match="label 300 out of range"):
+    inference.encode_masks([imageio.load_mask(tmp_path / "multi16.png")], ["multi16.png"])
+  # label's own masks: category 255 beside others is a category there.
+  own = tmp_path / "own.png"
+  labelling.save_mask(str(own), np.asarray([[0, 1], [2, 255]], np.int32))
+  assert sorted(np.unique(labelling.read_mask(str(own)))) == [0, 1, 2, 255]
+  n = 7
+  p = _img(tmp_path / "p.png")
+  q = _img(tmp_path / "q.png", 1)
+  seg = ["segment", "--checkpoint", params_dir, "--query", q]
+  for mask, ids in ((voc, [15]), (b65535, [255]), (b1, [1])):
+    out = tmp_path / f"seg_{os.path.basename(mask)}"
+    rc = cli.main(seg + ["--prompt", p, mask, "--out", str(out)])
+    assert rc == 0, capsys.readouterr().err
+    legend = json.loads((out / "labels.json").read_text())
+    assert [r["id"] for r in legend["labels"]] == ids, legend
+    assert set(np.unique(np.asarray(Image.open(out / "q.png")))) <= {0, *ids}
+    n += 1
+  frames = tmp_path / "F"
+  _frames(frames, 2)
+  for mask, ids in ((voc, [15]), (b65535, [255])):
+    out = tmp_path / f"sv_{os.path.basename(mask)}"
+    argv = ["segment-video", "--checkpoint", params_dir, "--frames", frames, "--first-mask", mask]
+    rc = cli.main([str(a) for a in argv + ["--out", out, "--memory", "1", "--no-gif"]])
+    assert rc == 0, capsys.readouterr().err
+    first = np.asarray(Image.open(out / "00000.png"))
+    assert sorted(np.unique(first)) == [0, *ids]
+    n += 1
+  capsys.readouterr()
+  lab = tmp_path / "lab"
+  imgs = tmp_path / "imgs"
+  imgs.mkdir()
+  _img(imgs / "a.png", 2)
+  rc = cli.main(
+    ["label", "--checkpoint", params_dir, "--prompt", p, b65535, "--images", str(imgs)]
+    + ["--out", str(lab), "--no-progress"]
+  )
+  assert rc == 0, capsys.readouterr().err
+  coco = json.loads((lab / "annotations.json").read_text())
+  assert [c["id"] for c in coco["categories"]] == [1]
+  n += 1
+  FAULTS.add("VOC void 255, 16-bit 0/65535 and 0/1 masks, one reader", n, n)
