@@ -184,7 +184,7 @@ def _run_video(args) -> int:
 
   from incontext import outputs, video, videoio
 
-  info = videoio.probe(args.video)
+  info = videoio.scan(args.video)  # displayed size, exact frame count; a size change refused
   # OUT/00000.png, 00001.png, ... (as many as the video has frames) and overlay.mp4
   outputs.check_inputs_apart(
     args.out,
