@@ -303,6 +303,7 @@ def test_experiment_entry_points_bad_settings_are_one_line_exit_2(params_dir, tm
   tune = ["experiments.tune", "--config", "prompt_tune:task=folder", "--config.init", params_dir]
   evaluate = ["experiments.evaluate", "--config", "seggpt_eval", "--config.init", params_dir]
   w = ["--workdir", str(tmp_path / "w")]
+  w2 = ["--workdir", str(tmp_path / "w2")]
   cases = [
     (train + ["--workdir", str(afile)], f"workdir {afile}: exists and is not a folder"),
     (tune + ["--workdir", str(afile)], f"workdir {afile}: exists and is not a folder"),
@@ -314,6 +315,9 @@ def test_experiment_entry_points_bad_settings_are_one_line_exit_2(params_dir, tm
     (tune + w + ["--config.steps=1.5"], "--config.steps"),
     (train + w + ["--nosuchflag=1"], "nosuchflag"),
     (["experiments.train", "--config", "seggpt_train:nosuchpreset"] + w, "nosuchpreset"),
+    # settings the trainer checks (RunError): may make the workdir w2, nothing else
+    (train + w2 + ["--config.input.type=bogus"], "config.input.type: unknown 'bogus'"),
+    (train + w2 + ["--config.init.kind=bogus"], "config.init.kind: unknown 'bogus'"),
   ]
   clean = 0
   for args, match in cases:
