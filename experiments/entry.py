@@ -7,9 +7,10 @@
   folder is looked up beside the project (`experiments/configs/prompt_tune.py`) and by
   name in `experiments/configs/`, so the commands work from any folder;
 * `prepare(config)`: the data folder setting resolved and checked;
-* `user_errors()`: errors in the user's input (missing files, data folder or checkpoint)
-  print one line naming the problem and exit with status 2; other errors keep their
-  traceback.
+* `user_errors()`: errors in the user's input (`incontext.errors.is_user_error`: missing
+  files, data folder, checkpoint, a workdir that is a file, bad settings) print one line
+  naming the problem and exit with status 2; other errors keep their traceback. A bad flag or
+  config override (unknown key, wrong type) is one line and status 2 as well.
 """
 
 import contextlib
@@ -18,6 +19,7 @@ import re
 import sys
 
 from experiments.configs import common
+from incontext import errors
 
 PROJECT_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONFIG_DIR = os.path.join(PROJECT_ROOT, "experiments", "configs")
@@ -62,14 +64,54 @@ def find_config(argv: list[str]) -> list[str]:
   return out
 
 
+def _prog() -> str:
+  return os.path.splitext(os.path.basename(sys.argv[0]))[0] or "experiments"
+
+
+def _fail(prog: str, msg: str):
+  print(f"{prog}: error: {msg}", file=sys.stderr)
+  sys.exit(2)
+
+
+def _parse_flags(argv: list[str]) -> list[str]:
+  """absl's flag parsing, with a bad command line as one line and exit status 2.
+
+  A flag absl rejects (unknown, missing, or a value of the wrong type, including
+  `--config.KEY=VALUE` overrides) and a config override ml_collections rejects (a misspelt
+  KEY, a value that does not fit the field) are the user's input, not bugs.
+  """
+  from absl import flags
+
+  prog = _prog()
+  try:
+    return flags.FLAGS(argv)
+  except flags.Error as e:
+    text = str(e)
+    if "Traceback (most recent call last)" in text:  # the config file's get_config raised
+      head = text.split(": ", 1)[0]  # "flag --config=PATH:ARG"
+      text = f"{head}: {text.strip().splitlines()[-1]}"
+    _fail(prog, errors.one_line(flags.Error(text)))
+  except (AttributeError, KeyError, TypeError, ValueError) as e:
+    # ml_collections: a KeyError/AttributeError whose text is "'key'\nDid you mean ...".
+    msg = errors.one_line(e).strip("'\"").replace("\\'", "'").replace("\\n", " ")
+    key = ""
+    if isinstance(e, (AttributeError, KeyError)):
+      key = msg.split()[0].strip("'\"") if msg else ""
+      msg = "no such key " + msg.replace(" Did you mean", "; did you mean")
+    over = [a.split("=", 1)[0] for a in argv[1:] if a.startswith(("--config.", "-config."))]
+    named = [o for o in over if key and o.split(".")[-1] == key] or over
+    _fail(prog, f"{', '.join(named) or '--config'}: {msg}")
+
+
 def run(main) -> None:
-  """`absl.app.run(main)` with the --config path resolved; `--help` exits with status 0."""
+  """`absl.app.run(main)` with the --config path resolved; `--help` exits with status 0; a bad
+  flag or config override is one line and exit status 2 (`_parse_flags`)."""
   from absl import app
 
   argv = find_config(sys.argv)
   if any(a in ("--help", "-h", "-help", "--helpshort") for a in argv[1:]):
     app.usage(shorthelp=True, writeto_stdout=True, exitcode=0)
-  app.run(main, argv=argv)
+  app.run(main, argv=argv, flags_parser=_parse_flags)
 
 
 def prepare(config):
@@ -77,31 +119,20 @@ def prepare(config):
   return common.resolve_data_dir(config)
 
 
-def _user_error_types() -> tuple:
-  from incontext import checkpoint
-  from incontext.data import sources
-  from incontext.imageio import InputError
-  from incontext.models import convert
-
-  return (
-    common.DataDirError,
-    checkpoint.CheckpointError,
-    sources.DataError,
-    convert.ConversionError,
-    InputError,
-    FileNotFoundError,
-  )
-
-
 @contextlib.contextmanager
 def user_errors(prog: str):
-  """Errors in the user's input -> one line on stderr and exit status 2."""
-  types = _user_error_types()
+  """Errors in the user's input -> one line on stderr and exit status 2.
+
+  The classifier is the command line's (`incontext.errors.is_user_error`): every `UserError`
+  (bad data folder, data file, checkpoint, workdir or setting) and the OSErrors about a
+  user's file or disk; other errors keep their traceback (exit status 1).
+  """
   try:
     yield
-  except types as e:
-    print(f"{prog}: error: {e}", file=sys.stderr)
-    sys.exit(2)
+  except Exception as e:  # noqa: BLE001 (sorted into user errors and bugs)
+    if not errors.is_user_error(e):
+      raise
+    _fail(prog, errors.one_line(e))
 
 
 def require(prog: str, value, flag: str, what: str):

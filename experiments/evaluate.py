@@ -33,8 +33,10 @@ def main(argv):
   entry.require("evaluate", config.init, "--config.init", "a params directory to evaluate")
   with entry.user_errors("evaluate"):
     from incontext.evaluators import run
+    from incontext.train import workdir
 
-    results = run.run_eval(entry.prepare(config), flags.FLAGS.workdir)
+    out = workdir.prepare(flags.FLAGS.workdir)  # a file or unwritable: refused before the work
+    results = run.run_eval(entry.prepare(config), out)
   print(run.table(results))
 
 

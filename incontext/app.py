@@ -14,15 +14,21 @@ Tabs:
 
 Every handler turns bad input (no mask painted, a mask painted with no image under it, a mask
 whose size does not match its image, a video over the frame limit, ...) and any other failure
-into a one-line message shown in the page, never a stack trace. The helpers that do not need
+into a one-line message shown in the page, never a stack trace; an upload Gradio cannot decode
+(a file that is not an image or video) gives a one-line error message too, not Gradio's
+generic one. Uploaded masks are read by the commands' mask reader (`imageio.load_mask`). Each
+request writes into its own folder, removed when the same handler runs again (Gradio serves its
+own copies of the returned files) and at exit. The helpers that do not need
 Gradio (`editor_to_prompt`, `segment_images`, `segment_video`, ...) are plain functions.
 Gradio (`pip install 'incontext[demo]'`) is imported only by `build_app`.
 """
 
 from __future__ import annotations
 
+import atexit
 import logging
 import os
+import shutil
 import tempfile
 import zipfile
 from typing import Sequence
@@ -343,9 +349,63 @@ def _files(x) -> list[str]:
   return [getattr(f, "name", f) for f in x]
 
 
+class _Scratch:
+  """The app's output folders: one per request under a folder removed at exit.
+
+  A handler's previous folder is removed when the same handler is called again: by then
+  Gradio has copied every file the previous call returned into its own cache (its postprocess
+  step copies returned paths before the response is sent, and each event runs one call at a
+  time), so the page's links stay valid while the app's own copies do not pile up.
+  """
+
+  def __init__(self):
+    self.root = tempfile.mkdtemp(prefix="incontext_demo_")
+    self._last: dict[str, str] = {}
+    atexit.register(shutil.rmtree, self.root, ignore_errors=True)
+
+  def new(self, handler: str) -> str:
+    old = self._last.pop(handler, None)
+    if old:
+      shutil.rmtree(old, ignore_errors=True)
+    d = tempfile.mkdtemp(dir=self.root)
+    self._last[handler] = d
+    return d
+
+
+def _upload_name(payload) -> str | None:
+  for x in (payload, getattr(payload, "background", None), getattr(payload, "video", None)):
+    name = getattr(x, "orig_name", None)
+    if name:
+      return str(name)
+  return None
+
+
+def _plain_upload_errors(component, what: str, gr):
+  """A bad upload (not an image or video, unreadable) gives the app's one-line message (a
+  gr.Error, no traceback logged) instead of Gradio's generic error: the component's decoding
+  step (`preprocess`, run before the handler) is wrapped."""
+  decode = component.preprocess
+
+  def preprocess(payload):
+    try:
+      return decode(payload)
+    except gr.Error:
+      raise
+    except Exception as e:  # noqa: BLE001 (any decoding failure is the upload's fault)
+      name = _upload_name(payload)
+      detail = " ".join(f"{type(e).__name__}: {e}".split())
+      raise gr.Error(
+        f"{what}{f' ({name})' if name else ''}: cannot read the upload ({detail})",
+        print_exception=False,
+      ) from None
+
+  component.preprocess = preprocess
+  return component
+
+
 def build_app(seg, *, max_video_frames: int = MAX_VIDEO_FRAMES, examples: bool = True):
   """The Gradio Blocks app around a `Segmenter` (anything with `segment`, `model`,
-  `load_learned_prompt`)."""
+  `load_learned_prompt`). Its output folder is `app.incontext_scratch.root`."""
   import gradio as gr  # optional: the `demo` extra
 
   brush = gr.Brush(
@@ -353,20 +413,25 @@ def build_app(seg, *, max_video_frames: int = MAX_VIDEO_FRAMES, examples: bool =
     default_color=hex_colour(BRUSH_COLOURS[0]),
     color_mode="fixed",
   )
-  work = tempfile.mkdtemp(prefix="incontext_demo_")
+  scratch = _Scratch()
+  work = scratch.root
 
   def editor(label, elem_id):
-    return gr.ImageEditor(
-      label=label,
-      type="numpy",
-      brush=brush,
-      format="png",
-      image_mode="RGBA",
-      sources=["upload", "clipboard"],
-      transforms=(),
-      layers=False,
-      elem_id=elem_id,
-      height=360,
+    return _plain_upload_errors(
+      gr.ImageEditor(
+        label=label,
+        type="numpy",
+        brush=brush,
+        format="png",
+        image_mode="RGBA",
+        sources=["upload", "clipboard"],
+        transforms=(),
+        layers=False,
+        elem_id=elem_id,
+        height=360,
+      ),
+      label,
+      gr,
     )
 
   def run_images(ed1, mask1, ed2, mask2, queries, ensemble, seg_type):
@@ -378,7 +443,7 @@ def build_app(seg, *, max_video_frames: int = MAX_VIDEO_FRAMES, examples: bool =
       qs = _files(queries)
       if not qs:
         raise InputError("add at least one query image")
-      out = tempfile.mkdtemp(dir=work)
+      out = scratch.new("images")
       overlays, files = segment_images(seg, prompts, qs, out, ensemble=ensemble, seg_type=seg_type)
       return overlays, files, f"Segmented {len(qs)} image(s)."
     except Exception as e:  # shown in the page, never a stack trace
@@ -393,7 +458,7 @@ def build_app(seg, *, max_video_frames: int = MAX_VIDEO_FRAMES, examples: bool =
       if not qs:
         raise InputError("add at least one query image")
       lp = seg.load_learned_prompt(files[0])
-      out = tempfile.mkdtemp(dir=work)
+      out = scratch.new("learned")
       overlays, paths = segment_images(seg, [], qs, out, learned_prompt=lp, seg_type=lp.seg_type)
       return overlays, paths, f"Segmented {len(qs)} image(s) with the learned prompt."
     except Exception as e:
@@ -417,7 +482,7 @@ def build_app(seg, *, max_video_frames: int = MAX_VIDEO_FRAMES, examples: bool =
       if not path:
         raise InputError("upload a video first")
       _, mask = editor_to_prompt(ed, None, "first frame")
-      out = tempfile.mkdtemp(dir=work)
+      out = scratch.new("video")
       mp4, z = segment_video(
         seg.model,
         path,
@@ -441,9 +506,10 @@ def build_app(seg, *, max_video_frames: int = MAX_VIDEO_FRAMES, examples: bool =
       with gr.Row():
         with gr.Column():
           ed1 = editor("Prompt 1: upload, then paint the mask", "prompt1")
+          # Masks are read as files by the commands' reader (imageio.load_mask).
           mask1 = gr.Image(
             label="…or upload its mask (optional)",
-            type="numpy",
+            type="filepath",
             image_mode=None,
             elem_id="mask1",
             height=160,
@@ -451,7 +517,7 @@ def build_app(seg, *, max_video_frames: int = MAX_VIDEO_FRAMES, examples: bool =
           with gr.Accordion("Prompt 2 (optional)", open=False):
             ed2 = editor("Prompt 2", "prompt2")
             mask2 = gr.Image(
-              label="Prompt 2 mask (optional)", type="numpy", image_mode=None, height=160
+              label="Prompt 2 mask (optional)", type="filepath", image_mode=None, height=160
             )
         with gr.Column():
           queries = gr.File(
@@ -472,8 +538,13 @@ def build_app(seg, *, max_video_frames: int = MAX_VIDEO_FRAMES, examples: bool =
           labels = gr.File(
             label="Label PNGs (palette = painted colours)", file_count="multiple", elem_id="labels"
           )
+      for c, what in ((mask1, "prompt 1 mask"), (mask2, "prompt 2 mask")):
+        _plain_upload_errors(c, what, gr)
       run.click(
-        run_images, [ed1, mask1, ed2, mask2, queries, ensemble, seg_type], [gallery, labels, status]
+        run_images,
+        [ed1, mask1, ed2, mask2, queries, ensemble, seg_type],
+        [gallery, labels, status],
+        concurrency_limit=1,  # one call at a time: see _Scratch
       )
       if examples:
         ex_dir = tempfile.mkdtemp(dir=work)
@@ -490,7 +561,9 @@ def build_app(seg, *, max_video_frames: int = MAX_VIDEO_FRAMES, examples: bool =
     with gr.Tab("Video"):
       with gr.Row():
         with gr.Column():
-          vid = gr.Video(label="Video (MP4)", sources=["upload"], elem_id="video_in")
+          vid = _plain_upload_errors(
+            gr.Video(label="Video (MP4)", sources=["upload"], elem_id="video_in"), "video", gr
+          )
           ved = editor("First frame: paint the objects", "first_frame")
           memory = gr.Slider(
             0, 16, value=8, step=1, label="Memory K (previous frames)", elem_id="memory"
@@ -501,7 +574,7 @@ def build_app(seg, *, max_video_frames: int = MAX_VIDEO_FRAMES, examples: bool =
           vout = gr.Video(label="Overlay", elem_id="video_out")
           vzip = gr.File(label="DAVIS-format masks (zip)", elem_id="video_zip")
       vid.change(first_frame, vid, [ved, vstatus])
-      vrun.click(run_video, [vid, ved, memory], [vout, vzip, vstatus])
+      vrun.click(run_video, [vid, ved, memory], [vout, vzip, vstatus], concurrency_limit=1)
     with gr.Tab("Learned prompt"):
       with gr.Row():
         with gr.Column():
@@ -521,5 +594,6 @@ def build_app(seg, *, max_video_frames: int = MAX_VIDEO_FRAMES, examples: bool =
             elem_id="lp_overlays",
           )
           lfiles = gr.File(label="Label PNGs", file_count="multiple")
-      lrun.click(run_learned, [lp_file, lq], [lgal, lfiles, lstatus])
+      lrun.click(run_learned, [lp_file, lq], [lgal, lfiles, lstatus], concurrency_limit=1)
+  app.incontext_scratch = scratch
   return app

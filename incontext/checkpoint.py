@@ -56,7 +56,10 @@ def config_from_dict(d: dict) -> seggpt.SegGPTConfig:
   if unknown:
     raise CheckpointError(f"unknown model config fields {sorted(unknown)}")
   kw = {k: tuple(v) if isinstance(v, list) else v for k, v in d.items()}
-  return seggpt.SegGPTConfig(**kw).validate()
+  try:
+    return seggpt.SegGPTConfig(**kw).validate()
+  except TypeError as e:  # an edited incontext.json: one line naming the field
+    raise CheckpointError(f"model config: {e}") from None
 
 
 def params_hash(model_or_state, *, nonfinite: list | None = None) -> str:

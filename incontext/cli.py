@@ -24,7 +24,6 @@ Conventions shared by every command:
 """
 
 import argparse
-import errno
 import importlib
 import logging
 import os
@@ -32,20 +31,9 @@ import sys
 import traceback
 import warnings
 
-from incontext import compile_cache, timing
-from incontext.errors import UserError
+from incontext import compile_cache, errors, timing
 
 COMMANDS = ("convert", "export_hf", "segment", "export_prompt", "segment_video", "label", "demo")
-
-# OSErrors that are about a file the user named or about the user's disk, not bugs.
-_FILE_ERRORS = (
-  FileNotFoundError,
-  FileExistsError,
-  PermissionError,
-  IsADirectoryError,
-  NotADirectoryError,
-)
-_DISK_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EROFS)
 
 # Libraries whose INFO logs and warnings are hidden unless -v.
 _NOISY_LOGGERS = ("absl", "orbax", "jax", "jax._src.xla_bridge", "flax", "tensorflow", "h5py")
@@ -127,23 +115,6 @@ def configure_logging(verbose: int = 0) -> None:
     logging.getLogger(name).setLevel(level)
 
 
-def _is_user_error(e: BaseException) -> bool:
-  if isinstance(e, UserError):
-    return True
-  if isinstance(e, _FILE_ERRORS):
-    return True
-  return isinstance(e, OSError) and e.errno in _DISK_ERRNOS
-
-
-def _one_line(e: BaseException) -> str:
-  msg = (
-    str(e)
-    if not isinstance(e, OSError) or e.filename is None
-    else (f"{e.filename}: {e.strerror or e}")
-  )
-  return " ".join(msg.split()) or type(e).__name__
-
-
 def main(argv=None) -> int:
   timing.reset()
   parser = build_parser()
@@ -176,11 +147,11 @@ def _run(args) -> int:
     print(f"incontext {args.command}: interrupted", file=sys.stderr)
     return 130
   except Exception as e:  # noqa: BLE001 (sorted into user errors and bugs)
-    if not _is_user_error(e):
+    if not errors.is_user_error(e):
       raise  # a bug: Python prints the traceback, status 1
     if args.verbose:
       traceback.print_exc()
-    print(f"incontext {args.command}: error: {_one_line(e)}", file=sys.stderr)
+    print(f"incontext {args.command}: error: {errors.one_line(e)}", file=sys.stderr)
     return 2
 
 

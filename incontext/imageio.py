@@ -4,14 +4,17 @@
   RGBA (alpha dropped, as the official `.convert("RGB")`), CMYK and 16-bit inputs converted.
 * `load_mask(path)` -> the mask's *values* kept: a 2-D label map ([H, W], uint8, or int32 for
   16-bit PNGs so that labels > 255 are seen and rejected later) or an RGB colour mask
-  ([H, W, 3] uint8). Palette-mode PNGs are read as their indices; an RGB(A) file whose three
-  channels are identical is read as a 2-D map (e.g. the official demo targets).
+  ([H, W, 3] uint8). Palette-mode PNGs are read as their indices (VOC's "void" 255 beside
+  other labels read as background); a two-valued 16-bit mask (0/65535) is binary 0/255; an
+  RGB(A) file whose three channels are identical is read as a 2-D map (e.g. the official demo
+  targets). Every command reads masks with it.
 * `mask_palette(path)` -> the colours of a palette-mode mask file ([256, 3]), else None.
 * `save_label_png(path, labels, palette)` -> a palette PNG whose indices are the label ids
   and whose colours are `palette` (what every command and `Result.save` write);
   `label_palette` picks those colours (the prompt file's palette when it shows every label,
   else the colours the model painted); `overlay` tints an image by a colour mask.
 * `list_images(items)` -> image files from files, folders and glob patterns.
+* `check_regular_file(path, what)`: only regular files are read (a FIFO would block).
 
 Every failure is an `InputError` (a ValueError) whose message starts with the file name.
 """
@@ -34,12 +37,27 @@ class InputError(UserError):
 MAX_MASK_PIXELS = 40_000_000
 
 
-def _open(path: str, what: str) -> Image.Image:
+def check_regular_file(path, what: str) -> None:
+  """InputError unless `path` is a regular file (or a link to one).
+
+  Only regular files are read: opening a FIFO blocks until something writes to it, and a
+  device or socket is never an image, mask, video or prompt file.
+  """
   path = os.fspath(path)
+  a = "an" if what[:1] in "aeiou" else "a"
   if not os.path.exists(path):
     raise InputError(f"{path}: no such {what} file")
   if os.path.isdir(path):
-    raise InputError(f"{path}: is a directory, expected an {what} file")
+    raise InputError(f"{path}: is a directory, expected {a} {what} file")
+  if not os.path.isfile(path):
+    raise InputError(
+      f"{path}: not a regular file (a FIFO, device or socket), expected {a} {what} file"
+    )
+
+
+def _open(path: str, what: str) -> Image.Image:
+  path = os.fspath(path)
+  check_regular_file(path, what)
   try:
     im = Image.open(path)  # lazy: reads the header only
     w, h = im.size
@@ -83,22 +101,49 @@ def load_image(path: str) -> np.ndarray:
   return image_to_rgb(_open(path, "image"))
 
 
-def load_mask(path: str) -> np.ndarray:
+VOID = 255  # "void" / "ignore" label of VOC-style palette masks (object borders, unclear areas)
+
+
+def _without_void(a: np.ndarray) -> np.ndarray:
+  """A palette mask's indices with the VOC "void" label 255 made background (0) when the mask
+  also has object labels 1..254; a 0/255 palette mask keeps 255 (a binary mask)."""
+  if (a == VOID).any() and ((a > 0) & (a < VOID)).any():
+    a = np.where(a == VOID, 0, a).astype(a.dtype)
+  return a
+
+
+def _two_valued(a: np.ndarray) -> np.ndarray:
+  """A wide-integer mask with one non-zero value above 255 (0/65535 from a 16-bit export) ->
+  the binary 0/255 mask it is; any other mask unchanged (0/1 stays 0/1; labels > 255 among
+  several values are kept, to be reported as out of range)."""
+  nz = np.unique(a[a != 0])
+  if nz.size == 1 and nz[0] > 255:
+    return np.where(a != 0, 255, 0).astype(np.int32)
+  return a
+
+
+def load_mask(path: str, *, void: bool = True) -> np.ndarray:
   """Reads a mask keeping its values: [H, W] label map or [H, W, 3] uint8 RGB colour mask.
 
-  Binary masks keep 0/1 or 0/255; palette PNGs give their indices; 16-bit PNGs give int32
-  labels (so out-of-range labels can be reported); '1'-mode masks give 0/255.
+  The one mask reader of every command (`segment` prompts, `segment-video`'s first mask,
+  `label`'s prompts, the app's uploaded masks). Binary masks keep 0/1 or 0/255; palette PNGs
+  give their indices, with the VOC "void" label 255 read as background (0) when the mask also
+  has labels 1..254 (`void=False` keeps it: for files whose label 255 is a class); 16-bit and
+  32-bit masks give int32 labels (so out-of-range labels can be reported), except that a
+  two-valued one whose foreground is above 255 (0/65535) is the binary mask 0/255;
+  '1'-mode masks give 0/255.
   """
   im = _open(path, "mask")
   if im.mode == "P":
-    return np.asarray(im, np.uint8).copy()
+    a = np.asarray(im, np.uint8).copy()
+    return _without_void(a) if void else a
   if im.mode in ("I", "I;16", "I;16B", "I;16L", "I;16N"):
-    return np.asarray(im).astype(np.int32)
+    return _two_valued(np.asarray(im).astype(np.int64)).astype(np.int32)
   if im.mode == "F":
     a = np.asarray(im, np.float64)
-    if not np.all(a == np.round(a)):
+    if not np.all(np.isfinite(a)) or not np.all(a == np.round(a)):
       raise InputError(f"{path}: float mask with non-integer values; expected labels")
-    return a.astype(np.int32)
+    return _two_valued(a.astype(np.int64)).astype(np.int32)
   if im.mode in ("1", "L"):
     return np.asarray(im.convert("L"), np.uint8).copy()
   if im.mode == "LA":
@@ -207,9 +252,10 @@ def _visible(name: str) -> bool:
 def list_images(items, what: str = "query") -> list[str]:
   """Image files from files, folders (their images, sorted) and glob patterns (sorted).
 
-  Hidden files (names starting with '.') inside folders and glob matches are skipped; a
-  file named directly is kept as given. Raises InputError naming the item that gives
-  nothing.
+  Hidden files (names starting with '.') and anything that is not a regular file (a FIFO,
+  device or socket) inside folders and glob matches are skipped; a file named directly is
+  kept as given (a FIFO, device or socket named directly is refused). Raises InputError naming
+  the item that gives nothing.
   """
   out = []
   for item in items:
@@ -224,6 +270,7 @@ def list_images(items, what: str = "query") -> list[str]:
         raise InputError(f"{item}: folder has no {what} images ({', '.join(IMAGE_EXTS)})")
       out += found
     elif os.path.exists(item):
+      check_regular_file(item, f"{what} image")
       out.append(item)
     elif any(c in item for c in "*?["):
       found = sorted(f for f in glob.glob(item) if _visible(f) and os.path.isfile(f))

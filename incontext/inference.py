@@ -605,9 +605,10 @@ def save_results(results: Iterable[Result], directory, *, raw: bool = False) -> 
   seen, n, legend = {}, 0, None
   for i, r in enumerate(results):
     name = r.name or f"query_{i}"
-    if name in seen:
+    files = {name + ".png", name + "_overlay.png", name + ".raw.npy"}
+    if files & seen.keys():  # also x and x_overlay: both write x_overlay.png
       raise InputError(f"{name}: two queries would write the same output name; rename one")
-    seen[name] = True
+    seen.update(dict.fromkeys(files, True))
     r.save(directory, name, raw=raw)
     legend = legend or r.legend()
     n += 1
@@ -712,8 +713,7 @@ class Segmenter:
   def load_learned_prompt(self, path: str):
     """Loads a learned prompt (`incontext.prompts`) checked against this model."""
     path = os.fspath(path)
-    if not os.path.exists(path):
-      raise InputError(f"{path}: no such learned prompt")
+    imageio.check_regular_file(path, "learned prompt")
     try:
       return prompts.load(path, model_cfg=self.cfg, weights_hash=self.meta.get("weights_hash"))
     except ValueError as e:

@@ -49,11 +49,10 @@ import jax.numpy as jnp
 import numpy as np
 import orbax.checkpoint as ocp
 from flax import nnx
-from PIL import Image
 from scipy import ndimage
 from tqdm import tqdm
 
-from incontext import checkpoint, inference, outputs, video
+from incontext import checkpoint, imageio, inference, outputs, video
 from incontext import mesh as mesh_lib
 from incontext.imageio import InputError
 from incontext.models import seggpt
@@ -70,7 +69,9 @@ def list_images(spec: str) -> list[str]:
     out = [
       os.path.join(spec, f)
       for f in os.listdir(spec)
-      if f.lower().endswith(IMAGE_EXTS) and not f.startswith(".")
+      if f.lower().endswith(IMAGE_EXTS)
+      and not f.startswith(".")
+      and os.path.isfile(os.path.join(spec, f))  # a FIFO would block: regular files only
     ]
   else:
     out = [
@@ -176,7 +177,8 @@ def save_mask(path: str, ids: np.ndarray, record=None) -> None:
 
 
 def read_mask(path: str) -> np.ndarray:
-  return np.asarray(Image.open(path))
+  """A mask this module wrote (category ids; 255 is a category, not void)."""
+  return imageio.load_mask(path, void=False)
 
 
 # -- masks -> annotations -------------------------------------------------------------------

@@ -578,3 +578,35 @@ def write_bytes(path: str, data: bytes) -> None:
 def write_json(path: str, obj, **kw) -> None:
   """`json.dump` to `path` atomically (indent 2, `default=str`)."""
   write_bytes(path, (json.dumps(obj, indent=2, default=str, **kw) + "\n").encode())
+
+
+def check_inputs_apart(
+  out: str,
+  names: Iterable[str],
+  inputs: Iterable[str],
+  *,
+  command: str,
+  overwrite: bool,
+  is_output=None,
+) -> None:
+  """Refuses (OutputError, before any work) a run whose outputs would replace one of its inputs.
+
+  An input is taken for an output when its real path is `out`/NAME for a NAME in `names`,
+  or one `is_output(NAME)` accepts (outputs whose number is not known yet, e.g. one PNG per
+  video frame), or, with `overwrite`, an entry the manifest records for `command` (the run
+  replaces or removes those).
+  """
+  root = os.path.realpath(os.fspath(out))
+  taken = set(names)
+  if overwrite:
+    m = read_manifest(root)
+    if m is not None and m.get("command") == command:
+      taken |= {str(n) for n in m["files"]}
+  for p in inputs:
+    real = os.path.realpath(os.fspath(p))
+    folder, name = os.path.split(real)
+    if folder == root and (name in taken or (is_output is not None and is_output(name))):
+      raise OutputError(
+        f"{p}: is an input of this `{command}` run and also one of its outputs "
+        f"({os.path.join(root, name)}); write the outputs to another folder"
+      )

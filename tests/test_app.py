@@ -598,3 +598,67 @@ def test_browser_quickstart_paint_segment_and_video(quickstart, tmp_path):
   (tmp_path / "out.mp4").write_bytes(mp4_bytes)
   info = videoio.probe(str(tmp_path / "out.mp4"))
   assert info.num_frames == n_frames and info.fps == fps
+
+
+def test_bad_uploads_are_one_line_messages_and_request_folders_are_removed(
+  seg, tmp_path, monkeypatch
+):
+  """Over HTTP (gradio_client, no browser): a file that is not an image, uploaded as a prompt
+  mask or as the editor's image, gives the app's one-line message (no traceback in the log);
+  a VOC palette mask uploaded with void 255 is read by the commands' mask reader; each
+  handler keeps only its latest output folder, and the files of a finished call stay
+  downloadable (Gradio serves its own copies)."""
+  pytest.importorskip("gradio")
+  from gradio_client import Client, handle_file
+  from gradio_client.exceptions import AppError
+
+  img, m = _scene()
+  Image.fromarray(img).save(tmp_path / "p.png")
+  Image.fromarray(img).save(tmp_path / "q.png")
+  (tmp_path / "bad.png").write_bytes(b"this is not a PNG")
+  voc = np.where(m, 15, 0).astype(np.uint8)
+  voc[m.shape[0] // 2, :] = 255  # a void line across the object and the background
+  pim = Image.fromarray(voc, mode="P")
+  pim.putpalette(np.asarray([0, 0, 0] * 15 + [0, 128, 0] + [224, 224, 192] * 240).tolist())
+  pim.save(tmp_path / "voc.png")
+  port = _free_port()
+  demo = app.build_app(seg, examples=False)
+  demo.queue().launch(
+    server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True
+  )
+  root = demo.incontext_scratch.root
+  try:
+    client = Client(f"http://127.0.0.1:{port}/", verbose=False, download_files=str(tmp_path))
+    editor = {"background": handle_file(str(tmp_path / "p.png")), "layers": [], "composite": None}
+    bad_editor = dict(editor, background=handle_file(str(tmp_path / "bad.png")))
+    args = dict(ed2=None, mask2=None, ensemble="feature", seg_type="instance")
+    q = [handle_file(str(tmp_path / "q.png"))]
+    import traceback
+
+    printed = []  # Gradio logs a traceback with traceback.print_exc()
+    monkeypatch.setattr(traceback, "print_exc", lambda *a, **k: printed.append(1))
+    for ed, mask, what in (
+      (editor, handle_file(str(tmp_path / "bad.png")), "prompt 1 mask (bad.png)"),
+      (bad_editor, handle_file(str(tmp_path / "voc.png")), "Prompt 1"),
+    ):
+      with pytest.raises(AppError) as e:
+        client.predict(ed, mask, queries=q, **args, api_name="/run_images")
+      msg = str(e.value)
+      assert msg.startswith(what) and "cannot read the upload" in msg and "\n" not in msg, msg
+    assert not printed
+    # Two good calls: the VOC mask is read with void as background (its label 15 is written).
+    outs = []
+    for _ in range(2):
+      gallery, files, status = client.predict(
+        editor, handle_file(str(tmp_path / "voc.png")), queries=q, **args, api_name="/run_images"
+      )
+      assert status.startswith("Segmented 1 image"), status
+      outs.append(files)
+      assert len(os.listdir(root)) == 1  # the previous call's folder was removed
+    for files in outs:  # both calls' label PNGs were downloaded from Gradio's own copies
+      path = files[0] if isinstance(files, list) else files
+      path = path.get("path", path) if isinstance(path, dict) else path
+      assert os.path.commonpath([root, os.path.abspath(path)]) != root
+      assert set(np.unique(np.asarray(Image.open(path)))) <= {0, 1}
+  finally:
+    demo.close()

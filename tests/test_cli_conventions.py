@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from incontext import checkpoint, cli
+from incontext import checkpoint
 from incontext.models import seggpt
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
@@ -117,16 +117,25 @@ def test_user_errors_are_user_errors():
   from incontext import errors, imageio, prompts, video
   from incontext.models import convert
 
+  from experiments.configs import common
+  from incontext import outputs
+  from incontext.data import sources
+  from incontext.train import workdir
+
   for e in (
     imageio.InputError,
     checkpoint.CheckpointError,
     convert.ConversionError,
     prompts.PromptError,
     video.VideoError,
+    outputs.OutputError,
+    workdir.RunError,
+    sources.DataError,
+    common.DataDirError,
   ):
     assert issubclass(e, errors.UserError) and issubclass(e, ValueError)
-  assert cli._is_user_error(FileNotFoundError(2, "No such file", "x.png"))
-  assert not cli._is_user_error(ValueError("x")) and not cli._is_user_error(KeyError("x"))
+  assert errors.is_user_error(FileNotFoundError(2, "No such file", "x.png"))
+  assert not errors.is_user_error(ValueError("x")) and not errors.is_user_error(KeyError("x"))
 
 
 def test_quiet_warnings_are_one_plain_line(files, tmp_path):

@@ -491,4 +491,4 @@ def test_failure_mid_run_leaves_existing_outputs_alone(ckpt, ex, tmp_path, capsy
     ],
     capsys,
   )
-  assert rc == 2 and "same output name 'zz_bad'" in err
+  assert rc == 2 and "same output name 'zz_bad.png'" in err

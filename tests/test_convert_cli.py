@@ -158,3 +158,47 @@ def test_errors_name_the_source(kind, sources, tmp_path, capsys):
   rc, _, err = _run(["convert", "--source", src, "--out", tmp_path / "o"], capsys)
   assert rc == 2
   assert src.name in err, err
+
+
+def test_config_json_types_are_checked_at_convert_time(sources, tmp_path, capsys):
+  """A transformers config.json with a wrong-typed field (or that is not a JSON object) is
+  refused by `convert` in one line naming the file and the field, and nothing is written; an
+  edited incontext.json is refused when the params are loaded."""
+  import json
+  import shutil
+
+  _, st, _, _ = sources
+  good = json.loads((st.parent / "config.json").read_text())
+  cases = [
+    (dict(good, layer_norm_eps="tiny"), "layer_norm_eps is 'tiny'"),
+    (dict(good, layer_norm_eps=True), "layer_norm_eps is True"),
+    (dict(good, layer_norm_eps=-1.0), "layer_norm_eps is -1.0"),
+    (dict(good, intermediate_hidden_state_indices=5), "intermediate_hidden_state_indices is 5"),
+    (dict(good, intermediate_hidden_state_indices=["3"]), "intermediate_hidden_state_indices"),
+    (dict(good, merge_index="2"), "merge_index is '2'"),
+    (dict(good, image_size="big"), "image_size is 'big'"),
+    (dict(good, hidden_size=32.5), "hidden_size is 32.5"),
+    ([good], "holds a JSON list; expected an object"),
+    ("seggpt", "holds a JSON str"),
+  ]
+  for i, (cfg, msg) in enumerate(cases):
+    src = tmp_path / f"src{i}"
+    src.mkdir()
+    shutil.copy(st, src / "model.safetensors")
+    (src / "config.json").write_text(json.dumps(cfg))
+    out = tmp_path / f"out{i}"
+    rc, _, err = _run(["convert", "--source", src, "--out", out], capsys)
+    line = err.strip()
+    assert rc == 2 and "\n" not in line, (cfg, err)
+    assert "config.json" in line and msg in line, (msg, line)
+    assert not out.exists()
+  # The checkpoint's own config, edited: refused on load with one line naming the field.
+  out = tmp_path / "params"
+  rc, _, err = _run(["convert", "--source", st.parent, "--out", out], capsys)
+  assert rc == 0, err
+  meta = json.loads((out / checkpoint.META).read_text())
+  for field, value in (("eps", "tiny"), ("feature_layers", 5), ("depth", "12")):
+    edited = dict(meta, config=dict(meta["config"], **{field: value}))
+    (out / checkpoint.META).write_text(json.dumps(edited))
+    with pytest.raises(checkpoint.CheckpointError, match=f"{field} is {value!r}"):
+      checkpoint.load_model(str(out), verify=False)

@@ -125,13 +125,18 @@ def test_propagate_real_model_output_ids(model):
 def test_davis_png_and_palette(tmp_path):
   m = np.zeros((6, 7), np.int32)
   m[1:3, 1:3] = 2
-  m[4, 4] = 255
+  m[4, 4] = 254
   p = str(tmp_path / "00001.png")
   video.save_id_png(p, m)
   im = Image.open(p)
   assert im.mode == "P"
   np.testing.assert_array_equal(np.asarray(im), m)
   np.testing.assert_array_equal(video.read_id_mask(p), m)
+  # 255 beside other ids in a palette mask is VOC's void: read as background (docs/design.md).
+  m[5, 5] = 255
+  video.save_id_png(p, m)
+  assert np.asarray(Image.open(p))[5, 5] == 255
+  np.testing.assert_array_equal(video.read_id_mask(p), np.where(m == 255, 0, m))
   pal = video.davis_palette()
   assert [tuple(pal[i]) for i in (1, 2, 3)] == [(128, 0, 0), (0, 128, 0), (128, 128, 0)]
   # an RGB colour mask: ids 1..K in sorted colour order

@@ -12,6 +12,8 @@ import os
 
 import ml_collections
 
+from incontext.errors import UserError
+
 DATA_DIR_ENV = "INCONTEXT_DATA_DIR"
 _PROJECT_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -25,7 +27,7 @@ def data_dir() -> str:
   return os.path.join(os.path.dirname(_PROJECT_ROOT), "shared", "data")
 
 
-class DataDirError(ValueError):
+class DataDirError(UserError):
   """The configured data folder does not exist."""
 
 

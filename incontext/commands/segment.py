@@ -87,16 +87,25 @@ def register(sub):
   p.set_defaults(func=run)
 
 
-def _stems(queries):
-  stems = {}
+SUFFIXES = (".png", "_overlay.png")
+
+
+def output_names(queries, raw: bool, check: bool = True) -> list[str]:
+  """Every output file name, checked to be distinct: two queries whose outputs share a name
+  (`a/x.jpg` and `b/x.png`; `x.jpg` and `x_overlay.jpg`, whose `x_overlay.png` both write) are
+  refused before any work, naming both queries."""
+  suffixes = SUFFIXES + ((".raw.npy",) if raw else ())
+  owner = {"labels.json": None}
   for q in queries:
     stem = os.path.splitext(os.path.basename(q))[0]
-    if stem in stems:
-      raise InputError(
-        f"{q}: writes the same output name {stem!r} as {stems[stem]}; rename one of the queries"
-      )
-    stems[stem] = q
-  return list(stems)
+    for n in (stem + s for s in suffixes):
+      if n in owner and check:
+        other = "the labels file" if owner[n] is None else owner[n]
+        raise InputError(
+          f"{q}: writes the same output name {n!r} as {other}; rename one of the queries"
+        )
+      owner[n] = q
+  return sorted(owner)
 
 
 def run(args) -> int:
@@ -109,12 +118,16 @@ def run(args) -> int:
     if args.batch_size is not None and args.batch_size < 1:
       raise InputError(f"--batch-size must be >= 1, got {args.batch_size}")
     queries = imageio.list_images(args.query)
-    stems = _stems(queries)
-    names = [
-      s + suffix
-      for s in stems
-      for suffix in (".png", "_overlay.png") + ((".raw.npy",) if args.raw else ())
-    ] + ["labels.json"]
+    inputs = queries + [f for p in args.prompt for f in p]
+    inputs += [args.learned_prompt] if args.learned_prompt else []
+    outputs.check_inputs_apart(
+      args.out,
+      output_names(queries, args.raw, check=False),
+      inputs,
+      command="segment",
+      overwrite=args.overwrite,
+    )
+    names = output_names(queries, args.raw)
     outdir = outputs.OutputDir(
       args.out, command="segment", overwrite=args.overwrite, names=names, hint="--overwrite"
     )

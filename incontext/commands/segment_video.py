@@ -13,6 +13,7 @@ leaves nothing behind; --overwrite replaces only what an earlier `segment-video`
 
 import logging
 import os
+import re
 
 from incontext.errors import UserError
 
@@ -86,13 +87,22 @@ def run(args) -> int:
     raise UserError(f"--threshold {args.threshold}: must be in (0, 1)")
   if args.video:
     return _run_video(args)
-  paths = video.list_frames(args.frames)
+  # The first mask saved beside the frames is not a frame.
+  paths = video.list_frames(args.frames, exclude=[args.first_mask])
   names = [os.path.splitext(os.path.basename(p))[0] + ".png" for p in paths]
+  names += [] if args.no_gif else ["overlay.gif"]
+  outputs.check_inputs_apart(
+    args.out,
+    names,
+    paths + [args.first_mask],
+    command="segment-video",
+    overwrite=args.overwrite,
+  )
   outdir = outputs.OutputDir(
     args.out,
     command="segment-video",
     overwrite=args.overwrite,
-    names=names + ([] if args.no_gif else ["overlay.gif"]),
+    names=names,
     hint="--overwrite",
   )
   first = imageio.load_image(paths[0])
@@ -174,7 +184,16 @@ def _run_video(args) -> int:
 
   from incontext import outputs, video, videoio
 
-  info = videoio.probe(args.video)
+  info = videoio.scan(args.video)  # displayed size, exact frame count; a size change refused
+  # OUT/00000.png, 00001.png, ... (as many as the video has frames) and overlay.mp4
+  outputs.check_inputs_apart(
+    args.out,
+    [] if args.no_gif else ["overlay.mp4"],
+    [args.video, args.first_mask],
+    command="segment-video",
+    overwrite=args.overwrite,
+    is_output=lambda n: re.fullmatch(r"\d{5,}\.png", n) is not None,
+  )
   first_ids = _first_mask(args, (info.height, info.width), f"the video {args.video}")
   ids = video.object_ids(first_ids)
   outdir = outputs.OutputDir(

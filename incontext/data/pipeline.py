@@ -55,6 +55,7 @@ import grain
 import numpy as np
 
 from incontext import canvas
+from incontext.errors import UserError
 from incontext.data import folds, ops, procedural, sources
 
 # Config keys (top level) and defaults. Per-dataset keys are in DATASET_DEFAULTS.
@@ -113,7 +114,7 @@ def _check_dataset_keys(d: dict, i: int) -> None:
   known = set(DATASET_DEFAULTS) | set(inspect.signature(reader).parameters)
   unknown = sorted(set(d) - known)
   if unknown:
-    raise ValueError(
+    raise UserError(
       f"datasets[{i}] ({d.get('name') or d.get('reader')}): unknown key"
       f"{'s' if len(unknown) > 1 else ''} {unknown}; known: {sorted(known)}"
     )
@@ -157,7 +158,7 @@ class HeldOutLeak(RuntimeError):
 def held_out_examples(dcfg: Mapping[str, Any]) -> set[str]:
   ex = dcfg.get("exclude_examples") or ()
   if isinstance(ex, str):
-    raise ValueError(
+    raise UserError(
       f"dataset {dcfg.get('name')!r}: exclude_examples must be a list of ids, got the string {ex!r}"
     )
   return {str(x) for x in ex}
@@ -273,7 +274,7 @@ class PairSampler:
     self.dcfgs = cfg["datasets"]
     w = np.array([float(d["weight"]) for d in self.dcfgs], np.float64)
     if (w < 0).any() or w.sum() <= 0:
-      raise ValueError(f"dataset weights must be >= 0 with a positive sum, got {w}")
+      raise UserError(f"dataset weights must be >= 0 with a positive sum, got {w}")
     self.weights = w / w.sum()
     self.seed = int(seed)
     self.ops = ops.build_ops(cfg["pp"], size=cfg["image_size"], patch_size=cfg["patch_size"])
@@ -282,7 +283,7 @@ class PairSampler:
     if self.procedural_frac > 0:
       h, w = cfg["image_size"]
       if h != w:
-        raise ValueError(f"procedural_frac > 0 needs square halves, got image_size {(h, w)}")
+        raise UserError(f"procedural_frac > 0 needs square halves, got image_size {(h, w)}")
       self.procedural = procedural.Sampler(
         {**_to_dict(cfg.get("procedural")), "image_size": h, "patch_size": cfg["patch_size"]}, seed
       )
@@ -456,7 +457,7 @@ def make_sampler(
 ) -> PairSampler:
   cfg = resolve_config(config)
   if not cfg["datasets"]:
-    raise ValueError("config has no datasets")
+    raise UserError("config has no datasets")
   srcs = build_sources(cfg, sources_override)
   shard = (process_index, process_count) if cfg["shard_records"] else None
   idx = [DatasetIndex(s, d, record_shard=shard) for s, d in zip(srcs, cfg["datasets"])]

@@ -37,11 +37,13 @@ from typing import Any, Callable, Sequence
 import numpy as np
 from PIL import Image, ImageDraw
 
+from incontext.errors import UserError
+
 IGNORE = 255
 MAX_INSTANCES = 254
 
 
-class DataError(ValueError):
+class DataError(UserError):
   """A data file is missing, unreadable or inconsistent; the message names the file."""
 
 

@@ -181,7 +181,10 @@ def infer_config(sd: dict[str, np.ndarray], **overrides) -> seggpt.SegGPTConfig:
     except ValueError as e:
       raise ConversionError(str(e)) from None
   kw.update(overrides)
-  return seggpt.SegGPTConfig(**kw).validate()
+  try:
+    return seggpt.SegGPTConfig(**kw).validate()
+  except (TypeError, ValueError) as e:
+    raise ConversionError(f"model config: {e}") from None
 
 
 def load_official(
@@ -247,9 +250,52 @@ def _read_json(path: str) -> dict:
 
   try:
     with open(path) as f:
-      return json.load(f)
-  except json.JSONDecodeError as e:
+      d = json.load(f)
+  except (json.JSONDecodeError, UnicodeDecodeError) as e:
     raise ConversionError(f"{path}: corrupt config.json ({e})") from None
+  if not isinstance(d, dict):
+    raise ConversionError(
+      f"{path}: config.json holds a JSON {type(d).__name__}; expected an object of settings"
+    )
+  return d
+
+
+def _is_int(v) -> bool:
+  return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _check_hf_types(cfg_path: str, hf: dict) -> None:
+  """ConversionError naming the first transformers config field this project reads whose
+  value has the wrong type (checked at convert time, so no checkpoint is written that
+  fails later)."""
+
+  def bad(k, want):
+    raise ConversionError(f"{cfg_path}: {k} is {hf[k]!r}; expected {want}")
+
+  for k in _ARCH_FIELDS + ("merge_index",):
+    if hf.get(k) is None:
+      continue
+    v = hf[k]
+    if k in ("image_size", "pretrain_image_size"):
+      ok = _is_int(v) or (
+        isinstance(v, list) and len(v) == 2 and all(_is_int(x) and x > 0 for x in v)
+      )
+      if not ok or (_is_int(v) and v <= 0):
+        bad(k, "a positive integer or two")
+    elif not _is_int(v) or v < 0:
+      bad(k, "a non-negative integer")
+  k = "intermediate_hidden_state_indices"
+  if k in hf and not (
+    isinstance(hf[k], list) and hf[k] and all(_is_int(x) and x >= 0 for x in hf[k])
+  ):
+    bad(k, "a list of layer indices (integers)")
+  k = "layer_norm_eps"
+  if k in hf:
+    v = hf[k]
+    if not (isinstance(v, (int, float)) and not isinstance(v, bool) and 0 < v < 1):
+      bad(k, "a small positive number (e.g. 1e-6)")
+  if not isinstance(hf.get("model_type", ""), (str, type(None))):
+    bad("model_type", "'seggpt'")
 
 
 def hf_config_path(path: str) -> str | None:
@@ -266,6 +312,7 @@ def read_hf_config(path: str) -> dict:
   hf = _read_json(cfg_path)
   if hf.get("model_type") != "seggpt":
     return {}
+  _check_hf_types(cfg_path, hf)
   out = {}
   if "intermediate_hidden_state_indices" in hf:
     out["feature_layers"] = tuple(hf["intermediate_hidden_state_indices"])
@@ -295,6 +342,7 @@ def check_hf_config(cfg_path: str, cfg: seggpt.SegGPTConfig) -> None:
   hf = _read_json(cfg_path)
   if hf.get("model_type") not in (None, "seggpt"):
     raise ConversionError(f"{cfg_path}: model_type {hf.get('model_type')!r}, expected 'seggpt'")
+  _check_hf_types(cfg_path, hf)
   ours = hf_config_dict(cfg)
   for k in _ARCH_FIELDS:
     if hf.get(k) is None:

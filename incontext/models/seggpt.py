@@ -66,7 +66,40 @@ class SegGPTConfig:
   def num_tokens(self) -> int:
     return self.grid[0] * self.grid[1]
 
+  def check_types(self):
+    """TypeError naming the first field whose value has the wrong type (e.g. an edited
+    config file's `"eps": "tiny"` or `"feature_layers": 5`)."""
+    is_int = lambda v: isinstance(v, (int, np.integer)) and not isinstance(v, bool)
+    for name in _INT_FIELDS:
+      v = getattr(self, name)
+      if not is_int(v) or v < (0 if name == "merge_index" else 1):
+        raise TypeError(f"{name} is {v!r}; expected a positive integer")
+    for name, n in (("image_size", 2), ("feature_layers", None)):
+      v = getattr(self, name)
+      if (
+        not isinstance(v, (tuple, list))
+        or (n is not None and len(v) != n)
+        or not v
+        or not all(is_int(x) and x >= 0 for x in v)
+      ):
+        what = f"{n} integers" if n else "a list of integers"
+        raise TypeError(f"{name} is {v!r}; expected {what}")
+    for name in ("eps", "drop_path"):
+      v = getattr(self, name)
+      if not (isinstance(v, (int, float, np.floating)) and not isinstance(v, bool)) or not (
+        np.isfinite(v) and (0 < v < 1 if name == "eps" else 0 <= v < 1)
+      ):
+        rng = "in (0, 1)" if name == "eps" else "in [0, 1)"
+        raise TypeError(f"{name} is {v!r}; expected a number {rng}")
+    for name in ("ensemble", "dtype", "attention"):
+      if not isinstance(getattr(self, name), str):
+        raise TypeError(f"{name} is {getattr(self, name)!r}; expected a string")
+    if not isinstance(self.remat, bool):
+      raise TypeError(f"remat is {self.remat!r}; expected true or false")
+    return self
+
   def validate(self):
+    self.check_types()
     h, w = self.image_size
     if h % self.patch or w % self.patch:
       raise ValueError(f"image_size {self.image_size} is not a multiple of patch {self.patch}")
@@ -84,6 +117,18 @@ class SegGPTConfig:
     if self.attention == "cudnn" and jnp.dtype(self.dtype) not in _HALF:
       raise ValueError(f"attention 'cudnn' needs dtype bfloat16 or float16, got {self.dtype!r}")
     return self
+
+
+_INT_FIELDS = (
+  "patch",
+  "width",
+  "depth",
+  "num_heads",
+  "mlp_dim",
+  "merge_index",
+  "decoder_dim",
+  "pretrain_grid",
+)
 
 
 def _layers(depth, merge_index=2):

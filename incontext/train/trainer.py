@@ -154,7 +154,7 @@ def make_train_iterator(config, *, seed: int, batch_size: int):
     from incontext.data import pipeline  # grain/TFDS readers load only when configured
 
     return pipeline.make_train_iterator(data_cfg, **kw)
-  raise ValueError(f"config.input.type: unknown {kind!r} (expected 'procedural' or 'pipeline')")
+  raise RunError(f"config.input.type: unknown {kind!r} (expected 'procedural' or 'pipeline')")
 
 
 def make_episodes(config) -> list[dict]:
@@ -172,7 +172,7 @@ def make_episodes(config) -> list[dict]:
     )
   if kind == "episodes":
     return []
-  raise ValueError(f"config.evals.type: unknown {kind!r} (expected 'procedural' or 'episodes')")
+  raise RunError(f"config.evals.type: unknown {kind!r} (expected 'procedural' or 'episodes')")
 
 
 def eval_benchmark(config) -> dict:
@@ -227,7 +227,7 @@ def init_params(config, cfg: seggpt.SegGPTConfig, params_sh) -> Any:
     model = seggpt.SegGPT(cfg, rngs=nnx.Rngs(config.seed))
     convert.load_official(model, sd, allow_missing=convert.OPTIONAL)
   else:
-    raise ValueError(f"config.init.kind: unknown {kind!r} (expected scratch, params or torch)")
+    raise RunError(f"config.init.kind: unknown {kind!r} (expected scratch, params or torch)")
   host = jax.tree.map(np.asarray, nnx.to_pure_dict(nnx.state(model, nnx.Param)))
   return jax.tree.map(
     lambda x, s: jax.make_array_from_callback(x.shape, s, lambda i: x[i]), host, params_sh
@@ -300,7 +300,7 @@ def run(config, workdir: str) -> dict[str, Any]:
   batch_sh = mesh_lib.batch_sharding(mesh)
   gbs = int(config.batch_size)
   if gbs % mesh_lib.batch_size_multiple(mesh) or gbs % jax.process_count():
-    raise ValueError(
+    raise RunError(
       f"config.batch_size={gbs} must be a multiple of the batch devices "
       f"({mesh_lib.batch_size_multiple(mesh)}) and of the process count"
     )

@@ -21,6 +21,7 @@ import optax
 from flax import nnx
 
 from incontext import canvas, losses
+from incontext.errors import UserError
 
 
 def build_canvas(prompt: dict, batch: dict) -> tuple[jax.Array, jax.Array]:
@@ -138,7 +139,7 @@ def init_prompt(
   black = np.broadcast_to(canvas.normalize(np.zeros(3, np.uint8)), (h, w, 3)).astype(np.float32)
   if kind == "example":
     if example is None:
-      raise ValueError("tune.init='example' needs a task example")
+      raise UserError("tune.init='example' needs a task example")
     return {
       "image": np.asarray(example["image"], np.float32),
       "target": np.asarray(example["target"], np.float32),
@@ -150,4 +151,4 @@ def init_prompt(
     return {"image": img, "target": tgt}
   if kind == "zeros":
     return {"image": np.zeros((h, w, 3), np.float32), "target": black.copy()}
-  raise ValueError(f"unknown tune.init {kind!r}; expected 'example', 'noise' or 'zeros'")
+  raise UserError(f"unknown tune.init {kind!r}; expected 'example', 'noise' or 'zeros'")

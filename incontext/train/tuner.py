@@ -298,7 +298,7 @@ def run_tune(
   batch_sh = mesh_lib.batch_sharding(mesh)
   bs = int(c.tune.batch_size)
   if bs % mesh_lib.batch_size_multiple(mesh):
-    raise ValueError(
+    raise RunError(
       f"tune.batch_size {bs} is not a multiple of the "
       f"{mesh_lib.batch_size_multiple(mesh)} devices on the batch axes"
     )
