@@ -16,7 +16,10 @@ from experiments import h200_inference
 
 def _run(module, tmp_path, *extra):
   out = tmp_path / "out.json"
-  env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=1")
+  # One CPU device; LLVM's optimisation off: the tiny programs compile in about half the time,
+  # and what is checked is values within one process, not speed.
+  flags = "--xla_backend_optimization_level=0 --xla_llvm_disable_expensive_passes=true"
+  env = dict(os.environ, XLA_FLAGS=f"--xla_force_host_platform_device_count=1 {flags}")
   env["PYTHONPATH"] = os.pathsep.join([str(PROJECT_ROOT), env.get("PYTHONPATH", "")])
   cmd = [sys.executable, "-m", module, "--tiny", "--out", str(out), *extra]
   p = subprocess.run(cmd, cwd=PROJECT_ROOT, env=env, capture_output=True, text=True, timeout=900)
