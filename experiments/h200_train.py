@@ -37,6 +37,11 @@ Sections, in order (each given a share of --budget_s, starting no new measuremen
             backend from the same checkpoint (the CPU resume), their relative difference
             against --resume_rtol (1e-4: float32 sums in another order, no bf16 anywhere)
 
+The programs of a section compile in parallel threads first; its timings start once they are
+all compiled (XLA's GPU autotuning runs kernels on the device and would disturb a timing), or
+when 60-70 % of the section's time is spent (`compiles_in_flight_at_timing` says how many were
+still compiling).
+
   bash experiments/device_payload.sh     # once: the data subset into .device/, wheels into .whl/
   python -m experiments.h200_train --out /tmp/h200_train.json          # one H200
   python -m experiments.h200_train --tiny --out /tmp/h200_train.json   # CPU, seconds
@@ -67,6 +72,7 @@ from experiments.h200_inference import (  # noqa: E402
   _timeit,
   default_data,
   precompile,
+  settle,
   versions,
 )
 from incontext.models import seggpt  # noqa: E402
@@ -186,6 +192,7 @@ def sec_sweep(ctx, dl: Budget) -> dict:
 
   plan = _plan(ctx["batches"])
   futs = precompile({rb: functools.partial(compile_one, *rb) for rb in plan})
+  out["compiles_in_flight_at_timing"] = settle(futs, dl, keep=0.3)
   no_fit: set[str] = set()
   for remat, b in plan:
     if remat in no_fit:
