@@ -99,22 +99,24 @@ def test_shared_query_path_equals_per_entry(ensemble, query_only):
 
 
 def test_remat_and_drop_path_gradients_match_plain(monkeypatch):
-  """Training path through the chunked attention: remat changes nothing, rng is honoured."""
+  """Training path through the chunked attention: remat (every policy) changes nothing, rng
+  is honoured."""
   monkeypatch.setattr(seggpt, "_ATTN_CHUNK_BYTES", 2000)  # force several chunks
   rng = np.random.default_rng(3)
   imgs = rng.normal(size=(2, 64, 24, 3)).astype(np.float32)
   tgts = rng.normal(size=(2, 64, 24, 3)).astype(np.float32)
   mask = canvas.query_half_mask((8, 3))[None]
   out = {}
-  for remat in (False, True):
+  for remat in (False, True, "dots", "dots_no_batch"):
     cfg = seggpt.get_config("test", image_size=(32, 24), patch=8, remat=remat)
     model = seggpt.SegGPT(cfg, rngs=nnx.Rngs(0))
     loss = lambda m: jnp.mean(m(imgs, tgts, mask, np.ones(2, int), rng=jax.random.key(1)) ** 2)
     val, grads = nnx.value_and_grad(loss)(model)
     out[remat] = (float(val), jax.tree.leaves(nnx.state(grads)))
-  assert out[False][0] == pytest.approx(out[True][0], abs=1e-6)
-  for a, b in zip(out[False][1], out[True][1]):
-    np.testing.assert_allclose(np.asarray(a), np.asarray(b), atol=1e-5, rtol=0)
+  for r in (True, "dots", "dots_no_batch"):
+    assert out[False][0] == pytest.approx(out[r][0], abs=1e-6)
+    for a, b in zip(out[False][1], out[r][1]):
+      np.testing.assert_allclose(np.asarray(a), np.asarray(b), atol=1e-5, rtol=0)
   assert max(float(jnp.abs(g).max()) for g in out[False][1]) > 0
 
 
@@ -140,9 +142,10 @@ def _activation_residual_bytes(f, *args) -> int:
 def test_remat_saves_only_block_inputs():
   """remat=True keeps far fewer activations for the backward pass (JAX-level residuals; the
   CPU backend's memory_analysis does not show it: XLA:CPU schedules the recomputation early,
-  jax-ml/jax#19822, so measure the memory on a GPU/TPU)."""
+  jax-ml/jax#19822, so measure the memory on a GPU/TPU). The "dots" policies keep more than
+  full remat and less than none."""
   got = {}
-  for remat in (False, True):
+  for remat in (False, True, "dots_no_batch", "dots"):
     cfg = seggpt.get_config("test", image_size=(32, 32), patch=8, remat=remat, drop_path=0.0)
     gd, params = nnx.split(seggpt.SegGPT(cfg, rngs=nnx.Rngs(0)))
     x = jnp.ones((2, 64, 32, 3))
@@ -150,3 +153,6 @@ def test_remat_saves_only_block_inputs():
     f = lambda p: nnx.merge(gd, p)(x, x, mask, jnp.zeros((2,), jnp.int32)).mean()
     got[remat] = _activation_residual_bytes(f, params)
   assert got[False] > 1e6 and got[True] < 0.5 * got[False], got
+  assert got[True] < got["dots_no_batch"] <= got["dots"] < got[False], got
+  with pytest.raises(ValueError, match="remat must be False, True or one of"):
+    seggpt.get_config("test", remat="everything")

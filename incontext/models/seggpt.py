@@ -24,6 +24,11 @@ from incontext.models import posemb
 Array = jax.Array
 
 ATTENTION = ("auto", "chunked", "fused", "cudnn")
+# Named `remat` settings besides True (save nothing inside a block) -> what the backward keeps.
+REMAT_POLICIES = {
+  "dots": jax.checkpoint_policies.dots_saveable,
+  "dots_no_batch": jax.checkpoint_policies.dots_with_no_batch_dims_saveable,
+}
 _HALF = (jnp.dtype(jnp.bfloat16), jnp.dtype(jnp.float16))
 
 
@@ -44,7 +49,11 @@ class SegGPTConfig:
   drop_path: float = 0.1  # max rate, linear over blocks; training only
   ensemble: str = "official"  # feature-ensemble variant: "official" or "hf"
   dtype: str = "float32"  # compute dtype; params stay float32
-  remat: bool = False  # rematerialise each block in the backward pass
+  # Rematerialise each block in the backward pass: False (keep every activation), True (keep
+  # only the block inputs: "full" remat), "dots" (also keep matmul outputs,
+  # jax.checkpoint_policies.dots_saveable) or "dots_no_batch" (keep the outputs of matmuls
+  # without batch dimensions: the projections and MLP, not the attention's q.k and p.v).
+  remat: bool | str = False
   # Attention implementation: "auto" (by backend: "chunked" on CPU, "cudnn" on GPU for
   # bf16/f16 shapes cuDNN supports, else "fused"), "chunked" (L2-sized query chunks in a
   # loop; fastest on CPU), "fused" (one batched XLA attention over all entries and
@@ -114,6 +123,10 @@ class SegGPTConfig:
       raise ValueError(f"ensemble must be 'official' or 'hf', got {self.ensemble!r}")
     if self.attention not in ATTENTION:
       raise ValueError(f"attention must be one of {ATTENTION}, got {self.attention!r}")
+    if not isinstance(self.remat, bool) and self.remat not in REMAT_POLICIES:
+      raise ValueError(
+        f"remat must be False, True or one of {tuple(REMAT_POLICIES)}, got {self.remat!r}"
+      )
     if self.attention == "cudnn" and jnp.dtype(self.dtype) not in _HALF:
       raise ValueError(f"attention 'cudnn' needs dtype bfloat16 or float16, got {self.dtype!r}")
     return self
@@ -500,13 +513,14 @@ class Block(nnx.Module):
     return xp + self.mlp(self.norm2(xp)), xq + self.mlp(self.norm2(xq))
 
 
-def _remat_block(ensemble: str | None, num_prompts: int, row0: int):
-  """nnx.remat of a block call (static options closed over, not passed as arguments)."""
+def _remat_block(ensemble: str | None, num_prompts: int, row0: int, remat: bool | str = True):
+  """nnx.remat of a block call (static options closed over, not passed as arguments);
+  `remat` True saves nothing inside the block, a REMAT_POLICIES name what that policy saves."""
 
   def f(block, x, rng, weights):
     return block(x, ensemble, num_prompts, rng, row0=row0, weights=weights)
 
-  return nnx.remat(f)
+  return nnx.remat(f, policy=None if remat is True else REMAT_POLICIES[remat])
 
 
 class PatchEmbed(nnx.Module):
@@ -626,7 +640,7 @@ class SegGPT(nnx.Module):
         break
       row0 = r0 if i == last else 0
       if cfg.remat:
-        h = _remat_block(modes[i], n, row0)(blk, h, rngs[i], prompt_weights)
+        h = _remat_block(modes[i], n, row0, cfg.remat)(blk, h, rngs[i], prompt_weights)
       else:
         h = blk(h, modes[i], n, rngs[i], row0=row0, weights=prompt_weights)
       if i == cfg.merge_index:
