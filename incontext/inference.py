@@ -596,6 +596,20 @@ class Result:
     return paths
 
 
+EMPTY_PREDICTION = "empty prediction (every pixel is background)"
+
+
+def warn_empty(names: Sequence[str], total: int, listed_in: str | None = None, show: int = 3):
+  """One warning line for many queries with an empty prediction (all background): how many,
+  the first `show` names and, with `listed_in`, the file that lists them all. Nothing when
+  `names` is empty."""
+  if not names:
+    return
+  first = ", ".join(names[:show]) + (f" and {len(names) - show} more" if len(names) > show else "")
+  where = f"; all listed in {listed_in}" if listed_in else ""
+  log.warning("%d of %d images: %s (%s)%s", len(names), total, EMPTY_PREDICTION, first, where)
+
+
 def save_results(results: Iterable[Result], directory, *, raw: bool = False) -> int:
   """Saves every Result (`Result.save`) and the label legend as `labels.json`.
 
@@ -797,7 +811,7 @@ class Segmenter:
       batch_size = accel.default_batch_size(self.cfg, len(pi))
     size = tuple(self.cfg.image_size)
     queries = _as_query_list(queries)
-    self._warn_trained_on()
+    self.warn_trained_on()
     bar = None
     if progress:
       from tqdm import tqdm
@@ -830,9 +844,7 @@ class Segmenter:
             else f"query_{start + j}"
           )
           if res.empty:
-            log.warning(
-              "%s: empty prediction (every pixel is background)", _name(q, start + j, "query")
-            )
+            log.warning("%s: %s", _name(q, start + j, "query"), EMPTY_PREDICTION)
           yield res
     finally:
       if bar is not None:
@@ -884,7 +896,7 @@ class Segmenter:
       )
     )
 
-  def _warn_trained_on(self):
+  def warn_trained_on(self):
     """Once per Segmenter: a model trained on procedural shapes only does not segment photos."""
     if getattr(self, "_warned", False):
       return

@@ -12,6 +12,7 @@ Output folder OUT:
                       RLE mask (pycocotools), bbox [x, y, w, h] and area; seg type 'instance'
                       gives one annotation per 8-connected object, 'semantic' one per category
   errors.txt          images that could not be read (skipped; a rerun retries them)
+  empty.txt           images whose prediction is empty (all background), one name a line
   label.json          the settings the folder was labelled with (a rerun must match them)
 
 Resumable: an image is done when its mask exists; every file is written to a temporary name
@@ -418,6 +419,7 @@ class Labeller:
       if not os.path.exists(os.path.join(masks_dir, s + ".png"))
     ]
     summary = Summary(total=len(paths), skipped=len(paths) - len(todo), labelled=0, failed=[])
+    self.seg.warn_trained_on()  # the procedural-only model warning, as `segment` gives it
     bar = None
     if progress:
       bar = tqdm(
@@ -475,6 +477,23 @@ def finish_shard(out: str, stems: Sequence[str], *, write_yolo: bool) -> None:
     mp = os.path.join(out, "masks", s + ".png")
     if os.path.exists(mp) and not os.path.exists(os.path.join(out, "labels", s + ".txt")):
       write_yolo_file(out, s, read_mask(mp))
+
+
+def write_empty(out: str, items: Sequence[tuple[str, str]]) -> list[str]:
+  """OUT/empty.txt: the images (file, stem pairs) whose mask is all background, one file name
+  a line (removed when there is none); returns those names. Read from the masks, so a resumed
+  run lists the images of earlier runs too."""
+  empty = []
+  for f, s in items:
+    mp = os.path.join(out, "masks", s + ".png")
+    if os.path.exists(mp) and not read_mask(mp).any():
+      empty.append(f)
+  path = os.path.join(out, "empty.txt")
+  if empty:
+    write_text_atomic(path, "".join(f + "\n" for f in empty))
+  elif os.path.exists(path):
+    os.remove(path)
+  return empty
 
 
 def write_coco(
@@ -542,6 +561,7 @@ __all__ = [
   "Labeller",
   "Summary",
   "write_coco",
+  "write_empty",
   "prepare_out",
   "write_errors",
   "read_errors",

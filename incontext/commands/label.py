@@ -3,8 +3,10 @@
   incontext label --checkpoint CKPT --prompt a.jpg a.png [--prompt ...] --images photos/ \
     --out labels/ [--format png,coco,yolo] [--seg-type instance|semantic]
 
-Writes OUT/masks/*.png (palette label PNGs), OUT/annotations.json (COCO with RLE masks) and
-OUT/labels/*.txt (YOLO segmentation polygons); see `incontext.labelling` for the formats.
+Writes OUT/masks/*.png (palette label PNGs), OUT/annotations.json (COCO with RLE masks),
+OUT/labels/*.txt (YOLO segmentation polygons) and OUT/empty.txt, the images whose prediction
+is empty (a warning gives their count and first names); see `incontext.labelling` for the
+formats.
 Resumable: rerunning the command labels only the images without a mask. Queries are batched
 over all local devices; several hosts: start one process per host with --coordinator,
 --num-processes and --process-id (each labels its share of the sorted image list; process 0
@@ -107,7 +109,7 @@ def run(args) -> int:
     jax.distributed.initialize(
       args.coordinator, num_processes=args.num_processes, process_id=args.process_id
     )
-  from incontext import labelling
+  from incontext import inference, labelling
 
   paths = labelling.list_images(args.images)
   stems = labelling.output_stems(paths)
@@ -178,6 +180,9 @@ def run(args) -> int:
       instance=args.seg_type == "instance",
       info={"description": "incontext label", "settings": settings},
     )
+  if pid == 0:
+    empty = labelling.write_empty(out, list(zip(files, stems)))
+    inference.warn_empty(empty, len(files), os.path.join(args.out, "empty.txt"))
   if nproc > 1:
     from jax.experimental import multihost_utils
 
