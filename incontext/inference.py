@@ -700,20 +700,12 @@ class Segmenter:
     ensemble: str | None = None,
     verify: bool = True,
   ) -> "Segmenter":
-    """Loads a params directory (`incontext convert` output). ensemble: 'official'|'hf'.
+    """Loads a params directory (`incontext convert` output) or a training / tuning workdir's
+    weights (`incontext.params_dir`). ensemble: 'official'|'hf'.
 
     verify: check the weights against their stored sha256 (and that they are finite).
     """
     directory = os.fspath(directory)
-    if os.path.isfile(directory):
-      hint = (
-        " (a checkpoint file: convert it to a params directory first, `incontext convert`)"
-        if directory.endswith((".pth", ".pt", ".safetensors", ".bin"))
-        else ""
-      )
-      raise checkpoint.CheckpointError(
-        f"{directory}: is a file, expected an incontext params directory{hint}"
-      )
     meta = checkpoint.read_meta(directory)
     overrides = {"dtype": dtype}
     if ensemble is not None:

@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import concurrent.futures
 import dataclasses
-import glob
 import json
 import os
 import re
@@ -44,50 +43,19 @@ from PIL import Image
 from scipy import ndimage
 from tqdm import tqdm
 
-from incontext import checkpoint, inference, video
+from incontext import checkpoint, imageio, inference, video
 from incontext import mesh as mesh_lib
 from incontext.imageio import InputError
 from incontext.models import seggpt
 
-IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".gif")
+IMAGE_EXTS = imageio.FOLDER_EXTS
 TMP_PREFIX = ".tmp_"
 
 
 # -- inputs ---------------------------------------------------------------------------------
-def list_images(spec: str) -> list[str]:
-  """A folder (its image files, not recursive) or a glob pattern (`**` recursive) -> sorted
-  paths. Raises InputError when nothing matches."""
-  if os.path.isdir(spec):
-    out = [
-      os.path.join(spec, f)
-      for f in os.listdir(spec)
-      if f.lower().endswith(IMAGE_EXTS) and not f.startswith(".")
-    ]
-  else:
-    out = [
-      p
-      for p in glob.glob(spec, recursive=True)
-      if os.path.isfile(p) and p.lower().endswith(IMAGE_EXTS)
-    ]
-    if not out and not glob.has_magic(spec):
-      raise InputError(f"{spec}: no such folder")
-  if not out:
-    raise InputError(f"{spec}: no image files ({'/'.join(IMAGE_EXTS)})")
-  return sorted(out)
-
-
-def output_stems(paths: Sequence[str]) -> list[str]:
-  """File stems used for the outputs; two images with one stem are an error."""
-  seen = {}
-  for p in paths:
-    stem = os.path.splitext(os.path.basename(p))[0]
-    if stem in seen:
-      raise InputError(
-        f"{p}: has the same file name stem {stem!r} as {seen[stem]}; outputs "
-        "are named by stem, rename one of them"
-      )
-    seen[stem] = p
-  return list(seen)
+# The folder listing is light (no jax): `incontext label` checks its input with it first.
+list_images = imageio.list_folder
+output_stems = imageio.output_stems
 
 
 def shard(items: Sequence, index: int, count: int) -> list:

@@ -18,6 +18,8 @@ import os
 import sys
 import time
 
+from incontext import imageio, params_dir
+from incontext.commands.segment import check_prompt_files
 from incontext.errors import UserError
 
 FORMATS = ("png", "coco", "yolo")
@@ -93,8 +95,9 @@ def _formats(spec):
   return set(fmts)
 
 
-def run(args) -> int:
-  fmts = _formats(args.format)
+def check(args) -> None:
+  """Settings, paths and file formats, before jax is imported (incontext/cli.py)."""
+  _formats(args.format)
   if args.batch_per_device < 1:
     raise UserError(f"--batch-per-device {args.batch_per_device}: must be >= 1")
   if not args.prompt and not args.learned_prompt:
@@ -102,6 +105,15 @@ def run(args) -> int:
   multi = [args.coordinator, args.num_processes, args.process_id]
   if any(v is not None for v in multi) and not all(v is not None for v in multi):
     raise UserError("multi-host runs need all of --coordinator, --num-processes and --process-id")
+  imageio.output_stems(imageio.list_folder(args.images))
+  if os.path.exists(args.out) and not os.path.isdir(args.out):
+    raise UserError(f"--out {args.out}: exists and is not a directory")
+  check_prompt_files(args.prompt, args.learned_prompt)
+  args.checkpoint = params_dir.for_command(args.checkpoint)
+
+
+def run(args) -> int:
+  fmts = _formats(args.format)
   # imported on demand, so that `incontext --help` loads no jax (see incontext/cli.py)
   import jax
 

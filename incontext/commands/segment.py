@@ -18,7 +18,7 @@ only what an earlier `segment` run wrote there.
 
 import os
 
-from incontext import imageio
+from incontext import imageio, outputs, params_dir
 from incontext.imageio import InputError
 
 
@@ -99,25 +99,45 @@ def _stems(queries):
   return list(stems)
 
 
-def run(args) -> int:
-  # imported on demand, so that `incontext --help` loads no jax (see incontext/cli.py)
-  from incontext import outputs
-  from incontext.inference import Segmenter, save_results
-
-  if args.batch_size is not None and args.batch_size < 1:
-    raise InputError(f"--batch-size must be >= 1, got {args.batch_size}")
+def _outdir(args):
+  """The checked query list and output folder (nothing written yet)."""
   queries = imageio.list_images(args.query)
-  stems = _stems(queries)
   names = [
     s + suffix
-    for s in stems
+    for s in _stems(queries)
     for suffix in (".png", "_overlay.png") + ((".raw.npy",) if args.raw else ())
   ] + ["labels.json"]
   outdir = outputs.OutputDir(
     args.out, command="segment", overwrite=args.overwrite, names=names, hint="--overwrite"
   )
+  return queries, outdir
+
+
+def check(args) -> None:
+  """Settings, paths and file formats, before jax is imported (incontext/cli.py)."""
+  if args.batch_size is not None and args.batch_size < 1:
+    raise InputError(f"--batch-size must be >= 1, got {args.batch_size}")
+  _outdir(args)
   if not args.prompt and not args.learned_prompt:
     raise InputError("give at least one --prompt IMG MASK or a --learned-prompt")
+  check_prompt_files(args.prompt, args.learned_prompt)
+  args.checkpoint = params_dir.for_command(args.checkpoint)
+
+
+def check_prompt_files(pairs, learned_prompt) -> None:
+  """Each prompt image and mask reads as one; the learned prompt file exists."""
+  for img, mask in pairs:
+    imageio.load_image(img)
+    imageio.load_mask(mask)
+  if learned_prompt and not os.path.isfile(learned_prompt):
+    raise InputError(f"{learned_prompt}: no such learned prompt")
+
+
+def run(args) -> int:
+  # imported on demand, so that `incontext --help` loads no jax (see incontext/cli.py)
+  from incontext.inference import Segmenter, save_results
+
+  queries, outdir = _outdir(args)
   seg = Segmenter.from_checkpoint(
     args.checkpoint,
     seg_type=args.seg_type or "instance",
