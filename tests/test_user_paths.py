@@ -506,3 +506,37 @@ def test_config_file_is_found_from_any_folder(tmp_path, monkeypatch):
   ]
   (tmp_path / "mine.py").write_text("")  # a file in the working folder wins
   assert entry.find_config(["x", "--config", "mine.py:a"]) == ["x", "--config", "mine.py:a"]
+
+
+def _readme_block(containing: str) -> str:
+  """The README's ```python block that contains `containing`, as written."""
+  with open(os.path.join(ROOT, "README.md")) as f:
+    text = f.read()
+  blocks = [b.split("```", 1)[0] for b in text.split("```python\n")[1:]]
+  found = [b for b in blocks if containing in b]
+  assert len(found) == 1, f"{len(found)} README python blocks contain {containing!r}"
+  return found[0]
+
+
+def test_readme_transformers_snippet_runs_as_written(hf_folder, tmp_path, monkeypatch, capsys):
+  """The README's commands (convert, segment, export-hf) then its transformers block, run as
+  written in a scratch folder with its relative names: it prints that the labels match."""
+  horse = shared_data_dir("weizmann_horse")
+  monkeypatch.chdir(tmp_path)
+  shutil.copytree(hf_folder, "seggpt-tiny")
+  shutil.copy(horse / "images" / "horse001.jpg", "p.jpg")
+  shutil.copy(horse / "masks" / "horse001.png", "p.png")
+  shutil.copy(horse / "images" / "horse002.jpg", "q.jpg")
+  ckpt = "ckpts/seggpt_vit_large"
+  for argv in (
+    ["convert", "--source", "seggpt-tiny", "--out", ckpt],
+    ["segment", "--checkpoint", ckpt, "--prompt", "p.jpg", "p.png", "--query", "q.jpg"]
+    + ["--out", "out/"],
+    ["export-hf", "--checkpoint", ckpt, "--out", "hf_export"],
+  ):
+    rc, _, err = _run(argv, capsys)
+    assert rc == 0, (argv, err)
+  assert len(np.unique(np.asarray(Image.open("out/q.png")))) == 2  # not all background
+  code = _readme_block("SegGptForImageSegmentation")
+  exec(compile(code, "README.md", "exec"), {"__name__": "readme"})
+  assert capsys.readouterr().out.splitlines() == ["same labels as incontext segment: True"]
