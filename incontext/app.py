@@ -168,20 +168,34 @@ def segment_images(
   ensemble="feature",
   seg_type="instance",
   learned_prompt=None,
+  errors: list | None = None,
 ):
   """Runs `seg.segment` and writes the outputs.
 
   Args: prompts [(image, mask)], queries: paths or uint8 arrays.
-  Returns (overlays [(uint8 image, caption)], label PNG paths).
+    errors: when a list, a query file that is not a readable image is skipped and a line
+      naming it by its file name (what the user uploaded, not the server's temporary path)
+      is appended; when None, it raises InputError.
+  Returns (overlays [(uint8 image, caption)], label PNG paths) of the readable queries.
   """
 
-  imgs = [
-    inference.load_image(q) if isinstance(q, (str, os.PathLike)) else np.asarray(q) for q in queries
-  ]
-  names = [
-    os.path.splitext(os.path.basename(q))[0] if isinstance(q, (str, os.PathLike)) else f"query_{i}"
-    for i, q in enumerate(queries)
-  ]
+  imgs, names = [], []
+  for i, q in enumerate(queries):
+    if not isinstance(q, (str, os.PathLike)):
+      imgs.append(np.asarray(q))
+      names.append(f"query_{i}")
+      continue
+    try:
+      imgs.append(inference.load_image(q))
+    except InputError as e:
+      line = _user_named(e, q)
+      if errors is None:
+        raise InputError(line) from None
+      errors.append(line)
+      continue
+    names.append(os.path.splitext(os.path.basename(q))[0])
+  if not imgs:
+    return [], []
   ids, shown = painted_to_ids([m for _, m in prompts])
   if shown is not None:  # the model sees object ids; the page shows the painted colours
     prompts = [(img, m) for (img, _), m in zip(prompts, ids)]
@@ -199,6 +213,34 @@ def segment_images(
     save_palette_png(path, idx, palette)
     files.append(path)
   return overlays, files
+
+
+def _user_named(e: BaseException, path) -> str:
+  """An error message about an uploaded file with the server's temporary path replaced by the
+  file's own name (Gradio keeps the uploaded name as the last part of its path)."""
+  path = os.fspath(path)
+  return str(e).replace(path, os.path.basename(path))
+
+
+def check_mask_upload(path, name: str):
+  """An uploaded mask file -> (the path, or None to clear the upload, status message): a file
+  that is not a readable mask is refused at once with a line naming it."""
+  if not path:
+    return None, ""
+  try:
+    inference.load_mask(path)
+  except InputError as e:
+    return None, f"**Error:** {name} mask refused: {_user_named(e, path)}"
+  return path, ""
+
+
+def check_editor_upload(value, name: str) -> str:
+  """The status line after an image is uploaded into a prompt editor: a message when the
+  editor holds no readable image (Gradio drops what it cannot decode)."""
+  bg = (value or {}).get("background")
+  if bg is None:
+    return f"**Error:** {name}: the upload is not an image this page can show; upload a JPEG or PNG"
+  return ""
 
 
 def painted_to_ids(masks: Sequence[np.ndarray]):
@@ -336,6 +378,12 @@ def _message(e: BaseException) -> str:
   return f"**Error:** {type(e).__name__}: {e}"
 
 
+def _done(n: int, errors: Sequence[str], how: str = "") -> str:
+  """The status after a run: what was segmented, then one line per query that was not."""
+  lines = [f"Segmented {n} image(s){how}."] + [f"**Error:** {e}" for e in errors]
+  return "\n\n".join(lines)
+
+
 def _files(x) -> list[str]:
   if not x:
     return []
@@ -379,8 +427,11 @@ def build_app(seg, *, max_video_frames: int = MAX_VIDEO_FRAMES, examples: bool =
       if not qs:
         raise InputError("add at least one query image")
       out = tempfile.mkdtemp(dir=work)
-      overlays, files = segment_images(seg, prompts, qs, out, ensemble=ensemble, seg_type=seg_type)
-      return overlays, files, f"Segmented {len(qs)} image(s)."
+      errors = []
+      overlays, files = segment_images(
+        seg, prompts, qs, out, ensemble=ensemble, seg_type=seg_type, errors=errors
+      )
+      return overlays, files or None, _done(len(overlays), errors)
     except Exception as e:  # shown in the page, never a stack trace
       return [], None, _message(e)
 
@@ -394,8 +445,11 @@ def build_app(seg, *, max_video_frames: int = MAX_VIDEO_FRAMES, examples: bool =
         raise InputError("add at least one query image")
       lp = seg.load_learned_prompt(files[0])
       out = tempfile.mkdtemp(dir=work)
-      overlays, paths = segment_images(seg, [], qs, out, learned_prompt=lp, seg_type=lp.seg_type)
-      return overlays, paths, f"Segmented {len(qs)} image(s) with the learned prompt."
+      errors = []
+      overlays, paths = segment_images(
+        seg, [], qs, out, learned_prompt=lp, seg_type=lp.seg_type, errors=errors
+      )
+      return overlays, paths or None, _done(len(overlays), errors, " with the learned prompt")
     except Exception as e:
       return [], None, _message(e)
 
@@ -443,7 +497,7 @@ def build_app(seg, *, max_video_frames: int = MAX_VIDEO_FRAMES, examples: bool =
           ed1 = editor("Prompt 1: upload, then paint the mask", "prompt1")
           mask1 = gr.Image(
             label="…or upload its mask (optional)",
-            type="numpy",
+            type="filepath",
             image_mode=None,
             elem_id="mask1",
             height=160,
@@ -451,7 +505,7 @@ def build_app(seg, *, max_video_frames: int = MAX_VIDEO_FRAMES, examples: bool =
           with gr.Accordion("Prompt 2 (optional)", open=False):
             ed2 = editor("Prompt 2", "prompt2")
             mask2 = gr.Image(
-              label="Prompt 2 mask (optional)", type="numpy", image_mode=None, height=160
+              label="Prompt 2 mask (optional)", type="filepath", image_mode=None, height=160
             )
         with gr.Column():
           queries = gr.File(
@@ -475,6 +529,10 @@ def build_app(seg, *, max_video_frames: int = MAX_VIDEO_FRAMES, examples: bool =
       run.click(
         run_images, [ed1, mask1, ed2, mask2, queries, ensemble, seg_type], [gallery, labels, status]
       )
+      # Bad prompt uploads are refused at once, with a message (not at Segment time).
+      for ed, mask, name in ((ed1, mask1, "prompt 1"), (ed2, mask2, "prompt 2")):
+        mask.upload(lambda p, n=name: check_mask_upload(p, n), mask, [mask, status])
+        ed.upload(lambda v, n=name: check_editor_upload(v, n), ed, status)
       if examples:
         ex_dir = tempfile.mkdtemp(dir=work)
         rows = procedural_examples(ex_dir)

@@ -88,6 +88,53 @@ def test_segment_images_outputs(seg, tmp_path):
     np.testing.assert_array_equal(ov, app.tint(q, red, r.labels > 0))
 
 
+def test_one_bad_query_among_good_ones(seg, tmp_path, monkeypatch):
+  """Every readable query is segmented and returned; each unreadable one gives a line naming
+  the file as the user named it (the last part of Gradio's temporary path), not that path.
+  A bad mask upload is refused at once with a message. Relative paths, as uploads arrive."""
+  monkeypatch.chdir(tmp_path)
+  img, m = _scene()
+  mask = np.zeros(img.shape, np.uint8)
+  mask[m] = RED
+  up = os.path.join("gradio", "3f2a9c")  # how Gradio stores an upload: a hashed folder
+  os.makedirs(up)
+  q1, _ = _scene(box=(10, 60, 20, 90))
+  q2 = np.full((50, 70, 3), 128, np.uint8)
+  good = [os.path.join(up, "a.png"), os.path.join(up, "b.png")]
+  Image.fromarray(q1).save(good[0])
+  Image.fromarray(q2).save(good[1])
+  bad = os.path.join(up, "bad.png")
+  with open(bad, "w") as f:
+    f.write("a text file renamed .png")
+  errors = []
+  os.mkdir("out")
+  overlays, files = app.segment_images(
+    seg, [(img, mask)], [good[0], bad, good[1]], "out", errors=errors
+  )
+  assert [c for _, c in overlays] == ["a", "b"]
+  assert [os.path.basename(f) for f in files] == ["a.png", "b.png"]
+  ref = seg.segment([(img, m.astype(np.uint8))], [q1, q2])
+  for f, r in zip(files, ref):
+    np.testing.assert_array_equal(np.asarray(Image.open(f)) > 0, r.labels > 0)
+  assert len(errors) == 1 and errors[0].startswith("bad.png: cannot read image"), errors
+  assert up not in errors[0]
+  status = app._done(len(overlays), errors)
+  assert status.splitlines()[0] == "Segmented 2 image(s)." and "**Error:** bad.png:" in status
+  # Without an error list the first bad query raises, named the same way.
+  with pytest.raises(InputError, match=r"^bad.png: cannot read image"):
+    app.segment_images(seg, [(img, mask)], [bad], "out")
+  # Upload checks: a mask that is not an image is refused (cleared) with a message.
+  assert app.check_mask_upload(bad, "prompt 1") == (
+    None,
+    "**Error:** prompt 1 mask refused: " + errors[0].replace("image", "mask", 1),
+  )
+  assert app.check_mask_upload(good[0], "prompt 1") == (good[0], "")
+  assert "prompt 2: the upload is not an image" in app.check_editor_upload(
+    {"background": None, "layers": []}, "prompt 2"
+  )
+  assert app.check_editor_upload({"background": img, "layers": []}, "prompt 2") == ""
+
+
 def test_painted_to_ids():
   """Each painted colour is one object: brush colours first in brush order, then others
   sorted, the same ids across prompts; grey masks and label maps pass through."""
