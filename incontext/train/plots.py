@@ -18,9 +18,17 @@ def _save(img: Image.Image, path: str) -> None:
   os.replace(tmp, path)
 
 
-def curve_png(path: str, history: list[dict], *, size=(640, 360)) -> None:
-  """Train loss (log scale, left axis) and, when the history has any, eval mIoU (%, right
-  axis, red dots) over steps; the legend names only the series drawn."""
+def curve_png(
+  path: str,
+  history: list[dict],
+  *,
+  size=(640, 360),
+  eval_key: str = "eval/miou",
+  eval_label: str = "eval mIoU % (red, 0-100)",
+) -> None:
+  """Train loss (log scale, left axis) and, when the history has any, the `eval_key` mIoU
+  points (%, 0-100, red dots, named `eval_label`) over steps; the legend names only the
+  series drawn."""
   w, h = size
   pad = 48
   img = Image.new("RGB", size, "white")
@@ -31,11 +39,12 @@ def curve_png(path: str, history: list[dict], *, size=(640, 360)) -> None:
     for r in history
     if "train/loss" in r and r["train/loss"] > 0 and math.isfinite(r["train/loss"])
   ]
-  ev = [(r["step"], r["eval/miou"]) for r in history if "eval/miou" in r]
+  ev = [(r["step"], r[eval_key]) for r in history if eval_key in r]
   if not pts:
     _save(img, path)
     return
-  s0, s1 = min(p[0] for p in pts), max(max(p[0] for p in pts), min(p[0] for p in pts) + 1)
+  steps = [p[0] for p in pts + ev]
+  s0, s1 = min(steps), max(max(steps), min(steps) + 1)
   lo, hi = math.log10(min(p[1] for p in pts)), math.log10(max(p[1] for p in pts))
   hi = max(hi, lo + 1e-3)
   x = lambda s: pad + (s - s0) / (s1 - s0) * (w - 2 * pad)
@@ -45,7 +54,7 @@ def curve_png(path: str, history: list[dict], *, size=(640, 360)) -> None:
   d.text((w - pad - 60, h - pad + 6), f"step {s1}", fill="black")
   d.text((2, 10), f"{10**hi:.3g}", fill="blue")
   d.text((2, h - pad - 10), f"{10**lo:.3g}", fill="blue")
-  legend = "train loss (blue, log)" + ("  eval mIoU % (red, 0-100)" if ev else "")
+  legend = "train loss (blue, log)" + (f"  {eval_label}" if ev else "")
   d.text((pad + 4, h - 20), legend, fill="black")  # names only the series drawn
   for s, v in ev:
     cx, cy = x(s), 10 + (100 - v) / 100 * (h - pad - 10)
