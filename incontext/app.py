@@ -14,7 +14,9 @@ Tabs:
 
 Every handler turns bad input (no mask painted, a mask painted with no image under it, a mask
 whose size does not match its image, a video over the frame limit, ...) and any other failure
-into a one-line message shown in the page, never a stack trace. The helpers that do not need
+into a one-line message shown in the page, never a stack trace. A query that cannot be read
+is named in its own line while the others are segmented; a prompt image or mask the browser
+cannot read is refused at upload (the page's script, `_UPLOAD_CHECK`). The helpers that do not need
 Gradio (`editor_to_prompt`, `segment_images`, `segment_video`, ...) are plain functions.
 Gradio (`pip install 'incontext[demo]'`) is imported only by `build_app`.
 """
@@ -222,25 +224,37 @@ def _user_named(e: BaseException, path) -> str:
   return str(e).replace(path, os.path.basename(path))
 
 
-def check_mask_upload(path, name: str):
-  """An uploaded mask file -> (the path, or None to clear the upload, status message): a file
-  that is not a readable mask is refused at once with a line naming it."""
-  if not path:
-    return None, ""
-  try:
-    inference.load_mask(path)
-  except InputError as e:
-    return None, f"**Error:** {name} mask refused: {_user_named(e, path)}"
-  return path, ""
+def refused_upload(value: str) -> str:
+  """The status line for an upload the browser could not read as an image ("WHERE|TIME|NAME",
+  set by the page's script, `_UPLOAD_CHECK`): Gradio drops such a file without a word."""
+  where, _, rest = (value or "").partition("|")
+  name = rest.partition("|")[2]  # after the upload's time stamp (each upload is news)
+  if not name:
+    return ""
+  return f"**Error:** {where}: {name} is not an image (cannot be read); upload a PNG or JPEG"
 
 
-def check_editor_upload(value, name: str) -> str:
-  """The status line after an image is uploaded into a prompt editor: a message when the
-  editor holds no readable image (Gradio drops what it cannot decode)."""
-  bg = (value or {}).get("background")
-  if bg is None:
-    return f"**Error:** {name}: the upload is not an image this page can show; upload a JPEG or PNG"
-  return ""
+# In the page: an image or mask upload the browser cannot decode is reported (the image editor
+# drops it silently, the mask component fails later), by writing "WHERE|FILE NAME" into the
+# hidden #upload_error box (with a time stamp, so the same file twice is a change too), whose
+# change event shows `refused_upload` in the status line.
+_UPLOAD_CHECK = """
+() => {
+  const where = {prompt1: "prompt 1", prompt2: "prompt 2", mask1: "prompt 1 mask",
+                 mask2: "prompt 2 mask"};
+  document.addEventListener("change", async (e) => {
+    const t = e.target;
+    if (!(t instanceof HTMLInputElement) || t.type !== "file" || !t.files?.length) return;
+    const box = t.closest("#prompt1, #prompt2, #mask1, #mask2");
+    if (!box) return;
+    const f = t.files[0];
+    try { (await createImageBitmap(f)).close(); return; } catch (err) {}
+    const out = document.querySelector("#upload_error textarea");
+    out.value = where[box.id] + "|" + Date.now() + "|" + f.name;
+    out.dispatchEvent(new Event("input", {bubbles: true}));
+  }, true);
+}
+"""
 
 
 def painted_to_ids(masks: Sequence[np.ndarray]):
@@ -497,7 +511,7 @@ def build_app(seg, *, max_video_frames: int = MAX_VIDEO_FRAMES, examples: bool =
           ed1 = editor("Prompt 1: upload, then paint the mask", "prompt1")
           mask1 = gr.Image(
             label="…or upload its mask (optional)",
-            type="filepath",
+            type="numpy",
             image_mode=None,
             elem_id="mask1",
             height=160,
@@ -505,7 +519,11 @@ def build_app(seg, *, max_video_frames: int = MAX_VIDEO_FRAMES, examples: bool =
           with gr.Accordion("Prompt 2 (optional)", open=False):
             ed2 = editor("Prompt 2", "prompt2")
             mask2 = gr.Image(
-              label="Prompt 2 mask (optional)", type="filepath", image_mode=None, height=160
+              label="Prompt 2 mask (optional)",
+              type="numpy",
+              image_mode=None,
+              height=160,
+              elem_id="mask2",
             )
         with gr.Column():
           queries = gr.File(
@@ -529,10 +547,16 @@ def build_app(seg, *, max_video_frames: int = MAX_VIDEO_FRAMES, examples: bool =
       run.click(
         run_images, [ed1, mask1, ed2, mask2, queries, ensemble, seg_type], [gallery, labels, status]
       )
-      # Bad prompt uploads are refused at once, with a message (not at Segment time).
-      for ed, mask, name in ((ed1, mask1, "prompt 1"), (ed2, mask2, "prompt 2")):
-        mask.upload(lambda p, n=name: check_mask_upload(p, n), mask, [mask, status])
-        ed.upload(lambda v, n=name: check_editor_upload(v, n), ed, status)
+      # A prompt upload the browser cannot read is refused at once, with a message.
+      upload_error = gr.Textbox(elem_id="upload_error", visible="hidden")
+
+      def refuse(value):  # the message, and a refused mask cleared (Segment would fail on it)
+        where = (value or "").partition("|")[0]
+        clear = lambda name: None if where == name else gr.update()
+        return refused_upload(value), clear("prompt 1 mask"), clear("prompt 2 mask")
+
+      upload_error.change(refuse, upload_error, [status, mask1, mask2])
+      app.load(None, None, None, js=_UPLOAD_CHECK)
       if examples:
         ex_dir = tempfile.mkdtemp(dir=work)
         rows = procedural_examples(ex_dir)

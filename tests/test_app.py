@@ -91,7 +91,7 @@ def test_segment_images_outputs(seg, tmp_path):
 def test_one_bad_query_among_good_ones(seg, tmp_path, monkeypatch):
   """Every readable query is segmented and returned; each unreadable one gives a line naming
   the file as the user named it (the last part of Gradio's temporary path), not that path.
-  A bad mask upload is refused at once with a message. Relative paths, as uploads arrive."""
+  Relative paths, as uploads arrive."""
   monkeypatch.chdir(tmp_path)
   img, m = _scene()
   mask = np.zeros(img.shape, np.uint8)
@@ -123,16 +123,11 @@ def test_one_bad_query_among_good_ones(seg, tmp_path, monkeypatch):
   # Without an error list the first bad query raises, named the same way.
   with pytest.raises(InputError, match=r"^bad.png: cannot read image"):
     app.segment_images(seg, [(img, mask)], [bad], "out")
-  # Upload checks: a mask that is not an image is refused (cleared) with a message.
-  assert app.check_mask_upload(bad, "prompt 1") == (
-    None,
-    "**Error:** prompt 1 mask refused: " + errors[0].replace("image", "mask", 1),
+  # The page reports an upload it cannot decode as "WHERE|TIME|NAME" (browser test below).
+  assert app.refused_upload("prompt 1 mask|1733300000000|my mask.png") == (
+    "**Error:** prompt 1 mask: my mask.png is not an image (cannot be read); upload a PNG or JPEG"
   )
-  assert app.check_mask_upload(good[0], "prompt 1") == (good[0], "")
-  assert "prompt 2: the upload is not an image" in app.check_editor_upload(
-    {"background": None, "layers": []}, "prompt 2"
-  )
-  assert app.check_editor_upload({"background": img, "layers": []}, "prompt 2") == ""
+  assert app.refused_upload("") == ""
 
 
 def test_painted_to_ids():
@@ -321,15 +316,29 @@ def test_browser_paint_and_segment(tmp_path):
   query, qm = _scene(box=(15, 75, 70, 150), colour=blue)
   Image.fromarray(prompt).save(tmp_path / "prompt.png")
   Image.fromarray(query).save(tmp_path / "query.png")
+  bad = tmp_path / "notes.png"  # a text file named .png
+  bad.write_text("not an image")
   with _app_page(ColourMatch(), exe, examples=False) as (page, port):
-    # Run with nothing painted: a message in the page, not a stack trace.
-    page.locator("#queries input[type=file]").first.set_input_files(str(tmp_path / "query.png"))
+    # One good and one unreadable query.
+    page.locator("#queries input[type=file]").first.set_input_files(
+      [str(tmp_path / "query.png"), str(bad)]
+    )
     page.wait_for_selector("#prompt1 canvas")
-    page.wait_for_function("document.querySelector('#queries').innerText.includes('.png')")
+    page.wait_for_function("document.querySelector('#queries').innerText.includes('notes')")
+    # An unreadable prompt image or mask is refused at upload, named as the user named it.
+    status = ""
+    for sel, where in (("#prompt1", "prompt 1"), ("#mask1", "prompt 1 mask")):
+      page.locator(f"{sel} input[type=file]").first.set_input_files(str(bad))
+      status = _status(page, previous=status)
+      assert (
+        status
+        == f"Error: {where}: notes.png is not an image (cannot be read); upload a PNG or JPEG"
+      ), status
     _upload_until_shown(page, "#prompt1", str(tmp_path / "prompt.png"), blue)
     time.sleep(1)
+    # Run with nothing painted: a message in the page, not a stack trace.
     page.click("#run")
-    status = _status(page)
+    status = _status(page, previous=status)
     assert "prompt 1: no mask painted" in status, status
     assert "Traceback" not in page.content()
     # Paint a stroke across the middle of the blue rectangle, located on screen.
@@ -346,8 +355,13 @@ def test_browser_paint_and_segment(tmp_path):
     time.sleep(1.0)
     page.click("#run")
     status = _status(page, previous=status)
-    assert status == "Segmented 1 image(s).", status
+    # The good query segmented and shown, the bad one named in a line of its own.
+    lines = [l for l in status.splitlines() if l.strip()]
+    assert lines[0] == "Segmented 1 image(s)." and len(lines) == 2, status
+    assert lines[1].startswith("Error: notes.png: cannot read image"), status
+    assert str(tmp_path) not in status and "gradio" not in status, status
     page.wait_for_selector("#overlays img")
+    assert page.locator("#overlays img").count() == 1
     body = _fetch(page, port, page.locator("#overlays img").first.get_attribute("src"))
     page.screenshot(path=str(tmp_path / "demo.png"), full_page=True)
   overlay = np.asarray(Image.open(io.BytesIO(body)).convert("RGB"))
