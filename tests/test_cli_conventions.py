@@ -229,6 +229,8 @@ def test_input_errors_come_before_jax(files, tmp_path):
       "missing: no such checkpoint directory",
     ),
     (["export-hf", "--checkpoint", "f/img.png", "--out", "hf"], "f/img.png: is a file"),
+    (["convert", "--source", "nothere.pth", "--out", "ck"], "nothere.pth: no such file"),
+    (["export-prompt", "--workdir", "f", "--out", "p.npz"], "f: not a tuning workdir"),
   ]
   for argv, want in cases:
     e = dict(os.environ, PYTHONPATH=str(ROOT), INCONTEXT_COMPILE_CACHE="1")
