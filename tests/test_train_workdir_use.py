@@ -63,10 +63,11 @@ def test_checkpoint_may_be_a_training_workdir(run, tmp_path, monkeypatch, capsys
   assert "not an incontext params directory (no incontext.json), training workdir or tuning" in err
 
 
-def test_rerun_of_a_finished_run_prints_its_result(run):
+def test_bar_shows_evaluating_and_a_rerun_prints_the_result(run):
   d, first = run
   final = [l for l in first.stdout.splitlines() if l.startswith("final step 2: few-shot mIoU")]
   assert len(final) == 1, first.stdout
+  assert "train (evaluating)" in first.stderr  # the bar said so while it evaluated
   again = run_train(d / "wd", "--config.total_steps=2", preset="quickstart,runlocal", timeout=900)
   assert again.returncode == 0, again.stderr[-3000:]
   assert final[0] in again.stdout.splitlines(), again.stdout
