@@ -389,7 +389,7 @@ def run(config, workdir: str) -> dict[str, Any]:
       if step == start + 1:
         jax.block_until_ready(m)  # exclude compilation from throughput
         t_last, n_last = time.perf_counter(), step
-        bar.start_t, bar.initial = bar._time(), bar.n  # and from the bar's rate (ETA)
+        bar.start_t, bar.initial = time.time(), bar.n  # and from the bar's rate (tqdm's clock)
       do_eval = evaluating and (
         (eval_every and step % eval_every == 0)
         or (step == total and config.evals.get("at_end", True))
