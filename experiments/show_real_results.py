@@ -98,27 +98,9 @@ def main(argv=None):
 
 def _binary_scores(model, prompts, examples, seg_type="semantic"):
   """IoU results over examples of each (normalised) one-slot prompt (image, target)."""
-  from incontext import canvas, inference, metrics
+  from incontext.train import tuner
 
-  size = tuple(model.cfg.image_size)
-  qs = np.stack([inference.prepare_image(e["image"], size) for e in examples])
-  out = []
-  for lp_image, lp_target in prompts:
-    acc = metrics.IoUAccumulator()
-    preds = np.concatenate(
-      [
-        inference.predict_canvas_batch(
-          model, lp_image[None], lp_target[None], qs[i : i + 16], seg_type=seg_type
-        )
-        for i in range(0, len(qs), 16)
-      ]
-    )
-    for e, p in zip(examples, preds):
-      lab = inference.labels_from_prediction(canvas.denormalize(p), canvas.BINARY_PALETTE, [1])
-      fg = inference.resize_nearest_torch(lab, e["mask"].shape) == 1
-      acc.add(fg, e["mask"] == 1, 1, e["mask"] == 255)
-    out.append(acc.result())
-  return out
+  return tuner.prompt_scores(model, prompts, examples, seg_type=seg_type)
 
 
 def _heldout_losses(model, prompts, examples, beta):

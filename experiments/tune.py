@@ -4,9 +4,10 @@ r"""In-context tuning entry point: learn a prompt for a task with a frozen SegGP
     --config.init=/path/to/params_dir --workdir /tmp/tune_kvasir
 
 Writes WORKDIR/{checkpoints/, metrics.jsonl, curve.png, prompt_image.png, prompt_target.png,
-prompt.npz}; rerun with the same --workdir to resume. Relative paths (--config.init, --workdir,
-globs, --config.data_dir) are from the working folder; the config file is also found by name
-(`--config prompt_tune:task=folder`).
+prompt.npz} and, when the config holds images out (task=folder does), heldout.json; its last
+line is then `held-out mIoU: tuned X% vs example prompt Y% (N images)`. Rerun with the same
+--workdir to resume. Relative paths (--config.init, --workdir, globs, --config.data_dir) are
+from the working folder; the config file is also found by name (`--config prompt_tune:task=folder`).
 """
 
 from absl import flags
@@ -36,6 +37,12 @@ def main(argv):
   print(
     f"step {out['step']}: loss {out['losses'][-1]:.4f}; prompt in {flags.FLAGS.workdir}/prompt.npz"
   )
+  h = out["heldout"]
+  if h:
+    print(
+      f"held-out mIoU: tuned {h['tuned']['miou']:.1f}% vs example prompt "
+      f"{h['example prompt']['miou']:.1f}% ({h['images']} images)"
+    )
 
 
 if __name__ == "__main__":

@@ -16,10 +16,12 @@ Every handler turns bad input (no mask painted, a mask painted with no image und
 whose size does not match its image, a video over the frame limit, ...) and any other failure
 into a one-line message shown in the page, never a stack trace; an upload Gradio cannot decode
 (a file that is not an image or video) gives a one-line error message too, not Gradio's
-generic one. Uploaded masks are read by the commands' mask reader (`imageio.load_mask`). Each
-request writes into its own folder, removed when the same handler runs again (Gradio serves its
-own copies of the returned files) and at exit. The helpers that do not need
-Gradio (`editor_to_prompt`, `segment_images`, `segment_video`, ...) are plain functions.
+generic one. A query that cannot be read is named in its own line while the others are
+segmented; a prompt image or mask the browser cannot read is refused at upload (the page's
+script, `_UPLOAD_CHECK`). Uploaded masks are read by the commands' mask reader
+(`imageio.load_mask`). Each request writes into its own folder, removed when the same handler
+runs again (Gradio serves its own copies of the returned files) and at exit. The helpers that
+do not need Gradio (`editor_to_prompt`, `segment_images`, `segment_video`, ...) are plain functions.
 Gradio (`pip install 'incontext[demo]'`) is imported only by `build_app`.
 """
 
@@ -174,20 +176,34 @@ def segment_images(
   ensemble="feature",
   seg_type="instance",
   learned_prompt=None,
+  errors: list | None = None,
 ):
   """Runs `seg.segment` and writes the outputs.
 
   Args: prompts [(image, mask)], queries: paths or uint8 arrays.
-  Returns (overlays [(uint8 image, caption)], label PNG paths).
+    errors: when a list, a query file that is not a readable image is skipped and a line
+      naming it by its file name (what the user uploaded, not the server's temporary path)
+      is appended; when None, it raises InputError.
+  Returns (overlays [(uint8 image, caption)], label PNG paths) of the readable queries.
   """
 
-  imgs = [
-    inference.load_image(q) if isinstance(q, (str, os.PathLike)) else np.asarray(q) for q in queries
-  ]
-  names = [
-    os.path.splitext(os.path.basename(q))[0] if isinstance(q, (str, os.PathLike)) else f"query_{i}"
-    for i, q in enumerate(queries)
-  ]
+  imgs, names = [], []
+  for i, q in enumerate(queries):
+    if not isinstance(q, (str, os.PathLike)):
+      imgs.append(np.asarray(q))
+      names.append(f"query_{i}")
+      continue
+    try:
+      imgs.append(inference.load_image(q))
+    except InputError as e:
+      line = _user_named(e, q)
+      if errors is None:
+        raise InputError(line) from None
+      errors.append(line)
+      continue
+    names.append(os.path.splitext(os.path.basename(q))[0])
+  if not imgs:
+    return [], []
   ids, shown = painted_to_ids([m for _, m in prompts])
   if shown is not None:  # the model sees object ids; the page shows the painted colours
     prompts = [(img, m) for (img, _), m in zip(prompts, ids)]
@@ -205,6 +221,46 @@ def segment_images(
     save_palette_png(path, idx, palette)
     files.append(path)
   return overlays, files
+
+
+def _user_named(e: BaseException, path) -> str:
+  """An error message about an uploaded file with the server's temporary path replaced by the
+  file's own name (Gradio keeps the uploaded name as the last part of its path)."""
+  path = os.fspath(path)
+  return str(e).replace(path, os.path.basename(path))
+
+
+def refused_upload(value: str) -> str:
+  """The status line for an upload the browser could not read as an image ("WHERE|TIME|NAME",
+  set by the page's script, `_UPLOAD_CHECK`): Gradio drops such a file without a word."""
+  where, _, rest = (value or "").partition("|")
+  name = rest.partition("|")[2]  # after the upload's time stamp (each upload is news)
+  if not name:
+    return ""
+  return f"**Error:** {where}: {name} is not an image (cannot be read); upload a PNG or JPEG"
+
+
+# In the page: an image or mask upload the browser cannot decode is reported (the image editor
+# drops it silently, the mask component fails later), by writing "WHERE|FILE NAME" into the
+# hidden #upload_error box (with a time stamp, so the same file twice is a change too), whose
+# change event shows `refused_upload` in the status line.
+_UPLOAD_CHECK = """
+() => {
+  const where = {prompt1: "prompt 1", prompt2: "prompt 2", mask1: "prompt 1 mask",
+                 mask2: "prompt 2 mask"};
+  document.addEventListener("change", async (e) => {
+    const t = e.target;
+    if (!(t instanceof HTMLInputElement) || t.type !== "file" || !t.files?.length) return;
+    const box = t.closest("#prompt1, #prompt2, #mask1, #mask2");
+    if (!box) return;
+    const f = t.files[0];
+    try { (await createImageBitmap(f)).close(); return; } catch (err) {}
+    const out = document.querySelector("#upload_error textarea");
+    out.value = where[box.id] + "|" + Date.now() + "|" + f.name;
+    out.dispatchEvent(new Event("input", {bubbles: true}));
+  }, true);
+}
+"""
 
 
 def painted_to_ids(masks: Sequence[np.ndarray]):
@@ -342,6 +398,12 @@ def _message(e: BaseException) -> str:
   return f"**Error:** {type(e).__name__}: {e}"
 
 
+def _done(n: int, errors: Sequence[str], how: str = "") -> str:
+  """The status after a run: what was segmented, then one line per query that was not."""
+  lines = [f"Segmented {n} image(s){how}."] + [f"**Error:** {e}" for e in errors]
+  return "\n\n".join(lines)
+
+
 def _files(x) -> list[str]:
   if not x:
     return []
@@ -444,8 +506,11 @@ def build_app(seg, *, max_video_frames: int = MAX_VIDEO_FRAMES, examples: bool =
       if not qs:
         raise InputError("add at least one query image")
       out = scratch.new("images")
-      overlays, files = segment_images(seg, prompts, qs, out, ensemble=ensemble, seg_type=seg_type)
-      return overlays, files, f"Segmented {len(qs)} image(s)."
+      errors = []
+      overlays, files = segment_images(
+        seg, prompts, qs, out, ensemble=ensemble, seg_type=seg_type, errors=errors
+      )
+      return overlays, files or None, _done(len(overlays), errors)
     except Exception as e:  # shown in the page, never a stack trace
       return [], None, _message(e)
 
@@ -459,8 +524,11 @@ def build_app(seg, *, max_video_frames: int = MAX_VIDEO_FRAMES, examples: bool =
         raise InputError("add at least one query image")
       lp = seg.load_learned_prompt(files[0])
       out = scratch.new("learned")
-      overlays, paths = segment_images(seg, [], qs, out, learned_prompt=lp, seg_type=lp.seg_type)
-      return overlays, paths, f"Segmented {len(qs)} image(s) with the learned prompt."
+      errors = []
+      overlays, paths = segment_images(
+        seg, [], qs, out, learned_prompt=lp, seg_type=lp.seg_type, errors=errors
+      )
+      return overlays, paths or None, _done(len(overlays), errors, " with the learned prompt")
     except Exception as e:
       return [], None, _message(e)
 
@@ -517,7 +585,11 @@ def build_app(seg, *, max_video_frames: int = MAX_VIDEO_FRAMES, examples: bool =
           with gr.Accordion("Prompt 2 (optional)", open=False):
             ed2 = editor("Prompt 2", "prompt2")
             mask2 = gr.Image(
-              label="Prompt 2 mask (optional)", type="filepath", image_mode=None, height=160
+              label="Prompt 2 mask (optional)",
+              type="filepath",
+              image_mode=None,
+              height=160,
+              elem_id="mask2",
             )
         with gr.Column():
           queries = gr.File(
@@ -546,6 +618,16 @@ def build_app(seg, *, max_video_frames: int = MAX_VIDEO_FRAMES, examples: bool =
         [gallery, labels, status],
         concurrency_limit=1,  # one call at a time: see _Scratch
       )
+      # A prompt upload the browser cannot read is refused at once, with a message.
+      upload_error = gr.Textbox(elem_id="upload_error", visible="hidden")
+
+      def refuse(value):  # the message, and a refused mask cleared (Segment would fail on it)
+        where = (value or "").partition("|")[0]
+        clear = lambda name: None if where == name else gr.update()
+        return refused_upload(value), clear("prompt 1 mask"), clear("prompt 2 mask")
+
+      upload_error.change(refuse, upload_error, [status, mask1, mask2])
+      app.load(None, None, None, js=_UPLOAD_CHECK)
       if examples:
         ex_dir = tempfile.mkdtemp(dir=work)
         rows = procedural_examples(ex_dir)

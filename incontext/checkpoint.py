@@ -31,18 +31,12 @@ import numpy as np
 import orbax.checkpoint as ocp
 from flax import nnx
 
-from incontext import outputs, timing
-from incontext.errors import UserError
+from incontext import outputs, params_dir, timing
 from incontext.models import seggpt
+from incontext.params_dir import KIND, META, CheckpointError  # noqa: F401 (re-exported)
 
-KIND = "incontext-seggpt-params"
-META = "incontext.json"
 INFERENCE_COPY = "params.safetensors"
 NAMES = (META, "params", INFERENCE_COPY)  # the entries save_model writes
-
-
-class CheckpointError(UserError):
-  """A params directory that is missing, of another kind, or does not fit."""
 
 
 def config_to_dict(cfg: seggpt.SegGPTConfig) -> dict:
@@ -140,24 +134,51 @@ def save_model(
 
 
 def read_meta(directory: str) -> dict:
-  """The `incontext.json` of a params directory (a relative path is from the working folder)."""
-  directory = os.path.abspath(directory)
-  path = os.path.join(directory, META)
-  if not os.path.isdir(directory):
-    raise CheckpointError(f"{directory}: no such checkpoint directory")
-  if not os.path.isfile(path):
-    raise CheckpointError(
-      f"{directory}: not an incontext params directory (no {META}); "
-      "convert PyTorch weights with `incontext convert`"
-    )
+  """The `incontext.json` of a params directory (a relative path is from the working folder).
+
+  A training or tuning workdir stands for the weights `params_dir.resolve` finds in it; for a
+  training checkpoint the metadata is made from the workdir's config.json (no weights hash).
+  """
+  r = params_dir.resolve(directory)
+  if r.step is None:
+    return params_dir.read_params_meta(r.path)
+  return _checkpoint_meta(r.path, r.step)
+
+
+def _run_config(workdir: str):
+  import ml_collections
+
+  path = os.path.join(os.path.abspath(workdir), "config.json")
   try:
     with open(path) as f:
-      meta = json.load(f)
-  except json.JSONDecodeError as e:
-    raise CheckpointError(f"{path}: corrupt metadata ({e})") from None
-  if meta.get("kind") != KIND:
-    raise CheckpointError(f"{path}: kind {meta.get('kind')!r}, expected {KIND!r}")
-  return meta
+      return ml_collections.ConfigDict(json.load(f))
+  except (OSError, ValueError) as e:
+    raise CheckpointError(f"{path}: unreadable training config ({e})") from None
+
+
+def _checkpoint_meta(workdir: str, step: int) -> dict:
+  from incontext.train import trainer  # the run's model config and data, as the trainer reads them
+
+  config = _run_config(workdir)
+  return {
+    "kind": KIND,
+    "config": config_to_dict(trainer.model_config(config)),
+    "source": {"trainer": os.path.abspath(workdir), "step": step},
+    "trained_on": trainer.trained_on(config, step),
+  }
+
+
+def _restore_checkpoint_params(workdir: str, step: int) -> dict:
+  """The params of training checkpoint `step` (its optimiser state is read and dropped)."""
+  path = os.path.join(os.path.abspath(workdir), "checkpoints", str(step), "state")
+  try:
+    with ocp.StandardCheckpointer() as ckptr:
+      return jax.tree.map(jax.numpy.asarray, ckptr.restore(path)["params"])
+  except Exception as e:
+    first = (str(e).strip().splitlines() or [""])[0][:300]
+    raise CheckpointError(
+      f"{path}: cannot restore the training checkpoint ({type(e).__name__}: {first})"
+    ) from None
 
 
 def load_model(
@@ -167,7 +188,7 @@ def load_model(
   verify: bool = True,
   **config_overrides,
 ) -> seggpt.SegGPT:
-  """Loads a params directory into a new SegGPT.
+  """Loads a params directory (or a workdir's weights, `params_dir.resolve`) into a new SegGPT.
 
   `directory` may be relative to the working folder (Orbax itself needs absolute paths).
   `config_overrides` change runtime-only fields (dtype, ensemble, remat, drop_path);
@@ -175,8 +196,9 @@ def load_model(
   weights against the stored sha256 and that they are finite (CheckpointError naming the
   directory otherwise).
   """
-  directory = os.path.abspath(directory)
-  meta = read_meta(directory)
+  r = params_dir.resolve(directory)
+  directory = os.path.abspath(r.path)
+  meta = read_meta(directory) if r.step is None else _checkpoint_meta(directory, r.step)
   cfg_dict = dict(meta["config"])
   cfg_dict.update(config_overrides)
   cfg = config_from_dict(cfg_dict)
@@ -198,6 +220,13 @@ def load_model(
       )
   with timing.phase("restore", compiles=False):  # the abstract model's trace
     model = seggpt.abstract(cfg)
+  if r.step is not None:
+    with timing.phase("restore"):
+      restored = _restore_checkpoint_params(directory, r.step)
+      model = nnx.merge(*_graph_and_state(cfg, restored, model))
+    if verify:
+      verify_model(directory, model, meta)  # no recorded hash: the finiteness check
+    return model
   copy = os.path.join(directory, INFERENCE_COPY)
   try:
     with timing.phase("restore"):

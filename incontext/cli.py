@@ -1,9 +1,11 @@
 """`incontext` command line: one sub-command per module in `incontext/commands/`.
 
 Each command module defines `register(subparsers)` (adds its parser and sets `func=run`) and
-`run(args) -> int`. Command modules import only light modules at the top (argparse, os, ...):
-jax, flax, orbax and the model are imported inside `run`, so `incontext --help` and
-`incontext CMD --help` answer at once (tests/test_cli_conventions.py checks it).
+`run(args) -> int`, and may define `check(args)`: its argument, path and file-format checks,
+which `main` runs before the compile cache (and so jax) is loaded, so a wrong input is reported
+within a second. Command modules import only light modules at the top (argparse, os, ...):
+jax, flax, orbax and the model are imported inside `run`, so `incontext --help`,
+`incontext CMD --help` and input errors answer at once (tests/test_cli_conventions.py checks it).
 
 Conventions shared by every command:
   exit status  0 success; 2 the user's input is wrong: an `incontext.errors.UserError` (bad
@@ -129,10 +131,14 @@ def main(argv=None) -> int:
 
 def _run(args) -> int:
   cache_dir = None
-  if not args.no_compile_cache:
-    with timing.phase("imports"):
-      cache_dir = compile_cache.enable_from_env()
   try:
+    check = getattr(sys.modules[args.func.__module__], "check", None)
+    if check is not None:  # the command's input checks, before jax is imported
+      with timing.phase("checks"):
+        check(args)
+    if not args.no_compile_cache:
+      with timing.phase("imports"):
+        cache_dir = compile_cache.enable_from_env()
     rc = int(args.func(args) or 0)
     if cache_dir:
       s = compile_cache.stats()

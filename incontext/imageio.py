@@ -280,3 +280,45 @@ def list_images(items, what: str = "query") -> list[str]:
     else:
       raise InputError(f"{item}: no such {what} image file")
   return out
+
+
+# Extensions `list_folder` takes (`incontext label`).
+FOLDER_EXTS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".gif")
+
+
+def list_folder(spec: str) -> list[str]:
+  """A folder (its image files, not recursive) or a glob pattern (`**` recursive) -> sorted
+  paths (what `incontext label --images` takes). Raises InputError when nothing matches."""
+  if os.path.isdir(spec):
+    out = [
+      os.path.join(spec, f)
+      for f in os.listdir(spec)
+      if f.lower().endswith(FOLDER_EXTS)
+      and not f.startswith(".")
+      and os.path.isfile(os.path.join(spec, f))  # a FIFO would block: regular files only
+    ]
+  else:
+    out = [
+      p
+      for p in glob.glob(spec, recursive=True)
+      if os.path.isfile(p) and p.lower().endswith(FOLDER_EXTS)
+    ]
+    if not out and not glob.has_magic(spec):
+      raise InputError(f"{spec}: no such folder")
+  if not out:
+    raise InputError(f"{spec}: no image files ({'/'.join(FOLDER_EXTS)})")
+  return sorted(out)
+
+
+def output_stems(paths: list[str]) -> list[str]:
+  """File stems used for the outputs; two images with one stem are an error."""
+  seen = {}
+  for p in paths:
+    stem = os.path.splitext(os.path.basename(p))[0]
+    if stem in seen:
+      raise InputError(
+        f"{p}: has the same file name stem {stem!r} as {seen[stem]}; outputs "
+        "are named by stem, rename one of them"
+      )
+    seen[stem] = p
+  return list(seen)

@@ -596,6 +596,20 @@ class Result:
     return paths
 
 
+EMPTY_PREDICTION = "empty prediction (every pixel is background)"
+
+
+def warn_empty(names: Sequence[str], total: int, listed_in: str | None = None, show: int = 3):
+  """One warning line for many queries with an empty prediction (all background): how many,
+  the first `show` names and, with `listed_in`, the file that lists them all. Nothing when
+  `names` is empty."""
+  if not names:
+    return
+  first = ", ".join(names[:show]) + (f" and {len(names) - show} more" if len(names) > show else "")
+  where = f"; all listed in {listed_in}" if listed_in else ""
+  log.warning("%d of %d images: %s (%s)%s", len(names), total, EMPTY_PREDICTION, first, where)
+
+
 def save_results(results: Iterable[Result], directory, *, raw: bool = False) -> int:
   """Saves every Result (`Result.save`) and the label legend as `labels.json`.
 
@@ -687,20 +701,12 @@ class Segmenter:
     ensemble: str | None = None,
     verify: bool = True,
   ) -> "Segmenter":
-    """Loads a params directory (`incontext convert` output). ensemble: 'official'|'hf'.
+    """Loads a params directory (`incontext convert` output) or a training / tuning workdir's
+    weights (`incontext.params_dir`). ensemble: 'official'|'hf'.
 
     verify: check the weights against their stored sha256 (and that they are finite).
     """
     directory = os.fspath(directory)
-    if os.path.isfile(directory):
-      hint = (
-        " (a checkpoint file: convert it to a params directory first, `incontext convert`)"
-        if directory.endswith((".pth", ".pt", ".safetensors", ".bin"))
-        else ""
-      )
-      raise checkpoint.CheckpointError(
-        f"{directory}: is a file, expected an incontext params directory{hint}"
-      )
     meta = checkpoint.read_meta(directory)
     overrides = {"dtype": dtype}
     if ensemble is not None:
@@ -798,7 +804,7 @@ class Segmenter:
       batch_size = accel.default_batch_size(self.cfg, len(pi))
     size = tuple(self.cfg.image_size)
     queries = _as_query_list(queries)
-    self._warn_trained_on()
+    self.warn_trained_on()
     bar = None
     if progress:
       from tqdm import tqdm
@@ -834,9 +840,7 @@ class Segmenter:
             else f"query_{start + j}"
           )
           if res.empty:
-            log.warning(
-              "%s: empty prediction (every pixel is background)", _name(q, start + j, "query")
-            )
+            log.warning("%s: %s", _name(q, start + j, "query"), EMPTY_PREDICTION)
           yield res
     finally:
       if bar is not None:
@@ -888,7 +892,7 @@ class Segmenter:
       )
     )
 
-  def _warn_trained_on(self):
+  def warn_trained_on(self):
     """Once per Segmenter: a model trained on procedural shapes only does not segment photos."""
     if getattr(self, "_warned", False):
       return

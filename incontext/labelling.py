@@ -12,6 +12,7 @@ Output folder OUT:
                       RLE mask (pycocotools), bbox [x, y, w, h] and area; seg type 'instance'
                       gives one annotation per 8-connected object, 'semantic' one per category
   errors.txt          images that could not be read (skipped; a rerun retries them)
+  empty.txt           images whose prediction is empty (all background), one name a line
   label.json          the settings the folder was labelled with (a rerun must match them)
 
 OUT follows the output rules of `incontext.outputs` (`LabelFolder`): one run at a time (the
@@ -38,7 +39,6 @@ from __future__ import annotations
 
 import concurrent.futures
 import dataclasses
-import glob
 import json
 import os
 import re
@@ -57,47 +57,14 @@ from incontext import mesh as mesh_lib
 from incontext.imageio import InputError
 from incontext.models import seggpt
 
-IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".gif")
+IMAGE_EXTS = imageio.FOLDER_EXTS
 TMP_PREFIX = ".tmp_"
 
 
 # -- inputs ---------------------------------------------------------------------------------
-def list_images(spec: str) -> list[str]:
-  """A folder (its image files, not recursive) or a glob pattern (`**` recursive) -> sorted
-  paths. Raises InputError when nothing matches."""
-  if os.path.isdir(spec):
-    out = [
-      os.path.join(spec, f)
-      for f in os.listdir(spec)
-      if f.lower().endswith(IMAGE_EXTS)
-      and not f.startswith(".")
-      and os.path.isfile(os.path.join(spec, f))  # a FIFO would block: regular files only
-    ]
-  else:
-    out = [
-      p
-      for p in glob.glob(spec, recursive=True)
-      if os.path.isfile(p) and p.lower().endswith(IMAGE_EXTS)
-    ]
-    if not out and not glob.has_magic(spec):
-      raise InputError(f"{spec}: no such folder")
-  if not out:
-    raise InputError(f"{spec}: no image files ({'/'.join(IMAGE_EXTS)})")
-  return sorted(out)
-
-
-def output_stems(paths: Sequence[str]) -> list[str]:
-  """File stems used for the outputs; two images with one stem are an error."""
-  seen = {}
-  for p in paths:
-    stem = os.path.splitext(os.path.basename(p))[0]
-    if stem in seen:
-      raise InputError(
-        f"{p}: has the same file name stem {stem!r} as {seen[stem]}; outputs "
-        "are named by stem, rename one of them"
-      )
-    seen[stem] = p
-  return list(seen)
+# The folder listing is light (no jax): `incontext label` checks its input with it first.
+list_images = imageio.list_folder
+output_stems = imageio.output_stems
 
 
 def shard(items: Sequence, index: int, count: int) -> list:
@@ -434,6 +401,7 @@ class Labeller:
       if not (folder.done(s) if folder is not None else os.path.exists(masks_dir + f"/{s}.png"))
     ]
     summary = Summary(total=len(paths), skipped=len(paths) - len(todo), labelled=0, failed=[])
+    self.seg.warn_trained_on()  # the procedural-only model warning, as `segment` gives it
     bar = None
     if progress:
       bar = tqdm(
@@ -498,6 +466,27 @@ def finish_shard(out: str, stems: Sequence[str], *, write_yolo: bool, folder=Non
       write_yolo_file(out, s, read_mask(mp), record)
 
 
+def write_empty(out: str, items: Sequence[tuple[str, str]], folder=None) -> list[str]:
+  """OUT/empty.txt: the images (file, stem pairs) whose mask is all background, one file name
+  a line (removed when there is none; with a `folder`, only when label wrote it); returns those
+  names. Read from the masks, so a resumed run lists the images of earlier runs too."""
+  empty = []
+  for f, s in items:
+    mp = os.path.join(out, "masks", s + ".png")
+    if os.path.exists(mp) and not read_mask(mp).any():
+      empty.append(f)
+  path = os.path.join(out, "empty.txt")
+  if empty:
+    record = folder.record if folder is not None else None
+    write_text_atomic(path, "".join(f + "\n" for f in empty), record)
+  elif os.path.exists(path):
+    if folder is None or (
+      folder.owns("empty.txt") and outputs.entry_kind(out, "empty.txt") == "file"
+    ):
+      os.remove(path)
+  return empty
+
+
 def write_coco(
   out: str,
   items: Sequence[tuple[str, str]],
@@ -526,7 +515,7 @@ _TMP_RE = re.compile(re.escape(TMP_PREFIX) + r"\d+_(.+)$")
 
 def output_names(stems: Sequence[str], *, nproc: int = 1) -> list[str]:
   """Every name (relative to OUT) a run over these stems may write."""
-  names = [*FOLDERS, SETTINGS, "annotations.json", "errors.txt"]
+  names = [*FOLDERS, SETTINGS, "annotations.json", "errors.txt", "empty.txt"]
   names += [f"errors.{i}-of-{nproc}.txt" for i in range(nproc)] if nproc > 1 else []
   return names + [f"masks/{s}.png" for s in stems] + [f"labels/{s}.txt" for s in stems]
 
@@ -769,6 +758,7 @@ __all__ = [
   "write_coco",
   "LabelFolder",
   "output_names",
+  "write_empty",
   "write_errors",
   "read_errors",
   "finish_shard",

@@ -88,6 +88,48 @@ def test_segment_images_outputs(seg, tmp_path):
     np.testing.assert_array_equal(ov, app.tint(q, red, r.labels > 0))
 
 
+def test_one_bad_query_among_good_ones(seg, tmp_path, monkeypatch):
+  """Every readable query is segmented and returned; each unreadable one gives a line naming
+  the file as the user named it (the last part of Gradio's temporary path), not that path.
+  Relative paths, as uploads arrive."""
+  monkeypatch.chdir(tmp_path)
+  img, m = _scene()
+  mask = np.zeros(img.shape, np.uint8)
+  mask[m] = RED
+  up = os.path.join("gradio", "3f2a9c")  # how Gradio stores an upload: a hashed folder
+  os.makedirs(up)
+  q1, _ = _scene(box=(10, 60, 20, 90))
+  q2 = np.full((50, 70, 3), 128, np.uint8)
+  good = [os.path.join(up, "a.png"), os.path.join(up, "b.png")]
+  Image.fromarray(q1).save(good[0])
+  Image.fromarray(q2).save(good[1])
+  bad = os.path.join(up, "bad.png")
+  with open(bad, "w") as f:
+    f.write("a text file renamed .png")
+  errors = []
+  os.mkdir("out")
+  overlays, files = app.segment_images(
+    seg, [(img, mask)], [good[0], bad, good[1]], "out", errors=errors
+  )
+  assert [c for _, c in overlays] == ["a", "b"]
+  assert [os.path.basename(f) for f in files] == ["a.png", "b.png"]
+  ref = seg.segment([(img, m.astype(np.uint8))], [q1, q2])
+  for f, r in zip(files, ref):
+    np.testing.assert_array_equal(np.asarray(Image.open(f)) > 0, r.labels > 0)
+  assert len(errors) == 1 and errors[0].startswith("bad.png: cannot read image"), errors
+  assert up not in errors[0]
+  status = app._done(len(overlays), errors)
+  assert status.splitlines()[0] == "Segmented 2 image(s)." and "**Error:** bad.png:" in status
+  # Without an error list the first bad query raises, named the same way.
+  with pytest.raises(InputError, match=r"^bad.png: cannot read image"):
+    app.segment_images(seg, [(img, mask)], [bad], "out")
+  # The page reports an upload it cannot decode as "WHERE|TIME|NAME" (browser test below).
+  assert app.refused_upload("prompt 1 mask|1733300000000|my mask.png") == (
+    "**Error:** prompt 1 mask: my mask.png is not an image (cannot be read); upload a PNG or JPEG"
+  )
+  assert app.refused_upload("") == ""
+
+
 def test_painted_to_ids():
   """Each painted colour is one object: brush colours first in brush order, then others
   sorted, the same ids across prompts; grey masks and label maps pass through."""
@@ -274,15 +316,29 @@ def test_browser_paint_and_segment(tmp_path):
   query, qm = _scene(box=(15, 75, 70, 150), colour=blue)
   Image.fromarray(prompt).save(tmp_path / "prompt.png")
   Image.fromarray(query).save(tmp_path / "query.png")
+  bad = tmp_path / "notes.png"  # a text file named .png
+  bad.write_text("not an image")
   with _app_page(ColourMatch(), exe, examples=False) as (page, port):
-    # Run with nothing painted: a message in the page, not a stack trace.
-    page.locator("#queries input[type=file]").first.set_input_files(str(tmp_path / "query.png"))
+    # One good and one unreadable query.
+    page.locator("#queries input[type=file]").first.set_input_files(
+      [str(tmp_path / "query.png"), str(bad)]
+    )
     page.wait_for_selector("#prompt1 canvas")
-    page.wait_for_function("document.querySelector('#queries').innerText.includes('.png')")
+    page.wait_for_function("document.querySelector('#queries').innerText.includes('notes')")
+    # An unreadable prompt image or mask is refused at upload, named as the user named it.
+    status = ""
+    for sel, where in (("#prompt1", "prompt 1"), ("#mask1", "prompt 1 mask")):
+      page.locator(f"{sel} input[type=file]").first.set_input_files(str(bad))
+      status = _status(page, previous=status)
+      assert (
+        status
+        == f"Error: {where}: notes.png is not an image (cannot be read); upload a PNG or JPEG"
+      ), status
     _upload_until_shown(page, "#prompt1", str(tmp_path / "prompt.png"), blue)
     time.sleep(1)
+    # Run with nothing painted: a message in the page, not a stack trace.
     page.click("#run")
-    status = _status(page)
+    status = _status(page, previous=status)
     assert "prompt 1: no mask painted" in status, status
     assert "Traceback" not in page.content()
     # Paint a stroke across the middle of the blue rectangle, located on screen.
@@ -299,8 +355,13 @@ def test_browser_paint_and_segment(tmp_path):
     time.sleep(1.0)
     page.click("#run")
     status = _status(page, previous=status)
-    assert status == "Segmented 1 image(s).", status
+    # The good query segmented and shown, the bad one named in a line of its own.
+    lines = [l for l in status.splitlines() if l.strip()]
+    assert lines[0] == "Segmented 1 image(s)." and len(lines) == 2, status
+    assert lines[1].startswith("Error: notes.png: cannot read image"), status
+    assert str(tmp_path) not in status and "gradio" not in status, status
     page.wait_for_selector("#overlays img")
+    assert page.locator("#overlays img").count() == 1
     body = _fetch(page, port, page.locator("#overlays img").first.get_attribute("src"))
     page.screenshot(path=str(tmp_path / "demo.png"), full_page=True)
   overlay = np.asarray(Image.open(io.BytesIO(body)).convert("RGB"))

@@ -182,3 +182,80 @@ def test_quiet_by_default_and_the_compile_cache(files, tmp_path):
     np.asarray(Image.open(tmp_path / "o1" / "img.png")),
     np.asarray(Image.open(tmp_path / "o2" / "img.png")),
   )
+
+
+_NO_JAX = (
+  "import sys; from incontext import cli; rc = cli.main(sys.argv[1:]); "
+  "print('jax imported' if 'jax' in sys.modules else 'no jax', file=sys.stderr); sys.exit(rc)"
+)
+
+
+def test_input_errors_come_before_jax(files, tmp_path):
+  """Argument, path and file-format errors are found before jax is imported (so they take
+  well under a second): exit 2, one error line, and jax not in sys.modules. From a scratch
+  working folder with relative paths, as a user types them."""
+  os.symlink(files, tmp_path / "f")
+  (tmp_path / "notes.png").write_text("not an image")
+  seg = ["segment", "--prompt", "f/img.png", "f/mask.png", "--query", "f/img.png", "--out", "o"]
+  cases = [
+    (["segment", "--checkpoint", "missing"] + seg[1:], "missing: no such checkpoint directory"),
+    (
+      ["segment", "--checkpoint", "f/params", "--prompt", "f/img.png", "notes.png"] + seg[4:],
+      "notes.png: cannot read mask",
+    ),
+    (
+      ["segment", "--checkpoint", "f/params"] + seg[1:4] + ["--query", "nope.jpg", "--out", "o"],
+      "nope.jpg: no such query image file",
+    ),
+    (
+      ["label", "--checkpoint", "missing", "--images", "f", "--out", "o"],
+      "give at least one --prompt",
+    ),
+    (
+      [
+        "label",
+        "--checkpoint",
+        "f/params",
+        "--prompt",
+        "f/img.png",
+        "f/mask.png",
+        "--images",
+        "none/",
+        "--out",
+        "o",
+      ],
+      "none/: no such folder",
+    ),
+    (
+      [
+        "segment-video",
+        "--checkpoint",
+        "missing",
+        "--frames",
+        "f",
+        "--first-mask",
+        "f/mask.png",
+        "--out",
+        "o",
+      ],
+      "missing: no such checkpoint directory",
+    ),
+    (["export-hf", "--checkpoint", "f/img.png", "--out", "hf"], "f/img.png: is a file"),
+    (["convert", "--source", "nothere.pth", "--out", "ck"], "nothere.pth: no such file"),
+    (["export-prompt", "--workdir", "f", "--out", "p.npz"], "f: not a tuning workdir"),
+  ]
+  for argv, want in cases:
+    e = dict(os.environ, PYTHONPATH=str(ROOT), INCONTEXT_COMPILE_CACHE="1")
+    r = subprocess.run(
+      [sys.executable, "-c", _NO_JAX, *argv],
+      cwd=tmp_path,
+      env=e,
+      capture_output=True,
+      text=True,
+      timeout=120,
+    )
+    lines = r.stderr.splitlines()
+    assert r.returncode == 2 and len(lines) == 2, (argv, r.stderr)
+    assert lines[0].startswith(f"incontext {argv[0]}: error: ") and want in lines[0], lines
+    assert lines[1] == "no jax", (argv, r.stderr)
+  assert sorted(os.listdir(tmp_path)) == ["f", "notes.png"]  # nothing written

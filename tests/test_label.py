@@ -173,6 +173,52 @@ def test_label_outputs_errors_and_rerun(ckpt, data, tmp_path, capsys):
   )
 
 
+def test_label_warns_like_segment(data, tmp_path, monkeypatch, caplog):
+  """A procedural-only model gets segment's one-line warning; empty predictions get one line
+  (count and first names) and OUT/empty.txt lists them all. Relative paths throughout."""
+  import logging
+
+  from incontext import canvas
+
+  monkeypatch.chdir(tmp_path)
+  os.symlink(data, "d")
+  model = seggpt.SegGPT(seggpt.get_config("test", image_size=SIZE, patch=8), rngs=nnx.Rngs(7))
+  checkpoint.save_model("proc", model, trained_on={"data": "procedural", "steps": 7})
+  forced = {1, 4, 6, 8}  # these images' predictions are painted black (background)
+  calls = []
+  forward = labelling.Labeller._forward
+
+  def fake(self, qs):
+    raw = np.array(forward(self, qs))
+    for j in range(len(raw)):  # row j of call k is image k * batch + j (padding at the end)
+      if len(calls) * len(raw) + j in forced:
+        raw[j] = canvas.normalize(np.zeros(3, np.uint8))
+    calls.append(1)
+    return raw
+
+  monkeypatch.setattr(labelling.Labeller, "_forward", fake)
+  argv = ["label", "--checkpoint", "proc", "--prompt", "d/shape_01.png", "d/shape_01_mask.png"]
+  argv += ["--images", "d/images", "--out", "out", "--no-progress"]
+  with caplog.at_level(logging.WARNING, logger="incontext"):
+    assert cli.main(argv) == 0
+  msgs = [r.getMessage() for r in caplog.records]
+  proc = [m for m in msgs if "procedural shapes only (7 steps)" in m]
+  assert len(proc) == 1 and proc[0].startswith("proc: "), msgs
+  empty = sorted(
+    f"img_{i:03d}.jpg"
+    for i in range(N_IMAGES)
+    if not np.asarray(Image.open(f"out/masks/img_{i:03d}.png")).any()
+  )
+  assert {f"img_{i:03d}.jpg" for i in forced} <= set(empty)
+  assert (tmp_path / "out" / "empty.txt").read_text().splitlines() == empty
+  line = [m for m in msgs if "empty prediction" in m]
+  more = f" and {len(empty) - 3} more" if len(empty) > 3 else ""
+  assert line == [
+    f"{len(empty)} of {N_IMAGES} images: empty prediction (every pixel is background) "
+    f"({', '.join(empty[:3])}{more}); all listed in out/empty.txt"
+  ]
+
+
 def _worker(ckpt, data, out, *extra, devices=1):
   env = dict(
     os.environ,

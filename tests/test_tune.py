@@ -215,3 +215,36 @@ def test_tuning_loss_is_the_one_the_model_was_trained_with(params_dir, tmp_path)
   )
   np.testing.assert_allclose(out["losses"][0], loss(5.0), rtol=1e-5)
   assert abs(loss(5.0) - loss(0.01)) > 1e-3
+
+
+def test_heldout_split_is_seeded_and_keeps_one_of_each():
+  tune, held = tuner.heldout_split(10, 0.25, seed=0)
+  assert len(held) == 2 and sorted(tune + held) == list(range(10))  # round(2.5) = 2
+  assert (tune, held) == tuner.heldout_split(10, 0.25, seed=0)
+  assert len(tuner.heldout_split(3, 0.01, seed=0)[1]) == 1  # at least one image
+  assert tuner.heldout_split(5, 0.0, seed=0) == ([0, 1, 2, 3, 4], [])
+  with pytest.raises(tuner.RunError, match="the task has 1 example.*leaves none to tune on"):
+    tuner.heldout_split(1, 0.25, seed=0)
+
+
+def test_curve_legend_names_only_what_it_draws(tmp_path, monkeypatch):
+  from PIL import ImageDraw
+
+  from incontext.train import plots
+
+  texts = []
+  orig = ImageDraw.ImageDraw.text
+
+  def text(self, xy, t, *a, **k):
+    texts.append(t)
+    return orig(self, xy, t, *a, **k)
+
+  monkeypatch.setattr(ImageDraw.ImageDraw, "text", text)
+  rows = [{"step": s, "train/loss": 1.0 / s} for s in range(1, 6)]
+  plots.curve_png(str(tmp_path / "a.png"), rows)
+  assert not any("mIoU" in t for t in texts) and any("train loss" in t for t in texts)
+  texts.clear()
+  label = "held-out mIoU % (red; step 0: the example prompt)"
+  pts = [{"step": 0, "heldout/miou": 20.0}, {"step": 5, "heldout/miou": 40.0}]
+  plots.curve_png(str(tmp_path / "b.png"), rows + pts, eval_key="heldout/miou", eval_label=label)
+  assert any(label in t for t in texts) and {"20", "40"} <= set(texts)

@@ -19,6 +19,7 @@ from PIL import Image
 
 from _shared import shared_data_dir
 from incontext import canvas, checkpoint, cli, inference as I
+from incontext.errors import UserError
 from incontext.models import seggpt
 
 torch = pytest.importorskip("torch")
@@ -302,7 +303,28 @@ def test_folder_task_tune_and_evaluate_in_process(tiny_ckpt, tmp_path, monkeypat
   c.task.images, c.task.masks, c.init = "imgs/*.jpg", "masks/*.png", "ckpt"
   out = tuner.run_tune(entry.prepare(c), "tune")
   assert out["step"] == 2 and np.isfinite(out["losses"][-1])
-  assert json.load(open("tune/tune_meta.json"))["init"] == str(work / "ckpt")
+  meta = json.load(open("tune/tune_meta.json"))
+  assert meta["init"] == str(work / "ckpt")
+  # A quarter of the 4 images held out (one), never tuned on, scored at the end.
+  h = out["heldout"]
+  assert h["images"] == 1 and len(meta["example_ids"]) == 3
+  assert sorted(h["ids"] + meta["example_ids"]) == [f"horse00{i}" for i in range(1, 5)]
+  assert json.load(open("tune/heldout.json")) == json.loads(json.dumps(h))
+  # Its numbers are what the tuned prompt (`segment --learned-prompt`) and the untuned example
+  # prompt give on that image: the same forward, labels and IoU sums.
+  from incontext.data import sources
+
+  src = sources.image_mask_globs("imgs/*.jpg", "masks/*.png")
+  ex = src[src.ids.index(h["ids"][0])]
+  seg = I.Segmenter.from_checkpoint("ckpt", seg_type="semantic")
+  lp = seg.load_learned_prompt("tune/prompt.npz")
+  first = src[src.ids.index(h["example_id"])]
+  for res, key in (
+    (seg.segment([], ex["image"], learned_prompt=lp)[0], "tuned"),
+    (seg.segment([(first["image"], first["mask"])], ex["image"])[0], "example prompt"),
+  ):
+    fg, gt = res.labels == 1, ex["mask"] == 1
+    assert h[key]["miou"] == pytest.approx(100 * (fg & gt).sum() / (fg | gt).sum(), rel=1e-9)
   rc, _, err = _run(
     [
       "segment",
@@ -322,11 +344,19 @@ def test_folder_task_tune_and_evaluate_in_process(tiny_ckpt, tmp_path, monkeypat
   c.fewshot.folder.source.images, c.fewshot.folder.source.masks = "imgs/*.jpg", "masks/*.png"
   c.fewshot.folder.shots = 1  # one method (1-shot) and its baseline: fast
   c.init = "ckpt"
+  c.learned_prompt = "tune/prompt.npz"
   res = eval_run.run_eval(entry.prepare(c), "eval")
   assert list(res["fewshot"]) == ["folder"] and "davis" not in res
   info = res["fewshot"]["folder"]["_info"]
   assert info["examples"] == 5 and info["episodes"] == 4
   assert os.path.isfile("eval/results.json")
+  # The learned prompt's row beside the example-prompt rows, on the same 4 episodes.
+  rows = res["fewshot"]["folder"]
+  assert rows["learned prompt (prompt.npz)"]["episodes"] == rows["1-shot"]["episodes"] == 4
+  assert "| folder | learned prompt (prompt.npz) |" in open("eval/results.md").read()
+  c.learned_prompt = "tune/missing.npz"
+  with pytest.raises(UserError, match="config.learned_prompt=tune/missing.npz"):
+    eval_run.run_eval(entry.prepare(c), "eval2")
 
 
 def _entry(args, cwd, env=None):
@@ -359,6 +389,11 @@ def test_tune_and_evaluate_commands_on_a_folder_task(tiny_ckpt, tmp_path):
   )
   assert r.returncode == 0, r.stderr[-3000:]
   assert "prompt in tune/prompt.npz" in r.stdout
+  h = json.load(open(work / "tune" / "heldout.json"))
+  assert r.stdout.splitlines()[-1] == (
+    f"held-out mIoU: tuned {h['tuned']['miou']:.1f}% vs example prompt "
+    f"{h['example prompt']['miou']:.1f}% (1 images)"
+  )
   assert json.load(open(work / "tune" / "tune_meta.json"))["init"] == str(work / "ckpt")
   r = _entry(
     [
@@ -368,6 +403,7 @@ def test_tune_and_evaluate_commands_on_a_folder_task(tiny_ckpt, tmp_path):
       "--config.fewshot.folder.source.images=imgs/*.jpg",
       "--config.fewshot.folder.source.masks=masks/*.png",
       "--config.init=ckpt",
+      "--config.learned_prompt=tune/prompt.npz",
       "--workdir",
       "eval",
     ],
@@ -376,6 +412,7 @@ def test_tune_and_evaluate_commands_on_a_folder_task(tiny_ckpt, tmp_path):
   assert r.returncode == 0, r.stderr[-3000:]
   res = json.load(open(work / "eval" / "results.json"))
   assert list(res["fewshot"]) == ["folder"]
+  assert "learned prompt (prompt.npz)" in res["fewshot"]["folder"]
   assert res["fewshot"]["folder"]["_info"]["examples"] == 5
   r = _entry(
     [
@@ -506,3 +543,37 @@ def test_config_file_is_found_from_any_folder(tmp_path, monkeypatch):
   ]
   (tmp_path / "mine.py").write_text("")  # a file in the working folder wins
   assert entry.find_config(["x", "--config", "mine.py:a"]) == ["x", "--config", "mine.py:a"]
+
+
+def _readme_block(containing: str) -> str:
+  """The README's ```python block that contains `containing`, as written."""
+  with open(os.path.join(ROOT, "README.md")) as f:
+    text = f.read()
+  blocks = [b.split("```", 1)[0] for b in text.split("```python\n")[1:]]
+  found = [b for b in blocks if containing in b]
+  assert len(found) == 1, f"{len(found)} README python blocks contain {containing!r}"
+  return found[0]
+
+
+def test_readme_transformers_snippet_runs_as_written(hf_folder, tmp_path, monkeypatch, capsys):
+  """The README's commands (convert, segment, export-hf) then its transformers block, run as
+  written in a scratch folder with its relative names: it prints that the labels match."""
+  horse = shared_data_dir("weizmann_horse")
+  monkeypatch.chdir(tmp_path)
+  shutil.copytree(hf_folder, "seggpt-tiny")
+  shutil.copy(horse / "images" / "horse001.jpg", "p.jpg")
+  shutil.copy(horse / "masks" / "horse001.png", "p.png")
+  shutil.copy(horse / "images" / "horse002.jpg", "q.jpg")
+  ckpt = "ckpts/seggpt_vit_large"
+  for argv in (
+    ["convert", "--source", "seggpt-tiny", "--out", ckpt],
+    ["segment", "--checkpoint", ckpt, "--prompt", "p.jpg", "p.png", "--query", "q.jpg"]
+    + ["--out", "out/"],
+    ["export-hf", "--checkpoint", ckpt, "--out", "hf_export"],
+  ):
+    rc, _, err = _run(argv, capsys)
+    assert rc == 0, (argv, err)
+  assert len(np.unique(np.asarray(Image.open("out/q.png")))) == 2  # not all background
+  code = _readme_block("SegGptForImageSegmentation")
+  exec(compile(code, "README.md", "exec"), {"__name__": "readme"})
+  assert capsys.readouterr().out.splitlines() == ["same labels as incontext segment: True"]

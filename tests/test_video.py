@@ -207,6 +207,8 @@ def test_cli_segment_video(model, tmp_path):
 
 
 def test_cli_errors_message(model, tmp_path, capsys):
+  # A real params dir: the checkpoint is checked first, before jax is imported.
+  checkpoint.save_model(str(tmp_path / "params"), model)
   frames, ids = _video(2)
   fdir = tmp_path / "frames"
   fdir.mkdir()
@@ -216,7 +218,7 @@ def test_cli_errors_message(model, tmp_path, capsys):
     [
       "segment-video",
       "--checkpoint",
-      str(tmp_path),
+      str(tmp_path / "params"),
       "--frames",
       str(fdir),
       "--first-mask",
@@ -233,7 +235,7 @@ def test_cli_errors_message(model, tmp_path, capsys):
     [
       "segment-video",
       "--checkpoint",
-      str(tmp_path),
+      str(tmp_path / "params"),
       "--frames",
       str(fdir),
       "--first-mask",

@@ -15,7 +15,9 @@ Rerunning the same command with the same --workdir resumes from its last checkpo
 Arg (comma-separated): task=kvasir|horse|davis_SEQ|folder (the task examples; davis_SEQ tunes
 on the first frames of one DAVIS sequence; folder takes --config.task.images and
 --config.task.masks, binary 0/255 or 0/1 masks unless --config.task.mask_type=label with
---config.task.label_ids), init=example|noise|zeros, learn_target, runlocal (2 steps).
+--config.task.label_ids; it holds out --config.heldout.share=0.25 of the images, by a seeded
+split, and scores the tuned and the untuned example prompt on them at the end),
+init=example|noise|zeros, learn_target, runlocal (2 steps).
 Only the prompt image is learned unless `learn_target` (then the prompt target too).
 Data: --config.data_dir (default $INCONTEXT_DATA_DIR, else ../shared/data beside the project).
 Result on ../shared/data (small CPU model): see experiments/show_real_results.py.
@@ -112,6 +114,10 @@ def get_config(arg=None):
     raise ValueError(
       f"prompt_tune config: unknown task {a['task']!r}; known: {sorted(TASKS)} or davis_SEQ"
     )
+  # held out of the task: a seeded share (at least one example) never tuned on, scored at the
+  # end with the tuned prompt and with the untuned example prompt (WORKDIR/heldout.json).
+  # On for your own folder, where nothing else says whether tuning helped.
+  c.heldout = dict(share=0.25 if a["task"] == "folder" else 0.0, seed=0)
   # model: a params directory (converted official weights or a trained checkpoint)
   c.init = ""
   c.model_overrides = {}

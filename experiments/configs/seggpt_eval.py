@@ -13,6 +13,8 @@ r"""Evaluation of a SegGPT params directory: few-shot mIoU / FB-IoU and DAVIS / 
 Writes WORKDIR/results.json and results.md; every number has its baseline beside it (copy the
 prompt mask for few-shot, copy the first mask for video), each mIoU its 95% bootstrap interval
 over the episodes, and each paper benchmark the SegGPT paper's number for the same row.
+--config.learned_prompt=FILE (a learned prompt, e.g. a tuning workdir's prompt.npz) adds its row,
+`learned prompt (FILE)`, to every few-shot benchmark, scored on the same episodes' queries.
 
 Arg (comma-separated): benchmark=NAME (default `shared`), fold=F (-1: every fold), shots=K
 (the k-shot methods, both ensembles; default 4, or the protocol's), episodes=N (default: the
@@ -233,6 +235,9 @@ def get_config(arg=None):
   c.seed = 0
   c.init = ""
   c.model_overrides = {}
+  # a learned prompt (.npz from `incontext export-prompt`, or a tuning workdir's prompt.npz):
+  # scored on every few-shot benchmark's episodes, beside the example-prompt rows
+  c.learned_prompt = ""
   c.benchmark = a["benchmark"]
   c.fewshot = {}
   c.davis = {}

@@ -8,6 +8,8 @@ SRC is the official `seggpt_vit_large.pth`, a transformers `model.safetensors` (
 
 import os
 
+from incontext.errors import UserError
+
 
 def register(sub):
   p = sub.add_parser(
@@ -86,6 +88,18 @@ def convert_file(
     hint=hint,
     trained_on={"data": "converted weights", "layout": layout},
   )
+
+
+def check(args) -> None:
+  """The output folder and a local --source, before jax is imported (incontext/cli.py)."""
+  from incontext import outputs
+  from incontext.params_dir import META
+
+  outputs.OutputDir(
+    args.out, command="params", overwrite=args.overwrite, hint="--overwrite", names=(META, "params")
+  )
+  if not args.source.startswith("hf:") and not os.path.exists(args.source):
+    raise UserError(f"{args.source}: no such file")
 
 
 def run(args) -> int:

@@ -4,6 +4,7 @@ Serves `incontext.app` (Gradio; `pip install 'incontext[demo]'`) on HOST:PORT, b
 this machine only. Images, Video and Learned-prompt tabs; see `incontext/app.py`.
 """
 
+from incontext import params_dir
 from incontext.errors import UserError
 
 
@@ -31,15 +32,20 @@ def register(sub):
   p.set_defaults(func=run)
 
 
-def run(args) -> int:
+def check(args) -> None:
+  """Settings, the checkpoint path and the Gradio extra, before jax is imported."""
   if not 0 < args.port < 65536:
     raise UserError(f"--port {args.port}: expected 1..65535")
   if args.max_video_frames < 2:
     raise UserError(f"--max-video-frames {args.max_video_frames}: expected >= 2")
+  args.checkpoint = params_dir.for_command(args.checkpoint)
   try:
     import gradio  # noqa: F401
   except ModuleNotFoundError:
     raise UserError("the demo needs Gradio: pip install 'incontext[demo]'") from None
+
+
+def run(args) -> int:
   # imported on demand, so that `incontext --help` loads no jax (see incontext/cli.py)
   from incontext import app
   from incontext.inference import Segmenter

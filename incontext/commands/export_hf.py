@@ -10,6 +10,8 @@ working folder.
 import json
 import os
 
+from incontext import params_dir
+
 
 def register(sub):
   p = sub.add_parser(
@@ -84,6 +86,11 @@ def export_hf(
       json.dump(convert.hf_config_dict(model.cfg), f, indent=2)
     with open(os.path.join(tmp, "preprocessor_config.json"), "w") as f:
       json.dump(preprocessor_config(model.cfg), f, indent=2)
+
+
+def check(args) -> None:
+  """The checkpoint path, before jax is imported (incontext/cli.py)."""
+  args.checkpoint = params_dir.for_command(args.checkpoint)
 
 
 def run(args) -> int:

@@ -5,6 +5,8 @@ file (incontext.prompts format: tensors + JSON metadata + PNG previews), for
 `incontext segment --learned-prompt FILE.npz`.
 """
 
+import os
+
 from incontext.errors import UserError
 
 
@@ -22,15 +24,23 @@ def register(sub):
   p.set_defaults(func=run)
 
 
-def run(args) -> int:
-  # imported on demand, so that `incontext --help` loads no jax (see incontext/cli.py)
+def check(args) -> None:
+  """--out and --workdir, before jax is imported (incontext/cli.py)."""
   from incontext import outputs, prompts
-  from incontext.train import tuner
 
   if not args.out.endswith(".npz"):
     raise UserError(f"--out {args.out}: a learned-prompt file must end with .npz")
   for path in (args.out,) + prompts.preview_paths(args.out):
     outputs.check_file(path, overwrite=args.overwrite, hint="--overwrite")
+  if not os.path.isfile(os.path.join(args.workdir, "tune_meta.json")):
+    raise UserError(f"{args.workdir}: not a tuning workdir (no tune_meta.json)")
+
+
+def run(args) -> int:
+  # imported on demand, so that `incontext --help` loads no jax (see incontext/cli.py)
+  from incontext import prompts
+  from incontext.train import tuner
+
   meta = tuner.export(args.workdir, args.out, step=args.step)
   img, tgt = prompts.preview_paths(args.out)
   print(

@@ -3,8 +3,10 @@
   incontext label --checkpoint CKPT --prompt a.jpg a.png [--prompt ...] --images photos/ \
     --out labels/ [--format png,coco,yolo] [--seg-type instance|semantic]
 
-Writes OUT/masks/*.png (palette label PNGs), OUT/annotations.json (COCO with RLE masks) and
-OUT/labels/*.txt (YOLO segmentation polygons); see `incontext.labelling` for the formats.
+Writes OUT/masks/*.png (palette label PNGs), OUT/annotations.json (COCO with RLE masks),
+OUT/labels/*.txt (YOLO segmentation polygons) and OUT/empty.txt, the images whose prediction
+is empty (a warning gives their count and first names); see `incontext.labelling` for the
+formats.
 Resumable: rerunning the command labels only the images without a mask. Queries are batched
 over all local devices; several hosts: start one process per host with --coordinator,
 --num-processes and --process-id (each labels its share of the sorted image list; process 0
@@ -18,6 +20,8 @@ import os
 import sys
 import time
 
+from incontext import imageio, params_dir
+from incontext.commands.segment import check_prompt_files
 from incontext.errors import UserError
 
 FORMATS = ("png", "coco", "yolo")
@@ -98,8 +102,9 @@ def _formats(spec):
   return set(fmts)
 
 
-def run(args) -> int:
-  fmts = _formats(args.format)
+def check(args) -> None:
+  """Settings, paths and file formats, before jax is imported (incontext/cli.py)."""
+  _formats(args.format)
   if args.batch_per_device < 1:
     raise UserError(f"--batch-per-device {args.batch_per_device}: must be >= 1")
   if not args.prompt and not args.learned_prompt:
@@ -107,6 +112,15 @@ def run(args) -> int:
   multi = [args.coordinator, args.num_processes, args.process_id]
   if any(v is not None for v in multi) and not all(v is not None for v in multi):
     raise UserError("multi-host runs need all of --coordinator, --num-processes and --process-id")
+  imageio.output_stems(imageio.list_folder(args.images))
+  if os.path.exists(args.out) and not os.path.isdir(args.out):
+    raise UserError(f"--out {args.out}: exists and is not a directory")
+  check_prompt_files(args.prompt, args.learned_prompt)
+  args.checkpoint = params_dir.for_command(args.checkpoint)
+
+
+def run(args) -> int:
+  fmts = _formats(args.format)
   # imported on demand, so that `incontext --help` loads no jax (see incontext/cli.py)
   import jax
 
@@ -210,6 +224,10 @@ def _label(args, jax, labelling, folder, paths, stems, files, fmts, pid, nproc) 
       folder=folder,
     )
   if pid == 0:
+    from incontext import inference
+
+    empty = labelling.write_empty(out, list(zip(files, stems)), folder=folder)
+    inference.warn_empty(empty, len(files), os.path.join(args.out, "empty.txt"))
     folder.finish()
   if nproc > 1:
     from jax.experimental import multihost_utils

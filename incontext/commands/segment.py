@@ -18,7 +18,7 @@ only what an earlier `segment` run wrote there.
 
 import os
 
-from incontext import imageio, timing
+from incontext import imageio, outputs, params_dir, timing
 from incontext.imageio import InputError
 
 
@@ -108,31 +108,56 @@ def output_names(queries, raw: bool, check: bool = True) -> list[str]:
   return sorted(owner)
 
 
+def _outdir(args):
+  """The checked query list and output folder (nothing written yet): inputs never outputs,
+  output names never shared."""
+  queries = imageio.list_images(args.query)
+  inputs = queries + [f for p in args.prompt for f in p]
+  inputs += [args.learned_prompt] if args.learned_prompt else []
+  outputs.check_inputs_apart(
+    args.out,
+    output_names(queries, args.raw, check=False),
+    inputs,
+    command="segment",
+    overwrite=args.overwrite,
+  )
+  outdir = outputs.OutputDir(
+    args.out,
+    command="segment",
+    overwrite=args.overwrite,
+    names=output_names(queries, args.raw),
+    hint="--overwrite",
+  )
+  return queries, outdir
+
+
+def check(args) -> None:
+  """Settings, paths and file formats, before jax is imported (incontext/cli.py)."""
+  if args.batch_size is not None and args.batch_size < 1:
+    raise InputError(f"--batch-size must be >= 1, got {args.batch_size}")
+  _outdir(args)
+  if not args.prompt and not args.learned_prompt:
+    raise InputError("give at least one --prompt IMG MASK or a --learned-prompt")
+  check_prompt_files(args.prompt, args.learned_prompt)
+  args.checkpoint = params_dir.for_command(args.checkpoint)
+
+
+def check_prompt_files(pairs, learned_prompt) -> None:
+  """Each prompt image and mask reads as one; the learned prompt file exists."""
+  for img, mask in pairs:
+    imageio.load_image(img)
+    imageio.load_mask(mask)
+  if learned_prompt and not os.path.isfile(learned_prompt):
+    raise InputError(f"{learned_prompt}: no such learned prompt")
+
+
 def run(args) -> int:
   with timing.phase("imports"):
     # imported on demand, so that `incontext --help` loads no jax (see incontext/cli.py)
-    from incontext import outputs
     from incontext.inference import Segmenter, save_results
 
   with timing.phase("checks"):
-    if args.batch_size is not None and args.batch_size < 1:
-      raise InputError(f"--batch-size must be >= 1, got {args.batch_size}")
-    queries = imageio.list_images(args.query)
-    inputs = queries + [f for p in args.prompt for f in p]
-    inputs += [args.learned_prompt] if args.learned_prompt else []
-    outputs.check_inputs_apart(
-      args.out,
-      output_names(queries, args.raw, check=False),
-      inputs,
-      command="segment",
-      overwrite=args.overwrite,
-    )
-    names = output_names(queries, args.raw)
-    outdir = outputs.OutputDir(
-      args.out, command="segment", overwrite=args.overwrite, names=names, hint="--overwrite"
-    )
-    if not args.prompt and not args.learned_prompt:
-      raise InputError("give at least one --prompt IMG MASK or a --learned-prompt")
+    queries, outdir = _outdir(args)
   seg = Segmenter.from_checkpoint(
     args.checkpoint,
     seg_type=args.seg_type or "instance",

@@ -15,6 +15,7 @@ import logging
 import os
 import re
 
+from incontext import params_dir
 from incontext.errors import UserError
 
 
@@ -75,16 +76,24 @@ def register(sub):
   p.set_defaults(func=run)
 
 
+def check(args) -> None:
+  """Settings and paths, before jax is imported (incontext/cli.py)."""
+  if args.memory < 0:
+    raise UserError(f"--memory {args.memory}: must be >= 0")
+  if args.threshold is not None and not 0 < args.threshold < 1:
+    raise UserError(f"--threshold {args.threshold}: must be in (0, 1)")
+  for what, path in (("--video", args.video), ("--first-mask", args.first_mask)):
+    if path and not os.path.isfile(path):
+      raise UserError(f"{what} {path}: no such file")
+  args.checkpoint = params_dir.for_command(args.checkpoint)
+
+
 def run(args) -> int:
   # imported on demand, so that `incontext --help` loads no jax (see incontext/cli.py)
   from tqdm import tqdm
 
   from incontext import imageio, outputs, video
 
-  if args.memory < 0:
-    raise UserError(f"--memory {args.memory}: must be >= 0")
-  if args.threshold is not None and not 0 < args.threshold < 1:
-    raise UserError(f"--threshold {args.threshold}: must be in (0, 1)")
   if args.video:
     return _run_video(args)
   # The first mask saved beside the frames is not a frame.

@@ -67,6 +67,23 @@ def predict_binary(
   return inference.resize_nearest_torch(lab, query.shape[:2]) == 1
 
 
+def predict_learned(model, lp, query: np.ndarray, class_id: int, name: str) -> np.ndarray:
+  """Foreground [H, W] bool of label `class_id` in `query` from a learned prompt alone."""
+  if int(class_id) not in [int(i) for i in lp.label_ids]:
+    raise ValueError(f"{name}: has labels {list(lp.label_ids)}, the episode's class is {class_id}")
+  size = tuple(model.cfg.image_size)
+  pred = inference.predict_canvas(
+    model,
+    np.asarray(lp.image, np.float32)[None],
+    np.asarray(lp.target, np.float32)[None],
+    inference.prepare_image(query, size),
+    seg_type=lp.seg_type,
+    feature_ensemble=False,
+  )
+  lab = inference.labels_from_prediction(canvas.denormalize(pred), lp.palette, lp.label_ids)
+  return inference.resize_nearest_torch(lab, query.shape[:2]) == int(class_id)
+
+
 def evaluate_fewshot(
   model,
   source,
@@ -75,6 +92,7 @@ def evaluate_fewshot(
   methods: Sequence[tuple[str, int, str]],
   seg_type: str = "semantic",
   desc: str = "fewshot",
+  learned: Sequence[tuple[str, object]] = (),
 ) -> dict:
   """Scores methods on episodes.
 
@@ -85,10 +103,12 @@ def evaluate_fewshot(
       many supports as the largest shot count.
     methods: (name, shots, ensemble) triples, e.g. ('1-shot', 1, 'feature'),
       ('4-shot feature', 4, 'feature'), ('4-shot spatial', 4, 'spatial').
+    learned: (name, `incontext.prompts.LearnedPrompt`) pairs scored on the same episodes'
+      queries (the prompt alone, no supports; an episode's class must be one of its labels).
   Returns:
     {name: {'miou', 'fb_iou', 'per_class', 'episodes'}} plus 'copy prompt mask (baseline)'.
   """
-  accs = {m[0]: metrics.IoUAccumulator() for m in methods}
+  accs = {m[0]: metrics.IoUAccumulator() for m in [*methods, *learned]}
   base = metrics.IoUAccumulator()
   cache: dict[int, dict] = {}
 
@@ -114,6 +134,8 @@ def evaluate_fewshot(
         model, s_imgs[:k], s_fgs[:k], q["image"], ensemble=ens, seg_type=seg_type
       )
       accs[name].add(pred, gt, c, ign)
+    for name, lp in learned:
+      accs[name].add(predict_learned(model, lp, q["image"], c, name), gt, c, ign)
   out = {name: a.result() for name, a in accs.items()}
   out["copy prompt mask (baseline)"] = base.result()
   return out

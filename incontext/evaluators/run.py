@@ -16,8 +16,9 @@ import os
 
 import numpy as np
 
-from incontext import checkpoint
+from incontext import checkpoint, prompts
 from incontext.data import episodes, folds, selection, sources
+from incontext.errors import UserError
 from incontext.evaluators import davis, fewshot, youtube_vos
 
 log = logging.getLogger(__name__)
@@ -49,9 +50,10 @@ def _classes(src, bench: dict, shots: int, indices) -> tuple[list[int] | None, l
   return None, []
 
 
-def fewshot_benchmark(model, bench: dict, *, seed: int = 0) -> dict:
+def fewshot_benchmark(model, bench: dict, *, seed: int = 0, learned=()) -> dict:
   """One few-shot benchmark (see experiments/configs/seggpt_eval.py for the keys); the same
-  function runs the trainer's periodic evaluation (incontext.train.trainer)."""
+  function runs the trainer's periodic evaluation (incontext.train.trainer). `learned`:
+  (row name, LearnedPrompt) pairs scored on the same episodes, beside the example prompts."""
   src = sources.make_source(dict(bench["source"]))
   idx = _sel(len(src), bench.get("select"))
   indices = None if not bench.get("select") else idx
@@ -86,6 +88,7 @@ def fewshot_benchmark(model, bench: dict, *, seed: int = 0) -> dict:
     methods=methods,
     seg_type=bench.get("seg_type", "semantic"),
     desc=bench.get("name", "fewshot"),
+    learned=learned,
   )
   for r in res.values():
     r["per_class"] = {str(k): v for k, v in r["per_class"].items()}
@@ -207,10 +210,23 @@ def run_eval(config, workdir: str, model=None) -> dict:
     "model": checkpoint.config_to_dict(model.cfg),
     "fewshot": {},
   }
+  learned = []
+  if c.get("learned_prompt"):  # scored beside the example-prompt rows of every benchmark
+    lp_path = c.learned_prompt
+    try:
+      lp = prompts.load(lp_path, model_cfg=model.cfg, weights_hash=results["weights_hash"])
+    except FileNotFoundError:
+      raise UserError(f"config.learned_prompt={lp_path}: no such file") from None
+    except ValueError as e:
+      raise UserError(f"config.learned_prompt={lp_path}: {e}") from None
+    learned = [(f"learned prompt ({os.path.basename(lp_path)})", lp)]
+    results["learned_prompt"] = os.path.abspath(lp_path)
   for name, bench in dict(c.get("fewshot") or {}).items():
     bench = dict(bench)
     bench.setdefault("name", name)
-    results["fewshot"][name] = fewshot_benchmark(model, bench, seed=int(c.get("seed", 0)))
+    results["fewshot"][name] = fewshot_benchmark(
+      model, bench, seed=int(c.get("seed", 0)), learned=learned
+    )
     write_results(workdir, results)
   d = dict(c.get("davis") or {})
   if d and (d.get("sequences") or d.get("split")):

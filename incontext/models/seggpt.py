@@ -103,8 +103,8 @@ class SegGPTConfig:
     for name in ("ensemble", "dtype", "attention"):
       if not isinstance(getattr(self, name), str):
         raise TypeError(f"{name} is {getattr(self, name)!r}; expected a string")
-    if not isinstance(self.remat, bool):
-      raise TypeError(f"remat is {self.remat!r}; expected true or false")
+    if not isinstance(self.remat, (bool, str)):
+      raise TypeError(f"remat is {self.remat!r}; expected true, false or a policy name")
     return self
 
   def validate(self):

@@ -389,6 +389,7 @@ def run(config, workdir: str) -> dict[str, Any]:
       if step == start + 1:
         jax.block_until_ready(m)  # exclude compilation from throughput
         t_last, n_last = time.perf_counter(), step
+        bar.start_t, bar.initial = time.time(), bar.n  # and from the bar's rate (tqdm's clock)
       do_eval = evaluating and (
         (eval_every and step % eval_every == 0)
         or (step == total and config.evals.get("at_end", True))
@@ -411,6 +412,7 @@ def run(config, workdir: str) -> dict[str, Any]:
             rec["train/mfu"] = rec["train/flops_per_s_per_device"] / peak
         t_last, n_last = now, step
         if do_eval:
+          bar.set_description_str("train (evaluating)", refresh=True)
           preds = None
           if episodes:
             res, preds = run_eval(
@@ -440,6 +442,7 @@ def run(config, workdir: str) -> dict[str, Any]:
                 n=config.evals.get("num_png", 8),
               )
             bar.write(f"step {step}: few-shot mIoU {res['miou']:.2f}%" + _baselines(res))
+          bar.set_description_str("train", refresh=False)
         if is_main:
           history.append(rec)
           metrics.append(rec)
@@ -453,6 +456,8 @@ def run(config, workdir: str) -> dict[str, Any]:
           metrics={k.split("/", 1)[1]: v for k, v in last_eval.items()} or None,
         )
   bar.close()
+  if start == total and history:  # a finished run again: its final result, from metrics.jsonl
+    last_eval = {k: v for k, v in history[-1].items() if k.startswith("eval/")}
   mngr.wait_until_finished()
   mngr.close()
   wd.curve_png(os.path.join(workdir, "curve.png"), history)
@@ -517,7 +522,16 @@ def _eval_bs(config, mesh) -> int:
 def _progress(start, total, enabled):
   from tqdm import tqdm
 
-  return tqdm(total=total, initial=start, disable=not enabled, desc="train", dynamic_ncols=True)
+  # smoothing=0: the rate (and so the ETA) is the average since the start, which counts the
+  # periodic evaluations; the default recent-steps rate jumps at every evaluation pause.
+  return tqdm(
+    total=total,
+    initial=start,
+    disable=not enabled,
+    desc="train",
+    dynamic_ncols=True,
+    smoothing=0,
+  )
 
 
 def _check_finite(pending: list[tuple[int, dict]]) -> list[dict]:

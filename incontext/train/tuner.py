@@ -15,8 +15,12 @@ Workdir layout:
                          reads it)
   checkpoints/STEP/      Orbax: {'prompt': {'image', 'target'}, 'opt', 'step'}
   metrics.jsonl          one line per logged step {'step', 'loss', 'grad_norm', 'update_norm'}
-  curve.png              training curve; prompt_image.png / prompt_target.png: the prompt now
+  curve.png              training curve (+ the held-out mIoU points); prompt_image.png /
+                         prompt_target.png: the prompt now
   prompt.npz             the learned prompt of the last step (incontext.prompts format)
+  heldout.json           with `config.heldout.share` > 0: the held-out examples (a seeded share
+                         of the task, never tuned on) scored with the tuned prompt and with the
+                         untuned example prompt it started from
 
 The workdir plumbing (atomic JSON, metrics repair, falling back from a corrupt checkpoint,
 process 0 writes) is `incontext.train.workdir`, shared with the trainer. Settings are checked
@@ -40,7 +44,7 @@ from flax import nnx
 from PIL import Image
 from tqdm import tqdm
 
-from incontext import canvas, checkpoint, mesh as mesh_lib, prompts
+from incontext import canvas, checkpoint, inference, mesh as mesh_lib, metrics, prompts
 from incontext.data import ops, sources
 from incontext.data.selection import select_indices
 from incontext.errors import UserError
@@ -85,20 +89,74 @@ def encode_example(
   }
 
 
+def read_examples(task: dict) -> list[dict]:
+  """The task's raw examples {'image' uint8, 'mask' int, 'id'} from `task.reader` (selected
+  per `select_indices`; 'id' is the source's, else the index)."""
+  src = sources.make_source(dict(task))
+  idx = select_indices(len(src), task)
+  return [
+    {**src[i], "id": str(src[i].get("id", i))} for i in tqdm(idx, desc="load task", leave=False)
+  ]
+
+
+def heldout_split(n: int, share: float, seed: int) -> tuple[list[int], list[int]]:
+  """(tuning indices, held-out indices) of n examples: round(share * n) of them, at least one
+  when share > 0, held out by a seeded permutation; none when share is 0. RunError when that
+  leaves nothing to tune on."""
+  if not 0 <= share < 1:
+    raise RunError(f"config.heldout.share={share}: expected a share in [0, 1)")
+  if share == 0:
+    return list(range(n)), []
+  k = max(1, round(share * n))
+  if n - k < 1:
+    raise RunError(
+      f"config.heldout.share={share}: the task has {n} example(s); holding out {k} leaves "
+      "none to tune on (give at least 2 images, or --config.heldout.share=0)"
+    )
+  perm = np.random.default_rng(seed).permutation(n)
+  return sorted(int(i) for i in perm[k:]), sorted(int(i) for i in perm[:k])
+
+
+def prompt_scores(
+  model, prompts, examples, *, label_ids=(1,), palette=None, seg_type="semantic"
+) -> list[dict]:
+  """IoU results (`metrics.IoUAccumulator.result`, in %) of each one-slot prompt (normalised
+  image, target [h, w, 3]) over raw examples {'image', 'mask'}: each label of `label_ids`
+  (drawn with palette[k + 1]) scored at the example's own resolution, mask 255 ignored."""
+  palette = task_palette(label_ids) if palette is None else np.asarray(palette)
+  size = tuple(model.cfg.image_size)
+  qs = np.stack([inference.prepare_image(e["image"], size) for e in examples])
+  out = []
+  for image, target in prompts:
+    acc = metrics.IoUAccumulator()
+    preds = np.concatenate(
+      [
+        inference.predict_canvas_batch(
+          model, image[None], target[None], qs[i : i + 16], seg_type=seg_type
+        )
+        for i in range(0, len(qs), 16)
+      ]
+    )
+    for e, p in zip(examples, preds):
+      mask = np.asarray(e["mask"])
+      lab = inference.labels_from_prediction(canvas.denormalize(p), palette, list(label_ids))
+      lab = inference.resize_nearest_torch(lab, mask.shape)
+      for c in label_ids:
+        acc.add(lab == c, mask == c, c, mask == 255)
+    out.append(acc.result())
+  return out
+
+
 def load_task(task: dict, size_hw, examples: Sequence[dict] | None = None) -> tuple[dict, dict]:
   """Stacked task examples {'image', 'target', 'valid'} [N, ...] and a description dict.
 
-  `examples` (a list of {'image' uint8, 'mask' int}) replaces reading `task.reader` (tests).
+  `examples` (a list of {'image' uint8, 'mask' int}) replaces reading `task.reader`.
   """
   label_ids = [int(c) for c in task.get("label_ids") or (1,)]
   palette = task_palette(label_ids)
   if examples is None:
-    src = sources.make_source(dict(task))
-    idx = select_indices(len(src), task)
-    examples = [src[i] for i in tqdm(idx, desc="load task", leave=False)]
-    ids = [str(e.get("id", i)) for e, i in zip(examples, idx)]
-  else:
-    ids = [str(i) for i in range(len(examples))]
+    examples = read_examples(task)
+  ids = [str(e.get("id", i)) for i, e in enumerate(examples)]
   enc = [encode_example(e["image"], e["mask"], size_hw, label_ids, palette) for e in examples]
   data = {k: np.stack([e[k] for e in enc]) for k in ("image", "target", "valid")}
   desc = {
@@ -174,6 +232,7 @@ def read_tune_meta(workdir: str) -> dict:
 KNOWN_KEYS = (
   "data_dir",
   "ckpt_every",
+  "heldout",
   "init",
   "keep_ckpts",
   "log_every",
@@ -310,8 +369,12 @@ def run_tune(
   graphdef, params = nnx.split(model)
   params = jax.device_put(params, repl)
 
-  # -- task ----------------------------------------------------------------------------------
-  data, desc = load_task(dict(c.task), cfg.image_size, examples)
+  # -- task: the tuning examples and the held-out ones ----------------------------------------
+  raw = list(examples) if examples is not None else read_examples(dict(c.task))
+  ho = dict(c.get("heldout") or {})
+  tune_i, held_i = heldout_split(len(raw), float(ho.get("share", 0.0)), int(ho.get("seed", 0)))
+  held = [raw[i] for i in held_i]
+  data, desc = load_task(dict(c.task), cfg.image_size, [raw[i] for i in tune_i])
   seg_type = str(c.task.get("seg_type", "semantic"))
   beta = loss_beta(c)
   meta = {
@@ -325,6 +388,7 @@ def run_tune(
     "label_names": desc["label_names"],
     "task": {k: v for k, v in dict(c.task).items()},
     "example_ids": desc["example_ids"],
+    "heldout_ids": [str(e.get("id", i)) for i, e in zip(held_i, held)],
     "tune": dict(c.tune),
     "loss_beta": beta,
   }
@@ -398,8 +462,36 @@ def run_tune(
   # -- outputs -------------------------------------------------------------------------------
   prompt = jax.tree.map(lambda a: np.asarray(jax.device_get(a), np.float32), state["prompt"])
   final = int(jax.device_get(state["step"]))
+  heldout, points = None, []
+  if held and final == total:  # the tuned prompt vs the untuned example prompt it started from
+    tuned, example = prompt_scores(
+      model,
+      [(prompt["image"], prompt["target"]), (data["image"][i0], data["target"][i0])],
+      held,
+      label_ids=desc["label_ids"],
+      palette=desc["palette"],
+      seg_type=seg_type,
+    )
+    heldout = {
+      "images": len(held),
+      "ids": meta["heldout_ids"],
+      "tuned": tuned,
+      "example prompt": example,
+      "example_id": desc["example_ids"][i0],
+    }
+    wd.write_json(os.path.join(workdir, "heldout.json"), heldout)
+    points = [
+      {"step": 0, "heldout/miou": example["miou"]},
+      {"step": final, "heldout/miou": tuned["miou"]},
+    ]
   if wd.is_main():
-    wd.curve_png(os.path.join(workdir, "curve.png"), rows, key="loss")
+    wd.curve_png(
+      os.path.join(workdir, "curve.png"),
+      rows + points,
+      key="loss",
+      eval_key="heldout/miou",
+      eval_label="held-out mIoU % (red; step 0: the example prompt)",
+    )
     _write_png(os.path.join(workdir, "prompt_image.png"), prompt["image"])
     _write_png(os.path.join(workdir, "prompt_target.png"), prompt["target"])
     if final == total:
@@ -411,6 +503,7 @@ def run_tune(
     "step": final,
     "params": params,
     "weights_hash": weights_hash,
+    "heldout": heldout,
   }
 
 

@@ -225,11 +225,12 @@ def check_finite(step: int, row: Mapping[str, float], keys: Iterable[str], hint:
     )
 
 
-def curve_png(path: str, rows: list[dict], key: str = "train/loss") -> None:
-  """Loss curve PNG (process 0 only); `rows` with `key` are drawn as the train loss."""
+def curve_png(path: str, rows: list[dict], key: str = "train/loss", **eval_series) -> None:
+  """Loss curve PNG (process 0 only); `rows` with `key` are drawn as the train loss, and the
+  eval points as `plots.curve_png` (`eval_key`, `eval_label`) says."""
   if not is_main():
     return
 
   if key != "train/loss":
-    rows = [{**r, "train/loss": r[key]} for r in rows if key in r]
-  plots.curve_png(path, rows)
+    rows = [{**r, "train/loss": r[key]} if key in r else r for r in rows]
+  plots.curve_png(path, rows, **eval_series)
