@@ -632,6 +632,34 @@ def _summary(res: dict) -> None:
   res["eval_episodes_per_s"] = g("eval", "episodes_per_s")
 
 
+def run_sections(sections, shares, ctx, res, rep, budget_s, skip, summary, after=None):
+  """Runs each section `fn(ctx, deadline)` within its share of the budget (a section is skipped
+  once the budget is spent); a failure is recorded in res["errors"], never raised. After each
+  section: `after(name, budget, deadline)` (hand results on through ctx), the summary, the JSON
+  rewritten (so a killed run keeps what it had)."""
+  budget = Budget(budget_s)
+  for name, fn in sections.items():
+    if name in skip:
+      continue
+    if budget.left() <= 0:
+      res["skipped"].append(name)
+      continue
+    dl = Budget(min(budget.left(), shares[name] * budget_s))
+    t = time.perf_counter()
+    try:
+      res["sections"][name] = fn(ctx, dl)
+    except Exception as e:  # noqa: BLE001 -- recorded; the other sections still run
+      res["errors"][name] = _err(e)
+    res.setdefault("section_s", {})[name] = time.perf_counter() - t
+    if after is not None:
+      after(name, budget, dl)
+    summary(res)
+    rep.save()
+    print(f"# {name}: {res['section_s'][name]:.1f} s", flush=True)
+  summary(res)
+  rep.save()
+
+
 def _dig(d, ks):
   for k in ks:
     if not isinstance(d, dict) or d.get(k) is None:
@@ -701,20 +729,8 @@ def main(argv=None):
     label_batch=min(args.label_batch, 2) if args.tiny else args.label_batch,
     eval_episodes=min(args.eval_episodes, 1) if args.tiny else args.eval_episodes,
   )
-  budget = Budget(args.budget_s)
-  for name, fn in SECTIONS.items():
-    if name in skip:
-      continue
-    if budget.left() <= 0:
-      res["skipped"].append(name)
-      continue
-    dl = Budget(min(budget.left(), SHARES[name] * args.budget_s))
-    t = time.perf_counter()
-    try:
-      res["sections"][name] = fn(ctx, dl)
-    except Exception as e:  # noqa: BLE001 -- recorded; the other sections still run
-      res["errors"][name] = _err(e)
-    res.setdefault("section_s", {})[name] = time.perf_counter() - t
+
+  def after(name, budget, dl):
     if name == "ours" and not _dig(res["sections"], ("ours", "k1", "best")):
       # No k = 1 rate with attention "auto" (e.g. the cuDNN kernel failed to compile): once
       # more with XLA's fused attention, so that the other sections have a model that runs.
@@ -731,11 +747,8 @@ def main(argv=None):
         res["errors"]["ours"] = _err(e)
     if name == "ours":
       ctx["best_batch"] = _dig(res["sections"], ("ours", "k1", "best", "batch")) or 1
-    _summary(res)
-    rep.save()
-    print(f"# {name}: {res['section_s'][name]:.1f} s", flush=True)
-  _summary(res)
-  rep.save()
+
+  run_sections(SECTIONS, SHARES, ctx, res, rep, args.budget_s, skip, _summary, after)
   print(json.dumps({k: v for k, v in res.items() if k != "sections"}, indent=1))
   return res
 

@@ -72,6 +72,7 @@ from experiments.h200_inference import (  # noqa: E402
   _timeit,
   default_data,
   precompile,
+  run_sections,
   settle,
   versions,
 )
@@ -513,20 +514,8 @@ def main(argv=None):
     resume_batch=1,
     resume_rtol=args.resume_rtol,
   )
-  budget = Budget(args.budget_s)
-  for name, fn in SECTIONS.items():
-    if name in skip:
-      continue
-    if budget.left() <= 0:
-      res["skipped"].append(name)
-      continue
-    dl = Budget(min(budget.left(), SHARES[name] * args.budget_s))
-    t = time.perf_counter()
-    try:
-      res["sections"][name] = fn(ctx, dl)
-    except Exception as e:  # noqa: BLE001 -- recorded; the other sections still run
-      res["errors"][name] = _err(e)
-    res.setdefault("section_s", {})[name] = time.perf_counter() - t
+
+  def after(name, budget, dl):
     if name == "peak":
       ctx["peak"] = _dig(res["sections"], ("peak", "tflop_per_s"))
       ctx["peak"] = ctx["peak"] * 1e12 if ctx["peak"] else None
@@ -535,11 +524,8 @@ def main(argv=None):
       ctx["sweep_rows"] = _dig(res["sections"], ("sweep", "rows"))
     if name == "pipeline":
       ctx["pipe_rate"] = _dig(res["sections"], ("pipeline", "best", "examples_per_s"))
-    _summary(res)
-    rep.save()
-    print(f"# {name}: {res['section_s'][name]:.1f} s", flush=True)
-  _summary(res)
-  rep.save()
+
+  run_sections(SECTIONS, SHARES, ctx, res, rep, args.budget_s, skip, _summary, after)
   print({k: v for k, v in res.items() if k != "sections"}, flush=True)
   return res
 

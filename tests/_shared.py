@@ -2,7 +2,7 @@
 
 Tests that need it skip with a reason when it is missing, except under CI=true, where they fail.
 Use `shared_data_dir()` (returns the path) or the `needs_shared_data(*subdirs)` helper.
-`run_train` runs the training command line as a user would.
+`run_train` runs the training command line as a user would; `FaultTally` counts fault cases.
 """
 
 import os
@@ -45,3 +45,22 @@ def run_train(workdir, *overrides, preset="quickstart", timeout=1800):
     text=True,
     timeout=timeout,
   )
+
+
+class FaultTally:
+  """Counts the fault cases a test module tried and how many ended clean; `report` (call it
+  from a module fixture's teardown) prints the tally that docs/results.md's fault rows quote."""
+
+  def __init__(self, title: str):
+    self.title = title
+    self.rows = []
+
+  def add(self, name, tried, clean):
+    self.rows.append((name, tried, clean))
+
+  def report(self):
+    if self.rows:
+      tried = sum(r[1] for r in self.rows)
+      clean = sum(r[2] for r in self.rows)
+      lines = [f"  {name}: {t} tried, {c} clean" for name, t, c in self.rows]
+      print(f"\n{self.title}: {tried} tried, {clean} clean\n" + "\n".join(lines))

@@ -22,6 +22,7 @@ import pytest
 from incontext import checkpoint, cli, outputs, prompts
 from incontext.models import seggpt
 from incontext.train import workdir as wd
+from _shared import FaultTally
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SIZE = (32, 32)
@@ -877,22 +878,10 @@ def test_trainer_falls_back_from_a_corrupt_latest_checkpoint(tmp_path, straight,
 
 
 # -- the tally ------------------------------------------------------------------------------------
-class _Tally:
-  def __init__(self):
-    self.rows = []
-
-  def add(self, name, tried, clean):
-    self.rows.append((name, tried, clean))
-
-
-FAULTS = _Tally()
+FAULTS = FaultTally("fault cases")
 
 
 @pytest.fixture(scope="module", autouse=True)
 def _report():
   yield
-  if FAULTS.rows:
-    tried = sum(r[1] for r in FAULTS.rows)
-    clean = sum(r[2] for r in FAULTS.rows)
-    lines = [f"  {name}: {t} tried, {c} clean" for name, t, c in FAULTS.rows]
-    print(f"\nfault cases: {tried} tried, {clean} clean\n" + "\n".join(lines))
+  FAULTS.report()

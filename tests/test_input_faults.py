@@ -19,30 +19,19 @@ from PIL import Image
 
 from incontext import checkpoint, cli, imageio, outputs
 from incontext.models import seggpt
+from _shared import FaultTally
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SIZE = (32, 32)
 
 
-class _Tally:
-  def __init__(self):
-    self.rows = []
-
-  def add(self, name, tried, clean):
-    self.rows.append((name, tried, clean))
-
-
-FAULTS = _Tally()
+FAULTS = FaultTally("input fault cases")
 
 
 @pytest.fixture(scope="module", autouse=True)
 def _report():
   yield
-  if FAULTS.rows:
-    tried = sum(r[1] for r in FAULTS.rows)
-    clean = sum(r[2] for r in FAULTS.rows)
-    lines = [f"  {name}: {t} tried, {c} clean" for name, t, c in FAULTS.rows]
-    print(f"\ninput fault cases: {tried} tried, {clean} clean\n" + "\n".join(lines))
+  FAULTS.report()
 
 
 @pytest.fixture(scope="module")

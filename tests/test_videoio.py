@@ -281,8 +281,10 @@ def test_resolution_change_is_refused_before_work(ckpt, tmp_path, capsys):
     tmp_path / "m.png"
   )
   out = tmp_path / "o"
+  params = tmp_path / "params"  # a real checkpoint: it is checked first, before the video
+  checkpoint.save_model(str(params), seggpt.create("test", image_size=(16, 16), patch=8))
   rc = cli.main(
-    ["segment-video", "--checkpoint", "/nonexistent", "--video", str(both)]
+    ["segment-video", "--checkpoint", str(params), "--video", str(both)]
     + ["--first-mask", str(tmp_path / "m.png"), "--out", str(out)]
   )
   err = capsys.readouterr().err.strip().splitlines()

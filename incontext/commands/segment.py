@@ -135,7 +135,8 @@ def check(args) -> None:
   """Settings, paths and file formats, before jax is imported (incontext/cli.py)."""
   if args.batch_size is not None and args.batch_size < 1:
     raise InputError(f"--batch-size must be >= 1, got {args.batch_size}")
-  _outdir(args)
+  args.checked_outdir = _outdir(args)  # run() reuses it: the manifest is read (and warned
+  # about) once
   if not args.prompt and not args.learned_prompt:
     raise InputError("give at least one --prompt IMG MASK or a --learned-prompt")
   check_prompt_files(args.prompt, args.learned_prompt)
@@ -147,8 +148,8 @@ def check_prompt_files(pairs, learned_prompt) -> None:
   for img, mask in pairs:
     imageio.load_image(img)
     imageio.load_mask(mask)
-  if learned_prompt and not os.path.isfile(learned_prompt):
-    raise InputError(f"{learned_prompt}: no such learned prompt")
+  if learned_prompt:
+    imageio.check_regular_file(learned_prompt, "learned prompt")
 
 
 def run(args) -> int:
@@ -157,7 +158,7 @@ def run(args) -> int:
     from incontext.inference import Segmenter, save_results
 
   with timing.phase("checks"):
-    queries, outdir = _outdir(args)
+    queries, outdir = getattr(args, "checked_outdir", None) or _outdir(args)
   seg = Segmenter.from_checkpoint(
     args.checkpoint,
     seg_type=args.seg_type or "instance",

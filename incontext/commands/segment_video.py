@@ -15,7 +15,7 @@ import logging
 import os
 import re
 
-from incontext import params_dir
+from incontext import imageio, params_dir
 from incontext.errors import UserError
 
 
@@ -82,9 +82,9 @@ def check(args) -> None:
     raise UserError(f"--memory {args.memory}: must be >= 0")
   if args.threshold is not None and not 0 < args.threshold < 1:
     raise UserError(f"--threshold {args.threshold}: must be in (0, 1)")
-  for what, path in (("--video", args.video), ("--first-mask", args.first_mask)):
-    if path and not os.path.isfile(path):
-      raise UserError(f"{what} {path}: no such file")
+  for what, path in (("video", args.video), ("first mask", args.first_mask)):
+    if path:
+      imageio.check_regular_file(path, what)  # a FIFO would block: regular files only
   args.checkpoint = params_dir.for_command(args.checkpoint)
 
 
@@ -92,7 +92,7 @@ def run(args) -> int:
   # imported on demand, so that `incontext --help` loads no jax (see incontext/cli.py)
   from tqdm import tqdm
 
-  from incontext import imageio, outputs, video
+  from incontext import outputs, video
 
   if args.video:
     return _run_video(args)
