@@ -524,13 +524,21 @@ def sec_label(ctx, dl: Budget) -> dict:
     lab.run(files[:b], stems[:b], warm, write_yolo=False)  # compile
     out["warmup_s"] = time.perf_counter() - t
     res = os.path.join(tmp, "out")
-    labelling.prepare_out(res, {"bench": "h200_inference"}, writer=True)
+    lf = labelling.LabelFolder(res)  # the output folder as `incontext label` keeps it
+    lf.open(labelling.output_names(stems))
+    lf.prepare({"bench": "h200_inference"})
+    lf.start()
     sampler = GpuSampler()
     t = time.perf_counter()
-    summary = lab.run(files, stems, res, write_yolo=False)
+    summary = lab.run(files, stems, res, write_yolo=False, folder=lf)
     coco = labelling.write_coco(
-      res, list(zip([os.path.basename(f) for f in files], stems)), lab.categories, instance=True
+      res,
+      list(zip([os.path.basename(f) for f in files], stems)),
+      lab.categories,
+      instance=True,
+      folder=lf,
     )
+    lf.finish()
     wall = time.perf_counter() - t
     busy = sampler.stop()
     if summary.labelled != n or summary.failed:
