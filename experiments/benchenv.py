@@ -7,11 +7,13 @@ brackets its run with `bracket(...)`, which prints, at the start and again at th
 
   bench_cli start: load 0.21 0.23 0.11 (1/5/15 min) on 2 cores; f32 matmul peak: jax 228.1 GFLOP/s,
     torch 160.1 GFLOP/s (n=2048); QUIET
-  bench_cli end: load 0.95 ... ; QUIET
+  bench_cli end: load 1.52 ... (this benchmark's own load included)
 
 The matmul peak is the best of a few timed square f32 products in this process (jax on its
 default device, torch on the CPU when it is installed); a figure in docs/results.md is taken only
-from runs whose start and end say QUIET (1-minute load under `QUIET_LOAD` per 2 cores).
+from runs whose start says QUIET (1-minute load under `QUIET_LOAD` per 2 cores with nothing of
+the benchmark's running yet; the end's load includes the benchmark itself, so it is printed for
+the record, not judged), and whose peaks at start and end agree.
 
   with benchenv.bracket("bench_cli"):
     ...  # the benchmark
@@ -75,8 +77,11 @@ def torch_matmul_gflops(n: int = 2048, reps: int = 5) -> float | None:
     return 2 * n**3 / _best_time(lambda: a @ a, reps) / 1e9
 
 
-def line(tag: str = "bench-env", *, peak: bool = True, n: int = 2048) -> dict:
-  """Prints one line with the load and (peak=True) the f32 matmul peaks; returns them."""
+def line(tag: str = "bench-env", *, peak: bool = True, n: int = 2048, verdict: bool = True) -> dict:
+  """Prints one line with the load and (peak=True) the f32 matmul peaks; returns them.
+
+  verdict: say QUIET or LOADED (at a benchmark's end the load includes the benchmark itself,
+  so the verdict is the start's; the end line gives the load and the peak for the record)."""
   l1, l5, l15 = load()
   cores = os.cpu_count() or 1
   row = {"load": [round(l1, 2), round(l5, 2), round(l15, 2)], "cores": cores}
@@ -89,7 +94,10 @@ def line(tag: str = "bench-env", *, peak: bool = True, n: int = 2048) -> dict:
     text += "" if tg is None else f", torch {tg:.1f} GFLOP/s"
     text += f" (n={n})"
   row["quiet"] = quiet(l1, cores)
-  text += "; QUIET" if row["quiet"] else "; LOADED (figures not for docs/results.md)"
+  if verdict:
+    text += "; QUIET" if row["quiet"] else "; LOADED (figures not for docs/results.md)"
+  else:
+    text += " (this benchmark's own load included)"
   print(text, flush=True)
   return row
 
@@ -105,8 +113,8 @@ def bracket(name: str, *, peak: bool = True):
   try:
     yield env
   finally:
-    env["end"] = line(f"{name} end", peak=peak)
-    if not (env["start"]["quiet"] and env["end"]["quiet"]):
+    env["end"] = line(f"{name} end", peak=peak, verdict=False)
+    if not env["start"]["quiet"]:
       print(f"{name}: the machine was not quiet; its ratios are not comparable", flush=True)
 
 
