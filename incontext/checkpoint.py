@@ -340,6 +340,10 @@ def _has_stamp(key: str) -> bool:
   return os.path.isfile(os.path.join(stamp_dir(), key))
 
 
+def _is_stamp_name(name: str) -> bool:
+  return len(name) == 64 and all(c in "0123456789abcdef" for c in name)
+
+
 def _write_stamp(key: str | None, directory: str) -> None:
   """Records a verified key; a cache folder that cannot be written only costs a re-hash."""
   if key is None:
@@ -349,8 +353,10 @@ def _write_stamp(key: str | None, directory: str) -> None:
     os.makedirs(folder, mode=0o700, exist_ok=True)
     with open(os.path.join(folder, key), "w") as f:
       f.write(os.path.realpath(directory) + "\n")
-    stamps = sorted(
-      (e for e in os.scandir(folder) if e.is_file(follow_symlinks=False)),
+    stamps = sorted(  # only stamps (64 hex digits, regular files) are ever pruned
+      (
+        e for e in os.scandir(folder) if _is_stamp_name(e.name) and e.is_file(follow_symlinks=False)
+      ),
       key=lambda e: e.stat().st_mtime_ns,
     )
     for e in stamps[:-STAMP_LIMIT]:

@@ -183,3 +183,17 @@ def test_profile_prints_every_phase_of_a_segment_call(tmp_path):
   assert set(want.split()) | {"other", "total"} == set(got), line
   assert sum(v for k, v in got.items() if k != "total") == pytest.approx(got["total"], abs=0.1)
   assert (tmp_path / "o" / "img.png").is_file()
+
+
+def test_stamp_pruning_removes_only_old_stamps(params, cache, monkeypatch):
+  """Above STAMP_LIMIT the oldest stamps go; anything else in the folder is never touched."""
+  monkeypatch.setattr(checkpoint, "STAMP_LIMIT", 2)
+  cache.mkdir(parents=True)
+  (cache / "notes.txt").write_text("mine")
+  old = ["0" * 64, "1" * 64]
+  for i, name in enumerate(old):
+    (cache / name).write_text("")
+    os.utime(cache / name, ns=(i, i))  # older than any new stamp
+  checkpoint.load_model(str(params))
+  left = sorted(p.name for p in cache.iterdir())
+  assert "notes.txt" in left and old[0] not in left and len(left) == 3, left
