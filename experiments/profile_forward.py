@@ -19,6 +19,13 @@ feature ensemble), at a model variant's real shapes:
   python -m experiments.profile_forward                   # L/16, k = 1 (a few minutes on 2 cores)
   python -m experiments.profile_forward --ks 1,8 --reps 3
   python -m experiments.profile_forward --variant test    # a quick check of the script
+
+  shapes       (printed first) the rate of each matmul shape the forward runs, alone, in this
+               process: the dense layers ([T, d] x [d, 3d], [d, 4d], [4d, d]; T = one
+               canvas' tokens), the decoder's embedding and the attention's per-chunk products
+               (q.k over one query chunk of all heads, P.v). The forward cannot beat the
+               time-weighted mix of these; the gap between it and the square peak is the
+               shapes', the gap between the forward and it is the program's.
 """
 
 import argparse
@@ -127,6 +134,43 @@ def _thunk_times(trace_dir: str) -> dict:
   return out
 
 
+def _rate(shape_a, shape_b, spec: str, reps: int = 5) -> float:
+  """Best GFLOP/s of one f32 `einsum(spec)` of the two shapes (jit, alone)."""
+  rng = np.random.default_rng(0)
+  a = jax.device_put(rng.standard_normal(shape_a, np.float32))
+  b = jax.device_put(rng.standard_normal(shape_b, np.float32))
+  f = jax.jit(lambda x, y: jax.numpy.einsum(spec, x, y))
+  out = f(a, b).block_until_ready()
+  fl = 2 * float(np.prod(out.shape)) * float(np.prod(shape_a)) / float(np.prod(out.shape[:-1]))
+  best = float("inf")
+  for _ in range(reps):
+    t = time.perf_counter()
+    f(a, b).block_until_ready()
+    best = min(best, time.perf_counter() - t)
+  return fl / best / 1e9
+
+
+def shape_rates(cfg) -> dict:
+  """{name: GFLOP/s} of the forward's matmul shapes alone (see the module docstring)."""
+  gh, gw = cfg.grid
+  t, d, m, nh = gh * gw, cfg.width, cfg.mlp_dim, cfg.num_heads
+  c = d // nh
+  rows, _ = seggpt._chunk_rows(t, t, nh)
+  nfeat = len(cfg.feature_layers)
+  dec = cfg.patch * cfg.patch * cfg.decoder_dim
+  tq = (gh - gh // 2 + 1) * gw
+  return {
+    f"qkv [{t},{d}]x[{d},{3 * d}]": _rate((t, d), (d, 3 * d), "td,de->te"),
+    f"fc1 [{t},{d}]x[{d},{m}]": _rate((t, d), (d, m), "td,de->te"),
+    f"fc2 [{t},{m}]x[{m},{d}]": _rate((t, m), (m, d), "td,de->te"),
+    f"decoder embed [{tq},{nfeat * d}]x[{nfeat * d},{dec}]": _rate(
+      (tq, nfeat * d), (nfeat * d, dec), "td,de->te"
+    ),
+    f"q.k [{nh},{rows},{c}]x[{nh},{t},{c}]": _rate((nh, rows, c), (nh, t, c), "nqc,nkc->nqk"),
+    f"p.v [{nh},{rows},{t}]x[{nh},{t},{c}]": _rate((nh, rows, t), (nh, t, c), "nqk,nkc->nqc"),
+  }
+
+
 def profile(variant: str, over: dict, k: int, reps: int, peak: float) -> dict:
   model = seggpt.create(variant, **over)
   cfg = model.cfg
@@ -194,6 +238,13 @@ def main(argv=None):
   if args.depth is not None:
     over.update(depth=args.depth, feature_layers=seggpt._layers(args.depth))
   peak = benchenv.jax_matmul_gflops()
+  cfg = seggpt.get_config(args.variant, **over)
+  rates = shape_rates(cfg)
+  print(
+    "matmul shapes alone (GFLOP/s, % of the square peak): "
+    + "; ".join(f"{k} {v:.0f} ({100 * v / peak:.0f}%)" for k, v in rates.items()),
+    flush=True,
+  )
   rows = []
   for k in (int(s) for s in args.ks.split(",")):
     r = profile(args.variant, over, k, args.reps, peak)
