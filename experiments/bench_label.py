@@ -35,12 +35,11 @@ from PIL import Image
 from experiments import benchenv
 from experiments import bench_inference
 from incontext import checkpoint, labelling
+from incontext.data import datadir
 from incontext.inference import Segmenter, load_image, load_mask
 from incontext.models import seggpt
 
-SHARED = os.path.join(
-  os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "..", "shared", "data"
-)
+SHARED = datadir.data_dir()
 
 
 def hf_label(hm, processor, prompts, queries, out_dir):
