@@ -75,7 +75,7 @@ from flax import nnx  # noqa: E402
 from experiments import bench_inference  # noqa: E402
 from experiments.configs import common  # noqa: E402
 from experiments.device_check import Budget, _err  # noqa: E402
-from incontext import canvas, inference, labelling  # noqa: E402
+from incontext import canvas, imageio, inference, labelling  # noqa: E402
 from incontext.models import seggpt  # noqa: E402
 from incontext.train import flops  # noqa: E402
 
@@ -516,8 +516,8 @@ def sec_label(ctx, dl: Budget) -> dict:
     os.makedirs(folder)
     for p in paths:  # one flat folder, as a user would give `--images`
       os.symlink(os.path.abspath(p), os.path.join(folder, os.path.basename(p)))
-    files = labelling.list_images(folder)
-    stems = labelling.output_stems(files)
+    files = imageio.list_images(folder, what="")
+    stems = imageio.output_stems(files)
     warm = os.path.join(tmp, "warm")
     os.makedirs(os.path.join(warm, "masks"))
     t = time.perf_counter()

@@ -224,7 +224,7 @@ def test_input_errors_come_before_jax(files, tmp_path):
         "--out",
         "o",
       ],
-      "none/: no such folder",
+      "none/: no such image file or folder",
     ),
     (
       [
