@@ -105,7 +105,7 @@ def main(argv=None):
   warm, queries = coco[:1], coco[1 : args.images + 1]
   over = dict(ensemble="hf")
   if args.depth is not None:
-    over.update(depth=args.depth, feature_layers=seggpt._layers(args.depth))
+    over.update(depth=args.depth, feature_layers=seggpt.default_feature_layers(args.depth))
   cfg = seggpt.get_config(args.variant, **over)
   print(
     f"# {args.variant}{'' if args.depth is None else f' (depth {args.depth})'}, "

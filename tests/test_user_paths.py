@@ -29,7 +29,7 @@ import hf_reference  # noqa: E402
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # depth 12: the feature layers (3, 5, 8, 11) are what `convert` infers from the weights.
 CFG = seggpt.get_config(
-  "test", depth=12, feature_layers=seggpt._layers(12), image_size=(32, 32), patch=8
+  "test", depth=12, feature_layers=seggpt.default_feature_layers(12), image_size=(32, 32), patch=8
 )
 REPO, COMMIT = "test-org/seggpt-tiny", "0123456789abcdef0123456789abcdef01234567"
 
