@@ -307,6 +307,7 @@ def test_experiment_entry_points_bad_settings_are_one_line_exit_2(params_dir, tm
     # settings the trainer checks (RunError): may make the workdir w2, nothing else
     (train + w2 + ["--config.input.type=bogus"], "config.input.type: unknown 'bogus'"),
     (train + w2 + ["--config.init.kind=bogus"], "config.init.kind: unknown 'bogus'"),
+    (train + w2 + ["--config.input.patch_size=5"], "procedural data config: image_size 32 is"),
   ]
   clean = 0
   for args, match in cases:
