@@ -35,7 +35,11 @@ def main(data: str, work: str) -> int:
   os.makedirs(work)
   # depth 12: the feature layers (3, 5, 8, 11) are what `convert` infers from the weights.
   cfg = seggpt.get_config(
-    "test", depth=12, feature_layers=seggpt._layers(12), image_size=(32, 32), patch=8
+    "test",
+    depth=12,
+    feature_layers=seggpt.default_feature_layers(12),
+    image_size=(32, 32),
+    patch=8,
   )
   checkpoint.save_model(os.path.join(work, "tiny"), seggpt.SegGPT(cfg, rngs=nnx.Rngs(0)))
   export_hf.export_hf(os.path.join(work, "tiny"), os.path.join(work, "hf"))

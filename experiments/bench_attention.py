@@ -1,6 +1,6 @@
 """Attention implementations side by side on this machine: chunked vs fused (vs cuDNN on GPU).
 
-Times one attention layer's core (`seggpt._attend`: logits, decomposed relative bias,
+Times one attention layer's core (`seggpt.attend`: logits, decomposed relative bias,
 float32 softmax, P.V), forward and forward+backward, at a small and a mid (L/16: 56 x 28
 token grid, 16 heads of 64) size, the implementations interleaved in one run. `auto` picks
 "chunked" on CPU: the printed fused/chunked ratio (> 1: chunked is faster) is why.
@@ -67,10 +67,10 @@ def main(argv=None):
     a = _inputs(b, nh, c, grid, jnp.dtype(args.dtype))
     t = {}
     for impl in impls:
-      fwd = jax.jit(lambda *x, impl=impl: seggpt._attend(*x, impl))
+      fwd = jax.jit(lambda *x, impl=impl: seggpt.attend(*x, impl))
       bwd = jax.jit(
         jax.grad(
-          lambda *x, impl=impl: jnp.sum(seggpt._attend(*x, impl).astype(jnp.float32)),
+          lambda *x, impl=impl: jnp.sum(seggpt.attend(*x, impl).astype(jnp.float32)),
           argnums=(0, 1, 2, 3, 4),
         )
       )

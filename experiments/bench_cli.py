@@ -41,8 +41,9 @@ sys.path.insert(0, str(ROOT))  # this checkout's incontext, in process as in the
 
 from experiments import benchenv  # noqa: E402 (after the path set-up)
 from incontext import timing  # noqa: E402
+from incontext.data import datadir  # noqa: E402
 
-EXAMPLES = ROOT.parent / "shared" / "data" / "examples" / "seggpt_examples" / "examples"
+EXAMPLES = pathlib.Path(datadir.data_dir("examples", "seggpt_examples", "examples"))
 
 HF_SCRIPT = r"""
 import sys

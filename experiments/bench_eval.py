@@ -3,16 +3,17 @@
   python -m experiments.bench_eval --variant L/16 --shots 5 --episodes 2
 
 Random weights (the cost does not depend on them), episodes of COCO fold 0 from
-../shared/data/coco128_seg; the first episode of each method compiles and is not timed, the
-next `--episodes` are, and the time is scaled to 100 episodes. A video frame costs one
-1-prompt (K = 0) or (1 + K)-prompt forward, like a 1-shot or (1 + K)-shot feature episode.
+DATA/coco128_seg (--data; default $INCONTEXT_DATA_DIR, else ../shared/data); the first
+episode of each method compiles and is not timed, the next `--episodes` are, and the time is
+scaled to 100 episodes. A video frame costs one 1-prompt (K = 0) or (1 + K)-prompt forward,
+like a 1-shot or (1 + K)-shot feature episode.
 """
 
 import argparse
 import time
 
 from experiments import benchenv
-from incontext.data import episodes, sources
+from incontext.data import datadir, episodes, sources
 from incontext.evaluators import fewshot
 from incontext.models import seggpt
 
@@ -22,7 +23,7 @@ def main(argv=None):
   ap.add_argument("--variant", default="L/16")
   ap.add_argument("--shots", type=int, default=5)
   ap.add_argument("--episodes", type=int, default=2)
-  ap.add_argument("--data", default="../shared/data")
+  ap.add_argument("--data", default=datadir.data_dir())
   a = ap.parse_args(argv)
   model = seggpt.create(a.variant, drop_path=0.0, seed=0)
   src = sources.coco_yolo(f"{a.data}/coco128_seg")

@@ -213,7 +213,7 @@ def main(argv=None):
   over = dict(ensemble="hf", dtype=args.dtype)
   try:
     if args.depth is not None:
-      over.update(depth=args.depth, feature_layers=seggpt._layers(args.depth))
+      over.update(depth=args.depth, feature_layers=seggpt.default_feature_layers(args.depth))
     cfg = seggpt.get_config(args.variant, **over)
   except ValueError as e:
     ap.error(f"--variant/--depth: {e}")

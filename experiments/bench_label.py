@@ -35,12 +35,11 @@ from PIL import Image
 from experiments import benchenv
 from experiments import bench_inference
 from incontext import checkpoint, labelling
+from incontext.data import datadir
 from incontext.inference import Segmenter, load_image, load_mask
 from incontext.models import seggpt
 
-SHARED = os.path.join(
-  os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "..", "shared", "data"
-)
+SHARED = datadir.data_dir()
 
 
 def hf_label(hm, processor, prompts, queries, out_dir):
@@ -106,7 +105,7 @@ def main(argv=None):
   warm, queries = coco[:1], coco[1 : args.images + 1]
   over = dict(ensemble="hf")
   if args.depth is not None:
-    over.update(depth=args.depth, feature_layers=seggpt._layers(args.depth))
+    over.update(depth=args.depth, feature_layers=seggpt.default_feature_layers(args.depth))
   cfg = seggpt.get_config(args.variant, **over)
   print(
     f"# {args.variant}{'' if args.depth is None else f' (depth {args.depth})'}, "

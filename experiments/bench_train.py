@@ -47,7 +47,7 @@ def model_cfg(args) -> seggpt.SegGPTConfig:
         "4 decoder feature layers after it)"
       )
     m = min(2, d - 5)
-    kw.update(depth=d, merge_index=m, feature_layers=seggpt._layers(d, m))
+    kw.update(depth=d, merge_index=m, feature_layers=seggpt.default_feature_layers(d, m))
   if args.image_size:
     kw["image_size"] = (args.image_size, args.image_size)
   return seggpt.get_config(args.model, **kw)

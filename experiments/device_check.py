@@ -114,7 +114,8 @@ class Budget:
     return self.end - time.perf_counter()
 
 
-def _err(e: Exception) -> str:
+def error_line(e: Exception) -> str:
+  """An exception as one short line for a result row: its type and first line (300 chars)."""
   return f"{type(e).__name__}: {str(e).splitlines()[0][:300] if str(e) else ''}"
 
 
@@ -168,9 +169,9 @@ def inference(args, budget: Budget) -> tuple[dict, dict]:
               row[f"ours_{impl}_s"], alt_out = _median_time(alt, args.reps)
               row[f"ours_{impl}_max_abs_diff_vs_auto"] = float(np.abs(alt_out - out).max())
             except Exception as e:  # noqa: BLE001 -- e.g. cuDNN missing: record it
-              row[f"ours_{impl}_error"] = _err(e)
+              row[f"ours_{impl}_error"] = error_line(e)
       except Exception as e:  # noqa: BLE001 -- e.g. out of memory: record and go on
-        row["error"] = _err(e)
+        row["error"] = error_line(e)
       rows.append(row)
       print(json.dumps(row), flush=True)
   hm.to("cpu")
@@ -234,7 +235,7 @@ def train(args, budget: Budget) -> list[dict]:
           row["mfu"] = fl / dt / peak
         del state, compiled
       except Exception as e:  # noqa: BLE001 -- out of memory at large batches: record it
-        row["error"] = _err(e)
+        row["error"] = error_line(e)
       print(json.dumps(row), flush=True)
   return rows
 

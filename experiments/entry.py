@@ -2,7 +2,9 @@
 
 * `usage(doc, config_module)`: the entry point's docstring followed by its config file's
   docstring (presets and args), which absl prints for `--help`;
-* `run(main)`: absl's app.run with the two below; `--help` exits with status 0;
+* `run(main)`: absl's app.run with the two below and the console set up as the command
+  line's (`incontext.logs.configure_logging`: library logs quiet; absl's `--verbosity=0`
+  (`-v 0`) shows their INFO logs, `-v 1` DEBUG); `--help` exits with status 0;
 * `find_config(argv)`: `--config PATH.py[:ARG]` where PATH is not found from the working
   folder is looked up beside the project (`experiments/configs/prompt_tune.py`) and by
   name in `experiments/configs/`, so the commands work from any folder;
@@ -19,7 +21,7 @@ import re
 import sys
 
 from experiments.configs import common
-from incontext import errors
+from incontext import errors, logs
 
 PROJECT_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONFIG_DIR = os.path.join(PROJECT_ROOT, "experiments", "configs")
@@ -103,15 +105,30 @@ def _parse_flags(argv: list[str]) -> list[str]:
     _fail(prog, f"{', '.join(named) or '--config'}: {msg}")
 
 
+def verbose_level() -> int:
+  """absl's `--verbosity` (`-v`) as `logs.configure_logging`'s level: not given (or below 0):
+  0, quiet; 0 (absl's INFO): 1; 1 or more: 2 (DEBUG)."""
+  from absl import flags
+
+  f = flags.FLAGS["verbosity"]
+  return min(2, max(0, int(f.value) + 1)) if f.present else 0
+
+
 def run(main) -> None:
-  """`absl.app.run(main)` with the --config path resolved; `--help` exits with status 0; a bad
-  flag or config override is one line and exit status 2 (`_parse_flags`)."""
+  """`absl.app.run(main)` with the --config path resolved and the console set up
+  (`logs.configure_logging`) before `main`; `--help` exits with status 0; a bad flag or config
+  override is one line and exit status 2 (`_parse_flags`)."""
   from absl import app
 
   argv = find_config(sys.argv)
   if any(a in ("--help", "-h", "-help", "--helpshort") for a in argv[1:]):
     app.usage(shorthelp=True, writeto_stdout=True, exitcode=0)
-  app.run(main, argv=argv, flags_parser=_parse_flags)
+
+  def logged_main(args):
+    logs.configure_logging(verbose_level())
+    return main(args)
+
+  app.run(logged_main, argv=argv, flags_parser=_parse_flags)
 
 
 def prepare(config):
@@ -140,10 +157,3 @@ def require(prog: str, value, flag: str, what: str):
   if not value:
     print(f"{prog}: error: {flag} is required ({what})", file=sys.stderr)
     sys.exit(2)
-
-
-def quiet_logs():
-  """absl (and so Orbax) logs at WARNING: Orbax logs every file it reads at INFO."""
-  from absl import logging as absl_logging
-
-  absl_logging.set_verbosity(absl_logging.WARNING)

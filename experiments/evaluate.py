@@ -29,7 +29,6 @@ flags.mark_flags_as_required(["config", "workdir"])
 def main(argv):
   del argv
   config = flags.FLAGS.config
-  entry.quiet_logs()
   entry.require("evaluate", config.init, "--config.init", "a params directory to evaluate")
   with entry.user_errors("evaluate"):
     from incontext.evaluators import run

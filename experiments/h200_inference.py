@@ -74,8 +74,8 @@ from flax import nnx  # noqa: E402
 
 from experiments import bench_inference  # noqa: E402
 from experiments.configs import common  # noqa: E402
-from experiments.device_check import Budget, _err  # noqa: E402
-from incontext import canvas, inference, labelling  # noqa: E402
+from experiments.device_check import Budget, error_line  # noqa: E402
+from incontext import canvas, imageio, inference, labelling  # noqa: E402
 from incontext.models import seggpt  # noqa: E402
 from incontext.train import flops  # noqa: E402
 
@@ -230,7 +230,7 @@ def search_batch(
     try:
       row = dict(batch=b, **run_at(b))
     except Exception as e:  # noqa: BLE001 -- e.g. out of memory: the search ends here
-      rows.append(dict(batch=b, error=_err(e)))
+      rows.append(dict(batch=b, error=error_line(e)))
       break
     rows.append(row)
     print(json.dumps(row), flush=True)
@@ -260,7 +260,7 @@ def sec_ours(ctx, dl: Budget) -> dict:
       first, t1, _ = _timeit(fwd[(dtype, 1)].runner(1, c), reps)
       out[f"latency_{dtype}"] = dict(first_call_s=first, s=t1)
     except Exception as e:  # noqa: BLE001 -- recorded; the throughput rows still run
-      out[f"latency_{dtype}"] = dict(error=_err(e))
+      out[f"latency_{dtype}"] = dict(error=error_line(e))
   peak = flops.peak_flops(jax.devices()[0].device_kind)
   for k in (1, 8):
     fl = bench_inference.model_flops(cfg, k, reference=False, shared=k > 1)
@@ -376,7 +376,7 @@ def sec_attention(ctx, dl: Budget) -> dict:
       try:
         fwd[impl] = Fwd(_with(ctx["model16"], attention=impl), 1)
       except Exception as e:  # noqa: BLE001 -- e.g. a setting this dtype does not allow
-        out[f"{impl}_error"] = _err(e)
+        out[f"{impl}_error"] = error_line(e)
   # Without attention: a fresh jit traced (lowered) while the attention is a pass-through.
   fwd["none"] = Fwd(
     ctx["model16"],
@@ -385,12 +385,12 @@ def sec_attention(ctx, dl: Budget) -> dict:
       inference._forward_impl, static_argnums=(0,), static_argnames=("feature_ensemble",)
     ),
   )
-  saved = dict(seggpt._ATTEND)
+  saved = dict(seggpt.ATTEND_IMPLS)
   try:
-    seggpt._ATTEND.update({k: _no_attention for k in saved})
+    seggpt.ATTEND_IMPLS.update({k: _no_attention for k in saved})
     lowered_none = fwd["none"].lower(b)
   finally:
-    seggpt._ATTEND.update(saved)
+    seggpt.ATTEND_IMPLS.update(saved)
   jobs = {k: functools.partial(f.compile, b) for k, f in fwd.items() if k != "none"}
   jobs["none"] = lowered_none.compile
   futs = precompile(jobs)
@@ -409,7 +409,7 @@ def sec_attention(ctx, dl: Budget) -> dict:
       out[f"{impl}_s"] = t
       out[f"{impl}_max_abs_diff_vs_auto"] = float(np.abs(np.asarray(yi, np.float32) - y).max())
     except Exception as e:  # noqa: BLE001 -- e.g. no cuDNN, or past the deadline: record it
-      out[f"{impl}_error"] = _err(e)
+      out[f"{impl}_error"] = error_line(e)
   return out
 
 
@@ -516,8 +516,8 @@ def sec_label(ctx, dl: Budget) -> dict:
     os.makedirs(folder)
     for p in paths:  # one flat folder, as a user would give `--images`
       os.symlink(os.path.abspath(p), os.path.join(folder, os.path.basename(p)))
-    files = labelling.list_images(folder)
-    stems = labelling.output_stems(files)
+    files = imageio.list_images(folder, what="")
+    stems = imageio.output_stems(files)
     warm = os.path.join(tmp, "warm")
     os.makedirs(os.path.join(warm, "masks"))
     t = time.perf_counter()
@@ -657,7 +657,7 @@ def run_sections(sections, shares, ctx, res, rep, budget_s, skip, summary, after
     try:
       res["sections"][name] = fn(ctx, dl)
     except Exception as e:  # noqa: BLE001 -- recorded; the other sections still run
-      res["errors"][name] = _err(e)
+      res["errors"][name] = error_line(e)
     res.setdefault("section_s", {})[name] = time.perf_counter() - t
     if after is not None:
       after(name, budget, dl)
@@ -752,7 +752,7 @@ def main(argv=None):
         res["sections"]["ours"] = sec_ours(ctx, Budget(min(budget.left(), dl.left() + 30)))
         res["sections"]["ours"]["attention_setting"] = "fused (auto failed)"
       except Exception as e:  # noqa: BLE001 -- recorded
-        res["errors"]["ours"] = _err(e)
+        res["errors"]["ours"] = error_line(e)
     if name == "ours":
       ctx["best_batch"] = _dig(res["sections"], ("ours", "k1", "best", "batch")) or 1
 

@@ -64,7 +64,7 @@ import numpy as np  # noqa: E402
 from flax import nnx  # noqa: E402
 
 from experiments.configs import seggpt_train  # noqa: E402
-from experiments.device_check import Budget, _err  # noqa: E402
+from experiments.device_check import Budget, error_line  # noqa: E402
 from experiments.h200_inference import (  # noqa: E402
   Report,
   _dig,
@@ -228,7 +228,7 @@ def sec_sweep(ctx, dl: Budget) -> dict:
     except TimeoutError:
       row["skipped"] = "time budget (still compiling)"
     except Exception as e:  # noqa: BLE001 -- e.g. out of memory at run time: record it
-      row["error"] = _err(e)
+      row["error"] = error_line(e)
       no_fit.add(remat)
     print(row, flush=True)
   for f in futs.values():

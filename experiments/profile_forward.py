@@ -236,7 +236,7 @@ def main(argv=None):
   args = ap.parse_args(argv)
   over = dict(image_size=(32, 32), patch=8) if args.variant == "test" else {}
   if args.depth is not None:
-    over.update(depth=args.depth, feature_layers=seggpt._layers(args.depth))
+    over.update(depth=args.depth, feature_layers=seggpt.default_feature_layers(args.depth))
   peak = benchenv.jax_matmul_gflops()
   cfg = seggpt.get_config(args.variant, **over)
   rates = shape_rates(cfg)

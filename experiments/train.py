@@ -11,7 +11,6 @@ JAX_COORDINATOR_ADDRESS, JAX_NUM_PROCESSES, JAX_PROCESS_ID). Relative paths (--w
 found by name (`--config seggpt_train:quickstart`).
 """
 
-import logging
 import os
 
 from absl import flags
@@ -50,10 +49,6 @@ def main(argv):
     jax.distributed.initialize(FLAGS.coordinator_address, FLAGS.num_processes, FLAGS.process_id)
   elif FLAGS.distributed:
     jax.distributed.initialize()
-  from absl import logging as absl_logging
-
-  absl_logging.set_verbosity(absl_logging.WARNING)  # orbax logs every file at INFO
-  logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
   from incontext.train import trainer
 
   with entry.user_errors("train"):

@@ -28,7 +28,6 @@ flags.mark_flags_as_required(["config", "workdir"])
 def main(argv):
   del argv
   config = flags.FLAGS.config
-  entry.quiet_logs()
   entry.require("tune", config.init, "--config.init", "a params directory: tuning needs a model")
   with entry.user_errors("tune"):
     from incontext.train import tuner

@@ -17,7 +17,8 @@ Conventions shared by every command:
                the JAX backend warnings (e.g. "An NVIDIA GPU may be present on this machine, but
                a CUDA-enabled jaxlib is not installed") are hidden; `-v` shows them (and the
                traceback of user errors), `-vv` adds DEBUG logs. Results, warnings about the
-               results and progress bars are always shown.
+               results and progress bars are always shown (`incontext.logs`, the set-up the
+               experiment entry points share).
   --profile    prints where the time went at the end (`incontext.timing`: start-up, imports,
                checks, restore, verify, compile, decode, forward, post-process, write); -v too.
   compile cache  compiled XLA programs are kept on disk (`incontext.compile_cache`), so a
@@ -28,18 +29,12 @@ Conventions shared by every command:
 import argparse
 import importlib
 import logging
-import os
 import sys
 import traceback
-import warnings
 
-from incontext import compile_cache, errors, timing
+from incontext import compile_cache, errors, logs, timing
 
 COMMANDS = ("convert", "export_hf", "segment", "export_prompt", "segment_video", "label", "demo")
-
-# Libraries whose INFO logs and warnings are hidden unless -v.
-_NOISY_LOGGERS = ("absl", "orbax", "jax", "jax._src.xla_bridge", "flax", "tensorflow", "h5py")
-_NOISY_MODULES = r"(absl|orbax|jax|jaxlib|flax|tensorflow|google|tensorstore)(\.|$)"
 
 
 def _add_common(p: argparse.ArgumentParser, top: bool) -> None:
@@ -86,42 +81,11 @@ def build_parser() -> argparse.ArgumentParser:
   return parser
 
 
-class _PlainFormatter(logging.Formatter):
-  """`warning: message`: a quiet run's warnings read as one line each."""
-
-  def format(self, record):
-    return f"{record.levelname.lower()}: {record.getMessage()}"
-
-
-def configure_logging(verbose: int = 0) -> None:
-  """Quiet console (verbose=0) or library logs shown (1: INFO, 2: DEBUG).
-
-  Sets the TensorFlow C++ log level (unless TF_CPP_MIN_LOG_LEVEL is set), the levels of the
-  absl / orbax / jax loggers and the Python warnings filters of those libraries. Call it
-  before the libraries log anything (their modules may be imported already).
-  """
-  if verbose <= 0:
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-    for name in _NOISY_LOGGERS:
-      logging.getLogger(name).setLevel(logging.ERROR)
-    warnings.filterwarnings("ignore", module=_NOISY_MODULES)
-    if not logging.root.handlers:  # else a library's basicConfig() prints "WARNING:name:..."
-      handler = logging.StreamHandler()
-      handler.setFormatter(_PlainFormatter())
-      logging.root.addHandler(handler)
-    return
-  os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "0")
-  level = logging.INFO if verbose == 1 else logging.DEBUG
-  logging.basicConfig(level=level, format="%(levelname).1s %(name)s: %(message)s", force=True)
-  for name in _NOISY_LOGGERS:
-    logging.getLogger(name).setLevel(level)
-
-
 def main(argv=None) -> int:
   timing.reset()
   parser = build_parser()
   args = parser.parse_args(argv)
-  configure_logging(args.verbose)
+  logs.configure_logging(args.verbose)
   try:
     return _run(args)
   finally:

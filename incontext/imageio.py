@@ -13,7 +13,8 @@
   and whose colours are `palette` (what every command and `Result.save` write);
   `label_palette` picks those colours (the prompt file's palette when it shows every label,
   else the colours the model painted); `overlay` tints an image by a colour mask.
-* `list_images(items)` -> image files from files, folders and glob patterns.
+* `list_images(items)` -> image files from files, folders and glob patterns (the one lister:
+  hidden names, non-regular files and other extensions are skipped; `is_listed_image`).
 * `check_regular_file(path, what)`: only regular files are read (a FIFO would block).
 
 Every failure is an `InputError` (a ValueError) whose message starts with the file name.
@@ -242,72 +243,55 @@ def overlay(img: np.ndarray, colored: np.ndarray) -> np.ndarray:
   return np.clip(np.round(out), 0, 255).astype(np.uint8)
 
 
-IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
+# The image files a folder or a glob pattern gives (lower-cased; a file's extension is compared
+# case-insensitively, so `.JPG` counts).
+IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".gif")
 
 
-def _visible(name: str) -> bool:
-  return not os.path.basename(name).startswith(".")  # ._x (macOS), .DS_Store, ...
+def is_listed_image(path) -> bool:
+  """Whether a folder or glob lists `path` as an image: its name does not start with '.'
+  (macOS `._x` forks, `.DS_Store`), its extension is one of IMAGE_EXTS in any case, and it is a
+  regular file (or a link to one: a FIFO would block, a device or socket is never an image)."""
+  name = os.path.basename(os.fspath(path))
+  return not name.startswith(".") and name.lower().endswith(IMAGE_EXTS) and os.path.isfile(path)
 
 
 def list_images(items, what: str = "query") -> list[str]:
-  """Image files from files, folders (their images, sorted) and glob patterns (sorted).
+  """The one image lister (`segment --query`, `label --images`): image files from files,
+  folders and glob patterns, in the order of `items`.
 
-  Hidden files (names starting with '.') and anything that is not a regular file (a FIFO,
-  device or socket) inside folders and glob matches are skipped; a file named directly is
-  kept as given (a FIFO, device or socket named directly is refused). Raises InputError naming
-  the item that gives nothing.
+  Each item is, in this order:
+    * a folder: its images (`is_listed_image`), sorted, not recursive;
+    * an existing file: kept as given, whatever its name (a FIFO, device or socket named
+      directly is refused);
+    * a glob pattern (`*`, `?`, `[`; `**` is recursive): its matches that are images
+      (`is_listed_image`), sorted.
+  `items` may be one path. Raises InputError naming the item that gives nothing (`what` names
+  the images in the message: "query" -> "no such query image file or folder").
   """
+  if isinstance(items, (str, os.PathLike)):
+    items = [items]
+  noun = f"{what} images" if what else "images"
   out = []
   for item in items:
     item = os.fspath(item)
     if os.path.isdir(item):
-      found = sorted(
-        os.path.join(item, f)
-        for f in os.listdir(item)
-        if _visible(f) and f.lower().endswith(IMAGE_EXTS) and os.path.isfile(os.path.join(item, f))
-      )
+      found = sorted(os.path.join(item, f) for f in os.listdir(item))
+      found = [f for f in found if is_listed_image(f)]
       if not found:
-        raise InputError(f"{item}: folder has no {what} images ({', '.join(IMAGE_EXTS)})")
+        raise InputError(f"{item}: folder has no {noun} ({', '.join(IMAGE_EXTS)})")
       out += found
     elif os.path.exists(item):
-      check_regular_file(item, f"{what} image")
+      check_regular_file(item, noun[:-1])
       out.append(item)
-    elif any(c in item for c in "*?["):
-      found = sorted(f for f in glob.glob(item) if _visible(f) and os.path.isfile(f))
+    elif glob.has_magic(item):
+      found = sorted(f for f in glob.glob(item, recursive=True) if is_listed_image(f))
       if not found:
-        raise InputError(f"{item}: no {what} images match this pattern")
+        raise InputError(f"{item}: no {noun} match this pattern ({', '.join(IMAGE_EXTS)})")
       out += found
     else:
-      raise InputError(f"{item}: no such {what} image file")
+      raise InputError(f"{item}: no such {noun[:-1]} file or folder")
   return out
-
-
-# Extensions `list_folder` takes (`incontext label`).
-FOLDER_EXTS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".gif")
-
-
-def list_folder(spec: str) -> list[str]:
-  """A folder (its image files, not recursive) or a glob pattern (`**` recursive) -> sorted
-  paths (what `incontext label --images` takes). Raises InputError when nothing matches."""
-  if os.path.isdir(spec):
-    out = [
-      os.path.join(spec, f)
-      for f in os.listdir(spec)
-      if f.lower().endswith(FOLDER_EXTS)
-      and not f.startswith(".")
-      and os.path.isfile(os.path.join(spec, f))  # a FIFO would block: regular files only
-    ]
-  else:
-    out = [
-      p
-      for p in glob.glob(spec, recursive=True)
-      if os.path.isfile(p) and p.lower().endswith(FOLDER_EXTS)
-    ]
-    if not out and not glob.has_magic(spec):
-      raise InputError(f"{spec}: no such folder")
-  if not out:
-    raise InputError(f"{spec}: no image files ({'/'.join(FOLDER_EXTS)})")
-  return sorted(out)
 
 
 def output_stems(paths: list[str]) -> list[str]:

@@ -1,8 +1,8 @@
 """Labelling a folder of images from a few (image, mask) examples: PNG, COCO and YOLO outputs.
 
   lab = Labeller(segmenter, prompts=[("a.jpg", "a.png")], seg_type="instance")
-  summary = lab.run(list_images("photos/"), "out/")      # writes out/masks/*.png, ...
-  write_coco("out/", ...)                                 # rebuilt from the masks
+  summary = lab.run(imageio.list_images("photos/"), "out/")  # writes out/masks/*.png, ...
+  write_coco("out/", ...)  # rebuilt from the masks
 
 Output folder OUT:
   masks/STEM.png      palette label PNG (index = category id 1..K, 0 background; DAVIS colours)
@@ -57,13 +57,10 @@ from incontext import mesh as mesh_lib
 from incontext.imageio import InputError
 from incontext.models import seggpt
 
-IMAGE_EXTS = imageio.FOLDER_EXTS
 TMP_PREFIX = ".tmp_"
 
 
 # -- inputs ---------------------------------------------------------------------------------
-# The folder listing is light (no jax): `incontext label` checks its input with it first.
-list_images = imageio.list_folder
 output_stems = imageio.output_stems
 
 
@@ -141,11 +138,6 @@ def save_mask(path: str, ids: np.ndarray, record=None) -> None:
   """Palette label PNG (DAVIS colours), written atomically."""
 
   write_atomic(path, lambda tmp: video.save_id_png(tmp, ids), record)
-
-
-def read_mask(path: str) -> np.ndarray:
-  """A mask this module wrote (category ids; 255 is a category, not void)."""
-  return imageio.load_mask(path, void=False)
 
 
 # -- masks -> annotations -------------------------------------------------------------------
@@ -274,7 +266,7 @@ def build_coco(
     path = os.path.join(masks_dir, stem + ".png")
     if not os.path.exists(path):
       continue
-    m = read_mask(path)
+    m = imageio.load_mask(path, void=False)  # label 255 is a category here, not void
     images.append(
       {"id": i + 1, "file_name": file_name, "height": int(m.shape[0]), "width": int(m.shape[1])}
     )
@@ -463,7 +455,7 @@ def finish_shard(out: str, stems: Sequence[str], *, write_yolo: bool, folder=Non
     if folder is not None and not folder.done(s):
       continue
     if os.path.exists(mp) and not os.path.exists(os.path.join(out, "labels", s + ".txt")):
-      write_yolo_file(out, s, read_mask(mp), record)
+      write_yolo_file(out, s, imageio.load_mask(mp, void=False), record)
 
 
 def write_empty(out: str, items: Sequence[tuple[str, str]], folder=None) -> list[str]:
@@ -473,7 +465,7 @@ def write_empty(out: str, items: Sequence[tuple[str, str]], folder=None) -> list
   empty = []
   for f, s in items:
     mp = os.path.join(out, "masks", s + ".png")
-    if os.path.exists(mp) and not read_mask(mp).any():
+    if os.path.exists(mp) and not imageio.load_mask(mp, void=False).any():
       empty.append(f)
   path = os.path.join(out, "empty.txt")
   if empty:
@@ -745,7 +737,6 @@ def read_errors(path: str) -> list[tuple[str, str]]:
 
 
 __all__ = [
-  "list_images",
   "output_stems",
   "shard",
   "category_names",
@@ -764,5 +755,4 @@ __all__ = [
   "finish_shard",
   "components",
   "save_mask",
-  "read_mask",
 ]

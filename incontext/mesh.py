@@ -6,6 +6,8 @@ import jax
 import numpy as np
 from jax.sharding import NamedSharding, PartitionSpec as P
 
+from incontext.errors import UserError
+
 # Axes of the training mesh: batch over ('data', 'fsdp'); params sharded by rules over
 # 'fsdp' (ZeRO-3 style) and 'model' (tensor parallel).
 BATCH_AXES = ("data", "fsdp")
@@ -14,18 +16,19 @@ BATCH_AXES = ("data", "fsdp")
 def resolve_shape(
   spec: Sequence[tuple[str, int]], num_devices: int
 ) -> tuple[tuple[str, ...], tuple[int, ...]]:
-  """[('data', -1), ('model', 2)] -> (names, sizes) with the single -1 resolved."""
+  """[('data', -1), ('model', 2)] -> (names, sizes) with the single -1 resolved; a spec that
+  does not fit the devices is the user's setting (UserError naming the mesh)."""
   names = tuple(str(n) for n, _ in spec)
   sizes = [int(s) for _, s in spec]
   if sizes.count(-1) > 1:
-    raise ValueError(f"mesh {list(spec)}: at most one axis may have size -1")
+    raise UserError(f"mesh {list(spec)}: at most one axis may have size -1")
   known = int(np.prod([s for s in sizes if s != -1]))
   if -1 in sizes:
     if num_devices % known:
-      raise ValueError(f"mesh {list(spec)}: {num_devices} devices not divisible by {known}")
+      raise UserError(f"mesh {list(spec)}: {num_devices} devices not divisible by {known}")
     sizes[sizes.index(-1)] = num_devices // known
   if int(np.prod(sizes)) != num_devices:
-    raise ValueError(
+    raise UserError(
       f"mesh {list(spec)} has {int(np.prod(sizes))} devices, but {num_devices} are available"
     )
   return names, tuple(sizes)

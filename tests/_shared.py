@@ -1,7 +1,8 @@
-"""Helpers for tests that read the real data in ../shared/data (relative to the project root).
-
-Tests that need it skip with a reason when it is missing, except under CI=true, where they fail.
-Use `shared_data_dir()` (returns the path) or the `needs_shared_data(*subdirs)` helper.
+"""Helpers for tests that read the real data: the project's data folder
+(`incontext.data.datadir.data_dir()`: $INCONTEXT_DATA_DIR, else ../shared/data beside the
+project root). Tests that need it skip with a reason when it is missing, except under CI=true,
+where they fail.
+Use `shared_data_dir(*subdirs)` (returns the path).
 `run_train` runs the training command line as a user would; `FaultTally` counts fault cases.
 """
 
@@ -12,8 +13,9 @@ import sys
 
 import pytest
 
+from incontext.data import datadir
+
 PROJECT_ROOT = pathlib.Path(__file__).resolve().parents[1]
-SHARED_DATA = PROJECT_ROOT.parent / "shared" / "data"
 
 
 def _in_ci() -> bool:
@@ -21,10 +23,13 @@ def _in_ci() -> bool:
 
 
 def shared_data_dir(*subdirs: str) -> pathlib.Path:
-  """Path of ../shared/data (or a sub-folder); skip (fail under CI=true) when it is missing."""
-  path = SHARED_DATA.joinpath(*subdirs)
+  """Path of the data folder (or a sub-folder); skip (fail under CI=true) when it is missing."""
+  path = pathlib.Path(datadir.data_dir(*subdirs))
   if not path.exists():
-    msg = f"real data not found at {path} (expected ../shared/data next to the project root)"
+    msg = (
+      f"real data not found at {path} (expected {datadir.DATA_DIR_ENV} or ../shared/data "
+      "next to the project root)"
+    )
     if _in_ci():
       pytest.fail(msg + "; CI=true requires it")
     pytest.skip(msg)

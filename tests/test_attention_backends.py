@@ -60,11 +60,11 @@ def test_attention_impls_match_reference_and_each_other(monkeypatch, impl, budge
     monkeypatch.setattr(seggpt, "_ATTN_CHUNK_BYTES", budget)
     assert seggpt._chunk_rows(21, 30, 2)[1] > 1
   args = _inputs()
-  out = seggpt._attend(*args, impl)
+  out = seggpt.attend(*args, impl)
   np.testing.assert_allclose(np.asarray(out), _reference(*args), atol=ATOL, rtol=0)
   w = jnp.asarray(np.random.default_rng(1).normal(size=out.shape), jnp.float32)
   grad = lambda name: jax.grad(
-    lambda *a: jnp.sum(seggpt._attend(*a, name) * w), argnums=(0, 1, 2, 3, 4)
+    lambda *a: jnp.sum(seggpt.attend(*a, name) * w), argnums=(0, 1, 2, 3, 4)
   )(*args)
   for a, b in zip(grad(impl), grad("chunked" if impl == "fused" else "fused")):
     np.testing.assert_allclose(np.asarray(a), np.asarray(b), atol=ATOL, rtol=0)
@@ -255,7 +255,7 @@ def _l16(depth=None, **kw):
     kw.update(
       depth=depth,
       merge_index=min(2, depth - 5),
-      feature_layers=seggpt._layers(depth, min(2, depth - 5)),
+      feature_layers=seggpt.default_feature_layers(depth, min(2, depth - 5)),
     )
   return seggpt.get_config("L/16", attention="fused", dtype="bfloat16", remat=True, **kw)
 

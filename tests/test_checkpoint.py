@@ -56,7 +56,7 @@ def test_errors_name_the_directory(tmp_path):
 def test_infer_config_and_strict_loading():
   model = _model()
   sd = convert.model_to_official(model)
-  assert convert.infer_config(sd).feature_layers == seggpt._layers(model.cfg.depth)
+  assert convert.infer_config(sd).feature_layers == seggpt.default_feature_layers(model.cfg.depth)
   cfg = convert.infer_config(sd, feature_layers=model.cfg.feature_layers)
   assert cfg == model.cfg
   big = seggpt.get_config("L/16")

@@ -136,6 +136,12 @@ def test_user_errors_are_user_errors():
   ):
     assert issubclass(e, errors.UserError) and issubclass(e, ValueError)
   assert errors.is_user_error(FileNotFoundError(2, "No such file", "x.png"))
+  # A mesh setting that does not fit the devices is the user's (train, tune: --config.mesh).
+  from incontext import mesh
+
+  for spec in ([("data", 3)], [("data", -1), ("model", -1)], [("data", -1), ("model", 3)]):
+    with pytest.raises(errors.UserError, match=r"^mesh \["):
+      mesh.resolve_shape(spec, 2)
   assert not errors.is_user_error(ValueError("x")) and not errors.is_user_error(KeyError("x"))
 
 
@@ -224,7 +230,7 @@ def test_input_errors_come_before_jax(files, tmp_path):
         "--out",
         "o",
       ],
-      "none/: no such folder",
+      "none/: no such image file or folder",
     ),
     (
       [

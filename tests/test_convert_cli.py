@@ -14,7 +14,7 @@ import hf_reference  # noqa: E402
 
 # depth 12: the feature layers (3, 5, 8, 11) are what `convert` infers from the weights.
 CFG = seggpt.get_config(
-  "test", depth=12, feature_layers=seggpt._layers(12), image_size=(32, 32), patch=8
+  "test", depth=12, feature_layers=seggpt.default_feature_layers(12), image_size=(32, 32), patch=8
 )
 
 

@@ -40,7 +40,7 @@ from incontext import checkpoint, cli
 from incontext.commands import export_hf
 from incontext.models import seggpt
 work, ex = sys.argv[1], sys.argv[2]
-cfg = seggpt.get_config("test", depth=12, feature_layers=seggpt._layers(12),
+cfg = seggpt.get_config("test", depth=12, feature_layers=seggpt.default_feature_layers(12),
                         image_size=(16, 16), patch=8)
 checkpoint.save_model(work + "/tiny", seggpt.SegGPT(cfg, rngs=nnx.Rngs(0)))
 export_hf.export_hf(work + "/tiny", work + "/hf")

@@ -124,7 +124,7 @@ def test_h200_inference_falls_back_to_fused_attention_when_auto_fails(tmp_path, 
   def broken(*a):
     raise RuntimeError("no kernel for this attention")
 
-  monkeypatch.setitem(seggpt._ATTEND, "chunked", broken)  # what "auto" picks on a CPU
+  monkeypatch.setitem(seggpt.ATTEND_IMPLS, "chunked", broken)  # what "auto" picks on a CPU
   out = tmp_path / "o.json"
   skip = "transformers,attention,parity,label,eval"
   res = h200_inference.main(["--tiny", "--out", str(out), "--skip", skip])

@@ -232,9 +232,9 @@ def test_fifos_are_skipped_in_folders_and_refused_when_named(params_dir, tmp_pat
   # In-process checks first (cheap): listing skips it, naming it is refused.
   assert imageio.list_images([qdir]) == [str(qdir / "a.png")]
   assert imageio.list_images([str(qdir / "*.png")]) == [str(qdir / "a.png")]
-  from incontext import labelling, video
+  from incontext import video
 
-  assert labelling.list_images(str(qdir)) == [str(qdir / "a.png")]
+  assert imageio.list_images(str(qdir), what="") == [str(qdir / "a.png")]
   assert video.list_frames(str(qdir)) == [str(qdir / "a.png")]
   seg = ["segment", "--checkpoint", params_dir]
   frames = tmp_path / "F"
@@ -307,6 +307,7 @@ def test_experiment_entry_points_bad_settings_are_one_line_exit_2(params_dir, tm
     # settings the trainer checks (RunError): may make the workdir w2, nothing else
     (train + w2 + ["--config.input.type=bogus"], "config.input.type: unknown 'bogus'"),
     (train + w2 + ["--config.init.kind=bogus"], "config.init.kind: unknown 'bogus'"),
+    (train + w2 + ["--config.input.patch_size=5"], "procedural data config: image_size 32 is"),
   ]
   clean = 0
   for args, match in cases:
@@ -380,10 +381,13 @@ def test_mask_values_valid_elsewhere_one_reader(params_dir, tmp_path, capsys):
   Image.fromarray(multi).save(tmp_path / "multi16.png")
   with pytest.raises(imageio.InputError, match="label 300 out of range"):
     inference.encode_masks([imageio.load_mask(tmp_path / "multi16.png")], ["multi16.png"])
-  # label's own masks: category 255 beside others is a category there.
-  own = tmp_path / "own.png"
+  # label's own masks (read back with void=False): category 255 beside others is a category.
+  own = tmp_path / "own" / "own.png"
+  own.parent.mkdir()
   labelling.save_mask(str(own), np.asarray([[0, 1], [2, 255]], np.int32))
-  assert sorted(np.unique(labelling.read_mask(str(own)))) == [0, 1, 2, 255]
+  assert sorted(np.unique(imageio.load_mask(str(own), void=False))) == [0, 1, 2, 255]
+  coco = labelling.build_coco([("own.jpg", "own")], str(own.parent), ["c"] * 255, instance=False)
+  assert sorted(a["category_id"] for a in coco["annotations"]) == [1, 2, 255]
   n = 7
   p = _img(tmp_path / "p.png")
   q = _img(tmp_path / "q.png", 1)

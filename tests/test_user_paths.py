@@ -29,7 +29,7 @@ import hf_reference  # noqa: E402
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # depth 12: the feature layers (3, 5, 8, 11) are what `convert` infers from the weights.
 CFG = seggpt.get_config(
-  "test", depth=12, feature_layers=seggpt._layers(12), image_size=(32, 32), patch=8
+  "test", depth=12, feature_layers=seggpt.default_feature_layers(12), image_size=(32, 32), patch=8
 )
 REPO, COMMIT = "test-org/seggpt-tiny", "0123456789abcdef0123456789abcdef01234567"
 
@@ -486,6 +486,36 @@ def test_data_dir_setting_and_its_error(tmp_path, monkeypatch):
   c = prompt_tune.get_config("task=folder")
   c.data_dir = "absent"
   common.resolve_data_dir(c)
+
+
+def test_one_data_folder_rule(tmp_path, monkeypatch):
+  """The configs, the data pipeline's default roots and the tests' helper read one rule
+  (`incontext.data.datadir`): $INCONTEXT_DATA_DIR, else ../shared/data beside the project;
+  the tests' helper skips when a folder is missing, and fails under CI=true."""
+  import _shared
+  from experiments.configs import common
+  from incontext.data import datadir, pipeline
+
+  monkeypatch.delenv(datadir.DATA_DIR_ENV, raising=False)
+  default = os.path.join(os.path.dirname(ROOT), "shared", "data")
+  assert datadir.data_dir() == common.data_dir() == default
+  roots = {d["name"]: d["root"] for d in pipeline.shared_data_config()["datasets"]}
+  assert roots["coco128_seg"] == os.path.join(default, "coco128_seg")
+  monkeypatch.chdir(tmp_path)
+  monkeypatch.setenv(datadir.DATA_DIR_ENV, "elsewhere")
+  there = tmp_path / "elsewhere" / "kvasir_seg"
+  there.mkdir(parents=True)
+  assert datadir.data_dir("kvasir_seg") == str(there)
+  assert common.data_dir() == str(tmp_path / "elsewhere")
+  roots = {d["name"]: d["root"] for d in pipeline.shared_data_config()["datasets"]}
+  assert roots["kvasir_seg"] == str(there)
+  assert _shared.shared_data_dir("kvasir_seg") == there
+  monkeypatch.delenv("CI", raising=False)
+  with pytest.raises(pytest.skip.Exception, match=r"real data not found at .*elsewhere/nothere"):
+    _shared.shared_data_dir("nothere")
+  monkeypatch.setenv("CI", "true")
+  with pytest.raises(pytest.fail.Exception, match="CI=true requires it"):
+    _shared.shared_data_dir("nothere")
 
 
 def test_image_mask_globs_pairs_by_stem_and_names_what_is_wrong(tmp_path, monkeypatch):

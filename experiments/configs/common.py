@@ -1,9 +1,10 @@
 """Shared config pieces for experiment configs: the data folder, base run settings, inputs,
 the runlocal shrink.
 
-The data folder (`data_dir()`) is, in this order: the environment variable INCONTEXT_DATA_DIR,
-else `../shared/data` beside the project root (found from this file, so any working folder
-works). Configs store it as `config.data_dir` and build their dataset roots from it;
+The data folder (`data_dir()`, the project's one rule: `incontext.data.datadir`) is, in this
+order: the environment variable INCONTEXT_DATA_DIR, else `../shared/data` beside the project
+root (so any working folder works). Configs store it as `config.data_dir` and build their
+dataset roots from it;
 `--config.data_dir=DIR` on the command line moves every root that was under the default
 (`resolve_data_dir`, called by the entry points).
 """
@@ -12,19 +13,8 @@ import os
 
 import ml_collections
 
+from incontext.data.datadir import DATA_DIR_ENV, data_dir
 from incontext.errors import UserError
-
-DATA_DIR_ENV = "INCONTEXT_DATA_DIR"
-_PROJECT_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-
-def data_dir() -> str:
-  """The data folder: $INCONTEXT_DATA_DIR (relative to the working folder), else
-  ../shared/data beside the project root. Absolute, not checked for existence."""
-  env = os.environ.get(DATA_DIR_ENV)
-  if env:
-    return os.path.abspath(os.path.expanduser(env))
-  return os.path.join(os.path.dirname(_PROJECT_ROOT), "shared", "data")
 
 
 class DataDirError(UserError):

@@ -112,7 +112,7 @@ def check(args) -> None:
   multi = [args.coordinator, args.num_processes, args.process_id]
   if any(v is not None for v in multi) and not all(v is not None for v in multi):
     raise UserError("multi-host runs need all of --coordinator, --num-processes and --process-id")
-  imageio.output_stems(imageio.list_folder(args.images))
+  imageio.output_stems(imageio.list_images(args.images, what=""))
   if os.path.exists(args.out) and not os.path.isdir(args.out):
     raise UserError(f"--out {args.out}: exists and is not a directory")
   check_prompt_files(args.prompt, args.learned_prompt)
@@ -130,8 +130,8 @@ def run(args) -> int:
     )
   from incontext import labelling
 
-  paths = labelling.list_images(args.images)
-  stems = labelling.output_stems(paths)
+  paths = imageio.list_images(args.images, what="")
+  stems = imageio.output_stems(paths)
   out = os.path.abspath(args.out)
   if os.path.exists(out) and not os.path.isdir(out):
     raise UserError(f"--out {args.out}: exists and is not a directory")

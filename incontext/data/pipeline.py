@@ -56,7 +56,7 @@ import numpy as np
 
 from incontext import canvas
 from incontext.errors import UserError
-from incontext.data import folds, ops, procedural, sources
+from incontext.data import datadir, folds, ops, procedural, sources
 
 # Config keys (top level) and defaults. Per-dataset keys are in DATASET_DEFAULTS.
 DEFAULTS: dict[str, Any] = dict(
@@ -538,14 +538,16 @@ def make_train_iterator(
 
 
 def shared_data_config(
-  root: str = "../shared/data",
+  root: str | None = None,
   *,
   image_size=448,
   patch_size=16,
   datasets: Sequence[str] | None = None,
   **overrides,
 ) -> dict:
-  """A ready config over the raw folders in ../shared/data (for smoke tests / runlocal)."""
+  """A ready config over the raw folders in `root` (default: the data folder,
+  `incontext.data.datadir.data_dir()`), for smoke tests / runlocal."""
+  root = datadir.data_dir() if root is None else root
   all_ds = {
     "coco128_seg": dict(
       reader="coco128_seg", root=f"{root}/coco128_seg", weight=2.0, mix_context_prob=0.2

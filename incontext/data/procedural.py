@@ -36,6 +36,7 @@ from typing import TYPE_CHECKING, Any, Mapping
 import numpy as np
 
 from incontext import canvas
+from incontext.errors import UserError
 
 if TYPE_CHECKING:
   import grain
@@ -75,35 +76,37 @@ SHAPES = ("ellipse", "rectangle", "triangle", "diamond")
 
 
 def resolve_config(config: Mapping[str, Any] | None) -> dict[str, Any]:
+  """DEFAULTS updated by `config`; an unknown key or values that do not fit together are the
+  user's settings (UserError: one line, exit status 2 from the entry points)."""
   cfg = dict(DEFAULTS)
   for k, v in dict(config or {}).items():
     if k in ("type", "name"):
       continue
     if k not in DEFAULTS:
-      raise ValueError(f"procedural data config: unknown key {k!r}; known: {sorted(DEFAULTS)}")
+      raise UserError(f"procedural data config: unknown key {k!r}; known: {sorted(DEFAULTS)}")
     cfg[k] = v
   if cfg["image_size"] % cfg["patch_size"]:
-    raise ValueError(
+    raise UserError(
       f"procedural data config: image_size {cfg['image_size']} is not a "
       f"multiple of patch_size {cfg['patch_size']}"
     )
   lo, hi = cfg["objects"]
   if not 1 <= lo <= hi:
-    raise ValueError(
+    raise UserError(
       f"procedural data config: objects {cfg['objects']} must be (min, max) with 1 <= min <= max"
     )
   if not 1 <= cfg["coloured"][0] <= cfg["coloured"][1]:
-    raise ValueError(
+    raise UserError(
       f"procedural data config: coloured {cfg['coloured']} must be (min, max) with 1 <= min <= max"
     )
   if not 0 <= cfg["palette"] <= len(PALETTE):
-    raise ValueError(
+    raise UserError(
       f"procedural data config: palette {cfg['palette']} must be 0 (random "
       f"colours) or 1..{len(PALETTE)}"
     )
   train, held = class_split(cfg)
   if len(held) < hi or len(train) < hi:
-    raise ValueError(
+    raise UserError(
       f"procedural data config: num_classes {cfg['num_classes']} with "
       f"heldout_every {cfg['heldout_every']} gives {len(train)} train / "
       f"{len(held)} held-out classes, fewer than objects max {hi}"

@@ -177,7 +177,7 @@ def infer_config(sd: dict[str, np.ndarray], **overrides) -> seggpt.SegGPTConfig:
     if n_feat != 4:
       raise ConversionError(f"cannot infer {n_feat} decoder feature layers; pass feature_layers")
     try:  # the official 5/11/17/23 for depth 24, spread the same way otherwise
-      kw["feature_layers"] = seggpt._layers(depth)
+      kw["feature_layers"] = seggpt.default_feature_layers(depth)
     except ValueError as e:
       raise ConversionError(str(e)) from None
   kw.update(overrides)

@@ -144,7 +144,7 @@ _INT_FIELDS = (
 )
 
 
-def _layers(depth, merge_index=2):
+def default_feature_layers(depth, merge_index=2):
   """Decoder feature blocks spread like 5/11/17/23 over `depth` blocks, after the merge."""
   layers = [int(round((i + 1) * depth / 4)) - 1 for i in range(4)]
   layers[0] = max(layers[0], merge_index + 1)  # transformers requires features after merge
@@ -157,9 +157,15 @@ def _layers(depth, merge_index=2):
 
 VARIANTS: dict[str, dict[str, Any]] = {
   "L/16": dict(width=1024, depth=24, num_heads=16, mlp_dim=4096),
-  "B/16": dict(width=768, depth=12, num_heads=12, mlp_dim=3072, feature_layers=_layers(12)),
-  "S/16": dict(width=384, depth=12, num_heads=6, mlp_dim=1536, feature_layers=_layers(12)),
-  "Ti/16": dict(width=192, depth=12, num_heads=3, mlp_dim=768, feature_layers=_layers(12)),
+  "B/16": dict(
+    width=768, depth=12, num_heads=12, mlp_dim=3072, feature_layers=default_feature_layers(12)
+  ),
+  "S/16": dict(
+    width=384, depth=12, num_heads=6, mlp_dim=1536, feature_layers=default_feature_layers(12)
+  ),
+  "Ti/16": dict(
+    width=192, depth=12, num_heads=3, mlp_dim=768, feature_layers=default_feature_layers(12)
+  ),
   # The quickstart model (experiments/configs/seggpt_train.py quickstart and real presets):
   # 32x32 halves in 4x4 patches (8x8 tokens per half), trains on a 2-core CPU in minutes.
   "quickstart-0.6M": dict(
@@ -331,10 +337,10 @@ def attention_impl(
   return "fused"
 
 
-_ATTEND = {"chunked": _attend_chunked, "fused": _attend_fused, "cudnn": _attend_cudnn}
+ATTEND_IMPLS = {"chunked": _attend_chunked, "fused": _attend_fused, "cudnn": _attend_cudnn}
 
 
-def _attend(q: Array, k: Array, v: Array, rel_h: Array, rel_w: Array, impl: str = "auto") -> Array:
+def attend(q: Array, k: Array, v: Array, rel_h: Array, rel_w: Array, impl: str = "auto") -> Array:
   """Softmax attention with the decomposed relative bias.
 
   q: [B, nh, Lq, c] (already scaled); k, v: [B, nh, L, c]; rel_h: [B, nh, Lq, gh];
@@ -342,7 +348,7 @@ def _attend(q: Array, k: Array, v: Array, rel_h: Array, rel_w: Array, impl: str 
   setting; every implementation computes the same function.
   """
   name = attention_impl(impl, q.dtype, q.shape[2], k.shape[2], q.shape[3])
-  return _ATTEND[name](q, k, v, rel_h, rel_w)
+  return ATTEND_IMPLS[name](q, k, v, rel_h, rel_w)
 
 
 class Attention(nnx.Module):
@@ -384,7 +390,7 @@ class Attention(nnx.Module):
     qg = q.reshape(b, nh, gq, gw, hd)
     rel_h = jnp.einsum("bnijc,ikc->bnijk", qg, rh).reshape(b, nh, gq * gw, gh)
     rel_w = jnp.einsum("bnijc,jlc->bnijl", qg, rw).reshape(b, nh, gq * gw, gw)
-    out = _attend(
+    out = attend(
       q * jnp.asarray(hd**-0.5, dt),
       k,
       v,
