@@ -5,7 +5,8 @@ runs every few-shot benchmark in `config.fewshot`, the DAVIS evaluation in `conf
 the YouTube-VOS submission in `config.youtube_vos`, and writes WORKDIR/results.json and
 WORKDIR/results.md (a table); each result sits next to its baseline (copy the prompt mask /
 copy the first mask), each mIoU has its 95% bootstrap interval over the episodes, and a paper
-benchmark has the paper's number for the same row.
+benchmark has the paper's number for the same row. The config is read through its typed
+sections (`incontext.evaluators.sections.EvalConfig`, built once in `run_eval`).
 """
 
 from __future__ import annotations

@@ -23,9 +23,12 @@ Workdir layout:
                          untuned example prompt it started from
 
 The workdir plumbing (atomic JSON, metrics repair, falling back from a corrupt checkpoint,
-process 0 writes) is `incontext.train.workdir`, shared with the trainer. Settings are checked
-before compiling: unknown keys, non-positive steps, a total below the checkpoint's step and a
-`config.init` whose weights differ from the ones the workdir was tuned with are errors.
+process 0 writes) is `incontext.train.workdir`, shared with the trainer. The config is read
+through its typed sections (`incontext.train.sections.TuneConfig`, built once in `run_tune`); the
+prompt's optimiser is the trainer's builder (`optim.make_tx`) with the prompt as its `trainable`
+selection. Settings are checked before compiling: unknown keys and wrong types, non-positive
+steps, a total below the checkpoint's step and a `config.init` whose weights differ from the
+ones the workdir was tuned with are errors.
 """
 
 from __future__ import annotations
