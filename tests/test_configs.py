@@ -159,3 +159,184 @@ def test_quickstart_preset_is_the_named_variant():
   c = importlib.import_module("experiments.configs.seggpt_train").get_config("quickstart")
   assert c.model.variant == "quickstart-0.6M"
   assert trainer.model_config(c) == seggpt.get_config("quickstart-0.6M", drop_path=0.0)
+
+
+def _check_same(sec, values, where="config"):
+  """Every key of the ConfigDict section `values` reads back from the typed section `sec` with
+  the same value (lists and tuples alike)."""
+  import dataclasses
+
+  from incontext import config_lib
+
+  norm = lambda x: json.loads(json.dumps(x))
+  fields = {f.metadata.get("key", f.name): f.name for f in dataclasses.fields(sec)}
+  extra = getattr(sec, "reader_args", {})
+  for k, v in values.items():
+    if k not in fields:  # a reader argument of a task
+      assert norm(extra[k]) == norm(v), f"{where}.{k}"
+      continue
+    got = getattr(sec, fields[k])
+    if dataclasses.is_dataclass(got):
+      _check_same(got, v, f"{where}.{k}")
+    elif isinstance(got, dict) and got and all(dataclasses.is_dataclass(x) for x in got.values()):
+      for name, b in got.items():
+        _check_same(b, v[name], f"{where}.{k}.{name}")
+    elif got is None and v == {}:
+      pass  # an empty section is absent
+    else:
+      assert norm(got) == norm(config_lib.plain(v)), f"{where}.{k}: {got!r} != {v!r}"
+
+
+SECTION_PRESETS = (
+  [
+    ("seggpt_train", a)
+    for a in (
+      "paper",
+      "quickstart",
+      "real",
+      "paper,runlocal",
+      "quickstart,runlocal",
+      "real,runlocal",
+    )
+  ]
+  + [
+    ("prompt_tune", a)
+    for a in ("task=kvasir", "task=horse,init=noise,learn_target", "task=davis_boat", "task=folder")
+  ]
+  + [
+    ("seggpt_eval", a)
+    for a in ("", "runlocal", "benchmark=coco20i", "benchmark=pascal5i", "benchmark=fss1000")
+  ]
+  + [
+    ("seggpt_eval", a) for a in ("benchmark=lvis92i", "benchmark=davis2017", "benchmark=ytvos2018")
+  ]
+)
+
+
+@pytest.mark.parametrize("module,arg", SECTION_PRESETS)
+def test_every_preset_reads_back_through_its_typed_sections(module, arg):
+  from incontext.evaluators.sections import EvalConfig
+  from incontext.train.sections import TrainConfig, TuneConfig
+
+  cls = {"seggpt_train": TrainConfig, "prompt_tune": TuneConfig, "seggpt_eval": EvalConfig}[module]
+  c = importlib.import_module(f"experiments.configs.{module}").get_config(arg)
+  sec = cls.of(c)
+  _check_same(sec, c.to_dict())
+  assert cls.of(sec) is sec  # built once, passed down as it is
+
+
+def test_typed_sections_refuse_unknown_keys_and_wrong_types_in_one_line():
+  """Each run config's sections are checked in one place: an unknown key (at any depth), a value
+  of the wrong type or a missing required key is one UserError line naming the setting."""
+  from experiments.configs import prompt_tune, seggpt_eval, seggpt_train
+  from incontext.errors import UserError, one_line
+  from incontext.evaluators.sections import EvalConfig
+  from incontext.train.sections import TrainConfig, TuneConfig
+
+  def edit(c, path, value):
+    *parents, last = path.split(".")
+    d = c
+    for p in parents:
+      d = d[p]
+    if value is None:
+      del d[last]
+    else:
+      d[last] = value
+    return c
+
+  cases = [
+    (
+      TrainConfig,
+      seggpt_train,
+      "quickstart",
+      "evals.evry",
+      1,
+      r"config.evals: unknown key \['evry'\]",
+    ),
+    (
+      TrainConfig,
+      seggpt_train,
+      "quickstart",
+      "optim.lr",
+      "fast",
+      r"config.optim.lr='fast': expected a float",
+    ),
+    (
+      TrainConfig,
+      seggpt_train,
+      "quickstart",
+      "ckpt.async",
+      1,
+      r"config.ckpt.async=1: expected a boolean",
+    ),
+    (
+      TrainConfig,
+      seggpt_train,
+      "quickstart",
+      "loss.beta",
+      None,
+      r"config.loss.beta: missing \(expected a float\)",
+    ),
+    (
+      TrainConfig,
+      seggpt_train,
+      "quickstart",
+      "init.knd",
+      "x",
+      r"config.init: unknown key \['knd'\]",
+    ),
+    (
+      TuneConfig,
+      prompt_tune,
+      "task=kvasir",
+      "heldout.shares",
+      0.5,
+      r"config.heldout: unknown key \['shares'\]",
+    ),
+    (
+      TuneConfig,
+      prompt_tune,
+      "task=kvasir",
+      "task.rooot",
+      "x",
+      r"config.task: unknown key \['rooot'\]; known: \[.*'root'",
+    ),
+    (
+      TuneConfig,
+      prompt_tune,
+      "task=kvasir",
+      "tune.batch_size",
+      8.0,
+      r"config.tune.batch_size=8.0: expected an integer",
+    ),
+    (
+      TuneConfig,
+      prompt_tune,
+      "task=kvasir",
+      "optim.wd",
+      0.1,
+      r"config.optim: unknown key \['wd'\]",
+    ),
+    (
+      EvalConfig,
+      seggpt_eval,
+      "",
+      "fewshot.horse.shot",
+      1,
+      r"config.fewshot.horse: unknown key \['shot'\]",
+    ),
+    (
+      EvalConfig,
+      seggpt_eval,
+      "",
+      "davis.memories",
+      "0,8",
+      r"config.davis.memories='0,8': expected a list",
+    ),
+    (EvalConfig, seggpt_eval, "", "seeed", 1, r"config: unknown key \['seeed'\]"),
+  ]
+  for cls, module, arg, path, value, msg in cases:
+    c = edit(module.get_config(arg).to_dict(), path, value)
+    with pytest.raises(UserError, match=msg) as e:
+      cls.of(c)
+    assert one_line(e.value) == str(e.value), path

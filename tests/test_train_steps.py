@@ -109,3 +109,67 @@ def test_trainable_filter_trains_only_the_decoder():
       np.testing.assert_array_equal(after[k], before[k], err_msg=k)
   for k in ("decoder_embed/kernel", "decoder_conv/kernel", "decoder_head/kernel"):
     assert not np.array_equal(before[k], after[k]), k
+
+
+def _moments(opt_state) -> int:
+  """Elements of the optimiser state's arrays (Adam's mu and nu; scalars such as counts aside)."""
+  return sum(x.size for x in jax.tree.leaves(opt_state) if np.ndim(x) > 0)
+
+
+@pytest.mark.parametrize(
+  "selection", ["model", "model decoder", "prompt image", "prompt image and target"]
+)
+def test_one_builder_updates_only_the_trainable_selection(selection):
+  """`optim.make_tx` with each `trainable` selection: nonzero updates on exactly the selected
+  leaves, zero updates and no Adam moments for the others (the model's params for training,
+  the prompt's image/target for tuning)."""
+  from incontext.train import tune_steps
+
+  rng = np.random.default_rng(0)
+  if selection.startswith("model"):
+    cfg = seggpt.get_config("test", image_size=(16, 16), patch=4)
+    params = nnx.to_pure_dict(nnx.state(seggpt.SegGPT(cfg, rngs=nnx.Rngs(0)), nnx.Param))
+    o = optim.OptimConfig(lr=1e-3, clip=3.0, wd=0.05, layer_decay=0.8)
+    trainable = None if selection == "model" else r"decoder_.*"
+    tx, _ = optim.make_tx(o, total_steps=10, depth=cfg.depth, trainable=trainable)
+    picked = (lambda k: True) if selection == "model" else (lambda k: k.startswith("decoder_"))
+  else:
+    params = {k: rng.standard_normal((8, 8, 3)).astype(np.float32) for k in ("image", "target")}
+    learn_target = selection.endswith("target")
+    tx, _ = optim.make_tx(
+      optim.PromptOptimConfig(lr=0.05),
+      total_steps=10,
+      trainable=tune_steps.prompt_selection(learn_target),
+    )
+    picked = lambda k: k == "image" or learn_target
+  grads = jax.tree.map(lambda p: rng.standard_normal(p.shape).astype(np.float32), params)
+  state = tx.init(params)
+  upd, state = tx.update(grads, state, params)
+  u = _flat(upd)
+  chosen = [k for k in u if picked(k)]
+  assert chosen and (selection in ("model", "prompt image and target") or len(chosen) < len(u))
+  for k, v in u.items():
+    if picked(k):
+      assert np.all(v != 0), k  # Adam's first step: -lr * scale * g / (|g| + eps), never 0
+    else:
+      assert not np.any(v), k
+  assert _moments(state) == 2 * sum(u[k].size for k in chosen)
+
+
+def test_training_and_tuning_keep_their_defaults():
+  """One builder, each section with the defaults it had: training (no clipping, Adam b2 0.999,
+  cosine to min_lr 0) and tuning (clip 1.0, b2 0.99, cosine to 0.1 lr), the keys each accepts."""
+  from incontext import config_lib
+
+  t = config_lib.section(optim.OptimConfig, {"lr": 1e-3}, "config.optim")
+  p = config_lib.section(optim.PromptOptimConfig, {"lr": 0.1}, "config.optim")
+  assert (t.clip, t.b2, t.min_lr, t.end_frac, t.wd, t.layer_decay) == (0.0, 0.999, 0, 0, 0, 1)
+  assert (p.clip, p.b2, p.end_frac, p.warmup_steps, p.wd) == (1.0, 0.99, 0.1, 0, 0)
+  np.testing.assert_allclose(optim.schedule(p, 10)(10), 0.01, rtol=1e-6)
+  np.testing.assert_allclose(optim.schedule(t, 10)(10), 0.0, atol=1e-12)
+  with pytest.raises(ValueError, match=r"config.optim: unknown key \['wd'\]"):
+    config_lib.section(optim.PromptOptimConfig, {"lr": 0.1, "wd": 0.1}, "config.optim")
+  with pytest.raises(ValueError, match=r"config.optim: unknown key \['end_frac'\]"):
+    config_lib.section(optim.OptimConfig, {"lr": 0.1, "end_frac": 0.1}, "config.optim")
+  with pytest.raises(ValueError, match=r"config.optim.schedule='linear': expected 'cosine'"):
+    optim.schedule(optim.OptimConfig(lr=0.1, schedule="linear"), 10)

@@ -5,11 +5,13 @@ runs every few-shot benchmark in `config.fewshot`, the DAVIS evaluation in `conf
 the YouTube-VOS submission in `config.youtube_vos`, and writes WORKDIR/results.json and
 WORKDIR/results.md (a table); each result sits next to its baseline (copy the prompt mask /
 copy the first mask), each mIoU has its 95% bootstrap interval over the episodes, and a paper
-benchmark has the paper's number for the same row.
+benchmark has the paper's number for the same row. The config is read through its typed
+sections (`incontext.evaluators.sections.EvalConfig`, built once in `run_eval`).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
@@ -20,6 +22,7 @@ from incontext import checkpoint, prompts
 from incontext.data import episodes, folds, selection, sources
 from incontext.errors import UserError
 from incontext.evaluators import davis, fewshot, youtube_vos
+from incontext.evaluators.sections import Benchmark, DavisConfig, EvalConfig
 
 log = logging.getLogger(__name__)
 
@@ -30,69 +33,70 @@ def _sel(n: int, sel: dict | None) -> list[int]:
   return selection.select_indices(n, dict(sel))
 
 
-def _classes(src, bench: dict, shots: int, indices) -> tuple[list[int] | None, list[str]]:
+def _classes(src, bench: Benchmark, indices) -> tuple[list[int] | None, list[str]]:
   """(class ids of the benchmark or None for the fold's, names in `class_names` that the
   source lacks)."""
-  if bench.get("classes"):
-    return [int(c) for c in bench["classes"]], []
-  if bench.get("class_names"):
+  if bench.classes:
+    return [int(c) for c in bench.classes], []
+  if bench.class_names:
     by_name = {v: int(k) for k, v in (src.class_names or {}).items()}
-    want = list(bench["class_names"])
+    want = list(bench.class_names)
     return [by_name[n] for n in want if n in by_name], [n for n in want if n not in by_name]
-  if bench.get("folds_over_usable"):
+  if bench.folds_over_usable:
     # LVIS-92i: folds over the classes that have more than `shots` examples.
     ids = sorted(int(c) for c in src.class_names if int(c) > 0)
     index = episodes.class_index(src, ids, indices)
-    usable = [c for c, ex in index.items() if len(ex) >= shots + 1]
-    return folds.fold_classes(
-      usable, int(bench.get("fold", 0)), int(bench["num_folds"]), bench.get("scheme", "interleaved")
-    ), []
+    usable = [c for c, ex in index.items() if len(ex) >= bench.shots + 1]
+    return folds.fold_classes(usable, bench.fold, bench.num_folds, bench.scheme), []
   return None, []
 
 
-def fewshot_benchmark(model, bench: dict, *, seed: int = 0, learned=()) -> dict:
-  """One few-shot benchmark (see experiments/configs/seggpt_eval.py for the keys); the same
-  function runs the trainer's periodic evaluation (incontext.train.trainer). `learned`:
-  (row name, LearnedPrompt) pairs scored on the same episodes, beside the example prompts."""
-  src = sources.make_source(dict(bench["source"]))
-  idx = _sel(len(src), bench.get("select"))
-  indices = None if not bench.get("select") else idx
-  shots = int(bench.get("shots", 1))
-  classes, missing = _classes(src, bench, shots, indices)
+def fewshot_benchmark(model, bench: Benchmark | dict, *, seed: int = 0, learned=()) -> dict:
+  """One few-shot benchmark (a `sections.Benchmark`, or a dict of its keys: see
+  experiments/configs/seggpt_eval.py); the same function runs the trainer's periodic evaluation
+  (incontext.train.trainer). `learned`: (row name, LearnedPrompt) pairs scored on the same
+  episodes, beside the example prompts."""
+  bench = Benchmark.of(bench)
+  name = bench.name or "fewshot"
+  src = sources.make_source(dict(bench.source))
+  idx = _sel(len(src), bench.select)
+  indices = None if not bench.select else idx
+  shots = bench.shots
+  classes, missing = _classes(src, bench, indices)
   if missing:
     log.warning(
       "%s: %d of its classes are not in %s (first: %s)",
-      bench.get("name", "fewshot"),
+      name,
       len(missing),
-      bench["source"].get("root"),
+      bench.source.get("root"),
       missing[0],
     )
   eps = episodes.SemanticEpisodes(
     src,
-    fold=int(bench.get("fold", 0)),
+    fold=bench.fold,
     shots=shots,
-    num_episodes=int(bench["episodes"]),
+    num_episodes=bench.episodes,
     seed=seed,
-    num_folds=int(bench.get("num_folds", 4)),
-    scheme=bench.get("scheme", "interleaved"),
+    num_folds=bench.num_folds,
+    scheme=bench.scheme,
     classes=classes,
     indices=indices,
   )
   methods = [("1-shot", 1, "feature")]
   if shots > 1:
-    methods += [(f"{shots}-shot {e}", shots, e) for e in bench.get("ensembles", ("feature",))]
+    methods += [(f"{shots}-shot {e}", shots, e) for e in bench.ensembles]
   res = fewshot.evaluate_fewshot(
     model,
     src,
     eps.episodes,
     methods=methods,
-    seg_type=bench.get("seg_type", "semantic"),
-    desc=bench.get("name", "fewshot"),
+    seg_type=bench.seg_type,
+    desc=name,
     learned=learned,
   )
   for r in res.values():
     r["per_class"] = {str(k): v for k, v in r["per_class"].items()}
-  paper = dict(bench.get("paper") or {})
+  paper = dict(bench.paper or {})
   for name, r in res.items():
     if name in paper:
       r["paper"] = paper[name]
@@ -169,21 +173,19 @@ def write_results(workdir: str, results: dict):
     os.replace(tmp, os.path.join(workdir, name))
 
 
-def davis_benchmark(model, d: dict, workdir: str) -> dict:
+def davis_benchmark(model, d: DavisConfig, workdir: str) -> dict:
   """`config.davis`: explicit `sequences`, or those of ImageSets/{year}/{split}.txt."""
-  seqs = list(d.get("sequences") or ()) or davis.split_sequences(
-    d["root"], year=d.get("year", 2017), split=d.get("split", "val")
-  )
+  seqs = list(d.sequences) or davis.split_sequences(d.root, year=d.year, split=d.split or "val")
   res = davis.evaluate_davis(
     model,
-    d["root"],
+    d.root,
     seqs,
-    memories=list(d.get("memories", (0, 8))),
-    resolution=d.get("resolution", "480p"),
-    max_frames=d.get("max_frames"),
-    save_dir=os.path.join(workdir, "davis_masks") if d.get("save_masks") else None,
+    memories=list(d.memories),
+    resolution=d.resolution,
+    max_frames=d.max_frames,
+    save_dir=os.path.join(workdir, "davis_masks") if d.save_masks else None,
   )
-  paper = dict(d.get("paper") or {})
+  paper = dict(d.paper or {})
   for name, r in res.items():
     if name in paper:
       r["paper"] = paper[name]
@@ -193,25 +195,25 @@ def davis_benchmark(model, d: dict, workdir: str) -> dict:
 
 def run_eval(config, workdir: str, model=None) -> dict:
   """Runs config.fewshot, config.davis and config.youtube_vos; returns and writes the
-  results."""
-  c = config
+  results. `config`: the ConfigDict of experiments/configs/seggpt_eval.py or an EvalConfig."""
+  c = EvalConfig.of(config)
   if model is None:
-    if not c.get("init"):
-      raise ValueError(
+    if not c.init:
+      raise UserError(
         "config.init must name a params directory (converted official weights "
         "or a trained checkpoint)"
       )
-    model = checkpoint.load_model(c.init, **dict(c.get("model_overrides") or {}))
+    model = checkpoint.load_model(c.init, **c.model_overrides)
   results = {
-    "init": os.path.abspath(c.init) if c.get("init") else None,
+    "init": os.path.abspath(c.init) if c.init else None,
     "weights_hash": checkpoint.read_meta(c.init).get("weights_hash")
-    if c.get("init")
+    if c.init
     else checkpoint.params_hash(model),
     "model": checkpoint.config_to_dict(model.cfg),
     "fewshot": {},
   }
   learned = []
-  if c.get("learned_prompt"):  # scored beside the example-prompt rows of every benchmark
+  if c.learned_prompt:  # scored beside the example-prompt rows of every benchmark
     lp_path = c.learned_prompt
     try:
       lp = prompts.load(lp_path, model_cfg=model.cfg, weights_hash=results["weights_hash"])
@@ -221,31 +223,29 @@ def run_eval(config, workdir: str, model=None) -> dict:
       raise UserError(f"config.learned_prompt={lp_path}: {e}") from None
     learned = [(f"learned prompt ({os.path.basename(lp_path)})", lp)]
     results["learned_prompt"] = os.path.abspath(lp_path)
-  for name, bench in dict(c.get("fewshot") or {}).items():
-    bench = dict(bench)
-    bench.setdefault("name", name)
-    results["fewshot"][name] = fewshot_benchmark(
-      model, bench, seed=int(c.get("seed", 0)), learned=learned
-    )
+  for name, bench in c.fewshot.items():
+    bench = bench if bench.name else dataclasses.replace(bench, name=name)
+    results["fewshot"][name] = fewshot_benchmark(model, bench, seed=c.seed, learned=learned)
     write_results(workdir, results)
-  d = dict(c.get("davis") or {})
-  if d and (d.get("sequences") or d.get("split")):
+  d = c.davis
+  if d is not None and (d.sequences or d.split):
     results["davis"] = davis_benchmark(model, d, workdir)
     write_results(workdir, results)
-  y = dict(c.get("youtube_vos") or {})
-  if y:
+  y = c.youtube_vos
+  if y is not None:
     results["youtube_vos"] = youtube_vos.write_submission(
       model,
-      y["root"],
+      y.root,
       os.path.join(workdir, "youtube_vos"),
-      split=y.get("split", "valid"),
-      memories=list(y.get("memories", (0, 8))),
-      max_frames=y.get("max_frames"),
-      videos=list(y.get("videos") or ()) or None,
+      split=y.split,
+      memories=list(y.memories),
+      max_frames=y.max_frames,
+      videos=list(y.videos) or None,
     )
+    paper = dict(y.paper or {})
     results["youtube_vos"]["_info"] = {
-      "paper_source": dict(y.get("paper") or {}).get("source"),
-      "paper_G": dict(y.get("paper") or {}).get("G"),
+      "paper_source": paper.get("source"),
+      "paper_G": paper.get("G"),
     }
   write_results(workdir, results)
   return results

@@ -15,13 +15,16 @@ Outputs in `workdir`: config.json, metrics.jsonl (one JSON object per log/eval s
 curve.png, predictions/step_N.png (+ predictions.png, the latest), checkpoints/, and at
 the end params/ (an `incontext.checkpoint` params dir of the final model). The workdir
 plumbing (atomic config dump, metrics repair, falling back from a corrupt checkpoint, process 0
-writes) is `incontext.train.workdir`, shared with the tuner. Settings are checked before
-anything is compiled: unknown keys, non-positive steps, a total below the checkpoint's step and
-a model that differs from the one the checkpoints were trained with are one-line errors.
+writes) is `incontext.train.workdir`, shared with the tuner. The config is read through its
+typed sections (`incontext.train.sections.TrainConfig`, built once in `run`), and settings are
+checked before anything is compiled: unknown keys and wrong types, non-positive steps, a total
+below the checkpoint's step and a model that differs from the one the checkpoints were trained
+with are one-line errors.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import logging
 import os
@@ -37,50 +40,28 @@ from incontext import checkpoint as ckpt_lib
 from incontext import mesh as mesh_lib
 from incontext import sharding
 from incontext.evaluators import run as eval_run
+from incontext.evaluators import sections as eval_sections
 from incontext.models import convert, seggpt
 from incontext.train import fewshot, flops, optim, plots, steps
 from incontext.train import workdir as wd
+from incontext.train.sections import TrainConfig
 from incontext.train.workdir import RunError, TrainingDiverged  # noqa: F401 (re-exported)
 
 log = logging.getLogger(__name__)
 
-# Config keys the trainer reads (top level and the sections read with .get()).
-KNOWN_KEYS = (
-  "data_dir",
-  "batch_size",
-  "ckpt",
-  "evals",
-  "export_params",
-  "init",
-  "input",
-  "log_every",
-  "loss",
-  "mesh",
-  "model",
-  "optim",
-  "seed",
-  "sharding_rules",
-  "total_steps",
-)
-KNOWN_CKPT = ("async", "best_metric", "best_mode", "every", "keep")
-KNOWN_EVALS = (
-  "at_end",
-  "batch_size",
-  "data",
-  "every",
-  "num_episodes",
-  "num_png",
-  "per_class",
-  "seed",
-  "type",
-)
 # Model fields that may change between runs of one workdir (they do not change the params).
 RUNTIME_MODEL_FIELDS = ("dtype", "remat", "drop_path", "ensemble")
 
 
 # -- setup ----------------------------------------------------------------------------------
 def model_config(config) -> seggpt.SegGPTConfig:
-  kw = dict(config.model)
+  """The SegGPTConfig of `config.model` (a TrainConfig, or a ConfigDict such as a workdir's
+  config.json)."""
+  return _model_cfg(config.model)
+
+
+def _model_cfg(model) -> seggpt.SegGPTConfig:
+  kw = dict(model)
   variant = kw.pop("variant")
   return seggpt.get_config(variant, **kw)
 
@@ -89,19 +70,17 @@ def write_json_atomic(path: str, obj) -> None:
   wd.write_json(path, obj)
 
 
-def validate(config, workdir: str) -> int | None:
+def validate(config: TrainConfig, workdir: str) -> int | None:
   """Checks the settings against each other and against the workdir's checkpoints before
-  anything is compiled; returns the newest checkpoint step (None without checkpoints)."""
-  wd.check_keys(config, KNOWN_KEYS, "config")
-  wd.check_keys(config.ckpt, KNOWN_CKPT, "config.ckpt")
-  wd.check_keys(config.evals, KNOWN_EVALS, "config.evals")
+  anything is compiled (keys and types were checked by `TrainConfig.of`); returns the newest
+  checkpoint step (None without checkpoints)."""
   wd.check_positive(
     total_steps=config.total_steps, log_every=config.log_every, batch_size=config.batch_size
   )
-  if config.input.get("type", "procedural") == "pipeline":
+  if config.input_type == "pipeline":
     from incontext.data import pipeline  # grain/TFDS readers load only when configured
 
-    pipeline.resolve_config({k: v for k, v in config.input.to_dict().items() if k != "type"})
+    pipeline.resolve_config(config.input_config())
   ckdir = os.path.join(workdir, "checkpoints")
   newest = wd.newest_step(ckdir)
   if newest is None:
@@ -115,15 +94,15 @@ def validate(config, workdir: str) -> int | None:
   if prev and isinstance(prev.get("model"), dict):
     arch = lambda m: {
       k: (list(v) if isinstance(v, tuple) else v)
-      for k, v in ckpt_lib.config_to_dict(model_config(m)).items()
+      for k, v in ckpt_lib.config_to_dict(_model_cfg(m)).items()
       if k not in RUNTIME_MODEL_FIELDS
     }
     try:
-      old = arch(type(config)({"model": prev["model"]}))
+      old = arch(prev["model"])
     except (TypeError, ValueError, KeyError):
       old = None
     if old is not None:
-      new = arch(config)
+      new = arch(config.model)
       diff = [k for k in new if new[k] != old.get(k)]
       if diff:
         k = diff[0]
@@ -134,16 +113,16 @@ def validate(config, workdir: str) -> int | None:
   return newest
 
 
-def make_train_iterator(config, *, seed: int, batch_size: int):
+def make_train_iterator(config: TrainConfig, *, seed: int, batch_size: int):
   """Per-host batch iterator (checkpointable grain iterator) for `config.input`."""
-  kind = config.input.get("type", "procedural")
+  kind = config.input_type
   kw = dict(
     seed=seed,
     batch_size=batch_size,
     process_index=jax.process_index(),
     process_count=jax.process_count(),
   )
-  data_cfg = {k: v for k, v in config.input.to_dict().items() if k not in ("type",)}
+  data_cfg = config.input_config()
   # Readers are imported where used: only the configured one (with its grain/TFDS
   # dependencies) loads.
   if kind == "procedural":
@@ -157,19 +136,17 @@ def make_train_iterator(config, *, seed: int, batch_size: int):
   raise RunError(f"config.input.type: unknown {kind!r} (expected 'procedural' or 'pipeline')")
 
 
-def make_episodes(config) -> list[dict]:
+def make_episodes(config: TrainConfig) -> list[dict]:
   """Procedural evaluation episodes for `config.evals` (held-out classes); [] for the
   'episodes' type, which runs the evaluator on `eval_benchmark(config)` instead."""
   ev = config.evals
-  kind = ev.get("type", "procedural")
+  kind = ev.type
   if kind == "procedural":
     from incontext.data import episodes  # local: run() calls its episode list `episodes`
 
-    src = ev.get("data", None) or config.input
-    data_cfg = {k: v for k, v in src.to_dict().items() if k not in ("type",)}
-    return episodes.procedural_episodes(
-      data_cfg, seed=ev.get("seed", 1234), per_class=ev.get("per_class", 4)
-    )
+    src = ev.data or config.input
+    data_cfg = {k: v for k, v in src.items() if k != "type"}
+    return episodes.procedural_episodes(data_cfg, seed=ev.episode_seed(), per_class=ev.per_class)
   if kind == "episodes":
     return []
   raise RunError(f"config.evals.type: unknown {kind!r} (expected 'procedural' or 'episodes')")
@@ -180,8 +157,11 @@ def eval_benchmark(config) -> dict:
   seggpt_eval.py few-shot entry: source, fold or classes, shots, ...) with `episodes` from
   `config.evals.num_episodes` unless given. `experiments/evaluate.py` with this dict as a
   benchmark and `config.evals.seed` as its seed gives the same numbers."""
-  bench = dict(config.evals.data.to_dict())
-  bench.setdefault("episodes", int(config.evals.get("num_episodes", 64)))
+  config = TrainConfig.of(config)
+  if config.evals.data is None:
+    raise RunError("config.evals.data: missing (the benchmark of an 'episodes' evaluation)")
+  bench = dict(config.evals.data)
+  bench.setdefault("episodes", config.evals.num_episodes)
   bench.setdefault("shots", 1)
   bench.setdefault("name", "eval")
   return bench
@@ -192,9 +172,8 @@ def evaluate_benchmark(model, config) -> dict:
   evaluation: the evaluator's own code (incontext.evaluators.run.fewshot_benchmark), so the
   numbers in metrics.jsonl are those experiments/evaluate.py reports for the same params."""
 
-  res = eval_run.fewshot_benchmark(
-    model, eval_benchmark(config), seed=int(config.evals.get("seed", 0))
-  )
+  bench = eval_sections.Benchmark.of(eval_benchmark(config), "config.evals.data")
+  res = eval_run.fewshot_benchmark(model, bench, seed=config.evals.episode_seed())
   one = res["1-shot"]
   out = {
     "miou": one["miou"],
@@ -209,10 +188,10 @@ def evaluate_benchmark(model, config) -> dict:
   return out
 
 
-def init_params(config, cfg: seggpt.SegGPTConfig, params_sh) -> Any:
+def init_params(config: TrainConfig, cfg: seggpt.SegGPTConfig, params_sh) -> Any:
   """Initial params (pure dict) placed with `params_sh`, per `config.init`."""
-  init = config.get("init", None)
-  kind = init.get("kind", "scratch") if init else "scratch"
+  init = config.init
+  kind = init.kind
   if kind == "scratch":
     make = lambda: nnx.to_pure_dict(
       nnx.state(seggpt.SegGPT(cfg, rngs=nnx.Rngs(config.seed)), nnx.Param)
@@ -245,16 +224,16 @@ def _host(x) -> np.ndarray:
   return np.asarray(x.addressable_data(0)) if isinstance(x, jax.Array) else np.asarray(x)
 
 
-def checkpoint_manager(config, workdir: str) -> ocp.CheckpointManager:
+def checkpoint_manager(config: TrainConfig, workdir: str) -> ocp.CheckpointManager:
   import grain
 
   c = config.ckpt
-  best = c.get("best_metric", "") or None
+  best = c.best_metric or None
   opts = ocp.CheckpointManagerOptions(
-    max_to_keep=c.get("keep", 3),
-    enable_async_checkpointing=c.get("async", True),
+    max_to_keep=c.keep,
+    enable_async_checkpointing=c.async_save,
     best_fn=(lambda m: m[best]) if best else None,
-    best_mode=c.get("best_mode", "max"),
+    best_mode=c.best_mode,
     keep_checkpoints_without_metrics=not best,
     create=True,
   )
@@ -288,11 +267,15 @@ def run_eval(predict_fn, params, episodes, *, batch_size: int, batch_sh) -> tupl
 
 # -- the loop ---------------------------------------------------------------------------------
 def run(config, workdir: str) -> dict[str, Any]:
-  """Trains per `config`; returns {'step', 'history': [per-log-step metrics], 'eval': {...}}."""
+  """Trains per `config` (the ConfigDict of experiments/configs/seggpt_train.py: written to
+  WORKDIR/config.json, read through its checked sections, `TrainConfig.of`); returns
+  {'step', 'history': [per-log-step metrics], 'eval': {...}}."""
+  record = config.to_dict() if hasattr(config, "to_dict") else dataclasses.asdict(config)
+  config = TrainConfig.of(config)
   workdir = wd.prepare(workdir)
   is_main = wd.is_main()
   validate(config, workdir)
-  wd.write_json(os.path.join(workdir, "config.json"), config.to_dict())
+  wd.write_json(os.path.join(workdir, "config.json"), record)
 
   # Mesh.
   mesh = mesh_lib.make_mesh(config.mesh)
@@ -308,18 +291,15 @@ def run(config, workdir: str) -> dict[str, Any]:
 
   # Data.
   it = make_train_iterator(config, seed=config.seed, batch_size=gbs // jax.process_count())
-  evaluating = bool(config.evals.get("every", 0) or config.evals.get("at_end", True))
+  evaluating = bool(config.evals.every or config.evals.at_end)
   episodes = make_episodes(config) if evaluating else []
-  evaluating = evaluating and (bool(episodes) or config.evals.get("type") == "episodes")
+  evaluating = evaluating and (bool(episodes) or config.evals.type == "episodes")
 
   # Model + optimiser (abstract first: nothing is allocated before the shardings are known).
   cfg = model_config(config)
   graphdef, abs_params = nnx.split(seggpt.abstract(cfg))
   abs_params = nnx.to_pure_dict(abs_params)
-  ocfg = config.optim.copy_and_resolve_references()
-  with ocfg.unlocked():
-    ocfg.total_steps = total
-  tx, schedule = optim.make_tx(ocfg, depth=cfg.depth)
+  tx, schedule = optim.make_tx(config.optim, total_steps=total, depth=cfg.depth)
   abs_state = jax.eval_shape(lambda p: steps.init_state(p, tx, config.seed), abs_params)
   state_sh = sharding.shardings(abs_state, config.sharding_rules, mesh)
 
@@ -358,7 +338,7 @@ def run(config, workdir: str) -> dict[str, Any]:
       schedule=schedule,
       patch=cfg.patch,
       beta=config.loss.beta,
-      painter_loss=config.loss.get("painter", False),
+      painter_loss=config.loss.painter,
       drop_path=cfg.drop_path > 0,
     ),
     in_shardings=(state_sh, batch_sh),
@@ -374,8 +354,8 @@ def run(config, workdir: str) -> dict[str, Any]:
   peak = flops.peak_flops(jax.devices()[0].device_kind)
 
   # Loop.
-  log_every, eval_every = int(config.log_every), int(config.evals.get("every", 0))
-  ckpt_every = int(config.ckpt.get("every", 0))
+  log_every, eval_every = config.log_every, config.evals.every
+  ckpt_every = config.ckpt.every
   pending: list[tuple[int, dict]] = []
   last_eval: dict = {}
   t_last, n_last = None, 0
@@ -391,8 +371,7 @@ def run(config, workdir: str) -> dict[str, Any]:
         t_last, n_last = time.perf_counter(), step
         bar.start_t, bar.initial = time.time(), bar.n  # and from the bar's rate (tqdm's clock)
       do_eval = evaluating and (
-        (eval_every and step % eval_every == 0)
-        or (step == total and config.evals.get("at_end", True))
+        (eval_every and step % eval_every == 0) or (step == total and config.evals.at_end)
       )
       if step % log_every == 0 or step == total or do_eval:
         rows = _check_finite(pending)
@@ -433,13 +412,13 @@ def run(config, workdir: str) -> dict[str, Any]:
                 os.path.join(workdir, "predictions", f"step_{step}.png"),
                 episodes,
                 preds,
-                n=config.evals.get("num_png", 8),
+                n=config.evals.num_png,
               )
               plots.predictions_png(
                 os.path.join(workdir, "predictions.png"),
                 episodes,
                 preds,
-                n=config.evals.get("num_png", 8),
+                n=config.evals.num_png,
               )
             bar.write(f"step {step}: few-shot mIoU {res['miou']:.2f}%" + _baselines(res))
           bar.set_description_str("train", refresh=False)
@@ -461,13 +440,13 @@ def run(config, workdir: str) -> dict[str, Any]:
   mngr.wait_until_finished()
   mngr.close()
   wd.curve_png(os.path.join(workdir, "curve.png"), history)
-  if config.get("export_params", True) and jax.process_count() == 1:
+  if config.export_params and jax.process_count() == 1:
     model = nnx.merge(graphdef, jax.device_get(state["params"]))
     ckpt_lib.save_model(
       os.path.join(workdir, "params"),
       model,
       overwrite=True,
-      source={"trainer": workdir, "step": total, "loss": dict(config.loss)},
+      source={"trainer": workdir, "step": total, "loss": dataclasses.asdict(config.loss)},
       trained_on=trained_on(config, total),
     )
   return {"step": total, "history": history, "eval": last_eval}
@@ -475,9 +454,11 @@ def run(config, workdir: str) -> dict[str, Any]:
 
 def trained_on(config, steps: int) -> dict:
   """What a run trains on, for the params metadata: {"data": "procedural" or the dataset
-  names (+ "procedural" when mixed in), "steps", "init": "scratch" or the init path}."""
-  inp = config.input.to_dict() if hasattr(config.input, "to_dict") else dict(config.input)
-  if inp.get("type", "procedural") == "procedural":
+  names (+ "procedural" when mixed in), "steps", "init": "scratch" or the init path}.
+  `config`: a TrainConfig or its ConfigDict (a workdir's config.json)."""
+  config = TrainConfig.of(config)
+  inp = config.input
+  if config.input_type == "procedural":
     data = "procedural"
   else:
     data = [
@@ -486,12 +467,11 @@ def trained_on(config, steps: int) -> dict:
     ]
     if inp.get("procedural_frac", 0.0):
       data.append("procedural")
-  init = config.get("init", None)
-  kind = init.get("kind", "scratch") if init else "scratch"
+  kind = config.init.kind
   return {
     "data": data,
     "steps": int(steps),
-    "init": "scratch" if kind == "scratch" else f"{kind}:{init.get('path', '')}",
+    "init": "scratch" if kind == "scratch" else f"{kind}:{config.init.path}",
   }
 
 
@@ -513,9 +493,9 @@ def _baselines(res: dict) -> str:
   return f" ({'; '.join(parts)})" if parts else ""
 
 
-def _eval_bs(config, mesh) -> int:
+def _eval_bs(config: TrainConfig, mesh) -> int:
   m = mesh_lib.batch_size_multiple(mesh)
-  bs = int(config.evals.get("batch_size", 0) or config.batch_size)
+  bs = config.evals.batch_size or config.batch_size
   return max(m, bs // m * m)
 
 

@@ -104,28 +104,10 @@ def tune_step(
   return {"prompt": prompt, "opt": opt, "step": state["step"] + 1}, metrics
 
 
-def make_prompt_tx(
-  optim: dict, total_steps: int, learn_target: bool
-) -> optax.GradientTransformation:
-  """Adam (no weight decay: the prompt is an input, not a weight) with warmup + cosine decay;
-  the target leaf is frozen unless `learn_target`."""
-  lr = float(optim["lr"])
-  warm = int(optim.get("warmup_steps", 0))
-  if optim.get("schedule", "cosine") == "cosine":
-    # (optax needs >= 1 warm-up and >= 1 decay step; total_steps=1 is a valid run)
-    sched = optax.warmup_cosine_decay_schedule(
-      0.0 if warm else lr,
-      lr,
-      max(warm, 1),
-      max(total_steps, max(warm, 1) + 1),
-      end_value=lr * float(optim.get("end_frac", 0.1)),
-    )
-  else:
-    sched = optax.warmup_constant_schedule(0.0 if warm else lr, lr, max(warm, 1))
-  adam = optax.adam(sched, b1=float(optim.get("b1", 0.9)), b2=float(optim.get("b2", 0.99)))
-  tx = optax.chain(optax.clip_by_global_norm(float(optim.get("clip", 1.0))), adam)
-  # Masked-out leaves pass their (stopped, so zero) gradient through: the target stays put.
-  return optax.masked(tx, {"image": True, "target": bool(learn_target)})
+def prompt_selection(learn_target: bool) -> str:
+  """The `trainable` selection of `optim.make_tx` for a prompt: its 'image' leaf, and its
+  'target' leaf when `learn_target` (a frozen target gets zero updates and no Adam state)."""
+  return "image|target" if learn_target else "image"
 
 
 def init_prompt(

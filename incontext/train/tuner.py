@@ -23,16 +23,18 @@ Workdir layout:
                          untuned example prompt it started from
 
 The workdir plumbing (atomic JSON, metrics repair, falling back from a corrupt checkpoint,
-process 0 writes) is `incontext.train.workdir`, shared with the trainer. Settings are checked
-before compiling: unknown keys, non-positive steps, a total below the checkpoint's step and a
-`config.init` whose weights differ from the ones the workdir was tuned with are errors.
+process 0 writes) is `incontext.train.workdir`, shared with the trainer. The config is read
+through its typed sections (`incontext.train.sections.TuneConfig`, built once in `run_tune`); the
+prompt's optimiser is the trainer's builder (`optim.make_tx`) with the prompt as its `trainable`
+selection. Settings are checked before compiling: unknown keys and wrong types, non-positive
+steps, a total below the checkpoint's step and a `config.init` whose weights differ from the
+ones the workdir was tuned with are errors.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import functools
-import inspect
-import json
 import os
 from typing import Sequence
 
@@ -48,8 +50,9 @@ from incontext import canvas, checkpoint, inference, mesh as mesh_lib, metrics, 
 from incontext.data import ops, sources
 from incontext.data.selection import select_indices
 from incontext.errors import UserError
-from incontext.train import tune_steps
+from incontext.train import optim, tune_steps
 from incontext.train import workdir as wd
+from incontext.train.sections import TaskConfig, TuneConfig
 from incontext.train.workdir import RunError
 
 
@@ -89,11 +92,12 @@ def encode_example(
   }
 
 
-def read_examples(task: dict) -> list[dict]:
+def read_examples(task: TaskConfig | dict) -> list[dict]:
   """The task's raw examples {'image' uint8, 'mask' int, 'id'} from `task.reader` (selected
   per `select_indices`; 'id' is the source's, else the index)."""
-  src = sources.make_source(dict(task))
-  idx = select_indices(len(src), task)
+  task = TaskConfig.of(task)
+  src = sources.make_source(task.source_config())
+  idx = select_indices(len(src), task.selection())
   return [
     {**src[i], "id": str(src[i].get("id", i))} for i in tqdm(idx, desc="load task", leave=False)
   ]
@@ -147,12 +151,16 @@ def prompt_scores(
   return out
 
 
-def load_task(task: dict, size_hw, examples: Sequence[dict] | None = None) -> tuple[dict, dict]:
+def load_task(
+  task: TaskConfig | dict, size_hw, examples: Sequence[dict] | None = None
+) -> tuple[dict, dict]:
   """Stacked task examples {'image', 'target', 'valid'} [N, ...] and a description dict.
 
-  `examples` (a list of {'image' uint8, 'mask' int}) replaces reading `task.reader`.
+  `task`: the `config.task` section (or a dict of its keys). `examples` (a list of
+  {'image' uint8, 'mask' int}) replaces reading `task.reader`.
   """
-  label_ids = [int(c) for c in task.get("label_ids") or (1,)]
+  task = TaskConfig.of(task)
+  label_ids = [int(c) for c in task.label_ids or (1,)]
   palette = task_palette(label_ids)
   if examples is None:
     examples = read_examples(task)
@@ -162,7 +170,7 @@ def load_task(task: dict, size_hw, examples: Sequence[dict] | None = None) -> tu
   desc = {
     "label_ids": label_ids,
     "palette": palette,
-    "label_names": [str(n) for n in task.get("label_names") or [f"label_{c}" for c in label_ids]],
+    "label_names": [str(n) for n in task.label_names or [f"label_{c}" for c in label_ids]],
     "example_ids": ids,
   }
   return data, desc
@@ -229,52 +237,22 @@ def read_tune_meta(workdir: str) -> dict:
   return meta
 
 
-KNOWN_KEYS = (
-  "data_dir",
-  "ckpt_every",
-  "heldout",
-  "init",
-  "keep_ckpts",
-  "log_every",
-  "loss",
-  "mesh",
-  "model_overrides",
-  "optim",
-  "seed",
-  "task",
-  "total_steps",
-  "tune",
-)
-KNOWN_TUNE = ("batch_size", "hflip", "init", "init_index", "learn_target")
-KNOWN_OPTIM = ("b1", "b2", "clip", "end_frac", "lr", "schedule", "warmup_steps")
-KNOWN_TASK = ("label_ids", "label_names", "perm_seed", "reader", "seg_type", "start", "stop")
-
-
-def validate(config, workdir: str, *, examples=None) -> None:
-  """Checks the settings before anything is loaded or compiled (RunError naming the setting)."""
-  c = config
-  wd.check_keys(c, KNOWN_KEYS, "config")
-  wd.check_keys(c.tune, KNOWN_TUNE, "config.tune")
-  wd.check_keys(c.optim, KNOWN_OPTIM, "config.optim")
-  if examples is None and c.task.get("reader"):
-    reader = sources.READERS.get(c.task.reader)
-    if reader is not None:
-      wd.check_keys(
-        c.task, set(KNOWN_TASK) | set(inspect.signature(reader).parameters), "config.task"
-      )
+def validate(c: TuneConfig, workdir: str) -> None:
+  """Checks the settings against each other and the workdir before anything is loaded or
+  compiled (keys and types were checked by `TuneConfig.of`); RunError naming the setting."""
   wd.check_positive(
     total_steps=c.total_steps,
-    log_every=c.get("log_every", 10),
-    ckpt_every=c.get("ckpt_every", 100),
+    log_every=c.log_every,
+    ckpt_every=c.ckpt_every,
     tune__batch_size=c.tune.batch_size,
   )
-  if not c.get("init"):
+  if not c.init:
     raise RunError("config.init must name a params directory: tuning needs a trained model")
   ckdir = os.path.join(workdir, "checkpoints")
   newest = wd.newest_step(ckdir)
   if newest is None:
     return
-  if int(c.total_steps) < newest:
+  if c.total_steps < newest:
     raise RunError(
       f"config.total_steps={c.total_steps} is below the step of the checkpoint "
       f"in {ckdir} ({newest}); raise it or use another workdir"
@@ -295,8 +273,9 @@ def validate(config, workdir: str, *, examples=None) -> None:
 def loss_beta(config) -> float:
   """The smooth-L1 beta to tune with: `config.loss.beta` if set, else the beta the model in
   `config.init` was trained with (recorded by the trainer in its params dir), else SegGPT's
-  0.01 (converted official weights)."""
-  beta = (config.get("loss") or {}).get("beta")
+  0.01 (converted official weights). `config`: a TuneConfig or its ConfigDict."""
+  config = TuneConfig.of(config)
+  beta = config.loss.beta
   if beta is not None:
     return float(beta)
   src = checkpoint.read_meta(config.init).get("source") or {}
@@ -306,7 +285,7 @@ def loss_beta(config) -> float:
 @functools.lru_cache(maxsize=8)
 def _jitted_step(
   graphdef,
-  optim_json: str,
+  optim_cfg: optim.PromptOptimConfig,
   total: int,
   seg_type: int,
   learn_target: bool,
@@ -316,7 +295,9 @@ def _jitted_step(
 ):
   """The jitted tune step (cached so that a resumed run in the same process does not
   recompile)."""
-  tx = tune_steps.make_prompt_tx(json.loads(optim_json), total, learn_target)
+  tx, _ = optim.make_tx(
+    optim_cfg, total_steps=total, trainable=tune_steps.prompt_selection(learn_target)
+  )
   tune_step = functools.partial(
     tune_steps.tune_step,
     graphdef=graphdef,
@@ -333,29 +314,36 @@ def _jitted_step(
   )  # the prompt state is replaced; params never donated
 
 
+def _record(config) -> dict:
+  """The config as given, for config.json and tune_meta.json."""
+  if hasattr(config, "to_dict"):
+    return config.to_dict()
+  return dataclasses.asdict(config) if dataclasses.is_dataclass(config) else dict(config)
+
+
 def run_tune(
   config, workdir: str, *, examples: Sequence[dict] | None = None, stop_at: int | None = None
 ) -> dict:
   """Tunes a prompt; returns {'losses': [...], 'prompt': {...}, 'step': int, ...}.
 
   Args:
-    config: ml_collections config (experiments/configs/prompt_tune.py).
+    config: ml_collections config (experiments/configs/prompt_tune.py): written to
+      WORKDIR/config.json and read through its checked sections (`TuneConfig.of`).
     workdir: output / resume directory.
     examples: optional in-memory task examples [{'image', 'mask'}] instead of config.task.
     stop_at: stop after this step (as if killed right after its checkpoint; tests use it).
   """
-  c = config
+  record = _record(config)
+  c = TuneConfig.of(config)
   workdir = wd.prepare(workdir)
-  validate(c, workdir, examples=examples)
-  wd.write_json(
-    os.path.join(workdir, "config.json"), c.to_dict() if hasattr(c, "to_dict") else dict(c)
-  )
+  validate(c, workdir)
+  wd.write_json(os.path.join(workdir, "config.json"), record)
 
   # -- mesh ----------------------------------------------------------------------------------
   mesh = mesh_lib.make_mesh([tuple(a) for a in c.mesh])
   repl = mesh_lib.replicated(mesh)
   batch_sh = mesh_lib.batch_sharding(mesh)
-  bs = int(c.tune.batch_size)
+  bs = c.tune.batch_size
   if bs % mesh_lib.batch_size_multiple(mesh):
     raise RunError(
       f"tune.batch_size {bs} is not a multiple of the "
@@ -363,19 +351,18 @@ def run_tune(
     )
 
   # -- frozen model --------------------------------------------------------------------------
-  model = checkpoint.load_model(c.init, **dict(c.get("model_overrides") or {}))
+  model = checkpoint.load_model(c.init, **c.model_overrides)
   cfg = model.cfg
   weights_hash = checkpoint.read_meta(c.init).get("weights_hash") or checkpoint.params_hash(model)
   graphdef, params = nnx.split(model)
   params = jax.device_put(params, repl)
 
   # -- task: the tuning examples and the held-out ones ----------------------------------------
-  raw = list(examples) if examples is not None else read_examples(dict(c.task))
-  ho = dict(c.get("heldout") or {})
-  tune_i, held_i = heldout_split(len(raw), float(ho.get("share", 0.0)), int(ho.get("seed", 0)))
+  raw = list(examples) if examples is not None else read_examples(c.task)
+  tune_i, held_i = heldout_split(len(raw), c.heldout.share, c.heldout.seed)
   held = [raw[i] for i in held_i]
-  data, desc = load_task(dict(c.task), cfg.image_size, [raw[i] for i in tune_i])
-  seg_type = str(c.task.get("seg_type", "semantic"))
+  data, desc = load_task(c.task, cfg.image_size, [raw[i] for i in tune_i])
+  seg_type = c.task.seg_type
   beta = loss_beta(c)
   meta = {
     "kind": "incontext-tune-workdir",
@@ -386,33 +373,35 @@ def run_tune(
     "palette": desc["palette"].tolist(),
     "label_ids": desc["label_ids"],
     "label_names": desc["label_names"],
-    "task": {k: v for k, v in dict(c.task).items()},
+    "task": {k: v for k, v in dict(record["task"]).items()},
     "example_ids": desc["example_ids"],
     "heldout_ids": [str(e.get("id", i)) for i, e in zip(held_i, held)],
-    "tune": dict(c.tune),
+    "tune": dict(record["tune"]),
     "loss_beta": beta,
   }
   wd.write_json(os.path.join(workdir, "tune_meta.json"), meta)
 
   # -- prompt + optimiser --------------------------------------------------------------------
   h, w = cfg.image_size
-  learn_target = bool(c.tune.learn_target)
-  i0 = int(c.tune.get("init_index", 0))
+  learn_target = c.tune.learn_target
+  i0 = c.tune.init_index
   prompt0 = tune_steps.init_prompt(
-    str(c.tune.init),
+    c.tune.init,
     h,
     w,
-    seed=int(c.seed),
+    seed=c.seed,
     example={"image": data["image"][i0], "target": data["target"][i0]},
   )
-  total = int(c.total_steps)
-  tx = tune_steps.make_prompt_tx(dict(c.optim), total, learn_target)
+  total = c.total_steps
+  tx, _ = optim.make_tx(
+    c.optim, total_steps=total, trainable=tune_steps.prompt_selection(learn_target)
+  )
   state = {"prompt": jax.tree.map(jnp.asarray, prompt0), "step": jnp.int32(0)}
   state["opt"] = tx.init(state["prompt"])
   state = jax.device_put(state, repl)
 
   # -- restore -------------------------------------------------------------------------------
-  mngr = checkpoint_manager(workdir, keep=int(c.get("keep_ckpts", 3)))
+  mngr = checkpoint_manager(workdir, keep=c.keep_ckpts)
   start = 0
   abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, state)
   step0, restored = wd.restore_latest(
@@ -427,7 +416,7 @@ def run_tune(
   # -- jit -----------------------------------------------------------------------------------
   step_fn = _jitted_step(
     graphdef,
-    json.dumps(dict(c.optim), sort_keys=True),
+    c.optim,
     total,
     canvas.SEG_TYPES[seg_type],
     learn_target,
@@ -437,13 +426,12 @@ def run_tune(
   )
 
   # -- loop ----------------------------------------------------------------------------------
-  log_every = int(c.get("log_every", 10))
-  ckpt_every = int(c.get("ckpt_every", 100))
+  log_every, ckpt_every = c.log_every, c.ckpt_every
   end = total if stop_at is None else min(total, int(stop_at))
   bar = tqdm(total=total, initial=start, desc="tune", unit="step")
   with jax.set_mesh(mesh):
     for step in range(start + 1, end + 1):
-      batch = sample_batch(data, step, bs, int(c.seed), bool(c.tune.get("hflip", True)))
+      batch = sample_batch(data, step, bs, c.seed, c.tune.hflip)
       batch = jax.device_put(batch, batch_sh)
       state, m = step_fn(state, batch, params)
       if step % log_every == 0 or step == total or step == 1:
