@@ -144,26 +144,30 @@ def read_meta(directory: str) -> dict:
   return _checkpoint_meta(r.path, r.step)
 
 
-def _run_config(workdir: str):
-  import ml_collections
-
-  path = os.path.join(os.path.abspath(workdir), "config.json")
-  try:
-    with open(path) as f:
-      return ml_collections.ConfigDict(json.load(f))
-  except (OSError, ValueError) as e:
-    raise CheckpointError(f"{path}: unreadable training config ({e})") from None
+# The trainer writes this beside WORKDIR/config.json: {"config": the model's SegGPTConfig as a
+# dict, "trained_on": what the run trains on (its "steps" filled in per checkpoint)}.
+RUN_MODEL = "model.json"
 
 
 def _checkpoint_meta(workdir: str, step: int) -> dict:
-  from incontext.train import trainer  # the run's model config and data, as the trainer reads them
-
-  config = _run_config(workdir)
+  path = os.path.join(os.path.abspath(workdir), RUN_MODEL)
+  try:
+    with open(path) as f:
+      run = json.load(f)
+    config, trained_on = run["config"], dict(run["trained_on"])
+  except FileNotFoundError:
+    raise CheckpointError(
+      f"{path}: missing (a training workdir from an older version: run its training command "
+      "once more, which writes it and prints the finished run's result)"
+    ) from None
+  except (OSError, ValueError, KeyError, TypeError) as e:
+    raise CheckpointError(f"{path}: unreadable run model file ({e})") from None
+  trained_on["steps"] = int(step)
   return {
     "kind": KIND,
-    "config": config_to_dict(trainer.model_config(config)),
+    "config": config,
     "source": {"trainer": os.path.abspath(workdir), "step": step},
-    "trained_on": trainer.trained_on(config, step),
+    "trained_on": trained_on,
   }
 
 

@@ -11,7 +11,7 @@ import pytest
 from PIL import Image
 
 from _shared import run_train
-from incontext import cli
+from incontext import checkpoint, cli
 from incontext.train import plots
 
 
@@ -56,6 +56,15 @@ def test_checkpoint_may_be_a_training_workdir(run, tmp_path, monkeypatch, capsys
   want = np.asarray(Image.open("direct/q.png"))
   for out in ("from_wd", "from_ckpt"):
     np.testing.assert_array_equal(np.asarray(Image.open(f"{out}/q.png")), want)
+  # The checkpoint's model comes from the run's model.json (the trainer writes it; checkpoint
+  # sits below the trainer and does not read its settings): its steps are the checkpoint's.
+  meta = checkpoint.read_meta("wd")
+  assert meta["trained_on"] == {"data": "procedural", "steps": 2, "init": "scratch"}, meta
+  assert meta["config"] == checkpoint.read_meta(str(d / "wd" / "params"))["config"]
+  os.remove("wd/model.json")
+  assert cli.main(_segment("wd", "o")) == 2
+  err = capsys.readouterr().err
+  assert "wd/model.json: missing (a training workdir from an older version" in err, err
   # A folder that is neither is refused in one line that says what is accepted.
   os.mkdir("empty")
   assert cli.main(_segment("empty", "o")) == 2

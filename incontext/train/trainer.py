@@ -11,16 +11,15 @@ Where the state comes from, in order:
      their fresh init);
   3. random init (kind 'scratch').
 
-Outputs in `workdir`: config.json, metrics.jsonl (one JSON object per log/eval step),
-curve.png, predictions/step_N.png (+ predictions.png, the latest), checkpoints/, and at
-the end params/ (an `incontext.checkpoint` params dir of the final model). The workdir
-plumbing (atomic config dump, metrics repair, falling back from a corrupt checkpoint, process 0
-writes) is `incontext.train.workdir`, shared with the tuner. The config is read through its
-typed sections (`incontext.train.sections.TrainConfig`, built once in `run`), and settings are
-checked before anything is compiled: unknown keys and wrong types, non-positive steps, a total
-below the checkpoint's step and a model that differs from the one the checkpoints were trained
-with are one-line errors.
-"""
+Outputs in `workdir`: config.json, model.json (the model's config, which `--checkpoint WORKDIR`
+reads), metrics.jsonl (one JSON object per log/eval step), curve.png, predictions/step_N.png (+
+predictions.png, the latest), checkpoints/, and at the end params/ (an `incontext.checkpoint` params
+dir of the final model). The workdir plumbing (atomic config dump, metrics repair, falling back from
+a corrupt checkpoint, process 0 writes) is `incontext.train.workdir`, shared with the tuner. The
+config is read through its typed sections (`incontext.train.sections.TrainConfig`, built once in
+`run`), and settings are checked before anything is compiled: unknown keys and wrong types,
+non-positive steps, a total below the checkpoint's step and a model that differs from the one the
+checkpoints were trained with are one-line errors."""
 
 from __future__ import annotations
 
@@ -276,6 +275,15 @@ def run(config, workdir: str) -> dict[str, Any]:
   is_main = wd.is_main()
   validate(config, workdir)
   wd.write_json(os.path.join(workdir, "config.json"), record)
+  # What `checkpoint` needs to load a checkpoint of this run as a model (`--checkpoint WORKDIR`)
+  # without reading the trainer's settings itself (it sits below the trainer).
+  wd.write_json(
+    os.path.join(workdir, ckpt_lib.RUN_MODEL),
+    {
+      "config": ckpt_lib.config_to_dict(model_config(config)),
+      "trained_on": trained_on(config, 0),
+    },
+  )
 
   # Mesh.
   mesh = mesh_lib.make_mesh(config.mesh)
