@@ -41,10 +41,9 @@ import jax.numpy as jnp
 import numpy as np
 import orbax.checkpoint as ocp
 from flax import nnx
-from PIL import Image
 from tqdm import tqdm
 
-from incontext import canvas, checkpoint, inference, mesh as mesh_lib, metrics, prompts
+from incontext import canvas, checkpoint, inference, mesh as mesh_lib, metrics, outputs, prompts
 from incontext.data import ops, sources
 from incontext.data.selection import select_indices
 from incontext.errors import UserError
@@ -186,9 +185,7 @@ def sample_batch(data: dict, step: int, batch_size: int, seed: int, hflip: bool)
 
 
 def _write_png(path: str, normalised: np.ndarray):
-  tmp = path + ".tmp.png"
-  Image.fromarray(np.round(canvas.denormalize(normalised)).astype(np.uint8)).save(tmp)
-  os.replace(tmp, path)
+  outputs.write_image(path, np.round(canvas.denormalize(normalised)).astype(np.uint8))
 
 
 def checkpoint_manager(workdir: str, keep: int = 3) -> ocp.CheckpointManager:
