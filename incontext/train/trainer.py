@@ -85,10 +85,6 @@ def model_config(config) -> seggpt.SegGPTConfig:
   return seggpt.get_config(variant, **kw)
 
 
-def write_json_atomic(path: str, obj) -> None:
-  wd.write_json(path, obj)
-
-
 def validate(config, workdir: str) -> int | None:
   """Checks the settings against each other and against the workdir's checkpoints before
   anything is compiled; returns the newest checkpoint step (None without checkpoints)."""
@@ -288,8 +284,13 @@ def run_eval(predict_fn, params, episodes, *, batch_size: int, batch_sh) -> tupl
 
 # -- the loop ---------------------------------------------------------------------------------
 def run(config, workdir: str) -> dict[str, Any]:
-  """Trains per `config`; returns {'step', 'history': [per-log-step metrics], 'eval': {...}}."""
-  workdir = wd.prepare(workdir)
+  """Trains per `config`; returns {'step', 'history': [per-log-step metrics], 'eval': {...}}.
+  One run at a time per workdir (`workdir.hold`)."""
+  with wd.hold(workdir) as workdir:
+    return _run(config, workdir)
+
+
+def _run(config, workdir: str) -> dict[str, Any]:
   is_main = wd.is_main()
   validate(config, workdir)
   wd.write_json(os.path.join(workdir, "config.json"), config.to_dict())

@@ -337,12 +337,16 @@ def run_tune(
 
   Args:
     config: ml_collections config (experiments/configs/prompt_tune.py).
-    workdir: output / resume directory.
+    workdir: output / resume directory (one run at a time: `workdir.hold`).
     examples: optional in-memory task examples [{'image', 'mask'}] instead of config.task.
     stop_at: stop after this step (as if killed right after its checkpoint; tests use it).
   """
+  with wd.hold(workdir) as workdir:
+    return _run_tune(config, workdir, examples=examples, stop_at=stop_at)
+
+
+def _run_tune(config, workdir: str, *, examples, stop_at) -> dict:
   c = config
-  workdir = wd.prepare(workdir)
   validate(c, workdir, examples=examples)
   wd.write_json(
     os.path.join(workdir, "config.json"), c.to_dict() if hasattr(c, "to_dict") else dict(c)
