@@ -39,6 +39,7 @@ workdir, label's OUT) write every file through these too.
 
 from __future__ import annotations
 
+import atexit
 import datetime
 import errno
 import fcntl
@@ -666,6 +667,30 @@ def write_image(path, image, *, before_rename=None, **save) -> None:
   im = image if isinstance(image, Image.Image) else Image.fromarray(image)
   save.setdefault("format", Image.registered_extensions().get(os.path.splitext(path)[1].lower()))
   write_atomic(path, lambda tmp: im.save(tmp, **save), before_rename=before_rename)
+
+
+class Scratch:
+  """Private output folders of a long-lived process (the demo app): one per request under a
+  temporary folder `root` that is removed at exit.
+
+  `new(handler)` makes a handler's folder and removes the one its previous call made: the app's
+  web framework has copied the files that call returned into its own cache by then (it copies
+  returned paths before the response is sent, and each handler runs one call at a time), so
+  the page's links stay valid while the process's own copies do not pile up.
+  """
+
+  def __init__(self, prefix: str = "incontext_"):
+    self.root = tempfile.mkdtemp(prefix=prefix)
+    self._last: dict[str, str] = {}
+    atexit.register(shutil.rmtree, self.root, ignore_errors=True)
+
+  def new(self, handler: str) -> str:
+    old = self._last.pop(handler, None)
+    if old:
+      shutil.rmtree(old, ignore_errors=True)
+    d = tempfile.mkdtemp(dir=self.root)
+    self._last[handler] = d
+    return d
 
 
 def check_inputs_apart(
