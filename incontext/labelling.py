@@ -572,14 +572,8 @@ class LabelFolder:
     if os.path.lexists(out) and not os.path.isdir(out):
       raise outputs.OutputError(f"{out}: exists and is not a folder")
     self._names = set(names)
+    self._made, self._lock = outputs.take_folder(out)
     try:
-      self._made = outputs.make_folder(out)
-    except OSError as e:
-      raise outputs.OutputError(f"{out}: cannot create the output folder ({e.strerror})") from None
-    lock = outputs.FolderLock(out)
-    try:
-      lock.acquire()
-      self._lock = lock
       self.records = self.read_records()
       unrelated = self._unrelated()
       if unrelated and not self.overwrite:

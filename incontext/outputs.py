@@ -335,6 +335,34 @@ def remove_empty(folders: Iterable[str]) -> None:
       return
 
 
+def take_folder(out: str) -> tuple[list[str], FolderLock]:
+  """The start of every run that writes into a folder: creates `out` and its missing parents
+  and takes its lock; returns (the folders it created, outermost first, and the held lock).
+  Raises a one-line OutputError when `out` cannot be created or written or another run holds
+  it, and then leaves none of the folders it created."""
+  made: list[str] = []
+  for _ in range(10):  # a failing concurrent run may remove an empty OUT under us: retry
+    try:
+      made += make_folder(out)
+    except OSError as e:
+      remove_empty(made)
+      raise OutputError(f"{out}: cannot create the output folder ({e.strerror})") from None
+    lock = FolderLock(out)
+    try:
+      lock.acquire()
+    except FileNotFoundError:
+      continue
+    except OSError as e:
+      remove_empty(made)
+      raise OutputError(f"{out}: cannot write in the output folder ({e.strerror})") from None
+    except BaseException:
+      remove_empty(made)
+      raise
+    return made, lock
+  remove_empty(made)
+  raise OutputError(f"{out}: the output folder keeps disappearing")
+
+
 class OutputDir:
   """Context manager staging a command's outputs inside `out` (see the module docstring).
 
@@ -430,26 +458,7 @@ class OutputDir:
   # -- staging -----------------------------------------------------------------------------
   def __enter__(self) -> "OutputDir":
     out = self.out
-    for _ in range(10):  # a failing concurrent run may remove an empty OUT under us: retry
-      try:
-        self._made += make_folder(out)
-      except OSError as e:
-        raise OutputError(f"{out}: cannot create the output folder ({e.strerror})") from None
-      lock = FolderLock(out)
-      try:
-        lock.acquire()
-      except FileNotFoundError:
-        continue
-      except OSError as e:
-        self._undo()
-        raise OutputError(f"{out}: cannot write in the output folder ({e.strerror})") from None
-      except BaseException:
-        self._undo()
-        raise
-      self._lock = lock
-      break
-    else:
-      raise OutputError(f"{out}: the output folder keeps disappearing")
+    self._made, self._lock = take_folder(out)
     try:
       self._check(self._names)  # again, under the lock: another run may have finished meanwhile
       self._had_manifest = os.path.lexists(os.path.join(out, MANIFEST))

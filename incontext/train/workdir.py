@@ -82,12 +82,7 @@ def hold(workdir: str) -> Iterator[str]:
   second run into the same workdir meanwhile is refused with one line (OutputError) naming
   the process that holds it. The kernel drops the lock of a killed run."""
   workdir = prepare(workdir)
-  lock = outputs.FolderLock(workdir) if is_main() else None
-  if lock is not None:
-    try:
-      lock.acquire()
-    except OSError as e:
-      raise RunError(f"workdir {workdir}: cannot take its lock ({e.strerror})") from None
+  lock = outputs.take_folder(workdir)[1] if is_main() else None
   try:
     yield workdir
   finally:
