@@ -624,11 +624,12 @@ def write_atomic(path, write: Callable[[str], None], *, before_rename=None) -> N
   before_rename(path), when given, runs just before the rename (label notes the name in its
   journal there). An OSError without a file name, or naming the temporary file (a full disk),
   is raised naming `path`."""
-  path = os.path.abspath(os.fspath(path))
+  path = os.fspath(path)
   tmp = None
   try:
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    tmp = _new_temp(path)
+    full = os.path.abspath(path)
+    os.makedirs(os.path.dirname(full), exist_ok=True)
+    tmp = _new_temp(full)
     write(tmp)
     fix_mode(tmp)
     if before_rename is not None:
