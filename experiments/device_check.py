@@ -23,7 +23,6 @@ import functools
 import json
 import os
 import statistics
-import tempfile
 import time
 
 import jax
@@ -33,7 +32,7 @@ from flax import nnx
 
 from experiments import benchenv
 from experiments import bench_inference
-from incontext import canvas
+from incontext import canvas, outputs
 from incontext.models import seggpt
 from incontext.train import flops, optim, steps
 
@@ -274,10 +273,7 @@ def main(argv=None):
   if "train" not in skip:
     res["train"] = train(args, budget)
   res["wall_s"] = time.perf_counter() - t0
-  fd, tmp = tempfile.mkstemp(dir=out_dir, suffix=".json.tmp")  # no half-written output
-  with os.fdopen(fd, "w") as f:
-    json.dump(res, f, indent=1)
-  os.replace(tmp, args.out)
+  outputs.write_json(args.out, res, indent=1)  # no half-written output
   print(f"wrote {args.out} ({res['wall_s']:.0f} s)")
   return res
 

@@ -34,8 +34,8 @@ def main(argv):
     from incontext.evaluators import run
     from incontext.train import workdir
 
-    out = workdir.prepare(flags.FLAGS.workdir)  # a file or unwritable: refused before the work
-    results = run.run_eval(entry.prepare(config), out)
+    with workdir.hold(flags.FLAGS.workdir) as out:  # refused before the work: see hold
+      results = run.run_eval(entry.prepare(config), out)
   print(run.table(results))
 
 

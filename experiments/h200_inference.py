@@ -75,7 +75,7 @@ from flax import nnx  # noqa: E402
 from experiments import bench_inference  # noqa: E402
 from experiments.configs import common  # noqa: E402
 from experiments.device_check import Budget, error_line  # noqa: E402
-from incontext import canvas, imageio, inference, labelling  # noqa: E402
+from incontext import canvas, imageio, inference, labelling, outputs  # noqa: E402
 from incontext.models import seggpt  # noqa: E402
 from incontext.train import flops  # noqa: E402
 
@@ -122,10 +122,7 @@ class Report:
 
   def save(self):
     self.res["wall_s"] = time.perf_counter() - self.t0
-    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(self.path), suffix=".json.tmp")
-    with os.fdopen(fd, "w") as f:
-      json.dump(self.res, f, indent=1, default=float)
-    os.replace(tmp, self.path)
+    outputs.write_json(self.path, self.res, indent=1, default=float)
 
 
 def _with(model, **kw):

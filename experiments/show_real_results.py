@@ -23,7 +23,6 @@ Splits (fixed; nothing evaluated is trained on, tests/test_configs.py checks it)
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import time
@@ -190,7 +189,7 @@ def tuning_experiment(model, args, task_name):
 
 def evaluate(args):
   """Runs the three experiments; writes WORKDIR/real_results.json and real_results.md."""
-  from incontext import checkpoint
+  from incontext import checkpoint, outputs
   from incontext.evaluators import davis, run
   from experiments.configs import seggpt_eval
 
@@ -205,10 +204,7 @@ def evaluate(args):
   out_json = os.path.join(args.workdir, "real_results.json")
 
   def dump():
-    tmp = out_json + ".tmp"
-    with open(tmp, "w") as f:
-      json.dump(results, f, indent=2, default=float)
-    os.replace(tmp, out_json)
+    outputs.write_json(out_json, results, default=float)
 
   # 1. in-context tuning vs the untuned example prompt (horses, Kvasir: never trained on)
   tasks = [] if args.tune_tasks == "none" else [t for t in args.tune_tasks.split(",") if t]
@@ -270,8 +266,7 @@ def evaluate(args):
         if not m.startswith("_"):
           hl = f"{r['heldout_loss']:.4f}" if "heldout_loss" in r else ""
           text += f"| {t} | {m} | {r['miou']:.1f} | {r['fb_iou']:.1f} | {hl} |\n"
-  with open(os.path.join(args.workdir, "real_results.md"), "w") as f:
-    f.write(text)
+  outputs.write_text(os.path.join(args.workdir, "real_results.md"), text)
   print(text)
 
 

@@ -12,7 +12,7 @@ import argparse
 import numpy as np
 from PIL import Image, ImageDraw
 
-from incontext import canvas
+from incontext import canvas, outputs
 from experiments.configs import common
 from incontext.data import pipeline
 
@@ -56,7 +56,7 @@ def main():
     for d in cfg["datasets"]:
       d["mix_context_prob"] = a.mix_context_prob
   it = pipeline.make_train_iterator(cfg, seed=a.seed, batch_size=a.n)
-  render(next(it), a.patch).save(a.out)
+  outputs.write_image(a.out, render(next(it), a.patch))  # temporary name, then a rename
   print("wrote", a.out)
 
 

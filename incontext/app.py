@@ -27,18 +27,15 @@ Gradio (`pip install 'incontext[demo]'`) is imported only by `build_app`.
 
 from __future__ import annotations
 
-import atexit
 import logging
 import os
-import shutil
-import tempfile
 import zipfile
 from typing import Sequence
 
 import numpy as np
 from PIL import Image
 
-from incontext import canvas, inference, video, videoio
+from incontext import canvas, inference, outputs, video, videoio
 from incontext.data import procedural
 from incontext.imageio import InputError
 
@@ -411,29 +408,6 @@ def _files(x) -> list[str]:
   return [getattr(f, "name", f) for f in x]
 
 
-class _Scratch:
-  """The app's output folders: one per request under a folder removed at exit.
-
-  A handler's previous folder is removed when the same handler is called again: by then
-  Gradio has copied every file the previous call returned into its own cache (its postprocess
-  step copies returned paths before the response is sent, and each event runs one call at a
-  time), so the page's links stay valid while the app's own copies do not pile up.
-  """
-
-  def __init__(self):
-    self.root = tempfile.mkdtemp(prefix="incontext_demo_")
-    self._last: dict[str, str] = {}
-    atexit.register(shutil.rmtree, self.root, ignore_errors=True)
-
-  def new(self, handler: str) -> str:
-    old = self._last.pop(handler, None)
-    if old:
-      shutil.rmtree(old, ignore_errors=True)
-    d = tempfile.mkdtemp(dir=self.root)
-    self._last[handler] = d
-    return d
-
-
 def _upload_name(payload) -> str | None:
   for x in (payload, getattr(payload, "background", None), getattr(payload, "video", None)):
     name = getattr(x, "orig_name", None)
@@ -475,8 +449,9 @@ def build_app(seg, *, max_video_frames: int = MAX_VIDEO_FRAMES, examples: bool =
     default_color=hex_colour(BRUSH_COLOURS[0]),
     color_mode="fixed",
   )
-  scratch = _Scratch()
-  work = scratch.root
+  # One folder per request (see outputs.Scratch: a handler's previous folder goes when it is
+  # called again, by then Gradio has copied the files the previous call returned).
+  scratch = outputs.Scratch("incontext_demo_")
 
   def editor(label, elem_id):
     return _plain_upload_errors(
@@ -616,7 +591,7 @@ def build_app(seg, *, max_video_frames: int = MAX_VIDEO_FRAMES, examples: bool =
         run_images,
         [ed1, mask1, ed2, mask2, queries, ensemble, seg_type],
         [gallery, labels, status],
-        concurrency_limit=1,  # one call at a time: see _Scratch
+        concurrency_limit=1,  # one call at a time: see outputs.Scratch
       )
       # A prompt upload the browser cannot read is refused at once, with a message.
       upload_error = gr.Textbox(elem_id="upload_error", visible="hidden")
@@ -629,7 +604,7 @@ def build_app(seg, *, max_video_frames: int = MAX_VIDEO_FRAMES, examples: bool =
       upload_error.change(refuse, upload_error, [status, mask1, mask2])
       app.load(None, None, None, js=_UPLOAD_CHECK)
       if examples:
-        ex_dir = tempfile.mkdtemp(dir=work)
+        ex_dir = scratch.new("examples")
         rows = procedural_examples(ex_dir)
         ex_prompt = gr.Image(visible=False, type="filepath")
         gr.Examples(

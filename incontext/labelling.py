@@ -25,10 +25,11 @@ output name taken by one is an error, checked before any work. An unreadable man
 label.json is an error, not a fresh start.
 
 Resumable: an image is done when its mask exists *and* is recorded; every file is written to a
-temporary name in its folder and renamed into place, so a killed run leaves no partial file
-under a final name (the next run removes its own stale temporaries, `.tmp_PID_NAME` for one of
-its output names, and no other file) and a rerun only labels what is missing. The COCO file and
-the YOLO labels are derived from the masks, so they are rebuilt at the end.
+temporary name in its folder and renamed into place (`outputs.write_atomic`), so a killed run
+leaves no partial file under a final name (the next run removes its own stale temporaries,
+those `outputs.temp_target` maps to one of its output names, and no other file) and a rerun
+only labels what is missing. The COCO file and the YOLO labels are derived from the masks, so
+they are rebuilt at the end.
 
 Scale: the queries of a batch are sharded over the local devices (data parallel, the model
 replicated); with several processes (`jax.distributed`) each labels every process_count-th
@@ -42,7 +43,7 @@ import dataclasses
 import json
 import os
 import re
-from typing import Callable, Sequence
+from typing import Sequence
 
 import jax
 import jax.numpy as jnp
@@ -56,8 +57,6 @@ from incontext import checkpoint, imageio, inference, outputs, video
 from incontext import mesh as mesh_lib
 from incontext.imageio import InputError
 from incontext.models import seggpt
-
-TMP_PREFIX = ".tmp_"
 
 
 # -- inputs ---------------------------------------------------------------------------------
@@ -98,46 +97,16 @@ def category_names(
 
 
 # -- atomic files ---------------------------------------------------------------------------
-def _tmp_path(path: str) -> str:
-  d, f = os.path.split(path)
-  return os.path.join(d, f"{TMP_PREFIX}{os.getpid()}_{f}")
-
-
-def write_atomic(path: str, write: Callable[[str], None], record=None) -> None:
-  """write(tmp_path) then rename into place (same folder; the tmp name keeps the extension).
-
-  record(path), when given, is called before the rename (see `LabelFolder.record`). An
-  OSError without a file name (a full disk while writing) is raised naming `path`."""
-  tmp = _tmp_path(path)
-  try:
-    write(tmp)
-    if record is not None:
-      record(path)
-    os.replace(tmp, path)
-  except OSError as e:
-    if os.path.exists(tmp):
-      os.remove(tmp)
-    if e.filename is None or e.filename == tmp:
-      raise OSError(e.errno, e.strerror or str(e), path) from None
-    raise
-  except BaseException:
-    if os.path.exists(tmp):
-      os.remove(tmp)
-    raise
-
-
+# Every file goes through `outputs.write_atomic` (a temporary name in its folder, then a rename);
+# `record` (`LabelFolder.record`) notes the name in the journal just before the rename.
 def write_text_atomic(path: str, text: str, record=None) -> None:
-  def w(tmp):
-    with open(tmp, "w") as f:
-      f.write(text)
-
-  write_atomic(path, w, record)
+  outputs.write_text(path, text, before_rename=record)
 
 
 def save_mask(path: str, ids: np.ndarray, record=None) -> None:
   """Palette label PNG (DAVIS colours), written atomically."""
 
-  write_atomic(path, lambda tmp: video.save_id_png(tmp, ids), record)
+  outputs.write_atomic(path, lambda tmp: video.save_id_png(tmp, ids), before_rename=record)
 
 
 # -- masks -> annotations -------------------------------------------------------------------
@@ -502,7 +471,6 @@ COMMAND = "label"
 FOLDERS = ("masks", "labels")
 SETTINGS = "label.json"
 JOURNAL_PREFIX = ".incontext-journal-"
-_TMP_RE = re.compile(re.escape(TMP_PREFIX) + r"\d+_(.+)$")
 
 
 def output_names(stems: Sequence[str], *, nproc: int = 1) -> list[str]:
@@ -562,9 +530,9 @@ class LabelFolder:
     )
 
   def _ours_tmp(self, name: str) -> bool:
-    """A temporary file of one of label's writes (`.tmp_PID_NAME`, NAME one of its outputs)."""
-    m = _TMP_RE.match(os.path.basename(name))
-    return bool(m) and os.path.join(os.path.dirname(name), m.group(1)) in self._names
+    """A temporary file of one of label's writes (`outputs.temp_target`: NAME one of its
+    outputs)."""
+    return outputs.temp_target(name) in self._names
 
   def _unrelated(self) -> list[str]:
     out, rec = self.out, self.records
@@ -572,7 +540,8 @@ class LabelFolder:
     for n in sorted(os.listdir(out)):
       if (
         n in (outputs.MANIFEST, outputs.LOCK, "lost+found")
-        or n.startswith((JOURNAL_PREFIX, ".tmp_" + outputs.MANIFEST))
+        or n.startswith(JOURNAL_PREFIX)
+        or outputs.temp_target(n) == outputs.MANIFEST
         or self._ours_tmp(n)
       ):
         continue
@@ -594,14 +563,8 @@ class LabelFolder:
     if os.path.lexists(out) and not os.path.isdir(out):
       raise outputs.OutputError(f"{out}: exists and is not a folder")
     self._names = set(names)
+    self._made, self._lock = outputs.take_folder(out)
     try:
-      self._made = outputs.make_folder(out)
-    except OSError as e:
-      raise outputs.OutputError(f"{out}: cannot create the output folder ({e.strerror})") from None
-    lock = outputs.FolderLock(out)
-    try:
-      lock.acquire()
-      self._lock = lock
       self.records = self.read_records()
       unrelated = self._unrelated()
       if unrelated and not self.overwrite:

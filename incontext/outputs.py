@@ -30,21 +30,28 @@ Use:
     save_png(o.path("a.png"), ...)          # written to the staging folder
   # here OUT/a.png exists and OUT/.incontext-outputs.json lists it
 
-Single-file outputs (a learned prompt `.npz`) use `check_file` and `write_bytes`.
+Single files are written by `write_atomic` (and `write_bytes`, `write_text`, `write_json`,
+`write_image` on top of it): a temporary name in the file's folder, then a rename, so no file is
+ever half-written under its final name. A single-file output (a learned prompt `.npz`) is
+checked with `check_file`; run folders that are resumed rather than replaced (a training
+workdir, label's OUT) write every file through these too.
 """
 
 from __future__ import annotations
 
+import atexit
 import datetime
 import errno
 import fcntl
 import json
 import logging
 import os
+import re
+import secrets
 import shutil
 import stat
 import tempfile
-from typing import Iterable
+from typing import Callable, Iterable
 
 from incontext.errors import UserError
 
@@ -119,10 +126,20 @@ def write_manifest(
   write_bytes(os.path.join(out, MANIFEST), (json.dumps(m, indent=2) + "\n").encode())
 
 
-# Names in OUT that are this module's bookkeeping, never outputs (`write_bytes` writes the
-# manifest through a temporary file named _MANIFEST_TMP*).
+# Names in OUT that are this module's bookkeeping, never outputs (the manifest is written
+# through a temporary file: see `is_bookkeeping`).
 _RESERVED = (MANIFEST, LOCK)
-_MANIFEST_TMP = ".tmp_" + MANIFEST
+
+
+def is_bookkeeping(name: str) -> bool:
+  """OUT/name is this module's (the manifest, the lock, a staging folder, the manifest's
+  temporary file) or a fresh file system's `lost+found`: never an output, never the user's."""
+  return (
+    name in _RESERVED
+    or name in _IGNORED
+    or name.startswith(STAGING_PREFIX)
+    or temp_target(name) == MANIFEST
+  )
 
 
 def plain_name(entry, *, nested: bool = False) -> str | None:
@@ -318,6 +335,34 @@ def remove_empty(folders: Iterable[str]) -> None:
       return
 
 
+def take_folder(out: str) -> tuple[list[str], FolderLock]:
+  """The start of every run that writes into a folder: creates `out` and its missing parents
+  and takes its lock; returns (the folders it created, outermost first, and the held lock).
+  Raises a one-line OutputError when `out` cannot be created or written or another run holds
+  it, and then leaves none of the folders it created."""
+  made: list[str] = []
+  for _ in range(10):  # a failing concurrent run may remove an empty OUT under us: retry
+    try:
+      made += make_folder(out)
+    except OSError as e:
+      remove_empty(made)
+      raise OutputError(f"{out}: cannot create the output folder ({e.strerror})") from None
+    lock = FolderLock(out)
+    try:
+      lock.acquire()
+    except FileNotFoundError:
+      continue
+    except OSError as e:
+      remove_empty(made)
+      raise OutputError(f"{out}: cannot write in the output folder ({e.strerror})") from None
+    except BaseException:
+      remove_empty(made)
+      raise
+    return made, lock
+  remove_empty(made)
+  raise OutputError(f"{out}: the output folder keeps disappearing")
+
+
 class OutputDir:
   """Context manager staging a command's outputs inside `out` (see the module docstring).
 
@@ -330,6 +375,10 @@ class OutputDir:
     owned: entries treated as recorded when `out` has no manifest (a format that predates it).
     folders: the names of the folders the command writes (a recorded folder of another name
       is not trusted: see `trusted_entries`).
+    add: this run adds or replaces only the entries it writes; the other entries an earlier
+      run recorded stay, and stay recorded (a run that fills OUT in parts, each committed
+      when done: the YouTube-VOS submission's K{k} folders). Without it, overwrite replaces
+      the earlier run's outputs as a whole.
   """
 
   def __init__(
@@ -342,6 +391,7 @@ class OutputDir:
     hint: str = "overwrite",
     owned=None,
     folders: Iterable[str] = (),
+    add: bool = False,
   ):
     self.out = os.path.abspath(os.fspath(out))
     self.command = command
@@ -350,6 +400,7 @@ class OutputDir:
     self.staging: str | None = None
     self._names = list(names)
     self._folders = tuple(folders)
+    self.add = add
     self._made: list[str] = []  # folders this run created (OUT, its parents)
     self._moved: list[str] = []  # entries this run moved into OUT
     self._lock: FolderLock | None = None
@@ -362,13 +413,7 @@ class OutputDir:
 
   # -- checks before any work ------------------------------------------------------------------
   def _existing(self) -> list[str]:
-    return sorted(
-      n
-      for n in os.listdir(self.out)
-      if n not in _RESERVED
-      and n not in _IGNORED
-      and not n.startswith((STAGING_PREFIX, _MANIFEST_TMP))
-    )
+    return sorted(n for n in os.listdir(self.out) if not is_bookkeeping(n))
 
   def _check(self, names: list[str]) -> None:
     out = self.out
@@ -413,26 +458,7 @@ class OutputDir:
   # -- staging -----------------------------------------------------------------------------
   def __enter__(self) -> "OutputDir":
     out = self.out
-    for _ in range(10):  # a failing concurrent run may remove an empty OUT under us: retry
-      try:
-        self._made += make_folder(out)
-      except OSError as e:
-        raise OutputError(f"{out}: cannot create the output folder ({e.strerror})") from None
-      lock = FolderLock(out)
-      try:
-        lock.acquire()
-      except FileNotFoundError:
-        continue
-      except OSError as e:
-        self._undo()
-        raise OutputError(f"{out}: cannot write in the output folder ({e.strerror})") from None
-      except BaseException:
-        self._undo()
-        raise
-      self._lock = lock
-      break
-    else:
-      raise OutputError(f"{out}: the output folder keeps disappearing")
+    self._made, self._lock = take_folder(out)
     try:
       self._check(self._names)  # again, under the lock: another run may have finished meanwhile
       self._had_manifest = os.path.lexists(os.path.join(out, MANIFEST))
@@ -513,10 +539,13 @@ class OutputDir:
     new = sorted(os.listdir(staging))
     self._check_names(new)
     old = self._recorded if self.overwrite else set()
+    kept = set()
+    if self.add:  # the earlier entries stay: none is removed, all stay recorded
+      kept, old = {n for n in old if n not in new and self._removable(n)}, set()
     # Record the union first: a crash while moving leaves every entry listed for a later
     # overwrite to clean up.
     self._wrote_manifest = True
-    write_manifest(out, self.command, set(new) | old, complete=False)
+    write_manifest(out, self.command, set(new) | old | kept, complete=False)
     for n in sorted(old - set(new)):
       if self._removable(n):
         _remove(os.path.join(out, n))
@@ -529,7 +558,7 @@ class OutputDir:
           _remove(dst)
       os.replace(src, dst)
       self._moved.append(n)
-    write_manifest(out, self.command, new, complete=True)
+    write_manifest(out, self.command, set(new) | kept, complete=True)
     os.rmdir(staging)
     self.staging = None
     self._moved = []
@@ -550,34 +579,128 @@ def check_file(path: str, *, overwrite: bool, hint: str = "overwrite") -> str:
   return path
 
 
-def write_bytes(path: str, data: bytes) -> None:
-  """Writes a file atomically (temporary file in the same folder, then rename) with the usual
-  permissions. An OSError without a file name (a full disk) is raised naming `path`."""
-  d = os.path.dirname(os.path.abspath(path))
-  os.makedirs(d, exist_ok=True)
-  fd, tmp = tempfile.mkstemp(prefix=".tmp_" + os.path.basename(path) + "_", dir=d)
+# -- single files --------------------------------------------------------------------------------
+# Every file is written to a temporary name in its own folder and renamed into place, so a
+# reader (or a killed run) never sees a partial file under a final name. The temporary name is
+# `.tmp_PID-XXXXXXXX_NAME` (XXXXXXXX random hex): it keeps NAME's extension (writers that pick
+# the format from it), names the writing process, and `temp_target` maps it back to NAME, so a
+# folder's owner can tell its own leftover temporaries (of names it writes) from the user's files.
+TMP_PREFIX = ".tmp_"
+# `.tmp_PID_NAME` (no random part) is what label wrote before; still recognised as label's.
+_TMP_RE = re.compile(re.escape(TMP_PREFIX) + r"(\d+)(?:-[0-9a-f]{8})?_(.+)\Z", re.S)
+
+
+def temp_target(name: str) -> str | None:
+  """NAME (in the same folder) when `name` is a temporary file name of `write_atomic`
+  (`[FOLDER/].tmp_PID-XXXXXXXX_NAME`), else None."""
+  d, f = os.path.split(name)
+  m = _TMP_RE.match(f)
+  return os.path.join(d, m.group(2)) if m else None
+
+
+def _new_temp(path: str) -> str:
+  d, f = os.path.split(path)
+  for _ in range(100):
+    tmp = os.path.join(d, f"{TMP_PREFIX}{os.getpid()}-{secrets.token_hex(4)}_{f}")
+    try:
+      fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+    except FileExistsError:
+      continue
+    os.close(fd)
+    return tmp
+  raise OSError(errno.EEXIST, "cannot make a temporary file name", path)
+
+
+def _discard(tmp: str | None) -> None:
+  if tmp is not None and os.path.lexists(tmp):
+    os.remove(tmp)
+
+
+def write_atomic(path, write: Callable[[str], None], *, before_rename=None) -> None:
+  """`write(tmp)` writes the file at a temporary path in `path`'s folder (created if missing),
+  which is then given the usual permissions and renamed to `path`; a failure removes the
+  temporary file and leaves `path` as it was.
+
+  before_rename(path), when given, runs just before the rename (label notes the name in its
+  journal there). An OSError without a file name, or naming the temporary file (a full disk),
+  is raised naming `path`."""
+  path = os.fspath(path)
+  tmp = None
   try:
-    with os.fdopen(fd, "wb") as f:
-      f.write(data)
-      f.flush()
-      os.fsync(f.fileno())
+    full = os.path.abspath(path)
+    os.makedirs(os.path.dirname(full), exist_ok=True)
+    tmp = _new_temp(full)
+    write(tmp)
     fix_mode(tmp)
+    if before_rename is not None:
+      before_rename(path)
     os.replace(tmp, path)
   except OSError as e:
-    if os.path.exists(tmp):
-      os.remove(tmp)
-    if e.filename is None or e.filename == tmp:  # a full disk: name the file being written
+    _discard(tmp)
+    if e.filename is None or e.filename == tmp:
       raise OSError(e.errno, e.strerror or str(e), path) from None
     raise
   except BaseException:
-    if os.path.exists(tmp):
-      os.remove(tmp)
+    _discard(tmp)
     raise
 
 
-def write_json(path: str, obj, **kw) -> None:
-  """`json.dump` to `path` atomically (indent 2, `default=str`)."""
-  write_bytes(path, (json.dumps(obj, indent=2, default=str, **kw) + "\n").encode())
+def write_bytes(path, data: bytes, *, before_rename=None) -> None:
+  """Writes `data` atomically (`write_atomic`), synced to the disk before the rename."""
+
+  def w(tmp):
+    with open(tmp, "wb") as f:
+      f.write(data)
+      f.flush()
+      os.fsync(f.fileno())
+
+  write_atomic(path, w, before_rename=before_rename)
+
+
+def write_text(path, text: str, *, before_rename=None) -> None:
+  """Writes `text` (UTF-8) atomically."""
+  write_bytes(path, text.encode("utf-8"), before_rename=before_rename)
+
+
+def write_json(path, obj, **kw) -> None:
+  """`json.dump` to `path` atomically (indent 2, `default=str` unless given)."""
+  kw.setdefault("indent", 2)
+  kw.setdefault("default", str)
+  write_text(path, json.dumps(obj, **kw) + "\n")
+
+
+def write_image(path, image, *, before_rename=None, **save) -> None:
+  """Saves a PIL image (or a uint8 array) atomically; the format follows `path`'s extension
+  unless `format=` is given; `save` goes to `PIL.Image.save`."""
+  from PIL import Image
+
+  im = image if isinstance(image, Image.Image) else Image.fromarray(image)
+  save.setdefault("format", Image.registered_extensions().get(os.path.splitext(path)[1].lower()))
+  write_atomic(path, lambda tmp: im.save(tmp, **save), before_rename=before_rename)
+
+
+class Scratch:
+  """Private output folders of a long-lived process (the demo app): one per request under a
+  temporary folder `root` that is removed at exit.
+
+  `new(handler)` makes a handler's folder and removes the one its previous call made: the app's
+  web framework has copied the files that call returned into its own cache by then (it copies
+  returned paths before the response is sent, and each handler runs one call at a time), so
+  the page's links stay valid while the process's own copies do not pile up.
+  """
+
+  def __init__(self, prefix: str = "incontext_"):
+    self.root = tempfile.mkdtemp(prefix=prefix)
+    self._last: dict[str, str] = {}
+    atexit.register(shutil.rmtree, self.root, ignore_errors=True)
+
+  def new(self, handler: str) -> str:
+    old = self._last.pop(handler, None)
+    if old:
+      shutil.rmtree(old, ignore_errors=True)
+    d = tempfile.mkdtemp(dir=self.root)
+    self._last[handler] = d
+    return d
 
 
 def check_inputs_apart(

@@ -104,10 +104,6 @@ def _check_prompt(lp: LearnedPrompt, model_cfg, where: str):
     )
 
 
-def _atomic_write_bytes(path: str, data: bytes):
-  outputs.write_bytes(path, data)  # temp file + rename, usual permissions
-
-
 def arrays_sha256(image: np.ndarray, target: np.ndarray, palette: np.ndarray) -> str:
   """sha256 over the prompt arrays (name, shape, dtype and bytes of each)."""
   h = hashlib.sha256()
@@ -184,8 +180,8 @@ def save(
   )
   if previews:
     for p, a in zip(preview_paths(path), (lp.image, lp.target)):
-      _atomic_write_bytes(p, to_png_bytes(a))
-  _atomic_write_bytes(path, buf.getvalue())
+      outputs.write_bytes(p, to_png_bytes(a))  # temporary name, then a rename
+  outputs.write_bytes(path, buf.getvalue())
   lp.meta = meta
   return meta
 

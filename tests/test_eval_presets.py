@@ -5,6 +5,7 @@ a bootstrap interval, and the official output layouts (DAVIS results folder, You
 
 import json
 import os
+import shutil
 import zipfile
 
 import numpy as np
@@ -13,9 +14,9 @@ from PIL import Image
 
 from _shared import shared_data_dir
 from experiments.configs import seggpt_eval
-from incontext import checkpoint, metrics, video
+from incontext import checkpoint, metrics, outputs, video
 from incontext.data import folds, sources
-from incontext.evaluators import davis, run
+from incontext.evaluators import davis, run, youtube_vos
 from incontext.models import seggpt
 
 # The 80 COCO category ids (non-contiguous, as in instances_*.json).
@@ -245,7 +246,8 @@ def test_davis2017_preset_writes_the_official_results_layout(params, tmp_path):
     assert acc.result()["J&F"] == pytest.approx(d[f"K={k}"]["J&F"])
 
 
-def test_ytvos2018_preset_writes_the_submission_layout(params, tmp_path):
+def _ytvos_root(tmp_path):
+  """A one-video YouTube-VOS 'valid' folder: object 1 from frame 0, object 2 from frame 2."""
   root = tmp_path / "youtube_vos"
   vid = "0a1b2c3d4e"
   jdir, adir = root / "valid" / "JPEGImages" / vid, root / "valid" / "Annotations" / vid
@@ -263,6 +265,11 @@ def test_ytvos2018_preset_writes_the_submission_layout(params, tmp_path):
       {"videos": {vid: {"objects": {"1": {"frames": ["00000"]}, "2": {"frames": ["00010"]}}}}}
     )
   )
+  return root, vid, late
+
+
+def test_ytvos2018_preset_writes_the_submission_layout(params, tmp_path):
+  root, vid, late = _ytvos_root(tmp_path)
   res, table = _run(f"benchmark=ytvos2018,runlocal,root={root}", params, tmp_path)
   for k in (0, 2):
     r = res["youtube_vos"][f"K={k}"]
@@ -275,6 +282,48 @@ def test_ytvos2018_preset_writes_the_submission_layout(params, tmp_path):
     assert 2 not in ids[0] and 2 not in ids[1]  # object 2 not before it appears
     np.testing.assert_array_equal(ids[2][late == 2], 2)  # its given mask on its first frame
   assert res["youtube_vos"]["_info"]["paper_G"] == 74.7
+
+
+def _tree(d):
+  return sorted(os.path.relpath(os.path.join(r, f), d) for r, ds, fs in os.walk(d) for f in fs + ds)
+
+
+def test_ytvos_submission_never_replaces_what_it_did_not_write(params, tmp_path, monkeypatch):
+  root, vid, _ = _ytvos_root(tmp_path)
+  model = checkpoint.load_model(params)
+  out = tmp_path / "sub"
+  out.mkdir()
+  (out / "K2").mkdir()  # a name the run would write, holding the user's file
+  (out / "K2" / "mine.png").write_text("the user's")
+  (out / "notes.txt").write_text("the user's")
+  with pytest.raises(outputs.OutputError, match=r"sub/K2: exists and was not written by"):
+    youtube_vos.write_submission(model, str(root), str(out), memories=(0, 2), max_frames=3)
+  assert _tree(out) == ["K2", "K2/mine.png", "notes.txt"]  # refused before any work
+  shutil.rmtree(out / "K2")
+  res = youtube_vos.write_submission(model, str(root), str(out), memories=(0, 2), max_frames=3)
+  assert res["K=2"]["zip"] == str(out / "K2.zip") and res["K=2"]["frames"] == 3
+  k0 = (out / "K0" / "Annotations" / vid / "00000.png").read_bytes()
+  m = json.loads((out / outputs.MANIFEST).read_text())
+  assert m["files"] == ["K0", "K0.zip", "K2", "K2.zip"] and m["complete"]
+  # A rerun that fails at K=2 keeps the K0 it committed and the K2 of the earlier run, and
+  # leaves no staging folder or temporary file.
+  calls = []
+  real = youtube_vos.segment_video
+
+  def fail_second(*a, **kw):
+    calls.append(1)
+    if len(calls) == 2:
+      raise OSError(28, "No space left on device")
+    return real(*a, **kw)
+
+  monkeypatch.setattr(youtube_vos, "segment_video", fail_second)
+  before = _tree(out)
+  with pytest.raises(OSError, match="No space left"):
+    youtube_vos.write_submission(model, str(root), str(out), memories=(0, 2), max_frames=3)
+  assert _tree(out) == before
+  assert (out / "K0" / "Annotations" / vid / "00000.png").read_bytes() == k0
+  assert json.loads((out / outputs.MANIFEST).read_text())["files"] == m["files"]
+  assert (out / "notes.txt").read_text() == "the user's"
 
 
 def test_preset_args_are_checked():

@@ -8,7 +8,7 @@ import pytest
 from PIL import Image
 
 from experiments.configs import seggpt_eval
-from incontext import checkpoint, metrics
+from incontext import checkpoint, metrics, outputs
 from incontext.data import episodes
 from incontext.evaluators import davis, fewshot, run
 from incontext.models import seggpt
@@ -135,6 +135,17 @@ def test_davis_eval_and_baseline(model, tmp_path):
   assert set(res) == {"K=0", "K=2", "copy first mask (baseline)"}
   assert 0 <= res["K=2"]["J&F"] <= 100
   assert sorted(os.listdir(tmp_path / "masks" / "K2" / "s1")) == [f"{t:05d}.png" for t in range(4)]
+  assert json.loads((tmp_path / "masks" / "K2" / outputs.MANIFEST).read_text())["files"] == ["s1"]
+  # A sequence folder it did not write is refused before any work, and never touched.
+  mine = tmp_path / "masks2" / "K2" / "s1"
+  mine.mkdir(parents=True)
+  (mine / "00000.png").write_text("the user's")
+  with pytest.raises(outputs.OutputError, match=r"masks2/K2/s1: exists and was not written by"):
+    davis.evaluate_davis(
+      model, str(tmp_path), ["s1"], memories=(0, 2), save_dir=str(tmp_path / "masks2")
+    )
+  assert os.listdir(tmp_path / "masks2") == ["K2"] and os.listdir(mine) == ["00000.png"]
+  assert (mine / "00000.png").read_text() == "the user's"
 
 
 def test_calibrate_threshold(model, tmp_path, monkeypatch):

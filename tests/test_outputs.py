@@ -453,3 +453,75 @@ def test_segment_overwrite_with_a_tampered_manifest_touches_nothing_outside(
   )
   m = json.loads((out / outputs.MANIFEST).read_text())
   assert m["files"] == ["img.png", "img_overlay.png", "labels.json"]
+
+
+# -- single files: one atomic writer -----------------------------------------------------------
+def test_single_file_writers_round_trip_and_leave_no_temporaries(tmp_path):
+  np = pytest.importorskip("numpy")
+  from PIL import Image
+
+  outputs.write_bytes(tmp_path / "a.bin", b"\x00\x01")
+  outputs.write_text(tmp_path / "sub" / "b.txt", "é\n")  # missing folder: made
+  outputs.write_json(tmp_path / "c.json", {"x": 1})
+  px = np.arange(12, dtype=np.uint8).reshape(3, 4)
+  outputs.write_image(tmp_path / "d.png", px)
+  assert (tmp_path / "a.bin").read_bytes() == b"\x00\x01"
+  assert (tmp_path / "sub" / "b.txt").read_text("utf-8") == "é\n"
+  assert json.loads((tmp_path / "c.json").read_text()) == {"x": 1}
+  with Image.open(tmp_path / "d.png") as im:
+    assert im.format == "PNG" and np.array_equal(np.asarray(im), px)
+  assert _listing(tmp_path) == ["a.bin", "c.json", "d.png", "sub"]
+
+
+def test_a_failed_write_leaves_the_old_file_and_no_temporary(tmp_path):
+  p = tmp_path / "r.json"
+  p.write_text("old")
+  seen = []
+
+  def half(tmp):
+    seen.append(tmp)
+    with open(tmp, "w") as f:
+      f.write("half")
+    raise OSError(28, "No space left on device")
+
+  with pytest.raises(OSError, match="No space left on device") as e:
+    outputs.write_atomic(p, half)
+  assert e.value.filename == str(p)  # names the file being written, not the temporary
+  assert outputs.temp_target(os.path.basename(seen[0])) == "r.json"
+  assert p.read_text() == "old" and _listing(tmp_path) == ["r.json"]
+  with pytest.raises(KeyboardInterrupt):
+    outputs.write_atomic(p, lambda tmp: (_ for _ in ()).throw(KeyboardInterrupt()))
+  from PIL import Image
+
+  with pytest.raises(OSError, match="cannot write mode F as JPEG"):  # PIL fails mid-save
+    outputs.write_image(p.with_suffix(".jpg"), Image.new("F", (2, 2)))
+  assert p.read_text() == "old" and _listing(tmp_path) == ["r.json"]
+
+
+def test_temp_target_recognises_only_write_atomics_names():
+  assert outputs.temp_target(".tmp_12-0a1b2c3d_a.png") == "a.png"
+  assert outputs.temp_target("masks/.tmp_12-0a1b2c3d_b.png") == "masks/b.png"
+  assert outputs.temp_target(".tmp_12_a.png") == "a.png"  # label's older name
+  for n in (".tmp_draft", ".tmp_x_a.png", "tmp_12_a.png", ".tmp_12-XYZ_a.png", "a.png"):
+    assert outputs.temp_target(n) is None, n
+
+
+def test_add_keeps_the_earlier_entries_and_never_touches_the_users(tmp_path):
+  out = tmp_path / "out"
+  for k in (0, 8):
+    with outputs.OutputDir(
+      out, command="sub", overwrite=True, add=True, names=[f"K{k}"], folders=["K0", "K8"]
+    ) as o:
+      os.mkdir(o.path(f"K{k}"))
+      _write(o, {f"K{k}/a.png": str(k)})
+  (out / "K2").write_text("the user's")
+  m = json.loads((out / outputs.MANIFEST).read_text())
+  assert m["files"] == ["K0", "K8"] and m["complete"]
+  with outputs.OutputDir(out, command="sub", overwrite=True, add=True, folders=["K0", "K8"]) as o:
+    os.mkdir(o.path("K0"))
+    _write(o, {"K0/a.png": "again"})
+  assert (out / "K0" / "a.png").read_text() == "again" and (out / "K8" / "a.png").read_text() == "8"
+  assert json.loads((out / outputs.MANIFEST).read_text())["files"] == ["K0", "K8"]
+  with pytest.raises(outputs.OutputError, match="K2: exists and was not written by"):
+    outputs.OutputDir(out, command="sub", overwrite=True, add=True, names=["K2"], folders=["K2"])
+  assert (out / "K2").read_text() == "the user's"

@@ -92,3 +92,28 @@ def test_predictions_png_has_column_headers(run):
   for i in range(5):  # each column's header strip holds dark text pixels on white
     strip = head[:, int(i * cw) : int((i + 1) * cw)]
     assert (strip < 128).sum() > 20 and (strip == 255).mean() > 0.5, i
+
+
+def test_one_run_at_a_time_holds_a_workdir_and_an_output_folder_is_refused(tmp_path):
+  from incontext import outputs
+  from incontext.train import workdir as wd
+
+  with wd.hold(tmp_path / "w") as w:
+    assert os.listdir(w) == [outputs.LOCK]
+    with pytest.raises(outputs.OutputError) as e:  # a second run into it meanwhile
+      with wd.hold(w):
+        pass
+    msg = str(e.value)
+    assert msg.startswith(f"{w}: another incontext run (process {os.getpid()})"), msg
+    assert "\n" not in msg
+  assert os.listdir(w) == []  # the lock file goes with the run
+  with wd.hold(w):  # released: the next run (a resume) holds it
+    pass
+  seg = tmp_path / "seg"
+  with outputs.OutputDir(seg, command="segment") as o:
+    with open(o.path("a.png"), "w") as f:
+      f.write("x")
+  before = sorted(os.listdir(seg))
+  with pytest.raises(wd.RunError, match=rf"workdir {seg}: is the output folder of `segment`"):
+    wd.prepare(str(seg))
+  assert sorted(os.listdir(seg)) == before

@@ -14,7 +14,7 @@ from typing import Sequence
 import numpy as np
 from tqdm import tqdm
 
-from incontext import imageio, metrics, video
+from incontext import imageio, metrics, outputs, video
 
 
 def split_sequences(root: str, *, year: int | str = 2017, split: str = "val") -> list[str]:
@@ -67,8 +67,21 @@ def evaluate_davis(
   threshold: the single-object decision threshold of `video.propagate` (None: nearest colour).
   save_dir: write SAVE_DIR/K{k}/SEQ/FRAME.png (palette PNGs of object ids, named like the
     sequence's frames): each K{k} folder is a results folder in the layout of the official
-    davis2017-evaluation code (semi-supervised task).
+    davis2017-evaluation code (semi-supervised task), written under `incontext.outputs`' rules
+    (each SEQ folder moved into place when complete and recorded in K{k}'s manifest; a rerun
+    replaces only those, and a SEQ it did not write is refused before any work).
   """
+  mask_dirs = {  # every name checked before any work
+    k: outputs.OutputDir(
+      os.path.join(save_dir, f"K{k}"),
+      command="davis-masks",
+      overwrite=True,
+      add=True,
+      names=sequences,
+      folders=sequences,
+    )
+    for k in (memories if save_dir else ())
+  }
   accs = {f"K={k}": metrics.JFAccumulator() for k in memories}
   base = metrics.JFAccumulator()
   for seq in sequences:
@@ -86,10 +99,10 @@ def evaluate_davis(
       )
       accs[f"K={k}"].add(seq, metrics.video_jf(preds, gts))
       if save_dir:
-        d = os.path.join(save_dir, f"K{k}", seq)
-        os.makedirs(d, exist_ok=True)
-        for name, p in zip(frame_names(root, seq, resolution, max_frames), preds):
-          video.save_id_png(os.path.join(d, f"{name}.png"), p)
+        with mask_dirs[k] as o:
+          os.mkdir(o.path(seq))
+          for name, p in zip(frame_names(root, seq, resolution, max_frames), preds):
+            video.save_id_png(o.path(f"{seq}/{name}.png"), p)
   out = {name: a.result() for name, a in accs.items()}
   out["copy first mask (baseline)"] = base.result()
   return out

@@ -12,13 +12,12 @@ sections (`incontext.evaluators.sections.EvalConfig`, built once in `run_eval`).
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 import os
 
 import numpy as np
 
-from incontext import checkpoint, prompts
+from incontext import checkpoint, outputs, prompts
 from incontext.data import episodes, folds, selection, sources
 from incontext.errors import UserError
 from incontext.evaluators import davis, fewshot, youtube_vos
@@ -162,15 +161,10 @@ def table(results: dict) -> str:
 
 
 def write_results(workdir: str, results: dict):
-  os.makedirs(workdir, exist_ok=True)
-  for name, text in (
-    ("results.json", json.dumps(results, indent=2, default=float)),
-    ("results.md", table(results)),
-  ):
-    tmp = os.path.join(workdir, f".tmp_{name}")
-    with open(tmp, "w") as fh:
-      fh.write(text)
-    os.replace(tmp, os.path.join(workdir, name))
+  """WORKDIR/results.json and results.md, each written atomically (rewritten after every
+  benchmark, so a stopped run keeps the finished ones)."""
+  outputs.write_json(os.path.join(workdir, "results.json"), results, default=float)
+  outputs.write_text(os.path.join(workdir, "results.md"), table(results))
 
 
 def davis_benchmark(model, d: DavisConfig, workdir: str) -> dict:

@@ -7,19 +7,21 @@ Objects that start on the same frame form a group, propagated from that frame wi
 group is painted over an earlier one). Writes, for every frame of JPEGImages,
 OUT/K{k}/Annotations/VID/FRAME.png (palette PNG of object ids) and OUT/K{k}.zip, the file the
 official evaluation server takes (it computes G = mean of J/F on seen/unseen classes; the
-validation labels are not public, so nothing is scored here).
+validation labels are not public, so nothing is scored here). OUT is written under the rules of
+`incontext.outputs` (`write_submission`).
 """
 
 from __future__ import annotations
 
 import os
+import re
 import shutil
 from typing import Sequence
 
 import numpy as np
 from tqdm import tqdm
 
-from incontext import imageio, video
+from incontext import imageio, outputs, video
 
 
 def list_videos(root: str, split: str = "valid") -> list[str]:
@@ -59,6 +61,9 @@ def segment_video(model, frames: Sequence[np.ndarray], groups, *, memory: int) -
   return out
 
 
+COMMAND = "youtube-vos"
+
+
 def write_submission(
   model,
   root: str,
@@ -70,31 +75,55 @@ def write_submission(
   videos: Sequence[str] | None = None,
 ) -> dict:
   """Writes OUT/K{k}/Annotations and OUT/K{k}.zip per memory size; returns
-  {'K=<k>': {'videos', 'frames', 'zip'}}. A folder is complete or absent (written under a
-  temporary name, then renamed)."""
+  {'K=<k>': {'videos', 'frames', 'zip'}}.
+
+  OUT follows `incontext.outputs`: each K{k} and its zip are staged and moved into place
+  together when done (complete or absent), and recorded in OUT's manifest; a rerun replaces
+  only what an earlier submission recorded there. A K{k} or K{k}.zip it did not write is never
+  replaced or removed: the run is refused before any work, naming it."""
   vids = list(videos) if videos else list_videos(root, split)
-  os.makedirs(out_dir, exist_ok=True)
-  res = {}
-  for k in memories:
-    tmp = os.path.join(out_dir, f".tmp_K{k}")
-    shutil.rmtree(tmp, ignore_errors=True)
-    n_frames = 0
-    for vid in tqdm(vids, desc=f"youtube-vos K={k}", unit="video"):
-      paths = video.list_frames(os.path.join(root, split, "JPEGImages", vid))[:max_frames]
-      names = [os.path.splitext(os.path.basename(p))[0] for p in paths]
-      frames = [imageio.load_image(p) for p in paths]
-      preds = segment_video(model, frames, object_groups(root, split, vid, names), memory=k)
-      d = os.path.join(tmp, "Annotations", vid)
-      os.makedirs(d, exist_ok=True)
-      for n, p in zip(names, preds):
-        video.save_id_png(os.path.join(d, n + ".png"), p)
-      n_frames += len(preds)
-    final = os.path.join(out_dir, f"K{k}")
-    shutil.rmtree(final, ignore_errors=True)
-    os.replace(tmp, final)
-    z = shutil.make_archive(
-      os.path.join(out_dir, f".tmp_K{k}_zip"), "zip", root_dir=final, base_dir="Annotations"
+  out_dir = os.fspath(out_dir)
+  folders = {f"K{k}" for k in memories} | _recorded_folders(out_dir)
+  parts = [  # every name checked before any work
+    (
+      k,
+      outputs.OutputDir(
+        out_dir,
+        command=COMMAND,
+        overwrite=True,
+        add=True,
+        names=[f"K{k}", f"K{k}.zip"],
+        folders=folders,
+      ),
     )
-    os.replace(z, final + ".zip")
+    for k in memories
+  ]
+  res = {}
+  for k, part in parts:
+    name = f"K{k}"
+    n_frames = 0
+    with part as o:
+      staged = o.path(name)
+      for vid in tqdm(vids, desc=f"youtube-vos K={k}", unit="video"):
+        paths = video.list_frames(os.path.join(root, split, "JPEGImages", vid))[:max_frames]
+        names = [os.path.splitext(os.path.basename(p))[0] for p in paths]
+        frames = [imageio.load_image(p) for p in paths]
+        preds = segment_video(model, frames, object_groups(root, split, vid, names), memory=k)
+        d = os.path.join(staged, "Annotations", vid)
+        os.makedirs(d, exist_ok=True)
+        for n, p in zip(names, preds):
+          video.save_id_png(os.path.join(d, n + ".png"), p)
+        n_frames += len(preds)
+      shutil.make_archive(staged, "zip", root_dir=staged, base_dir="Annotations")
+    final = os.path.join(part.out, name)
     res[f"K={k}"] = {"videos": len(vids), "frames": n_frames, "zip": final + ".zip"}
   return res
+
+
+def _recorded_folders(out_dir: str) -> set[str]:
+  """The K{k} folders an earlier submission recorded in OUT's manifest (trusted as this
+  command's folders, so that a rerun with other memory sizes keeps them recorded)."""
+  m = outputs.read_manifest(out_dir) if os.path.isdir(out_dir) else None
+  if m is None or m.get("command") != COMMAND:
+    return set()
+  return {f for f in m["files"] if isinstance(f, str) and re.fullmatch(r"K\d+", f)}

@@ -3,19 +3,15 @@
 from __future__ import annotations
 
 import math
-import os
 
 import numpy as np
 from PIL import Image, ImageDraw
 
-from incontext import canvas
+from incontext import canvas, outputs
 
 
 def _save(img: Image.Image, path: str) -> None:
-  os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-  tmp = path + ".tmp.png"
-  img.save(tmp)
-  os.replace(tmp, path)
+  outputs.write_image(path, img, format="PNG")  # temporary name, then a rename
 
 
 def curve_png(

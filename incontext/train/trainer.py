@@ -65,10 +65,6 @@ def _model_cfg(model) -> seggpt.SegGPTConfig:
   return seggpt.get_config(variant, **kw)
 
 
-def write_json_atomic(path: str, obj) -> None:
-  wd.write_json(path, obj)
-
-
 def validate(config: TrainConfig, workdir: str) -> int | None:
   """Checks the settings against each other and against the workdir's checkpoints before
   anything is compiled (keys and types were checked by `TrainConfig.of`); returns the newest
@@ -268,10 +264,15 @@ def run_eval(predict_fn, params, episodes, *, batch_size: int, batch_sh) -> tupl
 def run(config, workdir: str) -> dict[str, Any]:
   """Trains per `config` (the ConfigDict of experiments/configs/seggpt_train.py: written to
   WORKDIR/config.json, read through its checked sections, `TrainConfig.of`); returns
-  {'step', 'history': [per-log-step metrics], 'eval': {...}}."""
+  {'step', 'history': [per-log-step metrics], 'eval': {...}}. One run at a time per workdir
+  (`workdir.hold`)."""
   record = config.to_dict() if hasattr(config, "to_dict") else dataclasses.asdict(config)
   config = TrainConfig.of(config)
-  workdir = wd.prepare(workdir)
+  with wd.hold(workdir) as workdir:
+    return _run(config, record, workdir)
+
+
+def _run(config: TrainConfig, record: dict, workdir: str) -> dict[str, Any]:
   is_main = wd.is_main()
   validate(config, workdir)
   wd.write_json(os.path.join(workdir, "config.json"), record)

@@ -43,10 +43,9 @@ import jax.numpy as jnp
 import numpy as np
 import orbax.checkpoint as ocp
 from flax import nnx
-from PIL import Image
 from tqdm import tqdm
 
-from incontext import canvas, checkpoint, inference, mesh as mesh_lib, metrics, prompts
+from incontext import canvas, checkpoint, inference, mesh as mesh_lib, metrics, outputs, prompts
 from incontext.data import ops, sources
 from incontext.data.selection import select_indices
 from incontext.errors import UserError
@@ -194,9 +193,7 @@ def sample_batch(data: dict, step: int, batch_size: int, seed: int, hflip: bool)
 
 
 def _write_png(path: str, normalised: np.ndarray):
-  tmp = path + ".tmp.png"
-  Image.fromarray(np.round(canvas.denormalize(normalised)).astype(np.uint8)).save(tmp)
-  os.replace(tmp, path)
+  outputs.write_image(path, np.round(canvas.denormalize(normalised)).astype(np.uint8))
 
 
 def checkpoint_manager(workdir: str, keep: int = 3) -> ocp.CheckpointManager:
@@ -329,13 +326,17 @@ def run_tune(
   Args:
     config: ml_collections config (experiments/configs/prompt_tune.py): written to
       WORKDIR/config.json and read through its checked sections (`TuneConfig.of`).
-    workdir: output / resume directory.
+    workdir: output / resume directory (one run at a time: `workdir.hold`).
     examples: optional in-memory task examples [{'image', 'mask'}] instead of config.task.
     stop_at: stop after this step (as if killed right after its checkpoint; tests use it).
   """
   record = _record(config)
   c = TuneConfig.of(config)
-  workdir = wd.prepare(workdir)
+  with wd.hold(workdir) as workdir:
+    return _run_tune(c, record, workdir, examples=examples, stop_at=stop_at)
+
+
+def _run_tune(c: TuneConfig, record: dict, workdir: str, *, examples, stop_at) -> dict:
   validate(c, workdir)
   wd.write_json(os.path.join(workdir, "config.json"), record)
 

@@ -1,7 +1,16 @@
 """Run plumbing shared by the trainer and the tuner: one place for each guarantee.
 
-* `prepare(workdir)`: the workdir is a writable folder (one-line error otherwise).
+* `prepare(workdir)`: the workdir is a writable folder, not another command's output folder
+  (one-line error otherwise); `hold(workdir)` also takes its outputs lock for the run.
 * `write_json`: config dumps written atomically, by process 0 only.
+
+A workdir is a run folder under the rules of `incontext.outputs`, adapted to a run that is
+resumed rather than replaced: every file is written through `outputs`' atomic writer (config
+dumps, the curve PNGs, a rewritten metrics.jsonl; only metrics.jsonl's line appends and Orbax's
+checkpoints, which commit a step folder by a rename of their own, are not), one run at a time
+holds the folder's lock (`outputs.FolderLock`: a second run into it is refused with one line),
+and there is no staging or manifest: the workdir is meant to be reused (resume), and a run
+never removes a file it did not write (a corrupt checkpoint is moved aside, not deleted).
 * `MetricsLog`: metrics.jsonl is appended one line per logged step and, on resume, repaired: a
   partial or corrupt line (a crash or a full disk while appending) is dropped with a warning
   naming the file, and steps after the restored checkpoint are dropped.
@@ -17,12 +26,13 @@ Only process 0 writes files (every process restores and computes).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import math
 import os
 import tempfile
-from typing import Any, Callable, Iterable, Mapping
+from typing import Any, Callable, Iterable, Iterator, Mapping
 
 import jax
 
@@ -46,17 +56,38 @@ def is_main() -> bool:
 
 
 def prepare(workdir: str) -> str:
-  """Absolute workdir, created if missing; RunError if it is a file or not writable."""
+  """Absolute workdir, created if missing; RunError if it is a file, not writable, or the
+  output folder of an `incontext` command (its files would be mixed with the run's)."""
   workdir = os.path.abspath(os.fspath(workdir))
   if os.path.lexists(workdir) and not os.path.isdir(workdir):
     raise RunError(f"workdir {workdir}: exists and is not a folder")
   try:
     os.makedirs(workdir, exist_ok=True)
-    with tempfile.TemporaryFile(dir=workdir):
+    with tempfile.TemporaryFile(dir=workdir):  # a probe: leaves nothing behind
       pass
   except OSError as e:
     raise RunError(f"workdir {workdir}: not writable ({e.strerror})") from None
+  m = outputs.read_manifest(workdir)
+  if m is not None:
+    raise RunError(
+      f"workdir {workdir}: is the output folder of `{m.get('command')}` (its files are listed "
+      f"in {outputs.MANIFEST}); use another folder"
+    )
   return workdir
+
+
+@contextlib.contextmanager
+def hold(workdir: str) -> Iterator[str]:
+  """`prepare(workdir)`, then (process 0) the folder's outputs lock until the block ends: a
+  second run into the same workdir meanwhile is refused with one line (OutputError) naming
+  the process that holds it. The kernel drops the lock of a killed run."""
+  workdir = prepare(workdir)
+  lock = outputs.take_folder(workdir)[1] if is_main() else None
+  try:
+    yield workdir
+  finally:
+    if lock is not None:
+      lock.release()
 
 
 def read_json(path: str) -> dict | None:
