@@ -68,6 +68,9 @@ __all__ = [
   "labels_from_prediction",
   "decode_labels",
   "forward",
+  "jitted",
+  "clear_compiled",
+  "compiled_count",
   "batch_size",
   "Predictor",
   "predict_canvas_batch",
@@ -475,7 +478,15 @@ def decode_labels(raw, out_hw, palette, label_ids, threshold: float | None = Non
 
 # -- the forward ----------------------------------------------------------------------------
 def _forward_impl(
-  graphdef, state, prompt_imgs, prompt_tgts, queries, seg_type, prompt_weights, *, feature_ensemble
+  graphdef,
+  state,
+  prompt_imgs,
+  prompt_tgts,
+  queries,
+  seg_type,
+  *,
+  feature_ensemble,
+  prompt_weights=None,
 ):
   """[K,h,w,3] x2, [B,h,w,3] -> [B,h,w,3]: each query against all K prompts (vmap over B).
 
@@ -542,15 +553,30 @@ def forward(
     prompt_tgts,
     queries,
     seg_type,
-    prompt_weights,
     feature_ensemble=bool(feature_ensemble),
+    prompt_weights=prompt_weights,
   )
+
+
+def jitted(*, donate: bool = False, fresh: bool = False):
+  """The jitted forward itself (for `.lower`, ahead-of-time compiles and benchmarks); its
+  arguments are `forward`'s without `donate`. fresh: a new jit of the same function, with a
+  compile cache of its own (e.g. traced under other settings)."""
+  if fresh:
+    kw = dict(donate_argnames=("queries",)) if donate else {}
+    return jax.jit(_forward_impl, static_argnums=(0,), static_argnames=("feature_ensemble",), **kw)
+  return _forward_donate if donate else _forward_keep
 
 
 def clear_compiled() -> None:
   """Drops the compiled forwards (a benchmark's fresh-process compile)."""
   _forward_keep.clear_cache()
   _forward_donate.clear_cache()
+
+
+def compiled_count() -> int:
+  """How many programs the forward has compiled (both buffer modes) since the last clear."""
+  return _forward_keep._cache_size() + _forward_donate._cache_size()
 
 
 def _check_shapes(model, pi, pt, q):

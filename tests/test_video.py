@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from incontext import canvas, checkpoint, cli, inference, video
+from incontext import canvas, checkpoint, cli, predict, video
 from incontext.models import seggpt
 
 SIZE = (32, 32)
@@ -35,13 +35,13 @@ def _video(n=5, h=40, w=48, seed=0):
 
 def test_ids_colours_round_trip():
   ids = [3, 7, 255]
-  pal = video.id_palette(ids)
+  pal = predict.model_palette(ids)
   assert len(np.unique(pal, axis=0)) == 4
   m = np.array([[0, 3, 7], [255, 3, 0]])
   col = video.ids_to_colours(m, ids, pal)
   np.testing.assert_array_equal(video.colours_to_ids(col.astype(np.float32), ids, pal), m)
   # single object: white
-  np.testing.assert_array_equal(video.id_palette([1])[1], [255, 255, 255])
+  np.testing.assert_array_equal(predict.model_palette([1])[1], [255, 255, 255])
 
 
 def test_fifo_memory_and_colour_masks(model):
@@ -70,12 +70,12 @@ def test_fifo_memory_and_colour_masks(model):
 def test_threshold_decoding():
   """threshold=0.5 is the nearest-colour rule (any single colour); lower thresholds only add
   foreground; a grey at 45% is background by the nearest colour, object at threshold 0.4."""
-  lab = inference.labels_from_prediction
+  lab = predict.labels_from_prediction
   x = np.random.default_rng(0).uniform(0, 255, (24, 24, 3)).astype(np.float32)
   for col in ((255, 255, 255), (128, 0, 0), (0, 64, 192)):
     pal = np.array([(0, 0, 0), col], np.uint8)
     np.testing.assert_array_equal(lab(x, pal, [5], threshold=0.5), lab(x, pal, [5]))
-  white = video.id_palette([1])
+  white = predict.model_palette([1])
   masks = [lab(x, white, [1], threshold=t) for t in (0.7, 0.5, 0.3, 0.1)]
   for hi, lo in zip(masks, masks[1:]):
     assert ((hi == 1) <= (lo == 1)).all() and (lo == 1).sum() > (hi == 1).sum()
