@@ -543,7 +543,7 @@ def sec_label(ctx, dl: Budget) -> dict:
     qs = np.stack(
       [predict.prepare_image(imageio.load_image(p), model.cfg.image_size) for p in files[:b]]
     )
-    _, tf, _ = _timeit(lambda: lab._forward(qs), ctx["reps"])
+    _, tf, _ = _timeit(lambda: lab.predictor(qs), ctx["reps"])
     out["forward_s_per_batch"] = tf
     out["forward_share"] = min(1.0, tf * -(-n // b) / wall)
     out["gpu_busy_share_nvidia_smi"] = busy
