@@ -55,6 +55,7 @@ BRUSH_COLOURS = (
   (0, 230, 230),
 )
 MAX_VIDEO_FRAMES = 300
+ALPHA = 0.5  # overlay: 0.5 image + 0.5 colour on segmented pixels
 
 
 def hex_colour(c) -> str:
@@ -144,6 +145,14 @@ def editor_to_prompt(value, uploaded_mask=None, name: str = "prompt"):
 
 
 # -- outputs --------------------------------------------------------------------------------
+def tint(img: np.ndarray, colored: np.ndarray, fg: np.ndarray, alpha: float = ALPHA):
+  """uint8 image with `alpha` of the colour blended in where fg (the page's overlay: unlike
+  the official one of `segment`, which darkens the background and multiplies by the colour,
+  it leaves the background as it is and keeps a painted colour visible on any object)."""
+  out = np.where(fg[..., None], (1 - alpha) * img + alpha * colored.astype(np.float32), img)
+  return np.clip(np.round(out), 0, 255).astype(np.uint8)
+
+
 def segment_images(
   seg,
   prompts,
@@ -157,8 +166,8 @@ def segment_images(
 ):
   """Runs `seg.segment` and writes the outputs: the label PNGs as `incontext segment` writes
   them (index = label id: the uploaded mask's ids, or 1..K for the painted objects in
-  `painted_to_ids` order; colours: the painted ones, else those `segment` picks) and the overlays of
-  `Result.overlay` (the official tint: background darkened, objects in their colour).
+  `painted_to_ids` order; colours: the painted ones, else those `segment` picks) and overlays
+  tinted with the same colours (`tint`).
 
   Args: prompts [(image, mask)], queries: paths or uint8 arrays.
     errors: when a list, a query file that is not a readable image is skipped and a line
@@ -191,10 +200,11 @@ def segment_images(
     prompts, imgs, ensemble=ensemble, seg_type=seg_type, learned_prompt=learned_prompt
   )
   overlays, files = [], []
-  for name, res in zip(names, results):
+  for name, img, res in zip(names, imgs, results):
     if shown is not None:  # painted objects keep their painted colours
       res.colours = _by_id(shown)
-    overlays.append((res.overlay(), name))
+    colours = res.label_colours()  # by label id, as in the label PNG
+    overlays.append((tint(img, colours[res.labels], res.labels > 0), name))
     path = os.path.join(out_dir, f"{name}.png")
     imageio.save_label_png(path, res.labels, res.label_colours())  # as `segment` writes it
     files.append(path)
