@@ -24,6 +24,7 @@ prompt list (up to float rounding in the ensemble mean).
 from __future__ import annotations
 
 import collections
+import dataclasses
 import os
 from typing import Callable, Iterable, Iterator, Sequence
 
@@ -252,16 +253,37 @@ def read_id_mask(path: str) -> np.ndarray:
   binary masks keep 255); an RGB colour mask gives ids 1..K for its distinct non-black colours
   in sorted colour order.
   """
-  return _read_first_mask(path)[0]
+  return read_first_mask(path).ids
 
 
-def _read_first_mask(path: str):
-  """-> (ids [H, W] int32, colours [K, 3] of an RGB colour mask or None, the file's palette
-  or None), from one read of the file."""
+@dataclasses.dataclass(frozen=True)
+class FirstMask:
+  """A first-frame mask file as read once: its object ids and what its colours come from.
+
+  ids: [H, W] int32 (`read_id_mask`); rgb: [K, 3] the colours of an RGB colour mask (object
+  k + 1 is rgb[k]), else None; file_palette: the palette of a palette-mode file, else None.
+  """
+
+  ids: np.ndarray
+  rgb: np.ndarray | None
+  file_palette: np.ndarray | None
+
+  def colours(self, ids: Sequence[int]) -> np.ndarray:
+    """[256, 3] colours for the objects `ids`, as `incontext segment` picks them
+    (`predict.label_palette`): the file's own palette when it shows every object (DAVIS
+    masks keep their colours), an RGB mask's colours, else the colours the model paints
+    (white for one object, e.g. a 0/255 mask's object 255)."""
+    if self.rgb is not None and len(self.rgb) == len(ids):
+      return predict.label_palette(ids, self.rgb)
+    return predict.label_palette(ids, predict.model_palette(ids)[1:], self.file_palette)
+
+
+def read_first_mask(path: str) -> FirstMask:
+  """A first-frame mask file -> `FirstMask` (ids and colours) from one read of the file."""
   m, file_palette = imageio.load_mask(path, palette=True)
   m = np.asarray(m)
   if m.ndim == 2:
-    return m.astype(np.int32), None, file_palette
+    return FirstMask(m.astype(np.int32), None, file_palette)
   cols = np.unique(m.reshape(-1, 3), axis=0)
   cols = cols[cols.any(axis=1)]
   if len(cols) > 254:
@@ -269,18 +291,13 @@ def _read_first_mask(path: str):
   out = np.zeros(m.shape[:2], np.int32)
   for k, c in enumerate(cols):
     out[np.all(m == c, axis=-1)] = k + 1
-  return out, cols.astype(np.uint8), file_palette
+  return FirstMask(out, cols.astype(np.uint8), file_palette)
 
 
 def first_mask_colours(path: str, ids: Sequence[int]) -> np.ndarray:
-  """[256, 3] colours for the objects `ids` of a first-mask file, as `incontext segment` picks
-  them (`predict.label_palette`): the file's own palette when it shows every object (DAVIS
-  masks keep their colours), an RGB mask's colours, else the colours the model paints (white
-  for one object, e.g. a 0/255 mask's object 255)."""
-  _, cols, file_palette = _read_first_mask(path)
-  if cols is not None and len(cols) == len(ids):
-    return predict.label_palette(ids, cols)
-  return predict.label_palette(ids, predict.model_palette(ids)[1:], file_palette)
+  """`FirstMask.colours` of a first-mask file (reads it; `read_first_mask` reads it once for
+  the ids and the colours)."""
+  return read_first_mask(path).colours(ids)
 
 
 def save_id_png(path: str, ids: np.ndarray, palette: np.ndarray | None = None):

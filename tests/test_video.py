@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from incontext import canvas, checkpoint, cli, predict, video
+from incontext import canvas, checkpoint, cli, imageio, predict, video
 from incontext.models import seggpt
 
 SIZE = (32, 32)
@@ -148,7 +148,7 @@ def test_davis_png_and_palette(tmp_path):
   assert got[0, 0] == 2 and got[1, 1] == 1 and got.sum() == 3
 
 
-def test_cli_segment_video(model, tmp_path):
+def test_cli_segment_video(model, tmp_path, monkeypatch):
   params = str(tmp_path / "params")
   checkpoint.save_model(params, model)
   frames, ids = _video(4)
@@ -171,7 +171,19 @@ def test_cli_segment_video(model, tmp_path):
     "--memory",
     "2",
   ]
+  opened = []
+  real_open = imageio.Image.open
+
+  def counting(fp, *a, **kw):
+    opened.append(os.path.basename(os.fspath(fp)))
+    return real_open(fp, *a, **kw)
+
+  monkeypatch.setattr(imageio.Image, "open", counting)
   assert cli.main(argv) == 0
+  monkeypatch.undo()
+  assert opened.count("first.png") == 1, opened  # its ids and colours from one read
+  pal = np.asarray(Image.open(out / "00001.png").getpalette(), np.uint8).reshape(-1, 3)
+  np.testing.assert_array_equal(pal[[3, 7]], video.davis_palette()[[3, 7]])  # the file's own
   assert sorted(os.listdir(out)) == [
     ".incontext-outputs.json",
     "00000.png",
