@@ -186,7 +186,7 @@ def _video(n: int, h: int, w: int):
 
 
 def bench_video(variant: str, size: int, n_frames: int, memories, tiny: bool) -> dict:
-  from incontext import inference, video
+  from incontext import predict, video
   from incontext.models import seggpt
 
   kw = dict(image_size=(size, size), drop_path=0.0)
@@ -197,9 +197,7 @@ def bench_video(variant: str, size: int, n_frames: int, memories, tiny: bool) ->
   out = {}
   for k in memories:
     for name, fixed in (("before", False), ("after", True)):
-      inference._forward_keep.clear_cache()  # compilation counts, as in a fresh process
-      inference._forward_donate.clear_cache()
-      video._forward_slots.clear_cache()
+      predict.clear_compiled()  # compilation counts, as in a fresh process
       t0 = time.perf_counter()
       n = sum(1 for _ in video.propagate(model, frames, first, memory=k, fixed_memory=fixed))
       dt = time.perf_counter() - t0

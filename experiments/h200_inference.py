@@ -19,7 +19,7 @@ left out for lack of time under "skipped".
 Sections, in order (each given a share of --budget_s, starting no new measurement past it):
   ours          latency; throughput over batch sizes 1, 2, 4, ... (doubling until the rate
                 gains under 5 %, memory runs out or the share is spent) for k = 1 and 8, through
-                `incontext.inference._forward_keep`, the jitted forward `label` and `Segmenter`
+                `incontext.predict.jitted()`, the jitted forward `label` and `Segmenter`
                 run (each query against the K prompts, the query-half decoder only)
   transformers  SegGptForImageSegmentation with the same random weights (experiments/
                 bench_inference.build): float32 (tf32 matmuls allowed, as `torch.backends` lets a
@@ -75,7 +75,7 @@ from flax import nnx  # noqa: E402
 from experiments import bench_inference  # noqa: E402
 from experiments.configs import common  # noqa: E402
 from experiments.device_check import Budget, error_line  # noqa: E402
-from incontext import canvas, imageio, inference, labelling, outputs  # noqa: E402
+from incontext import canvas, imageio, inference, labelling, outputs, predict  # noqa: E402
 from incontext.models import seggpt  # noqa: E402
 from incontext.train import flops  # noqa: E402
 
@@ -146,7 +146,7 @@ def _timeit(fn, reps: int) -> tuple[float, float, object]:
 
 
 class Fwd:
-  """The jitted forward `label` and `Segmenter` run (`inference._forward_keep`: each query
+  """The jitted forward `label` and `Segmenter` run (`predict.jitted()`: each query
   against the same k prompts, random here), compiled ahead of time for any batch size."""
 
   def __init__(self, model, k: int, *, jit=None, seed: int = 0):
@@ -157,7 +157,7 @@ class Fwd:
     self.gd, state = nnx.split(model)
     self.state, self.pi, self.pt = jax.device_put((state, pi, pt))
     self.k, self.hw, self.seed = k, (h, w), seed
-    self.jit = jit or inference._forward_keep
+    self.jit = jit or predict.jitted()
     self.st = np.int32(canvas.INSTANCE)
 
   def lower(self, b: int):
@@ -378,9 +378,7 @@ def sec_attention(ctx, dl: Budget) -> dict:
   fwd["none"] = Fwd(
     ctx["model16"],
     1,
-    jit=jax.jit(
-      inference._forward_impl, static_argnums=(0,), static_argnames=("feature_ensemble",)
-    ),
+    jit=predict.jitted(fresh=True),
   )
   saved = dict(seggpt.ATTEND_IMPLS)
   try:
@@ -428,15 +426,12 @@ def photos(data: str, n: int) -> list[str]:
 def _labels_on(model, device, prompt, paths):
   """The label maps `label` would write for `paths`, computed on `device`."""
   seg = inference.Segmenter(model, seg_type="instance")
-  pi, pt, palette, ids, colour = seg.encode_prompts([prompt])
+  pi, pt, palette, ids, _ = seg.encode_prompts([prompt])
   size = tuple(model.cfg.image_size)
-  imgs = [inference.load_image(p) for p in paths]
-  q = np.stack([inference.prepare_image(im, size) for im in imgs])
+  imgs = [imageio.load_image(p) for p in paths]
+  q = np.stack([predict.prepare_image(im, size) for im in imgs])
   raw = np.asarray(_forward_fn_arrays(model, pi, pt, q, device)(), np.float32)
-  labs = [
-    inference.Segmenter._result(r, im.shape[:2], palette, ids, colour).labels
-    for r, im in zip(raw, imgs)
-  ]
+  labs = [predict.decode_labels(r, im.shape[:2], palette, ids) for r, im in zip(raw, imgs)]
   return raw, labs
 
 
@@ -444,7 +439,7 @@ def _forward_fn_arrays(model, pi, pt, q, device):
   gd, state = nnx.split(model)
   state, pi, pt, q = jax.device_put((state, pi, pt, q), device)
   st = np.int32(canvas.INSTANCE)
-  return lambda: inference._forward_keep(gd, state, pi, pt, q, st, feature_ensemble=False)
+  return lambda: predict.jitted()(gd, state, pi, pt, q, st, feature_ensemble=False)
 
 
 def sec_parity(ctx, dl: Budget) -> dict:
@@ -543,9 +538,9 @@ def sec_label(ctx, dl: Budget) -> dict:
     out.update(wall_s=wall, images_per_s=n / wall, annotations=len(coco["annotations"]))
     # The forward alone at the same batch: its share of the wall time (busy estimate).
     qs = np.stack(
-      [inference.prepare_image(inference.load_image(p), model.cfg.image_size) for p in files[:b]]
+      [predict.prepare_image(imageio.load_image(p), model.cfg.image_size) for p in files[:b]]
     )
-    _, tf, _ = _timeit(lambda: lab._forward(qs), ctx["reps"])
+    _, tf, _ = _timeit(lambda: lab.predictor(qs), ctx["reps"])
     out["forward_s_per_batch"] = tf
     out["forward_share"] = min(1.0, tf * -(-n // b) / wall)
     out["gpu_busy_share_nvidia_smi"] = busy

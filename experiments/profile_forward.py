@@ -43,7 +43,7 @@ import numpy as np
 from flax import nnx
 
 from experiments import bench_inference, benchenv
-from incontext import canvas
+from incontext import canvas, predict
 from incontext.models import seggpt
 
 KINDS = ("matmul", "softmax", "gelu", "layer norm", "transpose/copy", "other")
@@ -177,22 +177,18 @@ def profile(variant: str, over: dict, k: int, reps: int, peak: float) -> dict:
   graphdef, state = nnx.split(model)
   h, w = cfg.image_size
   rng = np.random.default_rng(0)
-  imgs = rng.standard_normal((k, 2 * h, w, 3)).astype(np.float32)
-  tgts = rng.standard_normal((k, 2 * h, w, 3)).astype(np.float32)
-  mask = canvas.query_half_mask(cfg.grid)[None]
-  st = np.full((k,), canvas.INSTANCE)
-
-  @jax.jit
-  def fwd(state, imgs, tgts):
-    m = nnx.merge(graphdef, state)
-    ens = k > 1
-    return m(imgs, tgts, mask, st, feature_ensemble=ens, query_only=True, shared_query=ens)
-
-  compiled = fwd.lower(state, imgs, tgts).compile()
+  pi = rng.standard_normal((k, h, w, 3)).astype(np.float32)
+  pt = rng.standard_normal((k, h, w, 3)).astype(np.float32)
+  q = rng.standard_normal((1, h, w, 3)).astype(np.float32)
+  st = np.int32(canvas.INSTANCE)
+  # The forward `incontext segment` runs (the core's), compiled ahead of time.
+  fwd = predict.jitted()
+  ens = predict.feature_ensemble_on(k)
+  compiled = fwd.lower(graphdef, state, pi, pt, q, st, feature_ensemble=ens).compile()
   cost = compiled.cost_analysis()
   cost = cost[0] if isinstance(cost, (list, tuple)) else cost
   flops = float(cost.get("flops", 0.0))
-  run = lambda: jax.block_until_ready(compiled(state, imgs, tgts))
+  run = lambda: jax.block_until_ready(compiled(state, pi, pt, q, st))
   run()
   ts = []
   for _ in range(reps):

@@ -131,7 +131,7 @@ def tuning_experiment(model, args, task_name):
   untuned example prompt it starts from (the first tuning image + mask), each of the first
   UNTUNED_MEAN tuning examples as the prompt (mean), and the copy-the-prompt-mask baseline."""
   from experiments.configs import prompt_tune
-  from incontext import inference, metrics
+  from incontext import metrics, predict
   from incontext.train import tuner
 
   c = prompt_tune.get_config(f"task={task_name}")
@@ -166,7 +166,7 @@ def tuning_experiment(model, args, task_name):
   res[f"untuned, mean of {len(each)} example prompts"]["each_miou"] = [r["miou"] for r in each]
   base = metrics.IoUAccumulator()  # the untuned prompt's mask copied to every query
   for e in evals:
-    m = inference.resize_nearest_torch((first["mask"] == 1).astype(np.uint8), e["mask"].shape)
+    m = predict.resize_nearest_torch((first["mask"] == 1).astype(np.uint8), e["mask"].shape)
     base.add(m == 1, e["mask"] == 1, 1, e["mask"] == 255)
   res["copy prompt mask (baseline)"] = base.result()
   beta = tuner.loss_beta(c)

@@ -4,7 +4,8 @@ Tabs:
   Images          prompt images with a brush-painted mask (each brush colour = one object or
                   class) or an uploaded mask, query images, the ensemble and the seg type ->
                   overlays (each object tinted with the colour it was painted in) and the
-                  palette label PNGs (index = object, palette = the painted colours).
+                  label PNGs as `incontext segment` writes them (index = label id, palette =
+                  the painted colours).
   Video           an MP4, the objects painted on its first frame, memory K -> overlay MP4 and a
                   zip of DAVIS-format PNGs (`incontext.video.propagate`).
   Learned prompt  an exported prompt file (`incontext export-prompt`) and query images.
@@ -35,7 +36,7 @@ from typing import Sequence
 import numpy as np
 from PIL import Image
 
-from incontext import canvas, inference, outputs, video, videoio
+from incontext import canvas, imageio, outputs, predict, video, videoio
 from incontext.data import procedural
 from incontext.imageio import InputError
 
@@ -121,13 +122,13 @@ def editor_to_prompt(value, uploaded_mask=None, name: str = "prompt"):
   img = np.ascontiguousarray(bg[..., :3]).astype(np.uint8)
   if uploaded_mask is not None:
     m = (
-      inference.load_mask(uploaded_mask)
+      imageio.load_mask(uploaded_mask)
       if isinstance(uploaded_mask, str)
       else np.asarray(uploaded_mask)
     )
     if m.ndim == 3 and m.shape[-1] == 4:
       m = m[..., :3]
-    inference.check_aspect(img.shape, m.shape, f"{name} image", f"{name} mask")
+    predict.check_aspect(img.shape, m.shape, f"{name} image", f"{name} mask")
     if not np.asarray(m).any():
       raise InputError(f"{name} mask: is empty (all background)")
     return img, m
@@ -141,27 +142,12 @@ def editor_to_prompt(value, uploaded_mask=None, name: str = "prompt"):
 
 
 # -- outputs --------------------------------------------------------------------------------
-def save_palette_png(path: str, labels: np.ndarray, palette: np.ndarray) -> None:
-  """[H, W] indices 0..K -> palette PNG whose colours are `palette` [K+1, 3]."""
-  im = Image.fromarray(np.asarray(labels, np.uint8), mode="P")
-  pal = np.zeros((256, 3), np.uint8)
-  pal[: len(palette)] = np.asarray(palette, np.uint8)[:256]
-  im.putpalette(pal.reshape(-1).tolist())
-  im.save(path)
-
-
 def tint(img: np.ndarray, colored: np.ndarray, fg: np.ndarray, alpha: float = ALPHA):
-  """uint8 image with `alpha` of the colour blended in where fg."""
+  """uint8 image with `alpha` of the colour blended in where fg (the page's overlay: unlike
+  the official one of `segment`, which darkens the background and multiplies by the colour,
+  it leaves the background as it is and keeps a painted colour visible on any object)."""
   out = np.where(fg[..., None], (1 - alpha) * img + alpha * colored.astype(np.float32), img)
   return np.clip(np.round(out), 0, 255).astype(np.uint8)
-
-
-def _palette_indices(res) -> np.ndarray:
-  """A Result's labels -> indices into res.palette (0 background)."""
-  lut = np.zeros(max(256, max([0] + list(res.label_ids)) + 1), np.uint8)
-  for k, i in enumerate(res.label_ids):
-    lut[int(i)] = k + 1
-  return lut[np.asarray(res.labels, np.int64)]
 
 
 def segment_images(
@@ -175,7 +161,10 @@ def segment_images(
   learned_prompt=None,
   errors: list | None = None,
 ):
-  """Runs `seg.segment` and writes the outputs.
+  """Runs `seg.segment` and writes the outputs: the label PNGs as `incontext segment` writes
+  them (index = label id: the uploaded mask's ids, or 1..K for the painted objects in
+  `painted_to_ids` order; colours: the painted ones, else those `segment` picks) and overlays
+  tinted with the same colours (`tint`).
 
   Args: prompts [(image, mask)], queries: paths or uint8 arrays.
     errors: when a list, a query file that is not a readable image is skipped and a line
@@ -191,7 +180,7 @@ def segment_images(
       names.append(f"query_{i}")
       continue
     try:
-      imgs.append(inference.load_image(q))
+      imgs.append(imageio.load_image(q))
     except InputError as e:
       line = _user_named(e, q)
       if errors is None:
@@ -209,13 +198,12 @@ def segment_images(
   )
   overlays, files = [], []
   for name, img, res in zip(names, imgs, results):
-    if shown is None:
-      idx, palette = _palette_indices(res), np.asarray(res.palette, np.uint8)
-    else:
-      idx, palette = np.asarray(res.labels, np.uint8), shown
-    overlays.append((tint(img, palette[idx], idx > 0), name))
+    if shown is not None:  # painted objects keep their painted colours
+      res.colours = _by_id(shown)
+    colours = res.label_colours()  # by label id, as in the label PNG
+    overlays.append((tint(img, colours[res.labels], res.labels > 0), name))
     path = os.path.join(out_dir, f"{name}.png")
-    save_palette_png(path, idx, palette)
+    imageio.save_label_png(path, res.labels, res.label_colours())  # as `segment` writes it
     files.append(path)
   return overlays, files
 
@@ -283,9 +271,9 @@ def painted_to_ids(masks: Sequence[np.ndarray]):
   cols = [tuple(int(v) for v in c) for c in cols if any(c)]
   brush = [c for c in BRUSH_COLOURS if c in cols]
   cols = brush + [c for c in cols if c not in brush]
-  if len(cols) > inference.MAX_LABEL:
+  if len(cols) > predict.MAX_LABEL:
     raise InputError(
-      f"colour masks have {len(cols)} distinct colours; at most {inference.MAX_LABEL} objects "
+      f"colour masks have {len(cols)} distinct colours; at most {predict.MAX_LABEL} objects "
       "are supported (is this a photo or an anti-aliased mask?)"
     )
   lut = {c: k + 1 for k, c in enumerate(cols)}

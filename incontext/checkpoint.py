@@ -189,6 +189,7 @@ def load_model(
   *,
   expect_variant: seggpt.SegGPTConfig | None = None,
   verify: bool = True,
+  device=None,
   **config_overrides,
 ) -> seggpt.SegGPT:
   """Loads a params directory (or a workdir's weights, `params_dir.resolve`) into a new SegGPT.
@@ -197,7 +198,9 @@ def load_model(
   `config_overrides` change runtime-only fields (dtype, ensemble, remat, drop_path);
   `expect_variant` raises if the stored architecture differs from it; `verify` checks the
   weights against the stored sha256 and that they are finite (CheckpointError naming the
-  directory otherwise).
+  directory otherwise). `device` (a jax Device): place the weights there, e.g. a process's
+  first local device under `jax.distributed` (each process then holds its own replica; the
+  default restore assumes the topology the weights were saved with); None: the default.
   """
   r = params_dir.resolve(directory)
   directory = os.path.abspath(r.path)
@@ -226,6 +229,8 @@ def load_model(
   if r.step is not None:
     with timing.phase("restore"):
       restored = _restore_checkpoint_params(directory, r.step)
+      if device is not None:
+        restored = jax.device_put(restored, device)
       model = nnx.merge(*_graph_and_state(cfg, restored, model))
     if verify:
       verify_model(directory, model, meta)  # no recorded hash: the finiteness check
@@ -234,10 +239,16 @@ def load_model(
   try:
     with timing.phase("restore"):
       if os.path.isfile(copy):
-        model = _load_inference_copy(copy, model)
+        model = _load_inference_copy(copy, model, device)
       else:
+        target = _pure(model)
+        if device is not None:
+          dev = jax.sharding.SingleDeviceSharding(device)
+          target = jax.tree.map(
+            lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=dev), target
+          )
         with ocp.StandardCheckpointer() as ckptr:
-          restored = ckptr.restore(os.path.join(directory, "params"), _pure(model))
+          restored = ckptr.restore(os.path.join(directory, "params"), target)
         model = nnx.merge(*_graph_and_state(cfg, restored, model))
   except Exception as e:
     first = (str(e).strip().splitlines() or [""])[0][:300]  # tensorstore errors span pages
@@ -264,7 +275,7 @@ def _save_inference_copy(path: str, model) -> None:
   stn.save_file(arrays, path, metadata={"format": "np", "kind": KIND})
 
 
-def _load_inference_copy(path: str, abstract_model):
+def _load_inference_copy(path: str, abstract_model, device=None):
   """The model from its safetensors copy: every Param must be there with its shape.
 
   The arrays are read whole (safetensors' mmap'd read) and placed on the device in one
@@ -286,7 +297,7 @@ def _load_inference_copy(path: str, abstract_model):
         f"{INFERENCE_COPY}: {name} is {arr.dtype}{list(arr.shape)}, "
         f"expected {var.dtype}{list(var.shape)}"
       )
-  placed = jax.device_put({name: arrays[name] for name in params})
+  placed = jax.device_put({name: arrays[name] for name in params}, device)
   for name, var in params.items():
     var.set_value(placed[name])
   return nnx.merge(graphdef, state)

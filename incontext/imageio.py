@@ -8,11 +8,11 @@
   other labels read as background); a two-valued 16-bit mask (0/65535) is binary 0/255; an
   RGB(A) file whose three channels are identical is read as a 2-D map (e.g. the official demo
   targets). Every command reads masks with it.
-* `mask_palette(path)` -> the colours of a palette-mode mask file ([256, 3]), else None.
+* `mask_palette(path)` -> the colours of a palette-mode mask file ([256, 3]), else None
+  (`load_mask(path, palette=True)` reads the mask and its palette in one go).
 * `save_label_png(path, labels, palette)` -> a palette PNG whose indices are the label ids
-  and whose colours are `palette` (what every command and `Result.save` write);
-  `label_palette` picks those colours (the prompt file's palette when it shows every label,
-  else the colours the model painted); `overlay` tints an image by a colour mask.
+  and whose colours are `palette` (what every command, the app and `Result.save` write;
+  `predict.label_palette` picks those colours); `overlay` tints an image by a colour mask.
 * `list_images(items)` -> image files from files, folders and glob patterns (the one lister:
   hidden names, non-regular files and other extensions are skipped; `is_listed_image`).
 * `check_regular_file(path, what)`: only regular files are read (a FIFO would block).
@@ -123,7 +123,7 @@ def _two_valued(a: np.ndarray) -> np.ndarray:
   return a
 
 
-def load_mask(path: str, *, void: bool = True) -> np.ndarray:
+def load_mask(path: str, *, void: bool = True, palette: bool = False):
   """Reads a mask keeping its values: [H, W] label map or [H, W, 3] uint8 RGB colour mask.
 
   The one mask reader of every command (`segment` prompts, `segment-video`'s first mask,
@@ -132,9 +132,15 @@ def load_mask(path: str, *, void: bool = True) -> np.ndarray:
   has labels 1..254 (`void=False` keeps it: for files whose label 255 is a class); 16-bit and
   32-bit masks give int32 labels (so out-of-range labels can be reported), except that a
   two-valued one whose foreground is above 255 (0/65535) is the binary mask 0/255;
-  '1'-mode masks give 0/255.
+  '1'-mode masks give 0/255. palette=True: (mask, `mask_palette` of the same file) from one
+  read of the file.
   """
   im = _open(path, "mask")
+  m = _mask_values(im, path, void)
+  return (m, _palette_of(im)) if palette else m
+
+
+def _mask_values(im: Image.Image, path, void: bool) -> np.ndarray:
   if im.mode == "P":
     a = np.asarray(im, np.uint8).copy()
     return _without_void(a) if void else a
@@ -164,47 +170,17 @@ def save_png(path: str, arr: np.ndarray) -> None:
 
 
 # -- label PNGs -------------------------------------------------------------------------------
-MIN_VISIBLE = 64  # a label colour whose brightest channel is below this looks black
-
-
 def mask_palette(path) -> np.ndarray | None:
   """The palette [256, 3] uint8 of a palette-mode ('P') mask file, None for other modes."""
-  im = _open(path, "mask")
+  return _palette_of(_open(path, "mask"))
+
+
+def _palette_of(im: Image.Image) -> np.ndarray | None:
   if im.mode != "P" or im.getpalette() is None:
     return None
   pal = np.zeros((256, 3), np.uint8)
   flat = np.asarray(im.getpalette(), np.uint8).reshape(-1, 3)[:256]
   pal[: len(flat)] = flat
-  return pal
-
-
-def label_palette(label_ids, colours, file_palette: np.ndarray | None = None) -> np.ndarray:
-  """The colour of each label id in a label PNG: [256, 3] uint8, index 0 black.
-
-  Args:
-    label_ids: the K label ids (1..255).
-    colours: [K, 3] the colours the model painted them with (colours[k] for label_ids[k]).
-    file_palette: the prompt mask file's own palette (`mask_palette`); used instead when it
-      gives every label a distinct colour that is not near-black, so a DAVIS-style mask keeps
-      its colours while a grey-palette 0/1 mask (label 1 drawn (1, 1, 1)) is shown visibly.
-  """
-  ids = [int(i) for i in label_ids]
-  colours = np.asarray(colours, np.uint8).reshape(-1, 3)
-  if len(colours) != len(ids):
-    raise ValueError(f"label_palette: {len(colours)} colours for {len(ids)} labels")
-  if any(not 0 < i <= 255 for i in ids):
-    raise ValueError(f"label_palette: label ids must be in 1..255, got {ids}")
-  pal = np.zeros((256, 3), np.uint8)
-  if file_palette is not None:
-    fp = np.asarray(file_palette, np.uint8)
-    own = fp[ids] if len(fp) > max(ids) else None
-    if (
-      own is not None
-      and own.max(axis=1).min() >= MIN_VISIBLE
-      and len(np.unique(own, axis=0)) == len(ids)
-    ):
-      colours = own
-  pal[ids] = colours
   return pal
 
 

@@ -46,17 +46,13 @@ import re
 from typing import Sequence
 
 import jax
-import jax.numpy as jnp
 import numpy as np
-import orbax.checkpoint as ocp
-from flax import nnx
 from scipy import ndimage
 from tqdm import tqdm
 
-from incontext import checkpoint, imageio, inference, outputs, video
+from incontext import imageio, inference, outputs, predict, video
 from incontext import mesh as mesh_lib
 from incontext.imageio import InputError
-from incontext.models import seggpt
 
 
 # -- inputs ---------------------------------------------------------------------------------
@@ -250,36 +246,13 @@ def build_coco(
 
 
 def load_segmenter(directory: str, *, seg_type: str, dtype: str = "float32"):
-  """A Segmenter from a params directory, restored onto this process's first local device.
-
-  Single process: `Segmenter.from_checkpoint`. Under `jax.distributed` the params are
-  restored with an explicit local-device target (the default restore assumes the topology
-  the checkpoint was saved with), so every process holds its own replica.
-  """
-
-  if jax.process_count() == 1:
-    return inference.Segmenter.from_checkpoint(directory, seg_type=seg_type, dtype=dtype)
-
-  meta = checkpoint.read_meta(directory)
-  cfg = checkpoint.config_from_dict(dict(meta["config"], dtype=dtype))
-  model = seggpt.abstract(cfg)
-  dev = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
-  target = jax.tree.map(
-    lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=dev),
-    nnx.to_pure_dict(nnx.state(model, nnx.Param)),
+  """A Segmenter from a params directory (`Segmenter.from_checkpoint`); under
+  `jax.distributed` its weights are placed on this process's first local device, so every
+  process holds its own replica."""
+  device = jax.local_devices()[0] if jax.process_count() > 1 else None
+  return inference.Segmenter.from_checkpoint(
+    directory, seg_type=seg_type, dtype=dtype, device=device
   )
-  try:
-    with ocp.StandardCheckpointer() as ckptr:
-      restored = ckptr.restore(os.path.join(directory, "params"), target)
-  except Exception as e:
-    raise checkpoint.CheckpointError(
-      f"{directory}: cannot restore params ({type(e).__name__}: {e})"
-    ) from None
-  graphdef, state = nnx.split(model)
-  nnx.replace_by_pure_dict(state, restored)
-  model = nnx.merge(graphdef, state)
-  checkpoint.verify_model(directory, model, meta)  # the same check as load_model
-  return inference.Segmenter(model, seg_type=seg_type, meta=meta)
 
 
 # -- the labeller ---------------------------------------------------------------------------
@@ -318,28 +291,18 @@ class Labeller:
       self.lut[int(i)] = k + 1
     devices = list(devices if devices is not None else jax.local_devices())
     self.mesh = mesh_lib.make_mesh([("data", -1)], devices=devices)
-    self.batch_size = int(per_device_batch) * len(devices)
-    rep = mesh_lib.replicated(self.mesh)
-    self._batch = mesh_lib.batch_sharding(self.mesh)
-
-    self._graphdef, state = nnx.split(segmenter.model)
-    self._state = jax.device_put(state, rep)
-    self._pi, self._pt = jax.device_put(pi, rep), jax.device_put(pt, rep)
-    self._fe = inference.feature_ensemble_on(len(pi))
+    self.predictor = predict.Predictor(segmenter.model, pi, pt, seg_type=seg_type, mesh=self.mesh)
+    self.batch_size = self.predictor.batch_size(per_device_batch)
 
   def _forward(self, qs: np.ndarray):
-    q = jax.device_put(qs, self._batch)
-    st = jnp.int32(inference._seg_type_id(self.seg_type))
-    return inference._forward(
-      self._graphdef, self._state, self._pi, self._pt, q, st, feature_ensemble=self._fe
-    )
+    return self.predictor(qs)
 
   def _load(self, path):
     try:
-      img = inference.load_image(path)
+      img = imageio.load_image(path)
     except InputError as e:
       return None, str(e)
-    return img, inference.prepare_image(img, tuple(self.seg.cfg.image_size))
+    return img, predict.prepare_image(img, tuple(self.seg.cfg.image_size))
 
   def run(
     self,
@@ -389,10 +352,8 @@ class Labeller:
         if raw is not None:
           raw = np.asarray(raw, np.float32)
           for j, ((p, stem), img, _) in enumerate(ok):
-            res = inference.Segmenter._result(
-              raw[j], img.shape[:2], self.palette, self.label_ids, self.colour
-            )
-            ids = self.lut[res.labels.astype(np.int64)]
+            labels = predict.decode_labels(raw[j], img.shape[:2], self.palette, self.label_ids)
+            ids = self.lut[labels.astype(np.int64)]
             if write_yolo:
               write_yolo_file(out, stem, ids, record)
             save_mask(os.path.join(masks_dir, stem + ".png"), ids, record)  # last: marks it done

@@ -24,17 +24,16 @@ prompt list (up to float rounding in the ensemble mean).
 from __future__ import annotations
 
 import collections
-import functools
+import dataclasses
 import os
 from typing import Callable, Iterable, Iterator, Sequence
 
-import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 from PIL import Image
 
-from incontext import canvas, imageio
+from incontext import canvas, imageio, predict
 from incontext.errors import UserError
 
 
@@ -61,13 +60,6 @@ def object_ids(first_ids: np.ndarray) -> list[int]:
   return [int(v) for v in np.unique(first_ids) if v != 0]
 
 
-def id_palette(ids: Sequence[int]) -> np.ndarray:
-  """[K+1, 3] uint8 colours used inside the model for K objects (row 0 black background)."""
-  if len(ids) == 1:
-    return canvas.BINARY_PALETTE.copy()
-  return canvas.build_palette(len(ids))
-
-
 def ids_to_colours(id_map: np.ndarray, ids: Sequence[int], palette: np.ndarray) -> np.ndarray:
   """[H, W] ids -> [H, W, 3] uint8 colour mask (ids not in `ids` become background)."""
   lut = np.zeros((max(256, int(np.max(id_map, initial=0)) + 1), 3), np.uint8)
@@ -80,73 +72,43 @@ def colours_to_ids(
   pred_rgb: np.ndarray, ids: Sequence[int], palette: np.ndarray, threshold: float | None = None
 ) -> np.ndarray:
   """[H, W, 3] prediction in 0..255 -> [H, W] ids by the nearest palette colour (black = 0),
-  or, for one object, by `threshold` (`inference.labels_from_prediction`)."""
-  from incontext import inference  # jax/flax load only when a model runs
-
-  out = inference.labels_from_prediction(pred_rgb, palette, list(ids), threshold)
+  or, for one object, by `threshold` (`predict.labels_from_prediction`)."""
+  out = predict.labels_from_prediction(pred_rgb, palette, list(ids), threshold)
   return out.astype(np.int32)
 
 
 PredictFn = Callable[..., np.ndarray]
 
 
-@functools.partial(jax.jit, static_argnums=(0,))
-def _forward_slots(graphdef, state, prompt_imgs, prompt_tgts, valid, query, seg_type):
-  """[S, h, w, 3] x2 prompt slots, [S] 0/1 validity, [h, w, 3] query -> [h, w, 3].
-
-  One query against the valid slots, combined by the feature ensemble (slot 0, the first
-  frame, is always valid and is the entry whose output is taken, as in `predict_canvas`).
-  Compiled once per (model structure, S).
-  """
-  model = nnx.merge(graphdef, state)
-  s = prompt_imgs.shape[0]
-  mask = jnp.asarray(canvas.query_half_mask(model.cfg.grid))[None]
-  imgs = jnp.concatenate([prompt_imgs, jnp.broadcast_to(query, prompt_imgs.shape)], axis=1)
-  tgts = jnp.concatenate([prompt_tgts, prompt_tgts], axis=1)
-  st = jnp.full((s,), seg_type, jnp.int32)
-  out = model(
-    imgs,
-    tgts,
-    mask,
-    st,
-    feature_ensemble=True,
-    query_only=True,
-    shared_query=True,
-    prompt_weights=valid,
-  )
-  return out[0]
-
-
 def predict_slots(model, prompt_imgs, prompt_tgts, valid, query, *, seg_type) -> np.ndarray:
-  """`inference.predict_canvas` over a fixed number of prompt slots, of which `valid` ([S]
+  """`predict.predict_canvas` over a fixed number of prompt slots, of which `valid` ([S]
   bools, slot 0 True) are used: equals predict_canvas on the valid prompts (in slot order,
   feature ensemble on when more than one), with one compiled shape for every count.
 
   prompt_imgs, prompt_tgts: [S, h, w, 3] normalised (invalid slots: any finite values);
   query: [h, w, 3] normalised. Returns [h, w, 3] float32 normalised.
   """
-  from incontext import inference  # jax/flax load only when a model runs
-
   valid = np.asarray(valid, bool)
   if not valid[0]:
     raise ValueError("predict_slots: slot 0 (the entry whose output is taken) must be valid")
   if model.cfg.ensemble != "official" and valid.sum() == 1:
     # HF's variant still mixes the two streams at the merge with one prompt under the
     # ensemble; the growing list runs one prompt without it: do the same.
-    return inference.predict_canvas(
+    return predict.predict_canvas(
       model, prompt_imgs[:1], prompt_tgts[:1], query, seg_type=seg_type, feature_ensemble=False
     )
   graphdef, state = nnx.split(model)
-  out = _forward_slots(
+  out = predict.forward(
     graphdef,
     state,
     jnp.asarray(prompt_imgs, jnp.float32),
     jnp.asarray(prompt_tgts, jnp.float32),
-    jnp.asarray(valid, jnp.float32),
-    jnp.asarray(query, jnp.float32),
-    jnp.int32(inference._seg_type_id(seg_type)),
+    jnp.asarray(query, jnp.float32)[None],
+    jnp.int32(predict.seg_type_id(seg_type)),
+    feature_ensemble=True,
+    prompt_weights=jnp.asarray(valid, jnp.float32),
   )
-  return np.asarray(out, np.float32)
+  return np.asarray(out, np.float32)[0]
 
 
 def propagate(
@@ -171,7 +133,7 @@ def propagate(
     seg_type: type token for every prompt ('instance' as the official video code).
     predict_fn: (model, prompt_imgs [n,h,w,3], prompt_tgts [n,h,w,3], query [h,w,3], *,
       seg_type, feature_ensemble) -> [h, w, 3] normalised; default
-      `inference.predict_canvas`.
+      `predict.predict_canvas`.
     first_image: the prompt image if the first mask does not belong to frames[0] (then every
       frame in `frames` is segmented).
     threshold: one object only: foreground where the output's channel mean / 255 (the
@@ -185,16 +147,14 @@ def propagate(
     [H, W] int32 id maps, one per frame (the first frame's is `first_ids` itself unless
     `first_image` is given).
   """
-  from incontext import inference  # jax/flax load only when a model runs
-
   slots = predict_fn is None and fixed_memory and int(memory) > 0
-  predict_fn = predict_fn or inference.predict_canvas
+  predict_fn = predict_fn or predict.predict_canvas
   size = tuple(model.cfg.image_size)
   first_ids = np.asarray(first_ids)
   ids = object_ids(first_ids)
   if not ids:
     raise VideoError("the first-frame mask has no object (all background)")
-  pal = id_palette(ids)
+  pal = predict.model_palette(ids)
   if threshold is not None and len(ids) != 1:
     raise VideoError(
       f"threshold={threshold} needs a single-object first mask; this one has objects {ids}"
@@ -207,13 +167,13 @@ def propagate(
     if first_image.shape[:2] != first_ids.shape:
       raise VideoError(f"first frame is {first_image.shape[:2]}, first mask {first_ids.shape}")
     yield first_ids.astype(np.int32)
-  p_img = inference.prepare_image(first_image, size)
-  p_tgt = inference.prepare_mask(ids_to_colours(first_ids, ids, pal), size)
+  p_img = predict.prepare_image(first_image, size)
+  p_tgt = predict.prepare_mask(ids_to_colours(first_ids, ids, pal), size)
   fifo: collections.deque = collections.deque(maxlen=max(int(memory), 0) or None)
   use_fifo = int(memory) > 0
   blank = np.zeros_like(p_img)
   for frame in frames:
-    q = inference.prepare_image(frame, size)
+    q = predict.prepare_image(frame, size)
     imgs = [p_img] + [m[0] for m in fifo]
     tgts = [p_tgt] + [m[1] for m in fifo]
     if slots:  # 1 + K slots, the unfilled ones masked out
@@ -234,13 +194,13 @@ def propagate(
         np.stack(tgts),
         q,
         seg_type=seg_type,
-        feature_ensemble=inference.feature_ensemble_on(len(imgs)),
+        feature_ensemble=predict.feature_ensemble_on(len(imgs)),
       )
     small = colours_to_ids(canvas.denormalize(pred), ids, pal, threshold)  # [h, w] ids
     if use_fifo:
       # Keep the decoded colours (not the official binarisation): objects stay apart.
       fifo.append((q, canvas.normalize(ids_to_colours(small, ids, pal))))
-    yield inference.resize_nearest_torch(small, frame.shape[:2]).astype(np.int32)
+    yield predict.resize_nearest_torch(small, frame.shape[:2]).astype(np.int32)
 
 
 def copy_first_mask(first_ids: np.ndarray, num_frames: int) -> list[np.ndarray]:
@@ -293,14 +253,37 @@ def read_id_mask(path: str) -> np.ndarray:
   binary masks keep 255); an RGB colour mask gives ids 1..K for its distinct non-black colours
   in sorted colour order.
   """
-  return _read_first_mask(path)[0]
+  return read_first_mask(path).ids
 
 
-def _read_first_mask(path: str):
-  """-> (ids [H, W] int32, colours [K, 3] of an RGB colour mask or None)."""
-  m = np.asarray(imageio.load_mask(path))
+@dataclasses.dataclass(frozen=True)
+class FirstMask:
+  """A first-frame mask file as read once: its object ids and what its colours come from.
+
+  ids: [H, W] int32 (`read_id_mask`); rgb: [K, 3] the colours of an RGB colour mask (object
+  k + 1 is rgb[k]), else None; file_palette: the palette of a palette-mode file, else None.
+  """
+
+  ids: np.ndarray
+  rgb: np.ndarray | None
+  file_palette: np.ndarray | None
+
+  def colours(self, ids: Sequence[int]) -> np.ndarray:
+    """[256, 3] colours for the objects `ids`, as `incontext segment` picks them
+    (`predict.label_palette`): the file's own palette when it shows every object (DAVIS
+    masks keep their colours), an RGB mask's colours, else the colours the model paints
+    (white for one object, e.g. a 0/255 mask's object 255)."""
+    if self.rgb is not None and len(self.rgb) == len(ids):
+      return predict.label_palette(ids, self.rgb)
+    return predict.label_palette(ids, predict.model_palette(ids)[1:], self.file_palette)
+
+
+def read_first_mask(path: str) -> FirstMask:
+  """A first-frame mask file -> `FirstMask` (ids and colours) from one read of the file."""
+  m, file_palette = imageio.load_mask(path, palette=True)
+  m = np.asarray(m)
   if m.ndim == 2:
-    return m.astype(np.int32), None
+    return FirstMask(m.astype(np.int32), None, file_palette)
   cols = np.unique(m.reshape(-1, 3), axis=0)
   cols = cols[cols.any(axis=1)]
   if len(cols) > 254:
@@ -308,18 +291,13 @@ def _read_first_mask(path: str):
   out = np.zeros(m.shape[:2], np.int32)
   for k, c in enumerate(cols):
     out[np.all(m == c, axis=-1)] = k + 1
-  return out, cols.astype(np.uint8)
+  return FirstMask(out, cols.astype(np.uint8), file_palette)
 
 
 def first_mask_colours(path: str, ids: Sequence[int]) -> np.ndarray:
-  """[256, 3] colours for the objects `ids` of a first-mask file, as `incontext segment` picks
-  them (`imageio.label_palette`): the file's own palette when it shows every object (DAVIS
-  masks keep their colours), an RGB mask's colours, else the colours the model paints (white
-  for one object, e.g. a 0/255 mask's object 255)."""
-  _, cols = _read_first_mask(path)
-  if cols is not None and len(cols) == len(ids):
-    return imageio.label_palette(ids, cols)
-  return imageio.label_palette(ids, id_palette(ids)[1:], imageio.mask_palette(path))
+  """`FirstMask.colours` of a first-mask file (reads it; `read_first_mask` reads it once for
+  the ids and the colours)."""
+  return read_first_mask(path).colours(ids)
 
 
 def save_id_png(path: str, ids: np.ndarray, palette: np.ndarray | None = None):

@@ -14,7 +14,7 @@ import pytest
 from flax import nnx
 from PIL import Image
 
-from incontext import app, checkpoint, inference, prompts
+from incontext import app, checkpoint, inference, predict, prompts
 from incontext.imageio import InputError
 from incontext.models import seggpt
 
@@ -83,9 +83,34 @@ def test_segment_images_outputs(seg, tmp_path):
     assert png.mode == "P" and png.size == q.shape[1::-1]
     idx = np.asarray(png)
     assert tuple(png.getpalette()[3:6]) == RED
-    np.testing.assert_array_equal(idx > 0, r.labels > 0)
+    np.testing.assert_array_equal(idx, r.labels)  # the painted object is label id 1
     red = np.broadcast_to(np.uint8(RED), q.shape)
     np.testing.assert_array_equal(ov, app.tint(q, red, r.labels > 0))
+
+
+def test_label_pngs_hold_label_ids_as_segment_writes_them(seg, tmp_path, monkeypatch):
+  """An uploaded label map with ids 3 and 7: the app's label PNG is the bytes `incontext
+  segment` (`Result.save`) writes, ids 3 and 7 (not indices 1, 2); the overlay tints with the
+  same colours.
+  The forward paints the prompt's own target (an oracle), so both labels are predicted."""
+
+  def oracle(model, prompt_imgs, prompt_tgts, queries, *, seg_type, feature_ensemble=True):
+    return np.broadcast_to(np.asarray(prompt_tgts)[0], np.shape(queries)).copy()
+
+  monkeypatch.setattr(predict, "predict_canvas_batch", oracle)
+  img, m = _scene()
+  labels = np.zeros(m.shape, np.uint8)
+  labels[m] = 3
+  labels[:10, :10] = 7
+  q, _ = _scene(box=(10, 60, 20, 90))
+  (tmp_path / "app").mkdir()
+  overlays, files = app.segment_images(seg, [(img, labels)], [q], str(tmp_path / "app"))
+  (res,) = seg.segment([(img, labels)], [q])
+  written = res.save(tmp_path / "segment")
+  assert set(np.unique(np.asarray(Image.open(files[0])))) == {0, 3, 7}
+  assert open(files[0], "rb").read() == open(written[0], "rb").read()
+  colours = np.asarray(Image.open(written[0]).convert("RGB"))
+  np.testing.assert_array_equal(overlays[0][0], app.tint(q, colours, res.labels > 0))
 
 
 def test_one_bad_query_among_good_ones(seg, tmp_path, monkeypatch):
@@ -720,6 +745,6 @@ def test_bad_uploads_are_one_line_messages_and_request_folders_are_removed(
       path = files[0] if isinstance(files, list) else files
       path = path.get("path", path) if isinstance(path, dict) else path
       assert os.path.commonpath([root, os.path.abspath(path)]) != root
-      assert set(np.unique(np.asarray(Image.open(path)))) <= {0, 1}
+      assert set(np.unique(np.asarray(Image.open(path)))) <= {0, 15}  # label ids, as `segment`
   finally:
     demo.close()

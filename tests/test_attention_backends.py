@@ -349,7 +349,7 @@ def test_bf16_quickstart_learns_like_float32(tmp_path):
 
 
 def test_inference_batch_from_memory_budget_and_donation():
-  from incontext import accel, inference
+  from incontext import accel, predict
 
   l16 = seggpt.get_config("L/16", dtype="bfloat16")
   assert accel.default_batch_size(l16, 8, backend="cpu") == accel.CPU_BATCH
@@ -364,9 +364,6 @@ def test_inference_batch_from_memory_budget_and_donation():
   gd, state = nnx.split(seggpt.SegGPT(cfg, rngs=nnx.Rngs(0)))
   s = lambda *a: jax.ShapeDtypeStruct(a, jnp.float32)
   args = (gd, state, s(2, 16, 16, 3), s(2, 16, 16, 3), s(3, 16, 16, 3), jnp.int32(1))
-  txt = inference._forward_donate.lower(*args, feature_ensemble=True).as_text()
+  txt = predict.jitted(donate=True).lower(*args, feature_ensemble=True).as_text()
   assert "tf.aliasing_output" in txt or "jax.buffer_donor" in txt
-  assert (
-    "tf.aliasing_output"
-    not in inference._forward_keep.lower(*args, feature_ensemble=True).as_text()
-  )
+  assert "tf.aliasing_output" not in predict.jitted().lower(*args, feature_ensemble=True).as_text()

@@ -33,6 +33,25 @@ def test_round_trip_is_exact(tmp_path):
   assert not [f for f in os.listdir(tmp_path) if f.startswith(".tmp")]
 
 
+@pytest.mark.parametrize("copy", [True, False], ids=["safetensors", "orbax"])
+def test_load_model_places_the_weights_on_a_device(tmp_path, copy):
+  """`device=`: every weight is restored onto that device (what `label` under
+  jax.distributed asks for: the process's first local device), from the safetensors copy and
+  from the Orbax params alike, with the same values."""
+  import jax
+
+  model = _model()
+  d = str(tmp_path / "p")
+  checkpoint.save_model(d, model)
+  if not copy:
+    os.remove(os.path.join(d, checkpoint.INFERENCE_COPY))
+  dev = jax.devices()[-1]  # not the default device when there are several
+  loaded = checkpoint.load_model(d, device=dev)
+  leaves = jax.tree.leaves(nnx.state(loaded, nnx.Param))
+  assert leaves and all(x.devices() == {dev} for x in leaves)
+  assert checkpoint.params_hash(loaded) == checkpoint.params_hash(model)
+
+
 def test_errors_name_the_directory(tmp_path):
   with pytest.raises(checkpoint.CheckpointError, match="no such checkpoint directory"):
     checkpoint.load_model(str(tmp_path / "missing"))

@@ -9,7 +9,7 @@ from flax import nnx
 from PIL import Image
 
 from _shared import shared_data_dir
-from incontext import canvas, checkpoint, cli, inference as I
+from incontext import canvas, checkpoint, cli, inference as I, predict as P
 from incontext.models import seggpt
 
 SIZE = (32, 32)
@@ -121,13 +121,13 @@ def _oracle(monkeypatch):
   def fake(model, prompt_imgs, prompt_tgts, queries, *, seg_type, feature_ensemble=True):
     return np.broadcast_to(np.asarray(prompt_tgts)[0], np.shape(queries)).copy()
 
-  monkeypatch.setattr(I, "predict_canvas_batch", fake)
+  monkeypatch.setattr(P, "predict_canvas_batch", fake)
 
 
 def _expected_labels(mask, size, out_hw):
   """Label map NEAREST-resized to the canvas (PIL) then legacy-nearest back (torch)."""
   small = np.asarray(Image.fromarray(mask).resize((size[1], size[0]), Image.NEAREST))
-  return I.resize_nearest_torch(small, out_hw)
+  return P.resize_nearest_torch(small, out_hw)
 
 
 def test_label_ids_round_trip_through_the_cli(ckpt, tmp_path, capsys, monkeypatch):
@@ -261,7 +261,7 @@ def test_learned_prompt(ckpt, ex, tmp_path, capsys):
   path = str(tmp_path / "lp.npz")
   prompts.save(path, lp, model_cfg=seg.cfg, weights_hash=seg.meta["weights_hash"])
   query = ex / "hmbb_2.jpg"
-  q = I.prepare_image(I.load_image(query), SIZE)
+  q = P.prepare_image(I.load_image(query), SIZE)
   rc, err = _run(
     [
       "segment",
@@ -278,7 +278,7 @@ def test_learned_prompt(ckpt, ex, tmp_path, capsys):
     capsys,
   )
   assert rc == 0, err
-  want = I.predict_canvas(seg.model, lp.image[None], lp.target[None], q, seg_type="semantic")
+  want = P.predict_canvas(seg.model, lp.image[None], lp.target[None], q, seg_type="semantic")
   np.testing.assert_allclose(np.load(tmp_path / "a" / "hmbb_2.raw.npy"), want, atol=1e-5)
   # Together with an ordinary prompt: a feature ensemble over both.
   pair = (ex / "hmbb_1.jpg", ex / "hmbb_1_target.png")
@@ -300,9 +300,9 @@ def test_learned_prompt(ckpt, ex, tmp_path, capsys):
     capsys,
   )
   assert rc == 0, err
-  pi = I.prepare_image(I.load_image(pair[0]), SIZE)
-  pt = I.prepare_mask(I.encode_masks([I.load_mask(pair[1])])[0][0], SIZE)
-  want2 = I.predict_canvas(
+  pi = P.prepare_image(I.load_image(pair[0]), SIZE)
+  pt = P.prepare_mask(P.encode_masks([I.load_mask(pair[1])])[0][0], SIZE)
+  want2 = P.predict_canvas(
     seg.model, np.stack([pi, lp.image]), np.stack([pt, lp.target]), q, seg_type="semantic"
   )
   np.testing.assert_allclose(np.load(tmp_path / "b" / "hmbb_2.raw.npy"), want2, atol=1e-5)

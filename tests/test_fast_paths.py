@@ -4,7 +4,7 @@ outputs as the reference paths (per-query / padded batches, the growing prompt l
 import numpy as np
 import pytest
 
-from incontext import inference as I, video
+from incontext import inference as I, predict as P, video
 from incontext.models import seggpt
 
 SIZE = (32, 32)
@@ -34,13 +34,13 @@ def test_segment_batches_are_not_padded(model, monkeypatch):
   prompts = [(imgs[0], mask), (imgs[1], mask[:, ::-1].copy())]
   queries = imgs[2:]
   shapes = []
-  real = I.predict_canvas_batch
+  real = P.predict_canvas_batch
 
   def spy(m, pi, pt, q, **kw):
     shapes.append(len(q))
     return real(m, pi, pt, q, **kw)
 
-  monkeypatch.setattr(I, "predict_canvas_batch", spy)
+  monkeypatch.setattr(P, "predict_canvas_batch", spy)
   lone = seg.segment(prompts, queries[:1])
   assert shapes == [1]
   shapes.clear()
@@ -49,11 +49,11 @@ def test_segment_batches_are_not_padded(model, monkeypatch):
   shapes.clear()
   single = seg.segment(prompts, queries, batch_size=1)
   assert shapes == [1] * 5
-  monkeypatch.setattr(I, "predict_canvas_batch", real)
+  monkeypatch.setattr(P, "predict_canvas_batch", real)
   # The old path: the last batch padded with copies of its last query.
   pi, pt, *_ = seg.encode_prompts(prompts)
-  qs = np.stack([I.prepare_image(q, SIZE) for q in queries[4:]] * 4)
-  padded = I.predict_canvas_batch(model, pi, pt, qs, seg_type="instance")[0]
+  qs = np.stack([P.prepare_image(q, SIZE) for q in queries[4:]] * 4)
+  padded = P.predict_canvas_batch(model, pi, pt, qs, seg_type="instance")[0]
   np.testing.assert_allclose(batched[4].raw, padded, atol=ATOL, rtol=0)
   np.testing.assert_allclose(lone[0].raw, batched[0].raw, atol=ATOL, rtol=0)
   for a, b in zip(batched, single):
@@ -70,7 +70,7 @@ def test_predict_slots_equals_the_valid_prompts(ensemble):
   imgs, tgts = (rng.normal(size=(4, *SIZE, 3)).astype(np.float32) for _ in range(2))
   q = rng.normal(size=(*SIZE, 3)).astype(np.float32)
   for n in (1, 2, 4):
-    ref = I.predict_canvas(m, imgs[:n], tgts[:n], q, seg_type="instance", feature_ensemble=n > 1)
+    ref = P.predict_canvas(m, imgs[:n], tgts[:n], q, seg_type="instance", feature_ensemble=n > 1)
     junk_i, junk_t = imgs.copy(), tgts.copy()
     junk_i[n:], junk_t[n:] = 5.0, -3.0
     got = video.predict_slots(m, junk_i, junk_t, np.arange(4) < n, q, seg_type="instance")
@@ -125,7 +125,7 @@ def test_fixed_memory_matches_the_growing_memory(model, memory, monkeypatch):
   """Same raw predictions and ids as the growing prompt list, with one compiled shape."""
   frames, ids = _moving_squares(6)
   raws = {"fixed": [], "growing": []}
-  real_slots, real_canvas = video.predict_slots, I.predict_canvas
+  real_slots, real_canvas = video.predict_slots, P.predict_canvas
 
   def spy_slots(*a, **kw):
     raws["fixed"].append(real_slots(*a, **kw))
@@ -136,11 +136,11 @@ def test_fixed_memory_matches_the_growing_memory(model, memory, monkeypatch):
     return raws["growing"][-1]
 
   monkeypatch.setattr(video, "predict_slots", spy_slots)
-  monkeypatch.setattr(I, "predict_canvas", spy_canvas)
-  video._forward_slots.clear_cache()
+  monkeypatch.setattr(P, "predict_canvas", spy_canvas)
+  P.clear_compiled()
   fixed = list(video.propagate(model, frames, ids[0], memory=memory))
   if memory:
-    assert video._forward_slots._cache_size() == 1  # one compile for all frames
+    assert P.compiled_count() == 1  # one compile for all frames
     assert len(raws["fixed"]) == 5 and not raws["growing"]
   else:  # K = 0 is a single prompt: the plain forward
     raws["fixed"], raws["growing"] = raws["growing"], []

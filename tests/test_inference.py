@@ -9,7 +9,7 @@ from flax import nnx
 from PIL import Image
 
 from _shared import shared_data_dir
-from incontext import canvas, checkpoint, inference as I
+from incontext import canvas, checkpoint, inference as I, predict as P
 from incontext.models import convert, seggpt
 
 torch = pytest.importorskip("torch")
@@ -105,16 +105,16 @@ def test_load_mask_keeps_values(tmp_path):
 def test_encode_masks_conventions():
   m01 = np.zeros((4, 4), np.uint8)
   m01[1:3, 1:3] = 1
-  rgbs, pal, ids = I.encode_masks([m01, m01 * 255])
+  rgbs, pal, ids = P.encode_masks([m01, m01 * 255])
   assert ids == [1]
   np.testing.assert_array_equal(pal, [[0, 0, 0], [255, 255, 255]])
   for r in rgbs:
     np.testing.assert_array_equal(r, np.repeat(m01[..., None] * 255, 3, -1))
-  assert I.encode_masks([m01 * 255])[2] == [255]
+  assert P.encode_masks([m01 * 255])[2] == [255]
   # Label maps: K distinct labels over all masks -> build_palette(K) in label order.
   a = np.array([[0, 7, 7], [3, 0, 0]], np.uint8)
   b = np.array([[0, 40, 3], [0, 0, 0]], np.uint8)
-  rgbs, pal, ids = I.encode_masks([a, b])
+  rgbs, pal, ids = P.encode_masks([a, b])
   assert ids == [3, 7, 40]
   np.testing.assert_array_equal(pal, canvas.build_palette(3))
   np.testing.assert_array_equal(rgbs[0][0, 1], pal[2])
@@ -124,34 +124,34 @@ def test_encode_masks_conventions():
   # RGB colour masks pass through; their colours are the palette, ids index it.
   c = np.zeros((3, 3, 3), np.uint8)
   c[0, 0], c[1, 1] = (10, 200, 30), (255, 0, 0)
-  rgbs, pal, ids = I.encode_masks([c])
+  rgbs, pal, ids = P.encode_masks([c])
   np.testing.assert_array_equal(rgbs[0], c)
   np.testing.assert_array_equal(pal, [[0, 0, 0], [10, 200, 30], [255, 0, 0]])
   assert ids == [1, 2]
   # A given encoding (learned prompt) is followed, and foreign labels are rejected.
-  rgbs, pal2, ids2 = I.encode_masks([b], ["b.png"], palette=pal, label_ids=[3, 40])
+  rgbs, pal2, ids2 = P.encode_masks([b], ["b.png"], palette=pal, label_ids=[3, 40])
   np.testing.assert_array_equal(rgbs[0][0, 1], pal[2])
   with pytest.raises(I.InputError, match=r"a\.png: labels \[7\] are not among"):
-    I.encode_masks([a], ["a.png"], palette=pal, label_ids=[3, 40])
+    P.encode_masks([a], ["a.png"], palette=pal, label_ids=[3, 40])
 
 
 def test_encode_masks_errors():
   big = np.zeros((4, 4), np.int32)
   big[0, 0] = 300
   with pytest.raises(I.InputError, match=r"m16\.png: label 300 out of range"):
-    I.encode_masks([big], ["m16.png"])
+    P.encode_masks([big], ["m16.png"])
   with pytest.raises(I.InputError, match=r"z\.png: mask is empty \(all background\)"):
-    I.encode_masks([np.zeros((4, 4), np.uint8)], ["z.png"])
+    P.encode_masks([np.zeros((4, 4), np.uint8)], ["z.png"])
   with pytest.raises(I.InputError, match=r"z\.png: mask is empty"):
-    I.encode_masks([np.zeros((4, 4, 3), np.uint8)], ["z.png"])
+    P.encode_masks([np.zeros((4, 4, 3), np.uint8)], ["z.png"])
   photo = np.random.default_rng(0).integers(0, 256, (32, 32, 3), dtype=np.uint8)
   with pytest.raises(I.InputError, match=r"photo\.png: colour masks have \d+ distinct colours"):
-    I.encode_masks([photo], ["photo.png"])
+    P.encode_masks([photo], ["photo.png"])
   with pytest.raises(I.InputError, match=r"c\.png: an RGB colour mask cannot be mixed"):
-    I.encode_masks([np.ones((2, 2), np.uint8), np.ones((2, 2, 3), np.uint8)], ["l.png", "c.png"])
-  I.check_aspect((100, 200), (50, 100), "i", "m")  # same aspect, other size: fine
+    P.encode_masks([np.ones((2, 2), np.uint8), np.ones((2, 2, 3), np.uint8)], ["l.png", "c.png"])
+  P.check_aspect((100, 200), (50, 100), "i", "m")  # same aspect, other size: fine
   with pytest.raises(I.InputError, match=r"m\.png: mask is 100x100 .* i\.jpg is 200x100"):
-    I.check_aspect((100, 200), (100, 100), "i.jpg", "m.png")
+    P.check_aspect((100, 200), (100, 100), "i.jpg", "m.png")
 
 
 # -- preprocessing parity with the transformers PIL processor -------------------------------
@@ -161,15 +161,15 @@ def test_preprocessing_matches_hf_processor():
   proc = _hf_proc()
   out = proc(images=[query], prompt_images=[prompt], return_tensors="np")
   np.testing.assert_allclose(
-    I.prepare_image(query), _hwc(out["pixel_values"])[0], atol=1e-6, rtol=0
+    P.prepare_image(query), _hwc(out["pixel_values"])[0], atol=1e-6, rtol=0
   )
   np.testing.assert_allclose(
-    I.prepare_image(prompt), _hwc(out["prompt_pixel_values"])[0], atol=1e-6, rtol=0
+    P.prepare_image(prompt), _hwc(out["prompt_pixel_values"])[0], atol=1e-6, rtol=0
   )
   # Another canvas size (the model's image_size decides it).
   out = _hf_proc((64, 32))(images=[query], return_tensors="np")
   np.testing.assert_allclose(
-    I.prepare_image(query, (64, 32)), _hwc(out["pixel_values"])[0], atol=1e-6, rtol=0
+    P.prepare_image(query, (64, 32)), _hwc(out["pixel_values"])[0], atol=1e-6, rtol=0
   )
 
 
@@ -181,13 +181,13 @@ def test_mask_preprocessing_matches_hf_processor():
   ref = proc.preprocess(prompt_masks=[rgb], do_convert_rgb=False, return_tensors="np")[
     "prompt_masks"
   ]
-  np.testing.assert_allclose(I.prepare_mask(I.encode_masks([t])[0][0]), _hwc(ref)[0], atol=1e-6)
+  np.testing.assert_allclose(P.prepare_mask(P.encode_masks([t])[0][0]), _hwc(ref)[0], atol=1e-6)
   # A 0/255 binary mask: HF replicates the values (no num_labels) == our white encoding.
   horse = sorted((shared_data_dir("weizmann_horse") / "masks").glob("*.png"))[0]
   hm = I.load_mask(horse)
   assert set(np.unique(hm)) == {0, 255}
   ref = proc.preprocess(prompt_masks=[hm], return_tensors="np")["prompt_masks"]
-  np.testing.assert_allclose(I.prepare_mask(I.encode_masks([hm])[0][0]), _hwc(ref)[0], atol=1e-6)
+  np.testing.assert_allclose(P.prepare_mask(P.encode_masks([hm])[0][0]), _hwc(ref)[0], atol=1e-6)
   # A multi-class label map with num_labels: HF paints palette[label] with build_palette(K).
   cl = I.load_mask(shared_data_dir("clothing_co_parsing", "masks") / "0001.png")
   ids, dense = np.unique(cl, return_inverse=True)
@@ -196,15 +196,15 @@ def test_mask_preprocessing_matches_hf_processor():
   assert k >= 5
   ref = proc.preprocess(prompt_masks=[dense], num_labels=k, return_tensors="np")["prompt_masks"]
   # Our encoding of the *original* (non-contiguous) ids is the same colour image.
-  rgbs, pal, got_ids = I.encode_masks([cl])
+  rgbs, pal, got_ids = P.encode_masks([cl])
   assert got_ids == [int(i) for i in ids[1:]]
-  np.testing.assert_allclose(I.prepare_mask(rgbs[0]), _hwc(ref)[0], atol=1e-6)
+  np.testing.assert_allclose(P.prepare_mask(rgbs[0]), _hwc(ref)[0], atol=1e-6)
   # An RGB colour mask (do_convert_rgb=False).
   col = canvas.build_palette(k)[dense][..., ::-1].copy()
   ref = proc.preprocess(prompt_masks=[col], do_convert_rgb=False, return_tensors="np")[
     "prompt_masks"
   ]
-  np.testing.assert_allclose(I.prepare_mask(I.encode_masks([col])[0][0]), _hwc(ref)[0], atol=1e-6)
+  np.testing.assert_allclose(P.prepare_mask(P.encode_masks([col])[0][0]), _hwc(ref)[0], atol=1e-6)
 
 
 # -- post-processing parity -----------------------------------------------------------------
@@ -223,7 +223,7 @@ def test_resize_nearest_matches_torch(in_hw, out_hw):
   ref = torch.nn.functional.interpolate(
     torch.from_numpy(x)[None, None], size=out_hw, mode="nearest"
   )[0, 0].numpy()
-  np.testing.assert_array_equal(I.resize_nearest_torch(x, out_hw), ref)
+  np.testing.assert_array_equal(P.resize_nearest_torch(x, out_hw), ref)
 
 
 def test_postprocessing_matches_hf():
@@ -246,12 +246,12 @@ def test_postprocessing_matches_hf():
   lut = np.array([0] + ids)
   for i in range(2):
     raw = pred[i, :, 32:, :].transpose(1, 2, 0)
-    ours = I.resize_nearest_torch(
-      I.labels_from_prediction(canvas.denormalize(raw), pal, ids), sizes[i]
+    ours = P.resize_nearest_torch(
+      P.labels_from_prediction(canvas.denormalize(raw), pal, ids), sizes[i]
     )
     ref = hf[i].numpy()
     assert len(np.unique(ref)) == num_labels + 1  # all classes occur: a real test
-    small = I.labels_from_prediction(canvas.denormalize(raw), pal, list(range(1, 6)))
+    small = P.labels_from_prediction(canvas.denormalize(raw), pal, list(range(1, 6)))
     assert 0.05 < (small != lab[i, 32:]).mean() < 0.5  # the noise moves pixels across borders
     np.testing.assert_array_equal(ours, lut[ref])
 
@@ -343,24 +343,24 @@ def _model_and_prompts(official=True):
 
 def test_feature_ensemble():
   model, imgs, tgts, q = _model_and_prompts()
-  one = I.predict_canvas(model, imgs[:1], tgts[:1], q, seg_type="instance")
-  same = I.predict_canvas(
+  one = P.predict_canvas(model, imgs[:1], tgts[:1], q, seg_type="instance")
+  same = P.predict_canvas(
     model, np.repeat(imgs[:1], 3, 0), np.repeat(tgts[:1], 3, 0), q, seg_type="instance"
   )
   np.testing.assert_allclose(same, one, atol=1e-5, rtol=0)  # k copies == 1 prompt
-  mixed = I.predict_canvas(model, imgs, tgts, q, seg_type="instance")
+  mixed = P.predict_canvas(model, imgs, tgts, q, seg_type="instance")
   assert np.abs(mixed - one).max() > 1e-3  # other prompts change it
   # Without the ensemble, entry 0 ignores the other prompts entirely.
-  off = I.predict_canvas(model, imgs, tgts, q, seg_type="instance", feature_ensemble=False)
+  off = P.predict_canvas(model, imgs, tgts, q, seg_type="instance", feature_ensemble=False)
   np.testing.assert_allclose(off, one, atol=1e-5, rtol=0)
   # The query only comes in through its own canvas: batching queries changes nothing.
   qs = np.stack([q, -q])
-  both = I.predict_canvas_batch(model, imgs, tgts, qs, seg_type="instance")
+  both = P.predict_canvas_batch(model, imgs, tgts, qs, seg_type="instance")
   np.testing.assert_allclose(both[0], mixed, atol=1e-5, rtol=0)
   np.testing.assert_allclose(
-    both[1], I.predict_canvas(model, imgs, tgts, -q, seg_type="instance"), atol=1e-5, rtol=0
+    both[1], P.predict_canvas(model, imgs, tgts, -q, seg_type="instance"), atol=1e-5, rtol=0
   )
-  sem = I.predict_canvas(model, imgs[:1], tgts[:1], q, seg_type="semantic")
+  sem = P.predict_canvas(model, imgs[:1], tgts[:1], q, seg_type="semantic")
   assert np.abs(sem - one).max() > 1e-4  # the type token is used
 
 
@@ -368,7 +368,7 @@ def test_spatial_ensemble_tiles_prompts():
   colours = np.array([[255, 0, 0], [0, 255, 0], [0, 0, 255], [255, 255, 0]], np.uint8)
   imgs = np.broadcast_to(colours[:, None, None], (4, 32, 32, 3)).copy()
   tgts = imgs[:, :, :, ::-1].copy()
-  img, tgt = I.spatial_ensemble(imgs, tgts)
+  img, tgt = P.spatial_ensemble(imgs, tgts)
   assert img.shape == tgt.shape == (32, 32, 3) and img.dtype == np.uint8
   quads = [
     (slice(0, 16), slice(0, 16)),
@@ -381,18 +381,18 @@ def test_spatial_ensemble_tiles_prompts():
     inner = (slice(ys.start + 4, ys.stop - 4), slice(xs.start + 4, xs.stop - 4))
     np.testing.assert_array_equal(img[inner], np.broadcast_to(colours[k], (8, 8, 3)))
   # 3 prompts in a 2x2 grid: the last cell repeats prompt 0.
-  _, t3 = I.spatial_ensemble(imgs[:3], tgts[:3])
+  _, t3 = P.spatial_ensemble(imgs[:3], tgts[:3])
   np.testing.assert_array_equal(t3[16:, 16:], np.broadcast_to(colours[0, ::-1], (16, 16, 3)))
   # Float (normalised) inputs give the same prompt up to uint8 rounding (PIL's uint8 bicubic
   # is fixed-point and clips overshoot): within 1.5 grey levels.
   rng = np.random.default_rng(0)
   photos = rng.integers(0, 256, (4, 32, 32, 3), dtype=np.uint8)
-  u_img, u_tgt = I.spatial_ensemble(photos, tgts)
-  f_img, f_tgt = I.spatial_ensemble(canvas.normalize(photos), canvas.normalize(tgts))
+  u_img, u_tgt = P.spatial_ensemble(photos, tgts)
+  f_img, f_tgt = P.spatial_ensemble(canvas.normalize(photos), canvas.normalize(tgts))
   np.testing.assert_allclose(f_img, canvas.normalize(u_img), atol=1.5 / 255 / 0.224)
   np.testing.assert_allclose(f_tgt, canvas.normalize(u_tgt), atol=1e-5)
   with pytest.raises(ValueError, match="do not fit a 1x1 grid"):
-    I.spatial_ensemble(imgs, tgts, n=1)
+    P.spatial_ensemble(imgs, tgts, n=1)
 
 
 def test_segmenter_spatial_is_one_grid_prompt(tmp_path):
@@ -403,14 +403,14 @@ def test_segmenter_spatial_is_one_grid_prompt(tmp_path):
   masks = [(rng.random((40 + 8 * i, 40 + 8 * i)) > 0.5).astype(np.uint8) for i in range(4)]
   query = rng.integers(0, 256, (50, 70, 3), dtype=np.uint8)
   res = seg.segment(list(zip(imgs, masks)), [query], ensemble="spatial")[0]
-  pi = np.stack([I.resize_image_uint8(a, SIZE) for a in imgs])
-  pt = np.stack([I.resize_mask_uint8(r, SIZE) for r in I.encode_masks(masks)[0]])
-  gi, gt = I.spatial_ensemble(pi, pt)
-  want = I.predict_canvas(
+  pi = np.stack([P.resize_image_uint8(a, SIZE) for a in imgs])
+  pt = np.stack([P.resize_mask_uint8(r, SIZE) for r in P.encode_masks(masks)[0]])
+  gi, gt = P.spatial_ensemble(pi, pt)
+  want = P.predict_canvas(
     model,
     canvas.normalize(gi)[None],
     canvas.normalize(gt)[None],
-    I.prepare_image(query, SIZE),
+    P.prepare_image(query, SIZE),
     seg_type="instance",
   )
   np.testing.assert_allclose(res.raw, want, atol=1e-5, rtol=0)

@@ -356,7 +356,7 @@ def _mask16(path, fg, hw=(24, 24)):
 def test_mask_values_valid_elsewhere_one_reader(params_dir, tmp_path, capsys):
   """VOC void 255 beside labels is background; 0/65535 and 0/1 16-bit masks are binary; the
   same in `segment`, `segment-video`'s first mask, `label`'s prompts and the reader itself."""
-  from incontext import inference, labelling, video
+  from incontext import labelling, predict, video
 
   voc = _voc_mask(tmp_path / "voc.png")
   b65535 = _mask16(tmp_path / "b65535.png", 65535)
@@ -380,7 +380,7 @@ def test_mask_values_valid_elsewhere_one_reader(params_dir, tmp_path, capsys):
   multi[2:8, 2:8], multi[10:14, 10:14] = 300, 7
   Image.fromarray(multi).save(tmp_path / "multi16.png")
   with pytest.raises(imageio.InputError, match="label 300 out of range"):
-    inference.encode_masks([imageio.load_mask(tmp_path / "multi16.png")], ["multi16.png"])
+    predict.encode_masks([imageio.load_mask(tmp_path / "multi16.png")], ["multi16.png"])
   # label's own masks (read back with void=False): category 255 beside others is a category.
   own = tmp_path / "own" / "own.png"
   own.parent.mkdir()

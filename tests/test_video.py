@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from incontext import canvas, checkpoint, cli, inference, video
+from incontext import canvas, checkpoint, cli, imageio, predict, video
 from incontext.models import seggpt
 
 SIZE = (32, 32)
@@ -35,13 +35,13 @@ def _video(n=5, h=40, w=48, seed=0):
 
 def test_ids_colours_round_trip():
   ids = [3, 7, 255]
-  pal = video.id_palette(ids)
+  pal = predict.model_palette(ids)
   assert len(np.unique(pal, axis=0)) == 4
   m = np.array([[0, 3, 7], [255, 3, 0]])
   col = video.ids_to_colours(m, ids, pal)
   np.testing.assert_array_equal(video.colours_to_ids(col.astype(np.float32), ids, pal), m)
   # single object: white
-  np.testing.assert_array_equal(video.id_palette([1])[1], [255, 255, 255])
+  np.testing.assert_array_equal(predict.model_palette([1])[1], [255, 255, 255])
 
 
 def test_fifo_memory_and_colour_masks(model):
@@ -70,12 +70,12 @@ def test_fifo_memory_and_colour_masks(model):
 def test_threshold_decoding():
   """threshold=0.5 is the nearest-colour rule (any single colour); lower thresholds only add
   foreground; a grey at 45% is background by the nearest colour, object at threshold 0.4."""
-  lab = inference.labels_from_prediction
+  lab = predict.labels_from_prediction
   x = np.random.default_rng(0).uniform(0, 255, (24, 24, 3)).astype(np.float32)
   for col in ((255, 255, 255), (128, 0, 0), (0, 64, 192)):
     pal = np.array([(0, 0, 0), col], np.uint8)
     np.testing.assert_array_equal(lab(x, pal, [5], threshold=0.5), lab(x, pal, [5]))
-  white = video.id_palette([1])
+  white = predict.model_palette([1])
   masks = [lab(x, white, [1], threshold=t) for t in (0.7, 0.5, 0.3, 0.1)]
   for hi, lo in zip(masks, masks[1:]):
     assert ((hi == 1) <= (lo == 1)).all() and (lo == 1).sum() > (hi == 1).sum()
@@ -148,7 +148,7 @@ def test_davis_png_and_palette(tmp_path):
   assert got[0, 0] == 2 and got[1, 1] == 1 and got.sum() == 3
 
 
-def test_cli_segment_video(model, tmp_path):
+def test_cli_segment_video(model, tmp_path, monkeypatch):
   params = str(tmp_path / "params")
   checkpoint.save_model(params, model)
   frames, ids = _video(4)
@@ -171,7 +171,19 @@ def test_cli_segment_video(model, tmp_path):
     "--memory",
     "2",
   ]
+  opened = []
+  real_open = imageio.Image.open
+
+  def counting(fp, *a, **kw):
+    opened.append(os.path.basename(os.fspath(fp)))
+    return real_open(fp, *a, **kw)
+
+  monkeypatch.setattr(imageio.Image, "open", counting)
   assert cli.main(argv) == 0
+  monkeypatch.undo()
+  assert opened.count("first.png") == 1, opened  # its ids and colours from one read
+  pal = np.asarray(Image.open(out / "00001.png").getpalette(), np.uint8).reshape(-1, 3)
+  np.testing.assert_array_equal(pal[[3, 7]], video.davis_palette()[[3, 7]])  # the file's own
   assert sorted(os.listdir(out)) == [
     ".incontext-outputs.json",
     "00000.png",

@@ -9,7 +9,7 @@ from flax import nnx
 from PIL import Image
 
 from _shared import shared_data_dir
-from incontext import canvas, checkpoint, cli, imageio, inference as I, video
+from incontext import canvas, checkpoint, cli, imageio, inference as I, predict, video
 from incontext.models import seggpt
 
 SIZE = (16, 16)
@@ -37,7 +37,7 @@ def _oracle(monkeypatch, paint=None):
       ).copy()
     return np.broadcast_to(np.asarray(prompt_tgts)[0], np.shape(queries)).copy()
 
-  monkeypatch.setattr(I, "predict_canvas_batch", fake)
+  monkeypatch.setattr(predict, "predict_canvas_batch", fake)
 
 
 def _pal(path):
@@ -50,7 +50,7 @@ def test_binary_label_png_is_visible(tmp_path, fg):
   ids[2:5, 3:7] = fg
   # a grey-palette 0/1 file draws label 1 as (1, 1, 1): not used, the model's white is
   grey = np.repeat(np.arange(256, dtype=np.uint8)[:, None], 3, 1)
-  pal = imageio.label_palette([fg], [[255, 255, 255]], grey)
+  pal = predict.label_palette([fg], [[255, 255, 255]], grey)
   p = tmp_path / "m.png"
   imageio.save_label_png(p, ids, pal)
   im = Image.open(p)
@@ -63,12 +63,12 @@ def test_binary_label_png_is_visible(tmp_path, fg):
 
 def test_label_palette_keeps_a_visible_file_palette():
   davis = video.davis_palette()
-  pal = imageio.label_palette([1, 2], [[255, 255, 255], [255, 255, 127]], davis)
+  pal = predict.label_palette([1, 2], [[255, 255, 255], [255, 255, 127]], davis)
   np.testing.assert_array_equal(pal[[1, 2]], davis[[1, 2]])
   # two labels in one file colour, or a near-black one: the model's colours instead
   same = davis.copy()
   same[2] = same[1]
-  pal = imageio.label_palette([1, 2], [[255, 255, 255], [255, 255, 127]], same)
+  pal = predict.label_palette([1, 2], [[255, 255, 255], [255, 255, 127]], same)
   np.testing.assert_array_equal(pal[[1, 2]], [[255, 255, 255], [255, 255, 127]])
   with pytest.raises(ValueError, match="0..255"):
     imageio.save_label_png("x.png", np.full((2, 2), 300), pal)
@@ -218,3 +218,31 @@ def test_video_binary_255_is_visible(model, tmp_path):
   video.save_id_png(str(d), (m > 0).astype(np.int32) * 2)
   pal = video.first_mask_colours(str(d), [2])
   assert tuple(pal[2]) == tuple(video.davis_palette()[2])
+
+
+def test_segment_reads_each_prompt_and_query_file_once(tmp_path, monkeypatch):
+  """`Segmenter.segment` opens every file once: the prompt mask gives its label ids and its
+  palette (the label PNG's colours) from one read."""
+  model = seggpt.create("test", image_size=SIZE, patch=8, drop_path=0.0, seed=0)
+  rng = np.random.default_rng(0)
+  for name in ("p.jpg", "q.jpg"):
+    Image.fromarray(rng.integers(0, 256, (40, 48, 3), dtype=np.uint8)).save(tmp_path / name)
+  ids = np.zeros((40, 48), np.uint8)
+  ids[5:20, 5:30], ids[25:35, 10:40] = 1, 2
+  mask = Image.fromarray(ids, mode="P")
+  davis = video.davis_palette()
+  mask.putpalette(davis.reshape(-1).tolist())
+  mask.save(tmp_path / "m.png")
+  opened = []
+  real_open = imageio.Image.open
+
+  def counting(fp, *a, **kw):
+    opened.append(os.path.basename(os.fspath(fp)))
+    return real_open(fp, *a, **kw)
+
+  monkeypatch.setattr(imageio.Image, "open", counting)
+  (res,) = I.Segmenter(model).segment(
+    [(str(tmp_path / "p.jpg"), str(tmp_path / "m.png"))], [str(tmp_path / "q.jpg")]
+  )
+  assert sorted(opened) == ["m.png", "p.jpg", "q.jpg"], opened
+  np.testing.assert_array_equal(res.label_colours()[[1, 2]], davis[[1, 2]])  # the file's own

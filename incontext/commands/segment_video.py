@@ -115,8 +115,9 @@ def run(args) -> int:
     hint="--overwrite",
   )
   first = imageio.load_image(paths[0])
-  first_ids = _first_mask(args, first.shape[:2], f"the first frame {paths[0]}")
-  model, colours = _model_and_colours(args, first_ids)
+  first_mask = _first_mask(args, first.shape[:2], f"the first frame {paths[0]}")
+  first_ids = first_mask.ids
+  model, colours = _model_and_colours(args, first_mask)
 
   def frames():
     yield first
@@ -154,11 +155,13 @@ def run(args) -> int:
 
 
 def _first_mask(args, size, what: str):
-  """--first-mask as ids [H, W], checked against the frame size (h, w) and --threshold."""
+  """--first-mask read once (`video.FirstMask`: ids [H, W] and colours), its ids checked
+  against the frame size (h, w) and --threshold."""
   # imported on demand, so that `incontext --help` loads no jax (see incontext/cli.py)
   from incontext import video
 
-  first_ids = video.read_id_mask(args.first_mask)
+  first = video.read_first_mask(args.first_mask)
+  first_ids = first.ids
   if tuple(size) != first_ids.shape:
     raise UserError(
       f"--first-mask {args.first_mask}: size {first_ids.shape[::-1]} (w, h) does "
@@ -171,10 +174,10 @@ def _first_mask(args, size, what: str):
     raise UserError(
       f"--threshold needs a single-object --first-mask; {args.first_mask} has objects {ids}"
     )
-  return first_ids
+  return first
 
 
-def _model_and_colours(args, first_ids):
+def _model_and_colours(args, first):
   """The checked model (a procedural-only one is warned about) and the objects' colours."""
   # imported on demand, so that `incontext --help` loads no jax (see incontext/cli.py)
   from incontext import checkpoint, video
@@ -183,7 +186,7 @@ def _model_and_colours(args, first_ids):
   warn = checkpoint.procedural_only_warning(checkpoint.read_meta(args.checkpoint))
   if warn:
     logging.getLogger("incontext").warning("%s: %s", args.checkpoint, warn)
-  return model, video.first_mask_colours(args.first_mask, video.object_ids(first_ids))
+  return model, first.colours(video.object_ids(first.ids))
 
 
 def _run_video(args) -> int:
@@ -203,7 +206,8 @@ def _run_video(args) -> int:
     overwrite=args.overwrite,
     is_output=lambda n: re.fullmatch(r"\d{5,}\.png", n) is not None,
   )
-  first_ids = _first_mask(args, (info.height, info.width), f"the video {args.video}")
+  first_mask = _first_mask(args, (info.height, info.width), f"the video {args.video}")
+  first_ids = first_mask.ids
   ids = video.object_ids(first_ids)
   outdir = outputs.OutputDir(
     args.out,
@@ -212,7 +216,7 @@ def _run_video(args) -> int:
     names=[] if args.no_gif else ["overlay.mp4"],
     hint="--overwrite",
   )
-  model, colours = _model_and_colours(args, first_ids)
+  model, colours = _model_and_colours(args, first_mask)
   current = [None]
 
   def frames():

@@ -9,7 +9,7 @@ output is upsampled with legacy nearest, docs/design.md#label-maps).
 
 Episodes come from `incontext.data.episodes` (the one generator, shared with the trainer's
 periodic evaluation): a pure function of (source, classes, shots, seed). The feature ensemble is
-on iff more than one prompt is used (`inference.feature_ensemble_on`, the rule of `Segmenter`
+on iff more than one prompt is used (`predict.feature_ensemble_on`, the rule of `Segmenter`
 and `video.propagate` too).
 """
 
@@ -20,7 +20,7 @@ from typing import Sequence
 import numpy as np
 from tqdm import tqdm
 
-from incontext import canvas, inference, metrics
+from incontext import canvas, metrics, predict
 
 
 def _binary(ex: dict, c: int) -> tuple[np.ndarray, np.ndarray]:
@@ -43,28 +43,28 @@ def predict_binary(
   tiled into one, docs/design.md#ensembles); with one support both are plain one-shot.
   """
   size = tuple(model.cfg.image_size)
-  imgs = np.stack([inference.resize_image_uint8(s, size) for s in support_imgs])
+  imgs = np.stack([predict.resize_image_uint8(s, size) for s in support_imgs])
   tgts = np.stack(
     [
-      inference.resize_mask_uint8(canvas.BINARY_PALETTE[f.astype(np.int64)], size)
+      predict.resize_mask_uint8(canvas.BINARY_PALETTE[f.astype(np.int64)], size)
       for f in support_fgs
     ]
   )
   if ensemble == "spatial" and len(imgs) > 1:
-    i1, t1 = inference.spatial_ensemble(imgs, tgts)
+    i1, t1 = predict.spatial_ensemble(imgs, tgts)
     imgs, tgts = i1[None], t1[None]
   elif ensemble not in ("feature", "spatial"):
     raise ValueError(f"unknown ensemble {ensemble!r}; expected 'feature' or 'spatial'")
-  pred = inference.predict_canvas(
+  pred = predict.predict_canvas(
     model,
     canvas.normalize(imgs),
     canvas.normalize(tgts),
-    inference.prepare_image(query, size),
+    predict.prepare_image(query, size),
     seg_type=seg_type,
-    feature_ensemble=inference.feature_ensemble_on(len(imgs)),
+    feature_ensemble=predict.feature_ensemble_on(len(imgs)),
   )
-  lab = inference.labels_from_prediction(canvas.denormalize(pred), canvas.BINARY_PALETTE, [1])
-  return inference.resize_nearest_torch(lab, query.shape[:2]) == 1
+  lab = predict.labels_from_prediction(canvas.denormalize(pred), canvas.BINARY_PALETTE, [1])
+  return predict.resize_nearest_torch(lab, query.shape[:2]) == 1
 
 
 def predict_learned(model, lp, query: np.ndarray, class_id: int, name: str) -> np.ndarray:
@@ -72,16 +72,16 @@ def predict_learned(model, lp, query: np.ndarray, class_id: int, name: str) -> n
   if int(class_id) not in [int(i) for i in lp.label_ids]:
     raise ValueError(f"{name}: has labels {list(lp.label_ids)}, the episode's class is {class_id}")
   size = tuple(model.cfg.image_size)
-  pred = inference.predict_canvas(
+  pred = predict.predict_canvas(
     model,
     np.asarray(lp.image, np.float32)[None],
     np.asarray(lp.target, np.float32)[None],
-    inference.prepare_image(query, size),
+    predict.prepare_image(query, size),
     seg_type=lp.seg_type,
     feature_ensemble=False,
   )
-  lab = inference.labels_from_prediction(canvas.denormalize(pred), lp.palette, lp.label_ids)
-  return inference.resize_nearest_torch(lab, query.shape[:2]) == int(class_id)
+  lab = predict.labels_from_prediction(canvas.denormalize(pred), lp.palette, lp.label_ids)
+  return predict.resize_nearest_torch(lab, query.shape[:2]) == int(class_id)
 
 
 def evaluate_fewshot(
@@ -126,7 +126,7 @@ def evaluate_fewshot(
     sup = [get(i) for i in ep["supports"]]
     s_imgs = [s["image"] for s in sup]
     s_fgs = [_binary(s, c)[0] for s in sup]
-    base.add(inference.resize_nearest_torch(s_fgs[0].astype(np.uint8), gt.shape) == 1, gt, c, ign)
+    base.add(predict.resize_nearest_torch(s_fgs[0].astype(np.uint8), gt.shape) == 1, gt, c, ign)
     for name, k, ens in methods:
       if k > len(sup):
         raise ValueError(f"method {name!r} needs {k} supports, episodes have {len(sup)}")

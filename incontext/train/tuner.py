@@ -45,7 +45,7 @@ import orbax.checkpoint as ocp
 from flax import nnx
 from tqdm import tqdm
 
-from incontext import canvas, checkpoint, inference, mesh as mesh_lib, metrics, outputs, prompts
+from incontext import canvas, checkpoint, mesh as mesh_lib, metrics, outputs, predict, prompts
 from incontext.data import ops, sources
 from incontext.data.selection import select_indices
 from incontext.errors import UserError
@@ -57,13 +57,6 @@ from incontext.train.workdir import RunError
 
 # ---------------------------------------------------------------------------------------------
 # Task examples.
-
-
-def task_palette(label_ids: Sequence[int]) -> np.ndarray:
-  """[K+1, 3] uint8: white for one label, else the HF/Painter palette (row 0 black)."""
-  if len(label_ids) == 1:
-    return canvas.BINARY_PALETTE.copy()
-  return canvas.build_palette(len(label_ids))
 
 
 def encode_example(
@@ -126,15 +119,15 @@ def prompt_scores(
   """IoU results (`metrics.IoUAccumulator.result`, in %) of each one-slot prompt (normalised
   image, target [h, w, 3]) over raw examples {'image', 'mask'}: each label of `label_ids`
   (drawn with palette[k + 1]) scored at the example's own resolution, mask 255 ignored."""
-  palette = task_palette(label_ids) if palette is None else np.asarray(palette)
+  palette = predict.model_palette(label_ids) if palette is None else np.asarray(palette)
   size = tuple(model.cfg.image_size)
-  qs = np.stack([inference.prepare_image(e["image"], size) for e in examples])
+  qs = np.stack([predict.prepare_image(e["image"], size) for e in examples])
   out = []
   for image, target in prompts:
     acc = metrics.IoUAccumulator()
     preds = np.concatenate(
       [
-        inference.predict_canvas_batch(
+        predict.predict_canvas_batch(
           model, image[None], target[None], qs[i : i + 16], seg_type=seg_type
         )
         for i in range(0, len(qs), 16)
@@ -142,8 +135,8 @@ def prompt_scores(
     )
     for e, p in zip(examples, preds):
       mask = np.asarray(e["mask"])
-      lab = inference.labels_from_prediction(canvas.denormalize(p), palette, list(label_ids))
-      lab = inference.resize_nearest_torch(lab, mask.shape)
+      lab = predict.labels_from_prediction(canvas.denormalize(p), palette, list(label_ids))
+      lab = predict.resize_nearest_torch(lab, mask.shape)
       for c in label_ids:
         acc.add(lab == c, mask == c, c, mask == 255)
     out.append(acc.result())
@@ -160,7 +153,7 @@ def load_task(
   """
   task = TaskConfig.of(task)
   label_ids = [int(c) for c in task.label_ids or (1,)]
-  palette = task_palette(label_ids)
+  palette = predict.model_palette(label_ids)
   if examples is None:
     examples = read_examples(task)
   ids = [str(e.get("id", i)) for i, e in enumerate(examples)]
