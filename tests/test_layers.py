@@ -122,3 +122,16 @@ def test_no_module_uses_another_modules_private_names():
       ):
         bad.append(f"{name}: {node.value.id}.{node.attr}")
   assert not bad, bad
+
+
+# Modules that turn images into predictions: each goes through the core, from above it.
+PREDICTORS = ("inference", "video", "labelling", "app", "evaluators.fewshot", "train.tuner")
+
+
+@pytest.mark.parametrize("name", PREDICTORS)
+def test_the_prediction_core_is_below_every_module_that_predicts(name):
+  modules, table = _modules(), _table()
+  imported = {_resolve(i, modules) for i in _imports(modules[name], name)}
+  assert "predict" in imported, f"{name} predicts without incontext.predict"
+  assert table["predict"] < table[name]
+  assert "inference" not in {_resolve(i, modules) for i in _imports(modules["predict"], "predict")}
