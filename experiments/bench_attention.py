@@ -5,8 +5,8 @@ float32 softmax, P.V), forward and forward+backward, at a small and a mid (L/16:
 token grid, 16 heads of 64) size, the implementations interleaved in one run. `auto` picks
 "chunked" on CPU: the printed fused/chunked ratio (> 1: chunked is faster) is why.
 
-  python experiments/bench_attention.py                # both sizes, float32
-  python experiments/bench_attention.py --dtype bfloat16 --sizes mid
+  python -m experiments.bench_attention                # both sizes, float32
+  python -m experiments.bench_attention --dtype bfloat16 --sizes mid
 """
 
 import argparse

@@ -17,8 +17,8 @@ Prints, in one run:
      with a validity mask, one compile). A smaller model than L/16 (`--video-variant`) keeps
      this affordable on a CPU; compilation is what differs.
 
-  python experiments/bench_cli.py              # L/16 (minutes on a CPU)
-  python experiments/bench_cli.py --tiny       # the tiny test model: a quick end-to-end check
+  python -m experiments.bench_cli              # L/16 (minutes on a CPU)
+  python -m experiments.bench_cli --tiny       # the tiny test model: a quick end-to-end check
 
 Query and prompt are ../shared/data/examples/seggpt_examples/examples/hmbb_{2,1}.jpg when
 present (the prompt mask binarised from hmbb_1_target.png), else random images.

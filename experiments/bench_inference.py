@@ -18,9 +18,9 @@ interleaved so machine load hits both alike. GFLOP counts are analytic: 2 x mult
 of every matmul and convolution each implementation performs (elementwise work, softmax
 and norms not counted), so GFLOP/s is the achieved rate on the work actually done.
 
-  python experiments/bench_inference.py                       # L/16, k = 1, 2, 4, 8
-  python experiments/bench_inference.py --ks 1 --reps 5
-  python experiments/bench_inference.py --variant B/16 --depth 7 --ks 1,2   # quick look
+  python -m experiments.bench_inference                       # L/16, k = 1, 2, 4, 8
+  python -m experiments.bench_inference --ks 1 --reps 5
+  python -m experiments.bench_inference --variant B/16 --depth 7 --ks 1,2   # quick look
 """
 
 import argparse
