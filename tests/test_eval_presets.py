@@ -73,6 +73,7 @@ def _check_fewshot(res, table, names, paper_1shot):
   assert "Paper numbers:" in table
 
 
+@pytest.mark.integration
 def test_coco20i_preset(params, photos, tmp_path):
   root = tmp_path / "coco"
   (root / "val2014").mkdir(parents=True)
@@ -107,6 +108,7 @@ def test_coco20i_preset(params, photos, tmp_path):
   assert "| 67.9* |" in table  # the paper's few-shot number beside the k-shot rows
 
 
+@pytest.mark.integration
 def test_pascal5i_preset(params, photos, tmp_path):
   root = tmp_path / "VOC2012"
   for d in ("JPEGImages", "SegmentationClass", "ImageSets/Segmentation"):
@@ -129,6 +131,7 @@ def test_pascal5i_preset(params, photos, tmp_path):
   assert res["fewshot"]["pascal5i_fold1"]["_info"]["classes"] == [6, 7, 8, 9, 10]
 
 
+@pytest.mark.integration
 def test_fss1000_preset(params, photos, tmp_path):
   root = tmp_path / "fss1000"
   test_classes = seggpt_eval.fss1000_test_classes()
@@ -150,6 +153,7 @@ def test_fss1000_preset(params, photos, tmp_path):
   assert len(info["missing_classes"]) == 238
 
 
+@pytest.mark.integration
 def test_lvis92i_preset(params, photos, tmp_path):
   root = tmp_path / "lvis"
   for d in ("annotations", "val2017", "train2017"):
@@ -208,6 +212,7 @@ def _palette_png(path, ids):
   png.save(path)
 
 
+@pytest.mark.integration
 def test_davis2017_preset_writes_the_official_results_layout(params, tmp_path):
   root = tmp_path / "DAVIS"
   seqs = ("boat-a",)
@@ -245,6 +250,7 @@ def test_davis2017_preset_writes_the_official_results_layout(params, tmp_path):
     assert acc.result()["J&F"] == pytest.approx(d[f"K={k}"]["J&F"])
 
 
+@pytest.mark.integration
 def test_ytvos2018_preset_writes_the_submission_layout(params, tmp_path):
   root = tmp_path / "youtube_vos"
   vid = "0a1b2c3d4e"
