@@ -334,6 +334,7 @@ def _status(page, previous=""):
   return page.locator(sel).inner_text().strip()
 
 
+@pytest.mark.integration
 def test_browser_paint_and_segment(tmp_path):
   exe = _browser()
   blue = (30, 30, 200)

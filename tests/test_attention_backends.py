@@ -97,7 +97,10 @@ def _model_inputs(n, cfg, seed=2):
   return imgs, tgts, canvas.query_half_mask(cfg.grid)[None], np.ones(n, int)
 
 
-@pytest.mark.parametrize("path", ["plain", "shared", "remat_grad"])
+# remat_grad is slow: an eager gradient through the chunked loop (too long for the unit tier).
+@pytest.mark.parametrize(
+  "path", ["plain", "shared", pytest.param("remat_grad", marks=pytest.mark.slow)]
+)
 def test_model_paths_use_the_setting_and_agree(monkeypatch, path):
   """Forward (plain, shared-query ensemble) and remat + drop-path gradients: chunked == fused,
   and the setting really reaches every path (a loop in the jaxpr only when chunked)."""
@@ -153,6 +156,7 @@ def _train_setup(dtype):
   return params, tx, batch, loss_grad
 
 
+@pytest.mark.slow  # two train-step compiles (float32, bfloat16): too long for the unit tier
 def test_bf16_loss_gradients_and_state_match_float32():
   """bf16 compute, float32 params/optimiser state/softmax/norms: loss and gradients close to
   float32. bf16 keeps 8 mantissa bits (relative rounding 2^-9 ~ 0.2% per op, the residual

@@ -62,6 +62,7 @@ def _segment_args(d, out):
   ]
 
 
+@pytest.mark.integration
 def test_help_imports_no_jax():
   code = (
     "import sys; from incontext import cli\n"
@@ -77,6 +78,7 @@ def test_help_imports_no_jax():
   assert "--no-compile-cache" in r.stdout and "segment-video" in r.stdout
 
 
+@pytest.mark.integration
 def test_user_error_is_one_line_and_exit_2(files, tmp_path):
   r = _cli(
     [
@@ -99,6 +101,7 @@ def test_user_error_is_one_line_and_exit_2(files, tmp_path):
   assert not (tmp_path / "o").exists()
 
 
+@pytest.mark.integration
 def test_bug_keeps_its_traceback_and_exit_1(files, tmp_path):
   """An exception that is not a user error (here a KeyError and a plain ValueError raised by
   a command) is a bug: the full traceback, status 1."""
@@ -145,6 +148,7 @@ def test_user_errors_are_user_errors():
   assert not errors.is_user_error(ValueError("x")) and not errors.is_user_error(KeyError("x"))
 
 
+@pytest.mark.integration
 def test_quiet_warnings_are_one_plain_line(files, tmp_path):
   """A warning in a quiet run reads `warning: ...` (not logging's `WARNING:incontext...`)."""
   proc = tmp_path / "proc"
@@ -162,6 +166,7 @@ def test_quiet_warnings_are_one_plain_line(files, tmp_path):
   assert "WARNING" not in r.stderr, r.stderr
 
 
+@pytest.mark.integration
 def test_quiet_by_default_and_the_compile_cache(files, tmp_path):
   """A normal run prints only its result and progress (no orbax / absl INFO lines); with the
   cache on, the first run writes compiled programs and a second process loads them all
@@ -196,6 +201,7 @@ _NO_JAX = (
 )
 
 
+@pytest.mark.integration
 def test_input_errors_come_before_jax(files, tmp_path):
   """Argument, path and file-format errors are found before jax is imported (so they take
   well under a second): exit 2, one error line, and jax not in sys.modules. From a scratch

@@ -12,6 +12,9 @@ from _shared import shared_data_dir
 from incontext import canvas, checkpoint, cli, inference as I, predict as P
 from incontext.models import seggpt
 
+# Every test here runs the incontext command on real photos (../shared/data): integration tier.
+pytestmark = pytest.mark.integration
+
 SIZE = (32, 32)
 
 

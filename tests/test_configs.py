@@ -69,6 +69,7 @@ def test_parse_arg_errors_and_types():
   assert [d["min_area"] for d in c.input.datasets] == [0.05] * len(c.input.datasets)
 
 
+@pytest.mark.integration
 def test_cli_runlocal_with_override_writes_config(tmp_path):
   wd = tmp_path / "wd"
   r = run_train(
@@ -88,6 +89,7 @@ def test_cli_runlocal_with_override_writes_config(tmp_path):
   assert r.returncode != 0 and "lrr" in r.stderr
 
 
+@pytest.mark.integration
 def test_real_config_never_trains_on_what_is_evaluated():
   """The `real` mixture leaves out everything experiments/show_real_results.py and
   seggpt_eval.py score: Kvasir and horses entirely, the held-out DAVIS sequences, COCO fold 0."""

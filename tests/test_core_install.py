@@ -16,6 +16,9 @@ from PIL import Image
 
 from _shared import PROJECT_ROOT, shared_data_dir
 
+# Every test here runs a fresh interpreter with the heavy extras blocked: integration tier.
+pytestmark = pytest.mark.integration
+
 HEAVY = ("tensorflow", "tensorflow_datasets", "grain", "torch", "transformers")
 
 IMPORTS = """

@@ -13,6 +13,9 @@ from PIL import Image
 from _shared import shared_data_dir
 from incontext.data import sources
 
+# Every test here builds datasets from the real data in ../shared/data: integration tier.
+pytestmark = pytest.mark.integration
+
 tfds = pytest.importorskip("tensorflow_datasets")
 build_mod = pytest.importorskip("data_prep.build")
 

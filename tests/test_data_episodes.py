@@ -21,6 +21,7 @@ def ccp():
   return sources.clothing_co_parsing(str(shared_data_dir("clothing_co_parsing")))
 
 
+@pytest.mark.integration
 def test_semantic_episodes_deterministic(ccp):
   a = episodes.SemanticEpisodes(ccp, fold=1, shots=2, num_episodes=6, seed=3)
   b = episodes.SemanticEpisodes(ccp, fold=1, shots=2, num_episodes=6, seed=3)
@@ -35,6 +36,7 @@ def test_semantic_episodes_deterministic(ccp):
     assert m.shape == img.shape[:2] and set(np.unique(m)) <= {0, 1} and m.any()
 
 
+@pytest.mark.integration
 def test_train_excludes_eval_fold(ccp):
   eps = episodes.SemanticEpisodes(ccp, fold=2, num_episodes=4)
   d = dict(
@@ -48,6 +50,7 @@ def test_train_excludes_eval_fold(ccp):
   assert not set(eps.classes) & set(s.indices[0].class_list.tolist())
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize(
   "name,reader,root",
   [("camvid", sources.camvid, "camvid"), ("coco128_seg", sources.coco_yolo, "coco128_seg")],
@@ -66,6 +69,7 @@ def test_folds_on_shared_semantic_sets(name, reader, root):
   assert seen
 
 
+@pytest.mark.integration
 def test_fss_style_episodes():
   src = sources.fss1000(str(shared_data_dir("examples", "fss1000_examples")))
   eps = episodes.SemanticEpisodes(src, classes=list(src.class_names), shots=4, num_episodes=3)
@@ -73,6 +77,7 @@ def test_fss_style_episodes():
   assert ep["class_name"] == "eiffel_tower_support" and len(ep["support"]) == 4
 
 
+@pytest.mark.integration
 def test_video_episodes():
   src = sources.davis(
     str(shared_data_dir("davis2016_subset")), split=None, sequences=["boat", "surf"]

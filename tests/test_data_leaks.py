@@ -11,6 +11,9 @@ import pytest
 from _shared import shared_data_dir
 from incontext.data import pipeline, sources
 
+# Every test here reads the real data in ../shared/data: integration tier.
+pytestmark = pytest.mark.integration
+
 COCO_FOLD0 = {c for c in range(1, 81) if (c - 1) % 4 == 0}  # interleaved split: 1, 5, ..., 77
 
 

@@ -41,6 +41,7 @@ def test_parse_spec_and_registry():
   assert len(ops.build_ops(ops.DEFAULT_PP, size=(32, 32), patch_size=8)) == 8
 
 
+@pytest.mark.integration
 def test_random_resized_crop_keeps_labels(pair):
   ex = ops.random_resized_crop(size=(48, 40))(fresh(pair), np.random.default_rng(0))
   for im, l in zip(ex["images"], ex["labels"]):
@@ -50,6 +51,7 @@ def test_random_resized_crop_keeps_labels(pair):
     assert (l == 1).any()  # keep_objects
 
 
+@pytest.mark.integration
 def test_hflip_is_joint(pair):
   ex = ops.resize(size=(32, 32))(fresh(pair), None)
   before = [im.copy() for im in ex["images"]], [l.copy() for l in ex["labels"]]
@@ -59,6 +61,7 @@ def test_hflip_is_joint(pair):
     np.testing.assert_array_equal(ex["labels"][k], before[1][k][:, ::-1])
 
 
+@pytest.mark.integration
 def test_color_jitter_image_only(pair):
   ex = ops.resize(size=(32, 32))(fresh(pair), None)
   labels = [l.copy() for l in ex["labels"]]
@@ -69,6 +72,7 @@ def test_color_jitter_image_only(pair):
     np.testing.assert_array_equal(a, b)
 
 
+@pytest.mark.integration
 def test_mix_context_stitches(pair):
   ex = fresh(pair)
   ex["images"] = ex["images"][:1] * 2 + ex["images"][1:] * 2
@@ -99,6 +103,7 @@ def test_white_colouring_paints_every_object_white_without_randomness():
     ops.random_colouring(colours="red")
 
 
+@pytest.mark.integration
 def test_canvas_and_finalize(pair):
   rng = np.random.default_rng(0)
   ex = fresh(pair)
@@ -117,6 +122,7 @@ def test_canvas_and_finalize(pair):
   assert {tuple(t) for t in np.unique(tgt, axis=0)} <= allowed
 
 
+@pytest.mark.integration
 def test_to_canvas_order(pair):
   ex = ops.resize(size=(16, 16))(fresh(pair), None)
   top, bottom = ex["images"][0].copy(), ex["images"][1].copy()

@@ -7,6 +7,9 @@ import pytest
 from _shared import shared_data_dir
 from incontext.data import pipeline
 
+# Every test here reads the real data in ../shared/data: integration tier.
+pytestmark = pytest.mark.integration
+
 KEYS = ["image", "mask", "seg_type", "target", "valid"]
 
 

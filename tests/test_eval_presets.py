@@ -74,6 +74,7 @@ def _check_fewshot(res, table, names, paper_1shot):
   assert "Paper numbers:" in table
 
 
+@pytest.mark.integration
 def test_coco20i_preset(params, photos, tmp_path):
   root = tmp_path / "coco"
   (root / "val2014").mkdir(parents=True)
@@ -108,6 +109,7 @@ def test_coco20i_preset(params, photos, tmp_path):
   assert "| 67.9* |" in table  # the paper's few-shot number beside the k-shot rows
 
 
+@pytest.mark.integration
 def test_pascal5i_preset(params, photos, tmp_path):
   root = tmp_path / "VOC2012"
   for d in ("JPEGImages", "SegmentationClass", "ImageSets/Segmentation"):
@@ -130,6 +132,7 @@ def test_pascal5i_preset(params, photos, tmp_path):
   assert res["fewshot"]["pascal5i_fold1"]["_info"]["classes"] == [6, 7, 8, 9, 10]
 
 
+@pytest.mark.integration
 def test_fss1000_preset(params, photos, tmp_path):
   root = tmp_path / "fss1000"
   test_classes = seggpt_eval.fss1000_test_classes()
@@ -151,6 +154,7 @@ def test_fss1000_preset(params, photos, tmp_path):
   assert len(info["missing_classes"]) == 238
 
 
+@pytest.mark.integration
 def test_lvis92i_preset(params, photos, tmp_path):
   root = tmp_path / "lvis"
   for d in ("annotations", "val2017", "train2017"):
@@ -209,6 +213,7 @@ def _palette_png(path, ids):
   png.save(path)
 
 
+@pytest.mark.integration
 def test_davis2017_preset_writes_the_official_results_layout(params, tmp_path):
   root = tmp_path / "DAVIS"
   seqs = ("boat-a",)
@@ -268,6 +273,7 @@ def _ytvos_root(tmp_path):
   return root, vid, late
 
 
+@pytest.mark.integration
 def test_ytvos2018_preset_writes_the_submission_layout(params, tmp_path):
   root, vid, late = _ytvos_root(tmp_path)
   res, table = _run(f"benchmark=ytvos2018,runlocal,root={root}", params, tmp_path)
@@ -288,6 +294,7 @@ def _tree(d):
   return sorted(os.path.relpath(os.path.join(r, f), d) for r, ds, fs in os.walk(d) for f in fs + ds)
 
 
+@pytest.mark.integration
 def test_ytvos_submission_never_replaces_what_it_did_not_write(params, tmp_path, monkeypatch):
   root, vid, _ = _ytvos_root(tmp_path)
   model = checkpoint.load_model(params)

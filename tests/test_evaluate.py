@@ -199,6 +199,7 @@ def test_eval_configs_load():
     seggpt_eval.get_config("bogus=1")
 
 
+@pytest.mark.integration
 def test_real_data_class_fold_and_davis_layout(model):
   from tests._shared import shared_data_dir
 

@@ -98,6 +98,7 @@ def test_shared_query_path_equals_per_entry(ensemble, query_only):
     model(imgs, tgts, mask, st, shared_query=True, rng=jax.random.key(0), **kw)
 
 
+@pytest.mark.slow  # four eager gradients through the chunked loop: the unit tier's longest
 def test_remat_and_drop_path_gradients_match_plain(monkeypatch):
   """Training path through the chunked attention: remat (every policy) changes nothing, rng
   is honoured."""

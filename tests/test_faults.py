@@ -316,6 +316,8 @@ def tuned(params_dir, tmp_path_factory):
   return w, out["losses"]
 
 
+# The tuning tests resume real tuner runs (the `tuned` fixture): integration tier.
+@pytest.mark.integration
 @pytest.mark.parametrize("fault", ["flip", "truncate", "empty_file"])
 def test_corrupt_latest_tuning_checkpoint_falls_back(params_dir, tuned, tmp_path, caplog, fault):
   """The newest checkpoint is damaged: the run resumes from the one before, says so, keeps the
@@ -346,6 +348,7 @@ def test_corrupt_latest_tuning_checkpoint_falls_back(params_dir, tuned, tmp_path
   FAULTS.add(f"tuning checkpoint {fault}", 1, 1)
 
 
+@pytest.mark.integration
 def test_tuning_settings_are_validated_before_compiling(params_dir, tuned, tmp_path):
   from incontext.train import tuner
 
@@ -808,6 +811,7 @@ def _kill_resume_cases(tmp_path, straight, kills, seed):
   FAULTS.add("SIGKILL of training + resume", n, clean)
 
 
+@pytest.mark.integration
 def test_sigkill_during_training_resumes_bit_identically(tmp_path, straight):
   _kill_resume_cases(tmp_path, straight, kills=1, seed=0)
 
@@ -817,6 +821,7 @@ def test_sigkill_at_more_moments_resumes_bit_identically(tmp_path, straight):
   _kill_resume_cases(tmp_path, straight, kills=2, seed=1)
 
 
+@pytest.mark.integration
 def test_trainer_settings_are_validated_before_compiling(tmp_path, straight):
   """Against a workdir whose checkpoints are at step 5: one line naming the setting."""
   from incontext.train import trainer

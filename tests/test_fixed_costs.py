@@ -158,6 +158,7 @@ def test_compilation_is_split_out_of_the_phase_that_triggered_it():
   assert timing.breakdown()["compile"] == b["compile"]
 
 
+@pytest.mark.integration
 def test_profile_prints_every_phase_of_a_segment_call(tmp_path):
   rng = np.random.default_rng(0)
   Image.fromarray(rng.integers(0, 256, (40, 36, 3), dtype=np.uint8)).save(tmp_path / "img.png")

@@ -58,6 +58,7 @@ def test_load_image_modes_and_exif(tmp_path):
   np.testing.assert_array_equal(I.load_image(tmp_path / "g16.png"), np.stack([gray] * 3, -1))
 
 
+@pytest.mark.integration
 def test_load_image_real_palette_photo():
   # hmbb_3.jpg is really a palette PNG (SOURCE.txt): read as its RGB rendering.
   path = _examples() / "hmbb_3.jpg"
@@ -79,6 +80,7 @@ def test_load_errors_name_the_file(tmp_path):
     I.load_mask(tmp_path / "trunc.png")
 
 
+@pytest.mark.integration
 def test_load_mask_keeps_values(tmp_path):
   # Palette-mode PNG (PerSAM demo): indices 0/1, not the palette colours.
   per = shared_data_dir("examples", "perseg_examples") / "cat_00.png"
@@ -155,6 +157,7 @@ def test_encode_masks_errors():
 
 
 # -- preprocessing parity with the transformers PIL processor -------------------------------
+@pytest.mark.integration
 def test_preprocessing_matches_hf_processor():
   ex = _examples()
   query, prompt = I.load_image(ex / "hmbb_2.jpg"), I.load_image(ex / "video_1.jpg")
@@ -173,6 +176,7 @@ def test_preprocessing_matches_hf_processor():
   )
 
 
+@pytest.mark.integration
 def test_mask_preprocessing_matches_hf_processor():
   proc = _hf_proc()
   # Official demo target (grey RGB, anti-aliased): used as-is, like HF with do_convert_rgb=False.
@@ -288,6 +292,7 @@ def _hf_raw(hm, prompts, query, *, feature_ensemble):
   return out[0, :, SIZE[0] :, :].numpy().transpose(1, 2, 0)
 
 
+@pytest.mark.integration
 def test_segmenter_matches_transformers_end_to_end(hf_pair):
   hm, d = hf_pair
   ex = _examples()

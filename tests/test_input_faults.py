@@ -219,6 +219,7 @@ def _cli_subprocess(argv, timeout=120):
   )
 
 
+@pytest.mark.integration
 @pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="needs POSIX FIFOs")
 def test_fifos_are_skipped_in_folders_and_refused_when_named(params_dir, tmp_path):
   """A FIFO among the query images (folder or glob) is skipped; one named as --query,
@@ -280,6 +281,7 @@ def test_fifos_are_skipped_in_folders_and_refused_when_named(params_dir, tmp_pat
 
 
 # -- 8. experiment entry points --------------------------------------------------------------------
+@pytest.mark.integration
 def test_experiment_entry_points_bad_settings_are_one_line_exit_2(params_dir, tmp_path):
   """A workdir that is a file, a misspelt config key (top level and nested), a wrong-typed
   override, an unknown flag and an unknown preset: one line `PROG: error: ...`, status 2,

@@ -240,6 +240,7 @@ def _worker(ckpt, data, out, *extra, devices=1):
   )
 
 
+@pytest.mark.integration
 def test_kill_and_rerun_equals_one_clean_run(ckpt, data, tmp_path, capsys):
   """SIGKILL as soon as the first mask lands; the rerun completes: the same files."""
   clean = tmp_path / "clean"

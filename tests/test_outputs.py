@@ -369,6 +369,7 @@ except outputs.OutputError as e:
 """
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize("delays", [(0.5, 0.5), (0.0, 0.3), (0.3, 0.0)])
 def test_two_processes_into_one_new_folder_end_whole_or_refused(tmp_path, delays):
   import subprocess

@@ -102,6 +102,9 @@ def reference():
   return batch, jax.device_get(new["params"]), metrics
 
 
+# Slow: each mesh compiles a train step (~20 s on 2 cores), and the single-device reference
+# another (~19 s); the sharding rules themselves are checked above in the unit tier.
+@pytest.mark.slow
 @pytest.mark.parametrize(
   "spec,rules,check",
   [

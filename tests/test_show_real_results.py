@@ -10,6 +10,9 @@ from experiments import show_real_results
 from incontext import checkpoint
 from incontext.models import seggpt
 
+# Every test here reads the real data in ../shared/data: integration tier.
+pytestmark = pytest.mark.integration
+
 
 def test_eval_stage_writes_results(tmp_path):
   data = str(shared_data_dir())

@@ -9,6 +9,9 @@ import pytest
 from experiments.configs import seggpt_train
 from incontext.train import trainer
 
+# Every test here runs the trainer end to end: integration tier.
+pytestmark = pytest.mark.integration
+
 
 def _config(total_steps):
   c = seggpt_train.get_config("quickstart,runlocal")

@@ -14,6 +14,9 @@ from _shared import run_train
 from incontext import checkpoint, cli
 from incontext.train import plots
 
+# Every test here trains the quickstart model in a subprocess: integration tier.
+pytestmark = pytest.mark.integration
+
 
 @pytest.fixture(scope="module")
 def run(tmp_path_factory):

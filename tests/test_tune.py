@@ -59,6 +59,8 @@ def _flat_numpy(state):
   return {str(k): np.array(jax.device_get(v[...])) for k, v in nnx.to_flat_state(state)}
 
 
+# Tests that run the tuner to its end are in the integration tier.
+@pytest.mark.integration
 def test_tuning_learns_prompt_and_never_touches_params(params_dir, tmp_path):
   ex = _examples()
   before = _flat_numpy(nnx.state(checkpoint.load_model(params_dir), nnx.Param))
@@ -102,6 +104,7 @@ def test_tuning_learns_prompt_and_never_touches_params(params_dir, tmp_path):
   assert [r["step"] for r in rows] == list(range(1, 13))
 
 
+@pytest.mark.integration
 def test_killed_and_resumed_gives_the_same_losses(params_dir, tmp_path):
   ex = _examples()
   straight = tuner.run_tune(
@@ -186,6 +189,7 @@ def test_configs_load():
     prompt_tune.get_config("task=nope")
 
 
+@pytest.mark.integration
 def test_tuning_loss_is_the_one_the_model_was_trained_with(params_dir, tmp_path):
   """beta: config.loss.beta, else the trainer-recorded beta of the params dir, else 0.01; the
   logged first loss is the masked smooth-L1 with that beta."""

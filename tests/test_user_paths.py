@@ -26,6 +26,9 @@ torch = pytest.importorskip("torch")
 pytest.importorskip("transformers")
 import hf_reference  # noqa: E402
 
+# Every test here runs the README's commands as a user does: integration tier.
+pytestmark = pytest.mark.integration
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # depth 12: the feature layers (3, 5, 8, 11) are what `convert` infers from the weights.
 CFG = seggpt.get_config(

@@ -71,6 +71,7 @@ def test_unreadable_video(tmp_path):
     videoio.probe(str(bad))
 
 
+@pytest.mark.integration
 def test_segment_video_mp4_matches_frames(ckpt, clip, tmp_path, capsys):
   mp4, first = clip
   out = tmp_path / "out"
@@ -128,6 +129,7 @@ def test_segment_video_mp4_matches_frames(ckpt, clip, tmp_path, capsys):
   )
 
 
+@pytest.mark.integration
 def test_segment_video_bad_mask_size(ckpt, clip, tmp_path, capsys):
   mp4, _ = clip
   m = tmp_path / "m.png"

@@ -74,6 +74,7 @@ def test_label_palette_keeps_a_visible_file_palette():
     imageio.save_label_png("x.png", np.full((2, 2), 300), pal)
 
 
+@pytest.mark.integration
 def test_result_save_and_overlay_round_trip(ckpt, tmp_path, monkeypatch):
   """API on a real photo and its multi-class mask: ids, model colours, overlay, raw."""
   _oracle(monkeypatch)
@@ -117,6 +118,7 @@ def test_string_query_is_one_query(ckpt, tmp_path, monkeypatch):
     assert set(np.unique(res[0].labels).tolist()) == {0, 1}
 
 
+@pytest.mark.integration
 def test_query_folders_and_globs(ckpt, tmp_path, capsys, monkeypatch):
   _oracle(monkeypatch)
   ex = shared_data_dir("examples", "perseg_examples")
@@ -158,6 +160,7 @@ def test_query_folders_and_globs(ckpt, tmp_path, capsys, monkeypatch):
   assert "empty: folder has no query images" in capsys.readouterr().err
 
 
+@pytest.mark.integration
 def test_warnings_empty_prediction_and_procedural_model(ckpt, tmp_path, monkeypatch, caplog):
   _oracle(monkeypatch, paint=(0, 0, 0))  # the model paints all background
   ex = shared_data_dir("examples", "perseg_examples")
