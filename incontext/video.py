@@ -213,27 +213,26 @@ def copy_first_mask(first_ids: np.ndarray, num_frames: int) -> list[np.ndarray]:
 
 
 def list_frames(frames_dir: str, exclude=()) -> list[str]:
-  """Sorted image files (.jpg/.jpeg/.png/.bmp) of a directory; errors name the directory.
-
-  Hidden files (names starting with '.', e.g. macOS `._frame.jpg` resource forks and
-  `.DS_Store`), anything that is not a regular file (a FIFO would block) and the files in
-  `exclude` (e.g. the first-frame mask saved beside the frames) are not frames. Two frames
-  with one name stem (`00000.jpg`, `00000.png`) are refused: their masks would share a name.
+  """Sorted image files of a directory, by the one image rule of `imageio.is_listed_image`
+  (extensions `imageio.IMAGE_EXTS` in any case; hidden names such as macOS `._frame.jpg` forks
+  and `.DS_Store`, and anything that is not a regular file, e.g. a FIFO, are not frames); errors
+  name the directory. The files in `exclude` (e.g. the first-frame mask saved beside the frames)
+  are not frames. Two frames with one name stem (`00000.jpg`, `00000.png`) are refused: their
+  masks would share a name.
   """
   if not os.path.isdir(frames_dir):
     raise VideoError(f"frames directory {frames_dir}: no such directory")
   skip = {os.path.realpath(os.fspath(p)) for p in exclude}
-  exts = (".jpg", ".jpeg", ".png", ".bmp")
   out = sorted(
     os.path.join(frames_dir, f)
     for f in os.listdir(frames_dir)
-    if f.lower().endswith(exts)
-    and not f.startswith(".")
-    and os.path.isfile(os.path.join(frames_dir, f))
+    if imageio.is_listed_image(os.path.join(frames_dir, f))
     and os.path.realpath(os.path.join(frames_dir, f)) not in skip
   )
   if not out:
-    raise VideoError(f"frames directory {frames_dir}: no image files (.jpg/.jpeg/.png/.bmp)")
+    raise VideoError(
+      f"frames directory {frames_dir}: no image files ({', '.join(imageio.IMAGE_EXTS)})"
+    )
   seen = {}
   for p in out:
     stem = os.path.splitext(os.path.basename(p))[0]

@@ -83,3 +83,15 @@ def test_errors_name_the_item(folder, tmp_path):
     with pytest.raises(imageio.InputError) as e:
       imageio.list_images(items, what=what)
     assert want in str(e.value) and "\n" not in str(e.value), (items, str(e.value))
+
+
+def test_video_frames_follow_the_same_rule(folder):
+  """`segment-video`'s frame folder lists what `list_images` lists from that folder (minus the
+  excluded first mask), in the same order."""
+  from incontext import video
+
+  want = imageio.list_images(str(folder))
+  assert [os.path.basename(p) for p in want] == LISTED
+  assert video.list_frames(str(folder)) == want
+  mask = str(folder / "g.bmp")
+  assert video.list_frames(str(folder), exclude=[mask]) == [p for p in want if p != mask]
