@@ -23,7 +23,7 @@ feature ensemble), at a model variant's real shapes:
   shapes       (printed first) the rate of each matmul shape the forward runs, alone, in this
                process: the dense layers ([T, d] x [d, 3d], [d, 4d], [4d, d]; T = one
                canvas' tokens), the decoder's embedding and the attention's per-chunk products
-               (q.k over one query chunk of all heads, P.v). The forward cannot beat the
+               (q.k over one query chunk of one head, P.v). The forward cannot beat the
                time-weighted mix of these; the gap between it and the square peak is the
                shapes', the gap between the forward and it is the program's.
 """
@@ -155,7 +155,7 @@ def shape_rates(cfg) -> dict:
   gh, gw = cfg.grid
   t, d, m, nh = gh * gw, cfg.width, cfg.mlp_dim, cfg.num_heads
   c = d // nh
-  rows, _ = seggpt._chunk_rows(t, t, nh)
+  rows, _ = seggpt._chunk_rows(t, t)
   nfeat = len(cfg.feature_layers)
   dec = cfg.patch * cfg.patch * cfg.decoder_dim
   tq = (gh - gh // 2 + 1) * gw
@@ -166,8 +166,8 @@ def shape_rates(cfg) -> dict:
     f"decoder embed [{tq},{nfeat * d}]x[{nfeat * d},{dec}]": _rate(
       (tq, nfeat * d), (nfeat * d, dec), "td,de->te"
     ),
-    f"q.k [{nh},{rows},{c}]x[{nh},{t},{c}]": _rate((nh, rows, c), (nh, t, c), "nqc,nkc->nqk"),
-    f"p.v [{nh},{rows},{t}]x[{nh},{t},{c}]": _rate((nh, rows, t), (nh, t, c), "nqk,nkc->nqc"),
+    f"q.k [{rows},{c}]x[{t},{c}]": _rate((rows, c), (t, c), "qc,kc->qk"),
+    f"p.v [{rows},{t}]x[{t},{c}]": _rate((rows, t), (t, c), "qk,kc->qc"),
   }
 
 
