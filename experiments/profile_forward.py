@@ -4,9 +4,11 @@ matmul peak, and the time by kind of operation.
 For the inference forward that `incontext segment` runs (query-only decoder; k prompts with the
 feature ensemble), at a model variant's real shapes:
 
-  flops        XLA's cost analysis of the compiled program (`Compiled.cost_analysis()`: what
-               XLA runs, elementwise work included), beside the analytic matmul count of
-               experiments/bench_inference.py (2 x multiply-adds of every matmul)
+  flops        XLA's cost analysis (`Compiled.cost_analysis()`: what XLA runs, elementwise
+               work included) of the same forward with the loop-free attention (the cost
+               analysis counts a loop's body once: see loop_free_flops), beside the analytic
+               matmul count of experiments/bench_inference.py (2 x multiply-adds of every
+               matmul)
   time         the median of --reps forwards after a warm-up (compilation excluded)
   efficiency   GFLOP/s against this process's f32 matmul peak (experiments/benchenv.py)
   by kind      one forward traced with the JAX profiler: every XLA:CPU thunk (a fusion, a
@@ -30,6 +32,7 @@ feature ensemble), at a model variant's real shapes:
 
 import argparse
 import collections
+import dataclasses
 import glob
 import gzip
 import json
@@ -171,6 +174,25 @@ def shape_rates(cfg) -> dict:
   }
 
 
+def _cost_flops(compiled) -> float:
+  cost = compiled.cost_analysis()
+  cost = cost[0] if isinstance(cost, (list, tuple)) else cost
+  return float(cost.get("flops", 0.0))
+
+
+def loop_free_flops(cfg, fwd, *args) -> float:
+  """XLA's FLOP count of the same forward with the loop-free ("fused") attention.
+
+  XLA's cost analysis counts a loop's body once, not once per iteration, so on the CPU
+  program (the attention loops over heads and query chunks) it would leave out nearly all of
+  the attention's products. The loop-free program does the same arithmetic in one piece;
+  it is only compiled here, never run.
+  """
+  *inputs, ens = args
+  graphdef, state = nnx.split(seggpt.abstract(dataclasses.replace(cfg, attention="fused")))
+  return _cost_flops(fwd.lower(graphdef, state, *inputs, feature_ensemble=ens).compile())
+
+
 def profile(variant: str, over: dict, k: int, reps: int, peak: float) -> dict:
   model = seggpt.create(variant, **over)
   cfg = model.cfg
@@ -185,9 +207,7 @@ def profile(variant: str, over: dict, k: int, reps: int, peak: float) -> dict:
   fwd = predict.jitted()
   ens = predict.feature_ensemble_on(k)
   compiled = fwd.lower(graphdef, state, pi, pt, q, st, feature_ensemble=ens).compile()
-  cost = compiled.cost_analysis()
-  cost = cost[0] if isinstance(cost, (list, tuple)) else cost
-  flops = float(cost.get("flops", 0.0))
+  flops = loop_free_flops(cfg, fwd, pi, pt, q, st, ens)
   run = lambda: jax.block_until_ready(compiled(state, pi, pt, q, st))
   run()
   ts = []
