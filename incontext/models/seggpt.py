@@ -261,10 +261,10 @@ def _attend_chunked(q: Array, k: Array, v: Array, rel_h: Array, rel_w: Array) ->
   """The attention one head at a time, in cache-sized query chunks (`lax.map` loops): for CPU.
 
   Each chunk is two plain 2-D products, [r, c] x [c, L] and [r, L] x [L, c]: XLA:CPU runs
-  these at close to its matmul peak, where the same products batched over heads ran at under
-  half of it (docs/results.md). The [Lq, L] logits are never materialised whole. The softmax
-  is normalised after P.V (divide the [r, c] product, not the [r, L] exponentials), which is
-  the same function with one pass over the logits fewer.
+  these at 60-70 % of its matmul peak at L/16 sizes, where the same products batched over
+  heads ran at under half of it (docs/results.md). The [Lq, L] logits are never materialised
+  whole. The softmax is normalised after P.V (divide the [r, c] product, not the [r, L]
+  exponentials), which is the same function with one pass over the logits fewer.
   """
   b, nh, lq, c = q.shape
   gh, gw = rel_h.shape[-1], rel_w.shape[-1]
