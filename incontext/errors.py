@@ -27,6 +27,13 @@ class UserError(ValueError):
   """Bad user input: printed as one line without a traceback (exit status 2)."""
 
 
+class UnknownName(UserError, KeyError):
+  """A setting names something that does not exist (a config key, a data reader, a data op):
+  a user error, and still a KeyError for code that looks names up."""
+
+  __str__ = BaseException.__str__  # the message as written (KeyError's would quote it)
+
+
 # OSErrors that are about a file the user named or about the user's disk, not bugs.
 FILE_ERRORS = (
   FileNotFoundError,

@@ -190,6 +190,23 @@ def test_unknown_config_key_raises(cfg):
     pipeline.resolve_config({**cfg, "imagesize": 3})
 
 
+def test_unknown_names_in_data_settings_are_one_line_user_errors(cfg):
+  """An unknown pipeline key, reader or op: a user error (one line at the entry points, no
+  traceback) whose message reads as written, and still a KeyError for callers."""
+  from incontext import errors
+  from incontext.data import ops, sources
+
+  for call, want in [
+    (lambda: pipeline.resolve_config({**cfg, "imagesize": 3}), "unknown pipeline config keys"),
+    (lambda: sources.make_source({"reader": "bogus"}), "unknown reader 'bogus'; known: ["),
+    (lambda: ops.parse_spec("hflip|nope"), "unknown op 'nope'; known: ["),
+  ]:
+    with pytest.raises(KeyError) as e:
+      call()
+    assert errors.is_user_error(e.value)
+    assert errors.one_line(e.value).startswith(want) and str(e.value).startswith(want)
+
+
 def test_min_area_skips_small_objects(cfg):
   """min_area: instance pairs colour only instances covering >= that fraction of the prompt
   (else the largest one); semantic pairs are redrawn until the class is big enough."""

@@ -284,9 +284,10 @@ def test_fifos_are_skipped_in_folders_and_refused_when_named(params_dir, tmp_pat
 @pytest.mark.integration
 def test_experiment_entry_points_bad_settings_are_one_line_exit_2(params_dir, tmp_path):
   """A workdir that is a file, a misspelt config key (top level and nested), a wrong-typed
-  override, an unknown flag and an unknown preset: one line `PROG: error: ...`, status 2,
-  for train, tune and evaluate alike. (All are refused before jax is imported or any file is
-  written.)"""
+  override, an unknown flag, an unknown preset and an unknown data reader: one line
+  `PROG: error: ...`, status 2, for train, tune and evaluate alike. (The first ten are refused
+  before jax is imported or any file is written; the rest may make their workdir, nothing
+  else.)"""
   afile = tmp_path / "afile"
   afile.write_text("user data")
   env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
@@ -310,6 +311,7 @@ def test_experiment_entry_points_bad_settings_are_one_line_exit_2(params_dir, tm
     (train + w2 + ["--config.input.type=bogus"], "config.input.type: unknown 'bogus'"),
     (train + w2 + ["--config.init.kind=bogus"], "config.init.kind: unknown 'bogus'"),
     (train + w2 + ["--config.input.patch_size=5"], "procedural data config: image_size 32 is"),
+    (tune + w2 + ["--config.task.reader=bogus"], "unknown reader 'bogus'; known: ["),
   ]
   clean = 0
   for args, match in cases:

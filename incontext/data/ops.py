@@ -34,6 +34,7 @@ import numpy as np
 from PIL import Image, ImageEnhance
 
 from incontext import canvas
+from incontext.errors import UnknownName
 
 IGNORE = 255
 Op = Callable[[dict, np.random.Generator], dict]
@@ -68,7 +69,7 @@ def parse_spec(spec: str | list) -> list[tuple[str, dict[str, Any]]]:
       raise ValueError(f"bad op spec {it!r}: expected name or name(key=value, ...)")
   for name, _ in out:
     if name not in OPS:
-      raise KeyError(f"unknown op {name!r}; known: {sorted(OPS)}")
+      raise UnknownName(f"unknown op {name!r}; known: {sorted(OPS)}")
   return out
 
 

@@ -55,7 +55,7 @@ import grain
 import numpy as np
 
 from incontext import canvas
-from incontext.errors import UserError
+from incontext.errors import UnknownName, UserError
 from incontext.data import datadir, folds, ops, procedural, sources
 
 # Config keys (top level) and defaults. Per-dataset keys are in DATASET_DEFAULTS.
@@ -124,7 +124,7 @@ def resolve_config(config) -> dict[str, Any]:
   cfg = {**DEFAULTS, **_to_dict(config)}
   unknown = set(cfg) - set(DEFAULTS)
   if unknown:
-    raise KeyError(f"unknown pipeline config keys {sorted(unknown)}; known: {sorted(DEFAULTS)}")
+    raise UnknownName(f"unknown pipeline config keys {sorted(unknown)}; known: {sorted(DEFAULTS)}")
   ds = cfg["datasets"]
   if isinstance(ds, Mapping):
     ds = [{"name": k, **_to_dict(v)} for k, v in ds.items()]

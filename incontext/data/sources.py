@@ -37,7 +37,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 from PIL import Image, ImageDraw
 
-from incontext.errors import UserError
+from incontext.errors import UnknownName, UserError
 
 IGNORE = 255
 MAX_INSTANCES = 254
@@ -988,7 +988,7 @@ def make_source(cfg: dict[str, Any], cache: bool = True):
   import inspect
 
   if cfg.get("reader") not in READERS:
-    raise KeyError(f"unknown reader {cfg.get('reader')!r}; known: {sorted(READERS)}")
+    raise UnknownName(f"unknown reader {cfg.get('reader')!r}; known: {sorted(READERS)}")
   reader = READERS[cfg["reader"]]
   params = inspect.signature(reader).parameters
   kw = {k: v for k, v in cfg.items() if k in params}
