@@ -174,13 +174,7 @@ def shape_rates(cfg) -> dict:
   }
 
 
-def _cost_flops(compiled) -> float:
-  cost = compiled.cost_analysis()
-  cost = cost[0] if isinstance(cost, (list, tuple)) else cost
-  return float(cost.get("flops", 0.0))
-
-
-def loop_free_flops(cfg, fwd, *args) -> float:
+def loop_free_flops(cfg, fwd, inputs: tuple, feature_ensemble: bool) -> float:
   """XLA's FLOP count of the same forward with the loop-free ("fused") attention.
 
   XLA's cost analysis counts a loop's body once, not once per iteration, so on the CPU
@@ -188,9 +182,11 @@ def loop_free_flops(cfg, fwd, *args) -> float:
   the attention's products. The loop-free program does the same arithmetic in one piece;
   it is only compiled here, never run.
   """
-  *inputs, ens = args
   graphdef, state = nnx.split(seggpt.abstract(dataclasses.replace(cfg, attention="fused")))
-  return _cost_flops(fwd.lower(graphdef, state, *inputs, feature_ensemble=ens).compile())
+  lowered = fwd.lower(graphdef, state, *inputs, feature_ensemble=feature_ensemble)
+  cost = lowered.compile().cost_analysis()
+  cost = cost[0] if isinstance(cost, (list, tuple)) else cost
+  return float(cost.get("flops", 0.0))
 
 
 def profile(variant: str, over: dict, k: int, reps: int, peak: float) -> dict:
@@ -207,7 +203,7 @@ def profile(variant: str, over: dict, k: int, reps: int, peak: float) -> dict:
   fwd = predict.jitted()
   ens = predict.feature_ensemble_on(k)
   compiled = fwd.lower(graphdef, state, pi, pt, q, st, feature_ensemble=ens).compile()
-  flops = loop_free_flops(cfg, fwd, pi, pt, q, st, ens)
+  flops = loop_free_flops(cfg, fwd, (pi, pt, q, st), ens)
   run = lambda: jax.block_until_ready(compiled(state, pi, pt, q, st))
   run()
   ts = []
